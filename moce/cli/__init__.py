@@ -1,0 +1,1 @@
+"""Typer commands: each parses options and calls one library function."""

@@ -1,0 +1,47 @@
+"""`moce inspect CKPT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moce.cli.common import print_json, render_table, user_errors
+from moce.inspect import inspect_checkpoint
+
+
+@user_errors
+def inspect(
+    checkpoint: Path = typer.Argument(..., help="Lightning .ckpt, plain state dict (.pt/.pth) or .safetensors"),
+    size: str = typer.Option("256x256", help="Image size HxW at which expert FLOPs are counted"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Print the architecture derived from a checkpoint and what each expert costs."""
+    height, width = _parse_size(size)
+    info = inspect_checkpoint(checkpoint, height, width)
+    if as_json:
+        print_json(info)
+        return
+    cfg = info["config"]
+    typer.echo(f"checkpoint  {info['checkpoint']}  (sha256 {info['sha256'][:16]}...)")
+    for key in ("dim", "num_blocks", "num_dec_blocks", "heads", "num_refinement_blocks", "top_k"):
+        typer.echo(f"  {key:<22} {cfg[key]}")
+    p = info["params"]
+    typer.echo(f"  {'parameters':<22} {p['total']:,} (experts {p['experts']:,}, trunk+routers {p['trunk_and_routers']:,})")
+    rows = [
+        [a["adapter"], a["level"], e["expert"], e["rank"], e["patch_size"], f"{e['params']:,}",
+         f"{e['flops'] / 1e9:.3f}", f"{e['complexity']:.3f}"]
+        for a in info["adapters"] for e in a["experts"]
+    ]
+    typer.echo(f"\nexperts (GFLOPs per image at {height}x{width}):")
+    typer.echo(render_table(["adapter", "level", "expert", "rank", "patch", "params", "GFLOPs", "complexity"], rows))
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    from moce.errors import InputError
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 256x256, got {text!r}") from None
+    return h, w

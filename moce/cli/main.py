@@ -1,0 +1,30 @@
+"""The `moce` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from moce import __version__
+from moce.cli.inspect_cmd import inspect
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Deploy MoCE-IR: export, build engines, restore.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"moce {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit"),
+) -> None:
+    """Deploy MoCE-IR: export, build engines, restore."""
+
+
+app.command()(inspect)
+
+
+def main() -> None:
+    app()

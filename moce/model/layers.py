@@ -1,0 +1,230 @@
+"""Building blocks of MoCE-IR (Restormer-style transformer blocks and the FFT expert body).
+
+Module and parameter names follow the original release exactly, so that its checkpoints load
+unchanged; the arithmetic is re-derived from the paper's code, written for inference only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _NormBody(nn.Module):
+    """Holds the affine parameters under the original's ``norms.N.body`` key path."""
+
+    def __init__(self, dim: int, with_bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channel axis of an NCHW tensor (per pixel), eps 1e-5.
+
+    The with-bias form is ``F.layer_norm`` on NHWC, which exports as one ONNX
+    ``LayerNormalization`` node that precision tools recognise and keep in float32.
+    """
+
+    def __init__(self, dim: int, with_bias: bool = True) -> None:
+        super().__init__()
+        self.body = _NormBody(dim, with_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        if self.body.bias is not None:
+            x = F.layer_norm(x, x.shape[-1:], self.body.weight, self.body.bias, eps=1e-5)
+        else:  # bias-free: scale by the standard deviation without centring
+            x = x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.body.weight
+        return x.permute(0, 3, 1, 2)
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    b, c, h, w = x.shape
+    return x.reshape(b, heads, c // heads, h * w)
+
+
+def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor) -> Tensor:
+    """Transposed (channel-to-channel) attention with L2-normalised queries and keys."""
+    b, c, h, w = v.shape
+    heads = temperature.shape[0]
+    q = F.normalize(_split_heads(q, heads), dim=-1)
+    k = F.normalize(_split_heads(k, heads), dim=-1)
+    attn = torch.softmax((q @ k.transpose(-2, -1)) * temperature, dim=-1)
+    return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
+
+
+class FeedForward(nn.Module):
+    """Gated depth-wise convolutional feed-forward network (GDFN)."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool) -> None:
+        super().__init__()
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class Attention(nn.Module):
+    """Multi-Dconv head transposed self-attention (MDTA)."""
+
+    def __init__(self, dim: int, heads: int, bias: bool) -> None:
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        return self.project_out(channel_attention(q, k, v, self.temperature))
+
+
+class CrossAttention(nn.Module):
+    """Transposed attention whose queries come from ``x`` and keys/values from ``y``."""
+
+    def __init__(self, dim: int, heads: int, bias: bool) -> None:
+        super().__init__()
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.q = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=bias)
+        self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        q = self.q_dwconv(self.q(x))
+        k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
+        return self.project_out(channel_attention(q, k, v, self.temperature))
+
+
+def to_patches(x: Tensor, p: int) -> Tensor:
+    """Zero-pad right/bottom to a multiple of ``p`` and view as ``[b, c, nh, nw, p, p]``."""
+    b, c, h, w = x.shape
+    x = F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+    nh, nw = x.shape[2] // p, x.shape[3] // p
+    return x.reshape(b, c, nh, p, nw, p).permute(0, 1, 2, 4, 3, 5)
+
+
+def from_patches(x: Tensor, h: int, w: int) -> Tensor:
+    """Inverse of :func:`to_patches`, cropping the padding away."""
+    b, c, nh, nw, p, _ = x.shape
+    return x.permute(0, 1, 2, 4, 3, 5).reshape(b, c, nh * p, nw * p)[:, :, :h, :w]
+
+
+def fft_patch_product(q: Tensor, k: Tensor) -> Tensor:
+    """Per-patch circular convolution ``irfft2(rfft2(q) * rfft2(k))`` (the original's math).
+
+    The exporter swaps this for an exact DFT-matrix form (ONNX has no usable inverse real FFT).
+    """
+    p = q.shape[-1]
+    return torch.fft.irfft2(torch.fft.rfft2(q.float()) * torch.fft.rfft2(k.float()), s=(p, p))
+
+
+class FFTAttention(nn.Module):
+    """Expert body: query/key mixing by circular convolution inside p x p patches.
+
+    ``patch_product`` is an instance attribute so that export-time patchers can replace the
+    FFT without forking this class.
+    """
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.q = nn.Conv2d(dim, dim, 1, bias=False)
+        self.q_dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.kv = nn.Conv2d(dim, dim * 2, 1, bias=False)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2)
+        self.norm = ChannelLayerNorm(dim, with_bias=True)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.patch_product = fft_patch_product
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        q = self.q_dwconv(self.q(x))
+        k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
+        mixed = self.patch_product(to_patches(q, self.patch_size), to_patches(k, self.patch_size))
+        return self.proj_out(self.norm(from_patches(mixed, h, w)) * v)
+
+
+class HighPassConv2d(nn.Module):
+    """Depth-wise 3x3 Laplacian; the kernel is a stored (frozen) weight in checkpoints."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        kernel = -torch.ones(3, 3)
+        kernel[1, 1] = 8.0
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel.expand(channels, 1, 3, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class FrequencyEmbedding(nn.Module):
+    """Global descriptor of the latent's high frequencies, fed to every router."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.high_conv = nn.Sequential(HighPassConv2d(dim), nn.GELU())
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(self.high_conv(x).mean(dim=(-2, -1)))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class OverlapPatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, ln_bias: bool) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList([ChannelLayerNorm(dim, ln_bias), ChannelLayerNorm(dim, ln_bias)])
+        self.mixer = Attention(dim, heads, bias=True)
+        self.ffn = FeedForward(dim, hidden, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.mixer(self.norms[0](x))
+        return x + self.ffn(self.norms[1](x))
+
+
+class BlockGroup(nn.Module):
+    """A run of blocks under the original's ``layers`` key."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.layers:
+            x = block(x)
+        return x

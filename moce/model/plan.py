@@ -1,0 +1,127 @@
+"""The network as an execution plan: dense trunk segments between routing points.
+
+Segment ``s`` finishes decoder block ``s - 1`` (after its adapter) and runs up to block ``s``'s
+router; adapter ``s`` then runs only the experts its router chose. The PyTorch model, the ONNX
+exporter, the manifest and every runtime walk this same list of named tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from moce.model.config import MoCEConfig
+
+IMAGE = "image"
+RESTORED = "restored"
+FREQ_EMB = "freq_emb"
+
+
+def skip_name(level: int) -> str:
+    return f"skip{level}"
+
+
+@dataclass(frozen=True)
+class AdapterTensors:
+    """Names of the tensors around adapter ``index``."""
+
+    index: int
+
+    @property
+    def shortcut(self) -> str:
+        return f"shortcut{self.index}"
+
+    @property
+    def adapter_in(self) -> str:
+        return f"adapter_in{self.index}"
+
+    @property
+    def shared(self) -> str:
+        return f"shared{self.index}"
+
+    @property
+    def logits(self) -> str:
+        return f"router_logits{self.index}"
+
+    @property
+    def adapter_out(self) -> str:
+        return f"adapter_out{self.index}"
+
+
+@dataclass(frozen=True)
+class SegmentStep:
+    index: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdapterStep:
+    """Route on ``logits``, run the chosen experts on ``inputs``, sum into ``output``."""
+
+    index: int
+    level: int
+    logits: str
+    inputs: tuple[str, str]
+    output: str
+
+
+Step = SegmentStep | AdapterStep
+
+
+def first_adapter_of_level(config: MoCEConfig) -> dict[int, int]:
+    """For each decoder level, the adapter index of its first block (where its skip joins)."""
+    firsts: dict[int, int] = {}
+    for a, lvl in enumerate(config.adapter_levels()):
+        firsts.setdefault(lvl, a)
+    return firsts
+
+
+def build_plan(config: MoCEConfig) -> list[Step]:
+    """Alternate segments and adapters: seg 0, adapter 0, seg 1, ..., adapter N-1, seg N."""
+    n = config.num_adapters
+    levels = config.adapter_levels()
+    skip_users = {a: lvl for lvl, a in first_adapter_of_level(config).items()}
+    steps: list[Step] = []
+    for s in range(n + 1):
+        inputs: list[str] = []
+        outputs: list[str] = []
+        if s == 0:
+            inputs.append(IMAGE)
+            outputs += [skip_name(lvl) for a, lvl in sorted(skip_users.items()) if a > 0]
+            if n > 1:
+                outputs.append(FREQ_EMB)
+        else:
+            prev = AdapterTensors(s - 1)
+            inputs += [prev.shortcut, prev.adapter_out, prev.shared]
+        if s == n:
+            inputs.append(IMAGE)
+            outputs.append(RESTORED)
+        else:
+            if s > 0:
+                if s in skip_users:
+                    inputs.append(skip_name(skip_users[s]))
+                inputs.append(FREQ_EMB)
+            cur = AdapterTensors(s)
+            outputs += [cur.shortcut, cur.adapter_in, cur.shared, cur.logits]
+        steps.append(SegmentStep(s, tuple(inputs), tuple(outputs)))
+        if s < n:
+            cur = AdapterTensors(s)
+            steps.append(AdapterStep(s, levels[s], cur.logits, (cur.adapter_in, cur.shared), cur.adapter_out))
+    return steps
+
+
+def step_inputs(step: Step) -> tuple[str, ...]:
+    return step.inputs if isinstance(step, SegmentStep) else (step.logits, *step.inputs)
+
+
+def last_uses(plan: list[Step]) -> dict[str, int]:
+    """Index of the last step reading each tensor, so executors can free it right after."""
+    last: dict[str, int] = {}
+    for i, step in enumerate(plan):
+        for name in step_inputs(step):
+            last[name] = i
+    return last
+
+
+def plan_to_dict(plan: list[Step]) -> list[dict]:
+    return [{"kind": "segment" if isinstance(s, SegmentStep) else "adapter", **asdict(s)} for s in plan]
