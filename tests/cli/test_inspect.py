@@ -1,0 +1,44 @@
+"""`moce --help`, `--version` and `moce inspect` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from moce import __version__
+from moce.cli.main import app
+
+runner = CliRunner()
+
+
+def test_help_and_version():
+    assert "inspect" in runner.invoke(app, ["--help"]).output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_inspect_table(tiny_ckpt):
+    result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x64"])
+    assert result.exit_code == 0, result.output
+    assert "295,302" in result.output and "GFLOPs per image at 128x64" in result.output
+    assert len([line for line in result.output.splitlines() if line[:1].isdigit()]) == 12  # 3 adapters x 4 experts
+
+
+def test_inspect_json(tiny_ckpt):
+    result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json"])
+    info = json.loads(result.output)
+    assert info["params"]["total"] == 295_302
+    experts = info["adapters"][0]["experts"]
+    assert [e["rank"] for e in experts] == [4, 8, 16, 32]
+    assert experts[-1]["complexity"] == 1.0
+    flops = [e["flops"] for e in experts]
+    assert flops == sorted(flops) and flops[0] > 0
+
+
+def test_inspect_bad_file_exits_nonzero_with_one_line(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("nope")
+    result = runner.invoke(app, ["inspect", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error:") and str(bad) in result.output

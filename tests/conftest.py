@@ -1,0 +1,35 @@
+"""Shared fixtures: the golden data copied from the original implementation (tests/data/golden)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+TINY_CKPT = Path(__file__).parents[1] / "moce" / "data" / "moceir_tiny.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt() -> Path:
+    return TINY_CKPT
+
+
+@pytest.fixture(scope="session")
+def golden_io() -> dict[str, np.ndarray]:
+    with np.load(GOLDEN / "moceir_tiny_io.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def manifest(name: str) -> dict:
+    return json.loads((GOLDEN / f"moceir_{name}_manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from moce.model import load_model
+
+    return load_model(TINY_CKPT)[0]
