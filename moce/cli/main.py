@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from moce import __version__
+from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Deploy MoCE-IR: export, build engines, restore.")
@@ -24,6 +25,7 @@ def _root(
 
 
 app.command()(inspect)
+app.command()(export)
 
 
 def main() -> None:

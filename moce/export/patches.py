@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,30 +22,30 @@ from moce.model.layers import FFTAttention, fft_patch_product
 
 @lru_cache(maxsize=None)
 def _dft_matrices(p: int) -> tuple[Tensor, ...]:
-    """Real DFT factors for side ``p`` (float64 built, float32 returned).
+    """Real DFT factors for side ``p`` (built in float64 NumPy, returned as float32 tensors).
 
     Forward: rows by the real FFT (``p -> m = p//2 + 1`` bins), columns by the full complex
     FFT. Inverse: complex inverse on columns, then the Hermitian C2R sum on rows, whose
-    weights (1 for DC and Nyquist, 2 otherwise) and 1/p^2 scale are folded in.
+    weights (1 for DC and Nyquist, 2 otherwise) and 1/p^2 scale are folded in. NumPy keeps
+    their construction out of traced graphs: they export as plain constants.
     """
     m = p // 2 + 1
-    n = torch.arange(p, dtype=torch.float64)
-    k = torch.arange(m, dtype=torch.float64)
-    angle_r = 2 * math.pi * torch.outer(n, k) / p  # [p, m]
-    angle_c = 2 * math.pi * torch.outer(n, n) / p  # [p, p]
-    weight = torch.full((m,), 2.0, dtype=torch.float64)
+    n = np.arange(p, dtype=np.float64)
+    angle_r = 2 * math.pi * np.outer(n, np.arange(m)) / p  # [p, m]
+    angle_c = 2 * math.pi * np.outer(n, n) / p  # [p, p]
+    weight = np.full(m, 2.0)
     weight[0] = 1.0
     if p % 2 == 0:
         weight[-1] = 1.0
     mats = (
-        torch.cos(angle_r),  # x -> Re(rfft) along rows
-        -torch.sin(angle_r),  # x -> Im(rfft) along rows
-        torch.cos(angle_c),  # complex DFT along columns, real part
-        torch.sin(angle_c),  # ... imaginary part
-        (weight[:, None] * torch.cos(angle_r.T)) / (p * p),  # C2R along rows, real input
-        (-weight[:, None] * torch.sin(angle_r.T)) / (p * p),  # ... imaginary input
+        np.cos(angle_r),  # x -> Re(rfft) along rows
+        -np.sin(angle_r),  # x -> Im(rfft) along rows
+        np.cos(angle_c),  # complex DFT along columns, real part
+        np.sin(angle_c),  # ... imaginary part
+        weight[:, None] * np.cos(angle_r.T) / (p * p),  # C2R along rows, real input
+        -weight[:, None] * np.sin(angle_r.T) / (p * p),  # ... imaginary input
     )
-    return tuple(t.to(torch.float32).contiguous() for t in mats)
+    return tuple(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in mats)
 
 
 def _forward_dft(x: Tensor, cr: Tensor, sr: Tensor, cc: Tensor, sc: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,7 +56,7 @@ def _forward_dft(x: Tensor, cr: Tensor, sr: Tensor, cc: Tensor, sc: Tensor) -> t
 def dft_patch_product(q: Tensor, k: Tensor) -> Tensor:
     """``irfft2(rfft2(q) * rfft2(k), s=(p, p))`` as real matrix products (no DFT op)."""
     p = q.shape[-1]
-    cr, sr, cc, sc, ir, ii = (m.to(q.device) for m in _dft_matrices(p))
+    cr, sr, cc, sc, ir, ii = (m.to(q.device) for m in _dft_matrices(int(p)))
     qr, qi = _forward_dft(q.float(), cr, sr, cc, sc)
     kr, ki = _forward_dft(k.float(), cr, sr, cc, sc)
     pr, pi = qr * kr - qi * ki, qr * ki + qi * kr

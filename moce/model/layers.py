@@ -34,7 +34,7 @@ class ChannelLayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)
         if self.body.bias is not None:
-            x = F.layer_norm(x, x.shape[-1:], self.body.weight, self.body.bias, eps=1e-5)
+            x = F.layer_norm(x, self.body.weight.shape, self.body.weight, self.body.bias, eps=1e-5)
         else:  # bias-free: scale by the standard deviation without centring
             x = x * torch.rsqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5) * self.body.weight
         return x.permute(0, 3, 1, 2)

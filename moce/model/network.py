@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moce.errors import InputError
-from moce.model.config import MIN_SIDE, MoCEConfig
+from moce.model.config import MoCEConfig, padding_for
 from moce.model.layers import (
     BlockGroup,
     ChannelLayerNorm,
@@ -126,13 +126,6 @@ class DecoderGroup(nn.Module):
     def __init__(self, blocks: list[DecoderBlock]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(blocks)
-
-
-def padding_for(height: int, width: int, multiple: int) -> tuple[int, int]:
-    """Bottom/right reflect padding that makes both sides multiples of ``multiple``."""
-    if min(height, width) < MIN_SIDE:
-        raise InputError(f"image is {width}x{height}; both sides must be at least {MIN_SIDE} pixels")
-    return (-height) % multiple, (-width) % multiple
 
 
 def check_image_tensor(image: Tensor, channels: int) -> None:

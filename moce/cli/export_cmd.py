@@ -1,0 +1,66 @@
+"""`moce export CKPT -o PKG`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moce.cli.common import render_table, user_errors
+from moce.errors import InputError, ValidationError
+from moce.export.exporter import ExportOptions, ExportResult, export_package
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(h), int(w)) for h, w in (item.lower().split("x") for item in text.split(",")))
+    except ValueError:
+        raise InputError(f"--sizes must look like 64x64,128x96, got {text!r}") from None
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise InputError(f"--batches must look like 1,2, got {text!r}") from None
+
+
+@user_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="Lightning .ckpt, plain state dict or .safetensors"),
+    output: Path = typer.Option(None, "-o", "--output", help="Package folder [default: CKPT name + .moce]"),
+    opset: int = typer.Option(17, help="ONNX opset"),
+    conditional: bool = typer.Option(True, help="Also write the If-routed whole-network graph"),
+    dense: bool = typer.Option(True, help="Also write the dense (all experts, one-hot gate) graph"),
+    validate: bool = typer.Option(True, help="Compare every form with PyTorch on ONNX Runtime (CPU)"),
+    sizes: str = typer.Option("64x64,128x96", help="Validation image sizes HxW (multiples of 8)"),
+    batches: str = typer.Option("1,2", help="Validation batch sizes"),
+    atol: float = typer.Option(1e-4, help="Largest absolute difference accepted"),
+    overwrite: bool = typer.Option(False, help="Replace an existing package folder"),
+) -> None:
+    """Export a checkpoint to an ONNX model package and validate it against PyTorch."""
+    options = ExportOptions(opset=opset, conditional=conditional, dense=dense, validate=validate,
+                            sizes=_sizes(sizes), batches=_batches(batches), atol=atol, overwrite=overwrite)
+    out = output or checkpoint.with_suffix(".moce")
+    steps = [0]
+
+    def progress(message: str) -> None:
+        steps[0] += 1
+        typer.echo(f"[{steps[0]:>3}] {message}", err=True)
+
+    try:
+        result = export_package(checkpoint, out, options, progress)
+    except ValidationError as exc:
+        typer.echo(f"error: {out}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _summary(result)
+
+
+def _summary(result: ExportResult) -> None:
+    rows = [[r["graph"], r["file"], f"{r['bytes'] / 1e6:.2f}", r["nodes"]] for r in result.graph_rows()]
+    typer.echo(render_table(["graph", "file", "MB", "nodes"], rows))
+    if result.report is not None:
+        errors = ", ".join(f"{m} {result.report.max_error(m):.2e}" for m in ("split", "conditional", "dense")
+                           if any(c.mode == m for c in result.report.cases))
+        typer.echo(f"validation passed on {len(result.report.cases)} cases; max abs error: {errors}")
+    typer.echo(f"wrote {result.manifest.root} in {result.seconds:.1f} s")

@@ -1,0 +1,208 @@
+"""`moce export`: checkpoint -> ONNX model package (split, conditional, dense) + manifest."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from moce import __version__
+from moce.errors import ExportError
+from moce.export.compose import compose_conditional, compose_dense
+from moce.export.graphs import DEFAULT_OPSET, EXPERT_INPUTS, EXPERT_OUTPUT, export_expert, export_segment, sample_tensor, save
+from moce.export.manifest import SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes
+from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
+from moce.model.checkpoint import LoadedCheckpoint, load_model
+from moce.model.complexity import count_flops, expert_costs
+from moce.model.network import MoCEIR
+from moce.model.plan import AdapterStep, SegmentStep, plan_to_dict
+
+FLOPS_REFERENCE = (256, 256)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    conditional: bool = True
+    dense: bool = True
+    validate: bool = True
+    sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    atol: float = 1e-4
+    overwrite: bool = False
+
+
+@dataclass
+class ExportResult:
+    manifest: Manifest
+    report: ValidationReport | None
+    seconds: float
+
+    def graph_rows(self) -> list[dict[str, Any]]:
+        return [{"graph": n, **g} for n, g in self.manifest.data["graphs"].items()]
+
+
+def _graph_entry(name: str, file: str, model: onnx.ModelProto, data_size: int, data: bytes) -> dict[str, Any]:
+    def spec(values: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": v.name, "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+             "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+            for v in values
+        ]
+
+    return {"file": file, "inputs": spec(model.graph.input), "outputs": spec(model.graph.output),
+            "bytes": data_size, "nodes": len(model.graph.node), "sha256": sha256_bytes(data)}
+
+
+def _write_graph(root: Path, graphs: dict[str, Any], name: str, file: str, model: onnx.ModelProto) -> None:
+    data = model.SerializeToString()
+    size = save(model, root / file)
+    graphs[name] = _graph_entry(name, file, model, size, data)
+
+
+def _segment_flops(model: MoCEIR, step: SegmentStep) -> int:
+    h, w = FLOPS_REFERENCE
+    env = {n: sample_tensor(model, n, 1, h, w) for n in step.inputs}
+    return count_flops(lambda: model.run_segment(step.index, env))
+
+
+def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
+    """The plan with graph names, expert descriptions and FLOPs per pixel (counted once, here)."""
+    pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
+    costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
+    entries = []
+    for item, step in zip(plan_to_dict(model.plan), model.plan):
+        if isinstance(step, SegmentStep):
+            progress(f"count FLOPs of segment {step.index}")
+            item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
+        else:
+            assert isinstance(step, AdapterStep)
+            item.update(top_k=model.config.top_k, experts=[
+                {"expert": e, "graph": expert_graph(step.index, e), "rank": c.rank, "patch_size": c.patch_size,
+                 "params": c.params, "complexity": c.complexity, "flops_per_pixel": c.flops / pixels}
+                for e in range(model.config.num_experts) for c in [costs[(step.index, e)]]
+            ])
+        entries.append(item)
+    return entries
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"moce": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+
+def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options: ExportOptions,
+                  progress: Progress) -> Manifest:
+    """Export every graph into ``out_dir`` (a fresh folder) and write the manifest."""
+    config = model.config
+    graphs: dict[str, Any] = {}
+    segments, experts = {}, {}
+    for step in model.plan:
+        if isinstance(step, SegmentStep):
+            progress(f"export segment {step.index}")
+            segments[step.index] = export_segment(model, step, options.opset)
+            _write_graph(out_dir, graphs, segment_graph(step.index), f"split/segment{step.index}.onnx", segments[step.index])
+        else:
+            for e in range(config.num_experts):
+                progress(f"export adapter {step.index} expert {e}")
+                experts[(step.index, e)] = export_expert(model, step.index, e, options.opset)
+                _write_graph(out_dir, graphs, expert_graph(step.index, e),
+                             f"split/adapter{step.index}_expert{e}.onnx", experts[(step.index, e)])
+    plan = list(model.plan)
+    notes = {}
+    if options.conditional and config.top_k == 1:
+        progress("compose conditional graph")
+        _write_graph(out_dir, graphs, "conditional", "conditional.onnx",
+                     compose_conditional(plan, segments, experts, config.in_channels, config.num_experts))
+        notes["conditional"] = "one image per call (If branches route the whole batch); top-1 routing"
+    elif options.conditional:
+        notes["conditional"] = f"not written: the If form supports top-1 routing, this model uses top-{config.top_k}"
+    if options.dense:
+        progress("compose dense graph")
+        _write_graph(out_dir, graphs, "dense", "dense.onnx",
+                     compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k))
+        notes["dense"] = "runs every expert, weighted by the one-hot top-k gate; any batch size"
+    manifest = Manifest(out_dir, {
+        "schema_version": SCHEMA_VERSION,
+        "format": "moce-onnx-package",
+        "created_by": _versions(),
+        "source": source,
+        "config": config.to_dict(),
+        "opset": options.opset,
+        "input": input_spec(config),
+        "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
+        "routing": {"rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
+                    "top_k": config.top_k, "forms": notes},
+        "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
+        "graphs": graphs,
+        "plan": _plan_entries(model, progress),
+        "flops_reference": {"height": FLOPS_REFERENCE[0], "width": FLOPS_REFERENCE[1],
+                            "counted": "convolutions and matrix products, 2 FLOPs per multiply-add"},
+    })
+    manifest.write()
+    return manifest
+
+
+def export_package(checkpoint: str | Path | MoCEIR, out_dir: str | Path, options: ExportOptions | None = None,
+                   progress: Progress | None = None) -> ExportResult:
+    """Export, then (unless disabled) validate; raises :class:`ValidationError` on mismatch.
+
+    The package is assembled in a temporary sibling folder and moved into place whole, so an
+    interrupted export never leaves a half-written package behind.
+    """
+    import time
+
+    options = options or ExportOptions()
+    progress = progress or (lambda message: None)
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if isinstance(checkpoint, MoCEIR):
+        model, source = checkpoint.eval(), {"checkpoint": None, "sha256": None}
+    else:
+        progress(f"load {checkpoint}")
+        model, loaded = load_model(checkpoint)
+        source = _source(loaded)
+    staging = _prepare_output(out_dir, options.overwrite)
+    try:
+        manifest = write_package(model, staging, source, options, progress)
+        report = None
+        if options.validate:
+            report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
+            manifest.data["validation"] = {
+                "passed": not report.failures, "atol": options.atol, "failures": report.failures,
+                "max_abs_error": {m: report.max_error(m) for m in sorted({c.mode for c in report.cases})},
+                "cases": [vars(c) for c in report.cases],
+            }
+            manifest.write()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.chmod(0o755)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    manifest.root = out_dir
+    result = ExportResult(manifest, report, time.perf_counter() - start)
+    if report is not None:
+        report.raise_if_failed()
+    return result
+
+
+def _source(loaded: LoadedCheckpoint) -> dict[str, Any]:
+    return {"checkpoint": loaded.path.name, "sha256": loaded.sha256}
+

@@ -1,0 +1,135 @@
+"""Export of the split graphs: one ONNX graph per trunk segment and per expert.
+
+Every graph has dynamic batch, height and width axes; tensor names are the plan's, so the
+manifest can wire graphs together by name alone.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from moce.export.patches import export_patches
+from moce.model.network import ComplexityExpert, MoCEIR
+from moce.model.plan import FREQ_EMB, IMAGE, RESTORED, SegmentStep
+
+EXPERT_INPUTS = ("adapter_in", "shared", "gate")
+EXPERT_OUTPUT = "weighted_out"
+DEFAULT_OPSET = 17
+"""17 brings ``LayerNormalization``; TensorRT 8.6+ and every ONNX Runtime we support read it."""
+
+
+class SegmentGraph(nn.Module):
+    """Adapts :meth:`MoCEIR.run_segment` to positional tensors for tracing."""
+
+    def __init__(self, model: MoCEIR, step: SegmentStep) -> None:
+        super().__init__()
+        self.model = model
+        self.step = step
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        made = self.model.run_segment(self.step.index, dict(zip(self.step.inputs, tensors)))
+        return tuple(made[name] for name in self.step.outputs)
+
+
+class ExpertGraph(nn.Module):
+    """One expert with its gate applied: ``gate[b] * expert(adapter_in, shared)``."""
+
+    def __init__(self, expert: ComplexityExpert) -> None:
+        super().__init__()
+        self.expert = expert
+
+    def forward(self, adapter_in: Tensor, shared: Tensor, gate: Tensor) -> Tensor:
+        return self.expert(adapter_in, shared) * gate.reshape(-1, 1, 1, 1)
+
+
+def tensor_level(model: MoCEIR, name: str) -> int | None:
+    """Resolution level of a plan tensor (0 = full size), or None for [batch, features] ones."""
+    if name in (IMAGE, RESTORED):
+        return 0
+    if name == FREQ_EMB or name.startswith("router_logits"):
+        return None
+    if name.startswith("skip"):
+        return int(name[len("skip") :])
+    index = int("".join(ch for ch in name if ch.isdigit()))
+    return model.config.adapter_levels()[index]
+
+
+def dynamic_axes_for(model: MoCEIR, names: list[str]) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for name in names:
+        level = tensor_level(model, name)
+        axes[name] = {0: "batch"} if level is None else {0: "batch", 2: f"height_{level}", 3: f"width_{level}"}
+    return axes
+
+
+def sample_tensor(model: MoCEIR, name: str, batch: int, height: int, width: int) -> Tensor:
+    """A random tensor shaped like plan tensor ``name`` for an image of ``height`` x ``width``."""
+    c = model.config
+    if name in (IMAGE, RESTORED):
+        return torch.rand(batch, c.in_channels, height, width)
+    if name == FREQ_EMB:
+        return torch.randn(batch, c.freq_dim)
+    level = tensor_level(model, name)
+    assert level is not None
+    return torch.randn(batch, c.level_dim(level), height // 2**level, width // 2**level)
+
+
+def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
+             axes: dict[str, dict[int, str]], opset: int) -> onnx.ModelProto:
+    """Trace with the TorchScript exporter, then fold constants and shape arithmetic (onnxslim)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
+            opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
+    return simplify(onnx.load_from_string(buffer.getvalue()))
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding, dead-node and Identity removal; keeps names and dynamic axes."""
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
+def export_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
+                   trace_size: tuple[int, int] = (64, 96)) -> onnx.ModelProto:
+    """Trunk segment ``step`` as an ONNX graph whose tensor names are the plan's."""
+    args = tuple(sample_tensor(model, n, 2, *trace_size) for n in step.inputs)
+    names = [*step.inputs, *step.outputs]
+    with export_patches(model):
+        return _to_onnx(SegmentGraph(model, step), args, list(step.inputs), list(step.outputs),
+                        dynamic_axes_for(model, names), opset)
+
+
+def export_expert(model: MoCEIR, adapter: int, expert: int, opset: int = DEFAULT_OPSET,
+                  trace_size: tuple[int, int] = (64, 96)) -> onnx.ModelProto:
+    """Expert ``expert`` of ``adapter`` with inputs ``adapter_in``, ``shared``, ``gate``."""
+    level = model.config.adapter_levels()[adapter]
+    feats = sample_tensor(model, f"adapter_in{adapter}", 2, *trace_size)
+    args = (feats, torch.randn_like(feats), torch.rand(2, 1))
+    axes = {
+        "adapter_in": {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
+        "shared": {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
+        "gate": {0: "batch"},
+        EXPERT_OUTPUT: {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
+    }
+    graph = ExpertGraph(model.adapter(adapter).expert(expert))
+    with export_patches(graph):
+        return _to_onnx(graph, args, list(EXPERT_INPUTS), [EXPERT_OUTPUT], axes, opset)
+
+
+def save(model: onnx.ModelProto, path: Path) -> int:
+    """Write ``model`` and return its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    return len(data)

@@ -1,0 +1,107 @@
+"""``manifest.json``: everything a runtime needs to execute a model package without PyTorch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moce.errors import PackageError
+from moce.model.config import MIN_SIDE, MoCEConfig
+from moce.model.plan import AdapterStep, SegmentStep, Step
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def segment_graph(index: int) -> str:
+    return f"segment{index}"
+
+
+def expert_graph(adapter: int, expert: int) -> str:
+    return f"adapter{adapter}.expert{expert}"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Manifest:
+    """A parsed manifest plus the folder it lives in."""
+
+    root: Path
+    data: dict[str, Any]
+
+    @property
+    def config(self) -> MoCEConfig:
+        return MoCEConfig.from_dict(self.data["config"])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.data["config"]["top_k"])
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.data["input"]["size_multiple"])
+
+    def graph_file(self, name: str) -> Path:
+        return self.root / self.data["graphs"][name]["file"]
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.data["graphs"]
+
+    def plan(self) -> list[Step]:
+        steps: list[Step] = []
+        for item in self.data["plan"]:
+            if item["kind"] == "segment":
+                steps.append(SegmentStep(item["index"], tuple(item["inputs"]), tuple(item["outputs"])))
+            else:
+                steps.append(AdapterStep(item["index"], item["level"], item["logits"], tuple(item["inputs"]), item["output"]))
+        return steps
+
+    def adapter(self, index: int) -> dict[str, Any]:
+        return next(s for s in self.data["plan"] if s["kind"] == "adapter" and s["index"] == index)
+
+    def write(self) -> Path:
+        path = self.root / MANIFEST
+        path.write_text(json.dumps(self.data, indent=2) + "\n")
+        return path
+
+    def verify_files(self) -> None:
+        """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
+        for name, info in self.data["graphs"].items():
+            path = self.root / info["file"]
+            if not path.is_file():
+                raise PackageError(f"{self.root}: graph '{name}' is missing its file {info['file']}")
+            if sha256_bytes(path.read_bytes()) != info["sha256"]:
+                raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
+
+
+def load_manifest(root: str | Path) -> Manifest:
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise PackageError(f"{root}: not a moce package (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PackageError(f"{path}: invalid JSON ({exc})") from None
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise PackageError(f"{path}: schema_version {data.get('schema_version')!r}, this moce reads {SCHEMA_VERSION}")
+    return Manifest(root, data)
+
+
+def input_spec(config: MoCEConfig) -> dict[str, Any]:
+    return {
+        "name": "image",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channels": config.in_channels,
+        "range": [0.0, 1.0],
+        "size_multiple": config.size_multiple,
+        "min_side": MIN_SIDE,
+        "padding": "reflect, bottom/right, cropped back after the network",
+    }

@@ -1,0 +1,1 @@
+"""Runtime: a backend-agnostic plan executor, graph runners, image I/O and tiling."""

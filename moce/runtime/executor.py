@@ -1,0 +1,90 @@
+"""Backend-agnostic execution of a model package: split plan, conditional or dense graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moce.export.compose import probs_name, route_name
+from moce.export.graphs import EXPERT_INPUTS, EXPERT_OUTPUT
+from moce.export.manifest import Manifest, expert_graph, segment_graph
+from moce.model.plan import IMAGE, RESTORED, AdapterStep, last_uses
+from moce.routing import Routing, route
+from moce.runtime.runners import GraphRunner
+
+ROUTING_MODES = ("split", "conditional", "dense")
+
+
+@dataclass
+class PlanResult:
+    restored: np.ndarray
+    routings: list[Routing]
+    expert_calls: list[tuple[int, int, int]] = field(default_factory=list)  # (adapter, expert, batch)
+
+
+class PlanExecutor:
+    """Runs segment -> route -> chosen experts -> next segment with any :class:`GraphRunner`."""
+
+    def __init__(self, manifest: Manifest, runner: GraphRunner) -> None:
+        self.manifest = manifest
+        self.runner = runner
+        self.plan = manifest.plan()
+        self.last = last_uses(self.plan)
+        self.top_k = manifest.top_k
+
+    def run(self, image: np.ndarray, mode: str = "split") -> PlanResult:
+        """Restore a padded float32 NCHW batch whose sides are multiples of the package's."""
+        if mode == "split":
+            return self._run_split(image)
+        if mode in ("conditional", "dense"):
+            return self._run_whole(image, mode)
+        raise ValueError(f"unknown routing mode {mode!r}; choose from {ROUTING_MODES}")
+
+    def _run_split(self, image: np.ndarray) -> PlanResult:
+        env: dict[str, np.ndarray] = {IMAGE: image}
+        routings: list[Routing] = []
+        calls: list[tuple[int, int, int]] = []
+        for i, step in enumerate(self.plan):
+            if isinstance(step, AdapterStep):
+                routing = route(env[step.logits], self.top_k)
+                routings.append(routing)
+                env[step.output] = self._run_adapter(step, env, routing, calls)
+            else:
+                env.update(self.runner.infer(segment_graph(step.index), {n: env[n] for n in step.inputs}))
+            for name in [n for n in env if self.last.get(n, -1) == i]:
+                del env[name]
+        return PlanResult(env[RESTORED], routings, calls)
+
+    def _run_adapter(self, step: AdapterStep, env: dict[str, np.ndarray], routing: Routing,
+                     calls: list[tuple[int, int, int]]) -> np.ndarray:
+        """Each chosen expert runs once on the rows that chose it; the rest never run."""
+        x, shared = (env[n] for n in step.inputs)
+        batch = x.shape[0]
+        out: np.ndarray | None = None
+        for expert, rows, slots in routing.groups():
+            whole = len(rows) == batch and np.array_equal(rows, np.arange(batch))
+            feeds = dict(zip(EXPERT_INPUTS, (x if whole else x[rows], shared if whole else shared[rows],
+                                             routing.gates[rows, slots].reshape(-1, 1).astype(np.float32))))
+            y = self.runner.infer(expert_graph(step.index, expert), feeds)[EXPERT_OUTPUT]
+            calls.append((step.index, expert, len(rows)))
+            if out is None and whole:
+                out = y
+                continue
+            if out is None:
+                out = np.zeros_like(x)
+            out[rows] += y
+        assert out is not None
+        return out
+
+    def _run_whole(self, image: np.ndarray, mode: str) -> PlanResult:
+        """One call per batch (dense) or per image (conditional: ``If`` graphs take batch 1)."""
+        chunks = [image] if mode == "dense" else [image[i : i + 1] for i in range(image.shape[0])]
+        results = [self.runner.infer(mode, {IMAGE: chunk}) for chunk in chunks]
+        adapters = [s.index for s in self.plan if isinstance(s, AdapterStep)]
+        routings = []
+        for a in adapters:
+            experts = np.concatenate([r[route_name(a)] for r in results]).astype(np.int64)
+            probs = np.concatenate([r[probs_name(a)] for r in results])
+            routings.append(Routing(experts=experts, gates=np.take_along_axis(probs, experts, 1), probs=probs))
+        return PlanResult(np.concatenate([r[RESTORED] for r in results]), routings)

@@ -1,0 +1,150 @@
+"""`moce export` writes a package whose three routing forms reproduce PyTorch and the golden data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from moce.cli.main import app
+from moce.errors import ExportError, PackageError, ValidationError
+from moce.export.exporter import ExportOptions, export_package
+from moce.export.manifest import load_manifest
+from moce.export.validate import ops_in, validate_package
+from moce.model import MoCEIR, derive_config, load_checkpoint
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.runners import OnnxRuntimeRunner
+from tests.conftest import manifest as golden_manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory, tiny_ckpt):
+    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce")
+
+
+@pytest.mark.parametrize("mode", ["split", "conditional", "dense"])
+def test_each_form_reproduces_the_golden_outputs_and_routes(tiny_package, golden_io, mode):
+    with OnnxRuntimeRunner(tiny_package.manifest) as runner:
+        result = PlanExecutor(tiny_package.manifest, runner).run(golden_io["input"], mode)
+    np.testing.assert_allclose(result.restored, golden_io["output"], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(np.stack([r.experts[:, 0] for r in result.routings], 1), golden_io["routes"])
+
+
+def test_split_plan_runs_only_the_chosen_experts(tiny_package, golden_io):
+    with OnnxRuntimeRunner(tiny_package.manifest) as runner:
+        result = PlanExecutor(tiny_package.manifest, runner).run(golden_io["input"], "split")
+        graphs_run = [g for g, _ in runner.calls if g.startswith("adapter")]
+    routes = golden_io["routes"]
+    expected = sorted(f"adapter{a}.expert{e}" for a in range(routes.shape[1]) for e in np.unique(routes[:, a]))
+    assert sorted(graphs_run) == expected
+    assert sorted(result.expert_calls) == sorted(
+        (a, int(e), int((routes[:, a] == e).sum())) for a in range(routes.shape[1]) for e in np.unique(routes[:, a]))
+
+
+def test_no_graph_has_dft_loops_or_custom_domains(tiny_package):
+    m = tiny_package.manifest
+    for name in m.data["graphs"]:
+        ops = list(ops_in(onnx.load(str(m.graph_file(name))).graph))
+        assert ops, name
+        assert not {op for op, _ in ops} & {"DFT", "STFT", "Loop", "Scan"}, name
+        assert {domain for _, domain in ops} <= {"", "ai.onnx"}, name
+
+
+def test_conditional_graph_routes_with_if_and_dense_has_none(tiny_package):
+    m = tiny_package.manifest
+    cond = [op for op, _ in ops_in(onnx.load(str(m.graph_file("conditional"))).graph)]
+    dense = [op for op, _ in ops_in(onnx.load(str(m.graph_file("dense"))).graph)]
+    assert cond.count("If") == 3 * 3  # 3 adapters, a chain of 3 Ifs over 4 experts each
+    assert "If" not in dense and dense.count("ScatterElements") == 3
+
+
+def test_manifest_describes_everything_a_runtime_needs(tiny_package, tiny_ckpt):
+    data = json.loads((tiny_package.manifest.root / "manifest.json").read_text())
+    assert data["schema_version"] == 1
+    assert data["source"]["sha256"] == load_checkpoint(tiny_ckpt).sha256
+    assert data["config"]["dim"] == 8 and data["opset"] == 17
+    assert {"torch", "onnx", "onnxruntime", "moce"} <= set(data["created_by"])
+    kinds = [s["kind"] for s in data["plan"]]
+    assert kinds == ["segment", "adapter"] * 3 + ["segment"]
+    adapter = data["plan"][1]
+    assert [e["graph"] for e in adapter["experts"]] == [f"adapter0.expert{e}" for e in range(4)]
+    flops = [e["flops_per_pixel"] for e in adapter["experts"]]
+    assert flops == sorted(flops) and flops[0] > 0
+    seg = data["graphs"]["segment0"]
+    assert seg["inputs"][0] == {"name": "image", "shape": ["batch", 3, "height_0", "width_0"], "dtype": "float32"}
+    assert data["validation"]["passed"] is True
+    tiny_package.manifest.verify_files()
+
+
+def test_tampered_graph_is_refused(tiny_package, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.moce"
+    shutil.copytree(tiny_package.manifest.root, copy)
+    (copy / "split" / "segment1.onnx").write_bytes(b"garbage")
+    with pytest.raises(PackageError, match="segment1.onnx"):
+        load_manifest(copy).verify_files()
+
+
+def test_validation_gathers_every_failure(tmp_path, tiny_model):
+    broken = MoCEIR(tiny_model.config)
+    broken.load_state_dict(tiny_model.state_dict())
+    result = export_package(broken, tmp_path / "p.moce", ExportOptions(validate=False))
+    with torch.no_grad():
+        broken.output.weight.add_(0.5)  # PyTorch now disagrees with every exported form
+    report = validate_package(result.manifest, broken, sizes=((64, 64),), batches=(1, 2))
+    assert len(report.failures) == 6  # 3 forms x 2 batch sizes
+    with pytest.raises(ValidationError) as info:
+        report.raise_if_failed()
+    assert len(info.value.failures) == 6 and "split batch 1 64x64" in str(info.value)
+
+
+def test_existing_output_is_not_clobbered(tmp_path, tiny_ckpt):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_package(tiny_ckpt, out, ExportOptions(validate=False))
+    assert (out / "keep.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no staging folder left behind
+
+
+def test_cli_export_prints_a_summary(tmp_path, tiny_ckpt):
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "-o", str(tmp_path / "t.moce"), "--sizes", "64x64",
+                                      "--batches", "1"])
+    assert result.exit_code == 0, result.output
+    assert "validation passed on 3 cases" in result.output and "dense.onnx" in result.output
+    assert (tmp_path / "t.moce" / "manifest.json").is_file()
+
+
+def test_cli_export_bad_checkpoint_exits_2(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_text("no")
+    result = CliRunner().invoke(app, ["export", str(bad), "-o", str(tmp_path / "x.moce")])
+    assert result.exit_code == 2 and "error:" in result.output
+    assert not (tmp_path / "x.moce").exists()
+
+
+def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, tiny_model):
+    model = MoCEIR(replace(tiny_model.config, top_k=2))
+    model.load_state_dict(tiny_model.state_dict())
+    result = export_package(model, tmp_path / "k2.moce", ExportOptions(sizes=((64, 64),), batches=(2,)))
+    assert not result.manifest.has_graph("conditional")
+    assert "top-1" in result.manifest.data["routing"]["forms"]["conditional"]
+    assert {c.mode for c in result.report.cases} == {"split", "dense"}
+
+
+@pytest.mark.slow
+def test_random_weight_moceir_s_agrees_with_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model = MoCEIR(derive_config({k: tuple(v) for k, v in golden_manifest("S")["keys"].items()}))
+    options = ExportOptions(sizes=((64, 64), (128, 96), (256, 256)), batches=(1, 3))
+    result = export_package(model, tmp_path / "s.moce", options)
+    assert {(c.mode, c.batch, c.height, c.width) for c in result.report.cases} >= {
+        (m, b, h, w) for m in ("split", "dense", "conditional") for b in (1, 3) for h, w in options.sizes}
+    assert result.report.max_error() <= 1e-4 and all(c.routes_equal for c in result.report.cases)
