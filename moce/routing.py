@@ -35,6 +35,13 @@ class Routing:
             out.append((int(expert), rows, slots))
         return out
 
+    def repeat(self, batch: int) -> Routing:
+        """This (single-row) routing applied to ``batch`` samples."""
+        return Routing(*(np.repeat(a[:1], batch, axis=0) for a in (self.experts, self.gates, self.probs)))
+
+    def row(self, index: int) -> Routing:
+        return Routing(*(a[index : index + 1] for a in (self.experts, self.gates, self.probs)))
+
     def margins(self) -> np.ndarray:
         """Top-1 minus top-2 probability per sample: how close each decision was."""
         top2 = -np.sort(-self.probs, axis=1)[:, :2]

@@ -7,6 +7,7 @@ import typer
 from moce import __version__
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
+from moce.cli.restore_cmd import restore
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Deploy MoCE-IR: export, build engines, restore.")
 
@@ -26,6 +27,7 @@ def _root(
 
 app.command()(inspect)
 app.command()(export)
+app.command()(restore)
 
 
 def main() -> None:

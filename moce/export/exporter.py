@@ -18,12 +18,13 @@ from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, EXPERT_INPUTS, EXPERT_OUTPUT, export_expert, export_segment, sample_tensor, save
 from moce.export.manifest import SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes
 from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
-from moce.model.checkpoint import LoadedCheckpoint, load_model
+from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
 from moce.model.network import MoCEIR
 from moce.model.plan import AdapterStep, SegmentStep, plan_to_dict
 
 FLOPS_REFERENCE = (256, 256)
+WEIGHTS = "weights.safetensors"
 Progress = Callable[[str], None]
 
 
@@ -123,6 +124,8 @@ def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options:
                 experts[(step.index, e)] = export_expert(model, step.index, e, options.opset)
                 _write_graph(out_dir, graphs, expert_graph(step.index, e),
                              f"split/adapter{step.index}_expert{e}.onnx", experts[(step.index, e)])
+    progress("write weights.safetensors (for the PyTorch backend)")
+    save_safetensors(model, out_dir / WEIGHTS)
     plan = list(model.plan)
     notes = {}
     if options.conditional and config.top_k == 1:
@@ -150,6 +153,7 @@ def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options:
                     "top_k": config.top_k, "forms": notes},
         "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
         "graphs": graphs,
+        "weights": {"file": WEIGHTS, "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()), "format": "safetensors"},
         "plan": _plan_entries(model, progress),
         "flops_reference": {"height": FLOPS_REFERENCE[0], "width": FLOPS_REFERENCE[1],
                             "counted": "convolutions and matrix products, 2 FLOPs per multiply-add"},

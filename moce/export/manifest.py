@@ -53,6 +53,10 @@ class Manifest:
     def has_graph(self, name: str) -> bool:
         return name in self.data["graphs"]
 
+    @property
+    def weights_file(self) -> Path | None:
+        return self.root / self.data["weights"]["file"] if "weights" in self.data else None
+
     def plan(self) -> list[Step]:
         steps: list[Step] = []
         for item in self.data["plan"]:
@@ -72,7 +76,10 @@ class Manifest:
 
     def verify_files(self) -> None:
         """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
-        for name, info in self.data["graphs"].items():
+        files = dict(self.data["graphs"])
+        if "weights" in self.data:
+            files["weights"] = self.data["weights"]
+        for name, info in files.items():
             path = self.root / info["file"]
             if not path.is_file():
                 raise PackageError(f"{self.root}: graph '{name}' is missing its file {info['file']}")

@@ -33,48 +33,57 @@ class PlanExecutor:
         self.last = last_uses(self.plan)
         self.top_k = manifest.top_k
 
-    def run(self, image: np.ndarray, mode: str = "split") -> PlanResult:
-        """Restore a padded float32 NCHW batch whose sides are multiples of the package's."""
+    def run(self, image: np.ndarray, mode: str = "split", forced: list[Routing] | None = None) -> PlanResult:
+        """Restore a padded float32 NCHW batch whose sides are multiples of the package's.
+
+        ``forced`` imposes one routing per adapter (one row, applied to every sample): tiles
+        of one image then all run the experts that the whole image chose.
+        """
         if mode == "split":
-            return self._run_split(image)
+            return self._run_split(image, forced)
+        if forced is not None:
+            raise ValueError("forced routes need the split routing mode")
         if mode in ("conditional", "dense"):
             return self._run_whole(image, mode)
         raise ValueError(f"unknown routing mode {mode!r}; choose from {ROUTING_MODES}")
 
-    def _run_split(self, image: np.ndarray) -> PlanResult:
-        env: dict[str, np.ndarray] = {IMAGE: image}
+    def _run_split(self, image: np.ndarray, forced: list[Routing] | None) -> PlanResult:
+        r = self.runner
+        env = {IMAGE: r.from_host(image)}
         routings: list[Routing] = []
         calls: list[tuple[int, int, int]] = []
         for i, step in enumerate(self.plan):
             if isinstance(step, AdapterStep):
-                routing = route(env[step.logits], self.top_k)
+                if forced is None:
+                    routing = route(r.to_host(env[step.logits]), self.top_k)
+                else:
+                    routing = forced[step.index].repeat(image.shape[0])
                 routings.append(routing)
                 env[step.output] = self._run_adapter(step, env, routing, calls)
             else:
-                env.update(self.runner.infer(segment_graph(step.index), {n: env[n] for n in step.inputs}))
+                env.update(r.infer(segment_graph(step.index), {n: env[n] for n in step.inputs}))
             for name in [n for n in env if self.last.get(n, -1) == i]:
                 del env[name]
-        return PlanResult(env[RESTORED], routings, calls)
+        return PlanResult(r.to_host(env[RESTORED]), routings, calls)
 
-    def _run_adapter(self, step: AdapterStep, env: dict[str, np.ndarray], routing: Routing,
-                     calls: list[tuple[int, int, int]]) -> np.ndarray:
+    def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]):  # noqa: ANN202
         """Each chosen expert runs once on the rows that chose it; the rest never run."""
+        r = self.runner
         x, shared = (env[n] for n in step.inputs)
-        batch = x.shape[0]
-        out: np.ndarray | None = None
+        batch = routing.experts.shape[0]
+        out = None
         for expert, rows, slots in routing.groups():
             whole = len(rows) == batch and np.array_equal(rows, np.arange(batch))
-            feeds = dict(zip(EXPERT_INPUTS, (x if whole else x[rows], shared if whole else shared[rows],
-                                             routing.gates[rows, slots].reshape(-1, 1).astype(np.float32))))
-            y = self.runner.infer(expert_graph(step.index, expert), feeds)[EXPERT_OUTPUT]
+            gate = r.from_host(routing.gates[rows, slots].reshape(-1, 1).astype(np.float32))
+            feeds = dict(zip(EXPERT_INPUTS, (x if whole else r.take(x, rows), shared if whole else r.take(shared, rows), gate)))
+            y = r.infer(expert_graph(step.index, expert), feeds)[EXPERT_OUTPUT]
             calls.append((step.index, expert, len(rows)))
             if out is None and whole:
                 out = y
                 continue
             if out is None:
-                out = np.zeros_like(x)
-            out[rows] += y
-        assert out is not None
+                out = r.zeros_like(x)
+            r.add_rows(out, rows, y)
         return out
 
     def _run_whole(self, image: np.ndarray, mode: str) -> PlanResult:

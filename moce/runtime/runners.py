@@ -38,6 +38,23 @@ class GraphRunner(ABC):
         self.calls.append((graph, batch))
         return self._infer(graph, feeds)
 
+    # Array operations the executor needs between graphs. NumPy here; device runners keep
+    # tensors on the device and only bring router logits and the final output to the host.
+    def to_host(self, value) -> np.ndarray:  # noqa: ANN001 - a runner's array type
+        return np.asarray(value)
+
+    def from_host(self, value: np.ndarray):  # noqa: ANN201
+        return value
+
+    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
+        return value[rows]
+
+    def zeros_like(self, value):  # noqa: ANN001, ANN201
+        return np.zeros_like(value)
+
+    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
+        out[rows] += value
+
     def __enter__(self) -> GraphRunner:
         self.activate()
         return self
@@ -84,3 +101,47 @@ class OnnxRuntimeRunner(GraphRunner):
 
     def deactivate(self) -> None:
         self._sessions.clear()
+
+
+class TorchRunner(GraphRunner):
+    """The PyTorch reference as a runner: graph names map to the model's segments and experts."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str | None = None) -> None:  # noqa: ANN001 - moce.model.MoCEIR
+        super().__init__()
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+
+    def _infer(self, graph: str, feeds: dict) -> dict:
+        torch = self._torch
+        with torch.inference_mode():
+            if graph.startswith("segment"):
+                index = int(graph[len("segment"):])
+                return self.model.run_segment(index, feeds)
+            adapter, expert = (int(part.lstrip("adapterx")) for part in graph.split(".expert"))
+            x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
+            y = self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)
+            return {"weighted_out": y}
+
+    def to_host(self, value) -> np.ndarray:  # noqa: ANN001
+        return value.detach().float().cpu().numpy() if isinstance(value, self._torch.Tensor) else np.asarray(value)
+
+    def from_host(self, value: np.ndarray):  # noqa: ANN201
+        with self._torch.inference_mode():
+            return self._torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+
+    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
+        with self._torch.inference_mode():
+            return value[self._torch.as_tensor(rows, device=value.device)]
+
+    def zeros_like(self, value):  # noqa: ANN001, ANN201
+        with self._torch.inference_mode():
+            return self._torch.zeros_like(value)
+
+    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
+        with self._torch.inference_mode():
+            out.index_add_(0, self._torch.as_tensor(rows, device=out.device), value)

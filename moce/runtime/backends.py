@@ -1,0 +1,108 @@
+"""Choosing a model package and a backend runner for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from moce.errors import MissingDependencyError, MoceError, PackageError
+from moce.export.manifest import MANIFEST, Manifest, load_manifest
+from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+DEFAULT_MODEL = Path(__file__).parents[1] / "data" / "moceir_tiny.ckpt"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOCE_CACHE", Path.home() / ".cache" / "moce"))
+
+
+def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noqa: ANN001 - progress callback
+    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256)."""
+    path = Path(model) if model else DEFAULT_MODEL
+    if path.is_dir():
+        manifest = load_manifest(path)
+    elif path.is_file():
+        manifest = _cached_export(path, progress)
+    else:
+        raise PackageError(f"{path}: no such model package or checkpoint")
+    manifest.verify_files()
+    return manifest
+
+
+def _cached_export(checkpoint: Path, progress) -> Manifest:  # noqa: ANN001
+    from moce.export.exporter import ExportOptions, export_package
+    from moce.model.checkpoint import file_sha256
+
+    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}.moce"
+    if (target / MANIFEST).is_file():
+        return load_manifest(target)
+    if progress:
+        progress(f"exporting {checkpoint} into the cache at {target}")
+    options = ExportOptions(sizes=((64, 64),), batches=(1,), overwrite=True)
+    return export_package(checkpoint, target, options).manifest
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def ort_providers() -> list[str]:
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+
+
+@dataclass
+class BackendChoice:
+    runner: GraphRunner
+    name: str
+    reason: str
+
+
+def make_runner(backend: str, manifest: Manifest, device: str | None = None, threads: int | None = None,
+                precision: str = "fp32") -> BackendChoice:
+    """Build the runner for ``backend``; ``auto`` takes the fastest one that is available here."""
+    if backend not in BACKENDS:
+        raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if precision != "fp32":
+        raise MoceError(f"precision {precision!r} needs variants built by `moce build-engine` (not in this package)")
+    if backend == "auto":
+        return _auto(manifest, device, threads)
+    if backend == "tensorrt":
+        raise MissingDependencyError(
+            "the TensorRT backend needs engines from `moce build-engine` and `pip install 'moce[trt]'` on an NVIDIA GPU; "
+            "neither is available in this build"
+        )
+    if backend == "torch":
+        return BackendChoice(_torch_runner(manifest, device), "torch", "requested")
+    providers = ort_providers() if device != "cpu" else ["CPUExecutionProvider"]
+    return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads), "onnxruntime", f"requested ({providers[0]})")
+
+
+def _auto(manifest: Manifest, device: str | None, threads: int | None) -> BackendChoice:
+    providers = ort_providers()
+    if "CUDAExecutionProvider" in providers and device != "cpu":
+        return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads), "onnxruntime",
+                             "auto: CUDA execution provider available (TensorRT engines not built)")
+    if cuda_available() and device != "cpu":
+        return BackendChoice(_torch_runner(manifest, "cuda"), "torch", "auto: CUDA GPU via PyTorch, no CUDA onnxruntime")
+    return BackendChoice(OnnxRuntimeRunner(manifest, ["CPUExecutionProvider"], threads), "onnxruntime",
+                         "auto: no GPU; ONNX Runtime is the fastest CPU backend")
+
+
+def _torch_runner(manifest: Manifest, device: str | None) -> TorchRunner:
+    from moce.model.checkpoint import load_model
+
+    weights = manifest.weights_file
+    if weights is None or not weights.is_file():
+        raise PackageError(f"{manifest.root}: has no weights.safetensors; the torch backend needs one (re-export)")
+    model, _ = load_model(weights, top_k=manifest.top_k)
+    return TorchRunner(model, device)

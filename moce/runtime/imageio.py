@@ -1,0 +1,124 @@
+"""Image files in and out with OpenCV: formats, bit depths, grayscale, alpha, atomic writes.
+
+Images travel through the runtime as float32 RGB in [0, 1], HWC. What the file held (bit depth,
+grayscale, alpha) is kept in :class:`ImageInfo` so the output is written back the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moce.errors import InputError
+
+SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _cv2():  # noqa: ANN202 - the cv2 module
+    from moce._lazy import require
+
+    return require("cv2", "dev")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """How an image was stored: restored output is written back in the same form."""
+
+    dtype: str  # "uint8", "uint16" or "float32"
+    gray: bool
+    alpha: np.ndarray | None  # the alpha plane as read, written back unchanged
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    """Catch truncation that decoders forgive (a JPEG without its end marker decodes grey)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if suffix == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise InputError(f"{path}: truncated PNG (no IEND chunk)")
+
+
+def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    """Decode ``path`` to float32 RGB HWC in [0, 1]; raise :class:`InputError` naming the file."""
+    cv2 = _cv2()
+    if path.suffix.lower() not in SUPPORTED:
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise InputError(f"{path}: empty file")
+    _check_complete(path, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError(f"{path}: cannot decode as {path.suffix.lstrip('.').upper()} (corrupt or not an image)")
+    return to_rgb_float(path, image)
+
+
+def to_rgb_float(path: Path, image: np.ndarray) -> tuple[np.ndarray, ImageInfo]:
+    cv2 = _cv2()
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+    if image.dtype not in scale:
+        raise InputError(f"{path}: unsupported sample type {image.dtype} (8-bit, 16-bit or float32 images only)")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels not in (1, 3, 4):
+        raise InputError(f"{path}: unsupported layout with {channels} channels (gray, RGB or RGBA only)")
+    alpha = image[:, :, 3].copy() if channels == 4 else None
+    if channels == 1:
+        image = image if image.ndim == 2 else image[:, :, 0]
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    else:
+        rgb = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    info = ImageInfo(dtype=image.dtype.name, gray=channels == 1, alpha=alpha)
+    return rgb.astype(np.float32) / np.float32(scale[image.dtype]), info
+
+
+def from_rgb_float(rgb: np.ndarray, info: ImageInfo, suffix: str) -> np.ndarray:
+    """Quantise a restored float RGB image back to the input's depth, channels and alpha."""
+    cv2 = _cv2()
+    dtype = "uint8" if suffix.lower() in EIGHT_BIT_ONLY and info.dtype != "uint8" else info.dtype
+    rgb = np.clip(rgb, 0.0, 1.0)
+    if dtype == "float32":
+        out = rgb.astype(np.float32)
+    else:
+        peak = 255.0 if dtype == "uint8" else 65535.0
+        out = np.round(rgb * peak).astype(dtype)
+    if info.gray:
+        return cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+    if info.alpha is not None:
+        alpha = info.alpha if info.alpha.dtype == bgr.dtype else _convert_depth(info.alpha, bgr.dtype)
+        bgr = np.dstack([bgr, alpha])
+    return bgr
+
+
+def _convert_depth(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    peaks = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+    return (plane.astype(np.float64) / peaks[plane.dtype] * peaks[np.dtype(dtype)]).round().astype(dtype)
+
+
+def write_image_atomic(path: Path, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Encode fully in memory, write a hidden temporary file beside ``path``, then rename it.
+
+    A crash or kill leaves either the old state or the complete new file, never a partial one.
+    """
+    cv2 = _cv2()
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix.lower(), image, params)
+    if not ok:
+        raise InputError(f"{path}: OpenCV could not encode this image as {path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

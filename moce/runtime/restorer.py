@@ -1,0 +1,147 @@
+"""Restoring whole images with a plan executor: padding, batching, tiling, routing per image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moce.errors import InputError
+from moce.model.config import padding_for
+from moce.routing import Routing
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.tiling import Blender, batches, check_tiling, tiles_for
+
+ROUTE_PER = ("image", "tile")
+
+
+@dataclass
+class RestoreOptions:
+    routing: str = "split"
+    tile: int = 512
+    overlap: int = 32
+    route_per: str = "image"
+    batch: int = 1
+    route_size: int | None = None  # longest side of the routing pass; default: the tile size
+
+
+@dataclass
+class ImageResult:
+    """One restored image with the routing it used and the expert work it did.
+
+    ``routes[a]`` are the experts adapter ``a`` ran (a list: top-k); ``probs[a]`` the router's
+    softmax. With ``--route-per tile`` each tile routes itself: ``routes`` is then the route
+    most tiles took, ``probs`` is None and ``tile_routes`` has every tile's.
+    """
+
+    restored: np.ndarray  # HWC float32 RGB, unclamped
+    routes: list[list[int]]
+    probs: list[list[float]] | None
+    tiles: int = 1
+    expert_flops: float = 0.0
+    dense_expert_flops: float = 0.0
+    tile_routes: list[list[list[int]]] = field(default_factory=list)
+
+
+def _routes(rows: list[Routing]) -> tuple[list[list[int]], list[list[float]]]:
+    return [r.experts[0].tolist() for r in rows], [r.probs[0].tolist() for r in rows]
+
+
+def _pad_nchw(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
+    h, w = images.shape[-2:]
+    pad_h, pad_w = padding_for(h, w, multiple)
+    if pad_h or pad_w:
+        images = np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+    return images, h, w
+
+
+class Restorer:
+    """Turns HWC images into restored HWC images through a :class:`PlanExecutor`."""
+
+    def __init__(self, executor: PlanExecutor, options: RestoreOptions) -> None:
+        self.executor = executor
+        self.options = options
+        self.multiple = executor.manifest.size_multiple
+        if options.route_per not in ROUTE_PER:
+            raise InputError(f"--route-per must be one of {ROUTE_PER}, got {options.route_per!r}")
+        if options.batch < 1:
+            raise InputError(f"--batch must be at least 1, got {options.batch}")
+        check_tiling(options.tile, options.overlap, self.multiple)
+        self.expert_flops_pp = [
+            [e["flops_per_pixel"] for e in step["experts"]]
+            for step in executor.manifest.data["plan"] if step["kind"] == "adapter"
+        ]
+
+    def needs_tiling(self, image: np.ndarray) -> bool:
+        return max(image.shape[:2]) > self.options.tile
+
+    def _flops(self, routings: list[Routing], pixels: int) -> tuple[float, float]:
+        """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample."""
+        done = dense = 0.0
+        for costs, routing in zip(self.expert_flops_pp, routings):
+            per_sample = [sum(costs) if self.options.routing == "dense" else sum(costs[e] for e in row)
+                          for row in routing.experts]
+            done += sum(per_sample) * pixels
+            dense += sum(costs) * pixels * routing.experts.shape[0]
+        return done, dense
+
+    def restore_batch(self, images: list[np.ndarray]) -> list[ImageResult]:
+        """Restore same-sized images in one call each of up to ``batch`` (untiled)."""
+        nchw = np.stack([im.transpose(2, 0, 1) for im in images]).astype(np.float32, copy=False)
+        padded, h, w = _pad_nchw(nchw, self.multiple)
+        result = self.executor.run(padded, self.options.routing)
+        pixels = padded.shape[2] * padded.shape[3]
+        out = []
+        for i in range(len(images)):
+            rows = [r.row(i) for r in result.routings]
+            done, dense = self._flops(rows, pixels)
+            out.append(ImageResult(result.restored[i, :, :h, :w].transpose(1, 2, 0), *_routes(rows), 1, done, dense))
+        return out
+
+    def image_routing(self, image: np.ndarray) -> list[Routing]:
+        """Routes for a whole image from one pass at reduced size (longest side <= route size)."""
+        import cv2
+
+        limit = self.options.route_size or self.options.tile
+        h, w = image.shape[:2]
+        scale = min(1.0, limit / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(
+            image, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+        padded, _, _ = _pad_nchw(small.transpose(2, 0, 1)[None], self.multiple)
+        return self.executor.run(padded, "split").routings
+
+    def restore_tiled(self, image: np.ndarray, on_tile: Callable[[int], None] | None = None) -> ImageResult:
+        """Overlapping tiles, batched, feather-blended; routed once per image or per tile."""
+        opts = self.options
+        if opts.route_per == "image" and opts.routing != "split":
+            raise InputError("--route-per image needs --routing split (only the split plan can impose routes on tiles)")
+        padded, h, w = _pad_nchw(image.transpose(2, 0, 1)[None].astype(np.float32), self.multiple)
+        _, c, ph, pw = padded.shape
+        forced = self.image_routing(image) if opts.route_per == "image" else None
+        tiles = tiles_for(ph, pw, opts.tile, opts.overlap)
+        blender = Blender(c, ph, pw, opts.overlap)
+        done = dense = 0.0
+        tile_routes: list[list[list[int]]] = []
+        for group in batches(tiles, opts.batch):
+            crops = np.stack([padded[0, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
+            result = self.executor.run(crops, opts.routing, forced)
+            for i, tile in enumerate(group):
+                blender.add(tile, result.restored[i])
+                tile_routes.append([r.experts[i].tolist() for r in result.routings])
+            d, n = self._flops(result.routings, crops.shape[2] * crops.shape[3])
+            done, dense = done + d, dense + n
+            if on_tile:
+                on_tile(len(group))
+        routes, probs = _routes(forced) if forced is not None else (_majority(tile_routes), None)
+        restored = blender.result()[:, :h, :w].transpose(1, 2, 0)
+        return ImageResult(restored, routes, probs, len(tiles), done, dense, tile_routes)
+
+
+def _majority(tile_routes: list[list[list[int]]]) -> list[list[int]]:
+    """Per adapter, the route most tiles took (ties: the lower expert indices)."""
+    majority = []
+    for a in range(len(tile_routes[0])):
+        choices = [tuple(t[a]) for t in tile_routes]
+        majority.append(list(max(sorted(set(choices)), key=choices.count)))
+    return majority

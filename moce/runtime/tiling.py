@@ -1,0 +1,85 @@
+"""Overlapping tiles with feathered blending, so large images restore without seams."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from moce.errors import InputError
+
+
+@dataclass(frozen=True)
+class Tile:
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``length``; the last tile is aligned to the end (no partial tile)."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def check_tiling(tile: int, overlap: int, multiple: int) -> None:
+    if tile % multiple:
+        raise InputError(f"--tile must be a multiple of {multiple}, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise InputError(f"--overlap must be in [0, tile/2), got {overlap} for tile {tile}")
+
+
+def tiles_for(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    return [
+        Tile(top, left, min(tile, height), min(tile, width))
+        for top in tile_starts(height, tile, overlap)
+        for left in tile_starts(width, tile, overlap)
+    ]
+
+
+def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """1 in the middle, rising over ``overlap`` pixels at each edge that meets another tile."""
+    weights = np.ones(length, dtype=np.float32)
+    if overlap == 0:
+        return weights
+    rise = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if ramp_start:
+        weights[:overlap] = np.minimum(weights[:overlap], rise)
+    if ramp_end:
+        weights[-overlap:] = np.minimum(weights[-overlap:], rise[::-1])
+    return weights
+
+
+def feather(tile: Tile, height: int, width: int, overlap: int) -> np.ndarray:
+    """Blend weights [h, w] of ``tile``: edges on the image border keep full weight."""
+    rows = _ramp(tile.height, overlap, tile.top > 0, tile.top + tile.height < height)
+    cols = _ramp(tile.width, overlap, tile.left > 0, tile.left + tile.width < width)
+    return np.outer(rows, cols)
+
+
+class Blender:
+    """Accumulates weighted tile outputs into a CHW canvas and normalises once at the end."""
+
+    def __init__(self, channels: int, height: int, width: int, overlap: int) -> None:
+        self.sum = np.zeros((channels, height, width), dtype=np.float32)
+        self.weight = np.zeros((height, width), dtype=np.float32)
+        self.height, self.width, self.overlap = height, width, overlap
+
+    def add(self, tile: Tile, output: np.ndarray) -> None:
+        w = feather(tile, self.height, self.width, self.overlap)
+        region = (slice(tile.top, tile.top + tile.height), slice(tile.left, tile.left + tile.width))
+        self.sum[(slice(None), *region)] += output * w
+        self.weight[region] += w
+
+    def result(self) -> np.ndarray:
+        return self.sum / self.weight
+
+
+def batches(items: list[Tile], size: int) -> Iterator[list[Tile]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
