@@ -1,0 +1,79 @@
+"""Image files: every supported format and depth round-trips; broken files name the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from moce.errors import InputError
+from moce.runtime.imageio import from_rgb_float, read_image, write_image_atomic
+
+
+@pytest.mark.parametrize(("suffix", "dtype", "channels"), [
+    (".png", np.uint8, 3), (".png", np.uint16, 3), (".png", np.uint8, 1), (".png", np.uint16, 4),
+    (".tif", np.uint16, 3), (".tif", np.float32, 3), (".bmp", np.uint8, 3), (".webp", np.uint8, 3),
+    (".jpg", np.uint8, 3), (".jpg", np.uint8, 1),
+])
+def test_round_trip_keeps_depth_channels_and_alpha(tmp_path, suffix, dtype, channels):
+    rng = np.random.default_rng(0)
+    peak = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
+    shape = (20, 30) if channels == 1 else (20, 30, channels)
+    data = (rng.random(shape) * peak).astype(dtype)
+    path = tmp_path / f"in{suffix}"
+    assert cv2.imwrite(str(path), data)
+    rgb, info = read_image(path)
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.float32 and 0 <= rgb.min() and rgb.max() <= 1
+    out = from_rgb_float(rgb, info, suffix)
+    assert out.dtype == dtype and out.shape == shape
+    if suffix not in (".jpg", ".webp"):  # lossless formats give the pixels back exactly
+        np.testing.assert_array_equal(out, cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    if channels == 4:
+        np.testing.assert_array_equal(out[..., 3], data[..., 3])
+
+
+def test_sixteen_bit_to_jpeg_becomes_eight_bit(tmp_path):
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.full((8, 8, 3), 65535, np.uint16))
+    rgb, info = read_image(path)
+    assert from_rgb_float(rgb, info, ".jpg").dtype == np.uint8
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("empty.png", b"", "empty file"),
+    ("text.jpg", b"hello world", "cannot decode"),
+    ("notes.txt", b"hello", "unsupported file type"),
+])
+def test_bad_files_raise_input_errors_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_files_are_detected(tmp_path, suffix):
+    good = tmp_path / f"good{suffix}"
+    cv2.imwrite(str(good), (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8))
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_image(bad)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "unlink", Path.unlink)  # keep the real unlink
+    import moce.runtime.imageio as imageio
+
+    monkeypatch.setattr(imageio.os, "replace", fail)
+    with pytest.raises(OSError):
+        write_image_atomic(target, np.zeros((8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,178 @@
+"""`moce restore` end to end: backends agree, bad files are isolated, runs resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moce.cli.main import app
+from moce.errors import InputError, PackageError
+from moce.runtime.backends import make_runner
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.imageio import read_image
+from moce.runtime.restore import NoProgress, RestoreJob, restore
+from moce.runtime.restorer import RestoreOptions, Restorer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def golden_pngs(tmp_path_factory, golden_io) -> Path:
+    """The golden inputs as 16-bit PNGs (quantisation moves them by < 8e-6)."""
+    folder = tmp_path_factory.mktemp("golden_png")
+    for i, image in enumerate(golden_io["input"]):
+        rgb16 = np.round(image.transpose(1, 2, 0) * 65535).astype(np.uint16)
+        cv2.imwrite(str(folder / f"sample{i}.png"), cv2.cvtColor(rgb16, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.mark.parametrize(("backend", "routing"), [("onnxruntime", "split"), ("onnxruntime", "conditional"),
+                                                  ("onnxruntime", "dense"), ("torch", "split")])
+def test_backends_give_the_same_pixels_and_the_golden_routes(tiny_pkg, golden_pngs, golden_io, backend, routing):
+    images = [read_image(golden_pngs / f"sample{i}.png")[0] for i in range(4)]
+    with make_runner(backend, tiny_pkg).runner as r:
+        results = Restorer(PlanExecutor(tiny_pkg, r), RestoreOptions(routing=routing, batch=4)).restore_batch(images)
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result.restored.transpose(2, 0, 1), golden_io["output"][i], atol=1e-4, rtol=0)
+        assert [route[0] for route in result.routes] == golden_io["routes"][i].tolist()
+
+
+@pytest.mark.parametrize("routing", ["split", "conditional", "dense"])
+def test_report_routes_equal_the_golden_routes(tmp_path, tiny_pkg, golden_pngs, golden_io, routing):
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["restore", str(golden_pngs), str(tmp_path / "out"), "--model", str(tiny_pkg.root),
+                                 "--backend", "onnxruntime", "--routing", routing, "--batch", "2", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["backend"] == "onnxruntime" and data["routing"] == routing and data["precision"] == "fp32"
+    assert [img["routes"] for img in data["images"]] == golden_io["routes"].tolist()
+    for img in data["images"]:
+        assert img["status"] == "ok" and img["error"] is None and img["seconds"] > 0
+        assert len(img["gates"]) == 3 and all(0 < g[0] <= 1 for g in img["gates"])
+        assert all(m >= 0.3 for m in img["margins"])  # golden data: smallest margin 0.34
+    skipped = data["totals"]["expert_compute_skipped"]
+    assert (skipped == 0.0) if routing == "dense" else (0.3 < skipped < 1.0)
+
+
+def test_each_chosen_expert_graph_runs_once_per_batch(tiny_pkg, golden_pngs, golden_io):
+    images = [read_image(golden_pngs / f"sample{i}.png")[0] for i in range(4)]
+    with make_runner("onnxruntime", tiny_pkg).runner as r:
+        Restorer(PlanExecutor(tiny_pkg, r), RestoreOptions(batch=4)).restore_batch(images)
+        experts_run = [(g, b) for g, b in r.calls if g.startswith("adapter")]
+    routes = golden_io["routes"]
+    expected = [(f"adapter{a}.expert{e}", int((routes[:, a] == e).sum()))
+                for a in range(3) for e in np.unique(routes[:, a])]
+    assert sorted(experts_run) == sorted(expected)
+
+
+def _messy_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    good = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(root / "good.png"), good)
+    data = (root / "good.png").read_bytes()
+    (root / "corrupt.png").write_bytes(data[: len(data) // 2])
+    (root / "zero.png").write_bytes(b"")
+    (root / "text.jpg").write_text("not a jpeg")
+    cv2.imwrite(str(root / "deep16.png"), (rng.random((48, 40, 3)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(root / "gray.jpg"), (rng.random((40, 40)) * 255).astype(np.uint8))
+    cv2.imwrite(str(root / "rgba.png"), (rng.random((32, 48, 4)) * 255).astype(np.uint8))
+
+
+def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_pkg):
+    _messy_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["restore", str(tmp_path / "in"), str(out), "--model", str(tiny_pkg.root),
+                                 "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 1
+    for bad in ("corrupt.png", "zero.png", "text.jpg"):
+        assert f"{tmp_path / 'in' / bad}" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["deep16.png", "good.png", "gray.jpg", "rgba.png"]
+    src = {p.name: cv2.imread(str(tmp_path / "in" / p.name), cv2.IMREAD_UNCHANGED) for p in out.iterdir()}
+    for name, original in src.items():
+        restored = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert restored.shape == original.shape and restored.dtype == original.dtype, name
+    np.testing.assert_array_equal(cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], src["rgba.png"][..., 3])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {i["input"].rsplit("/", 1)[1]: i["status"] for i in report["images"]} == {
+        "corrupt.png": "error", "zero.png": "error", "text.jpg": "error",
+        "good.png": "ok", "deep16.png": "ok", "gray.jpg": "ok", "rgba.png": "ok"}
+
+
+class _StopAfter(NoProgress):
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def image_done(self, path: Path, status: str) -> None:
+        self.count -= 1
+        if self.count == 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_without_redoing_finished_images(tmp_path, tiny_pkg):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        cv2.imwrite(str(src / f"img{i}.png"), (rng.random((32, 40, 3)) * 255).astype(np.uint8))
+    job = RestoreJob(src, tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime", report=tmp_path / "r.json")
+    with pytest.raises(KeyboardInterrupt):
+        restore(job, _StopAfter(2))
+    done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    assert sorted(done) == ["img0.png", "img1.png"]  # complete files only, no temporaries
+    assert json.loads((tmp_path / "r.json").read_text())["totals"]["ok"] == 2
+    summary = restore(job)
+    assert sorted(Path(s).name for s in summary.skipped) == ["img0.png", "img1.png"]
+    assert sorted(Path(r.input).name for r in summary.restored) == ["img2.png", "img3.png", "img4.png"]
+    assert all((tmp_path / "out" / n).stat().st_mtime_ns == t for n, t in done.items())
+
+
+def test_bad_paths_and_packages_fail_before_any_work(tmp_path, tiny_pkg):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(InputError, match="no such file"):
+        restore(RestoreJob(tmp_path / "missing", tmp_path / "out", model=tiny_pkg.root))
+    with pytest.raises(InputError, match="inside the input tree"):
+        restore(RestoreJob(src, src / "restored", model=tiny_pkg.root))
+    broken = tmp_path / "broken.moce"
+    shutil.copytree(tiny_pkg.root, broken)
+    (broken / "split" / "adapter0_expert2.onnx").write_bytes(b"x")
+    with pytest.raises(PackageError, match="adapter0_expert2.onnx"):
+        restore(RestoreJob(src, tmp_path / "out", model=broken))
+    assert not (tmp_path / "out").exists() and not (src / "restored").exists()
+    result = runner.invoke(app, ["restore", str(src), str(src / "x"), "--model", str(tiny_pkg.root)])
+    assert result.exit_code == 2 and "inside the input tree" in result.output
+
+
+def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, monkeypatch):
+    monkeypatch.setenv("MOCE_CACHE", str(tmp_path / "cache"))
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 128, np.uint8))
+    summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "out", model=tiny_ckpt))
+    assert summary.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
+    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1
+
+
+def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 128, np.uint8))
+    summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "b.jpg", model=tiny_pkg.root))
+    assert summary.exit_code == 0 and cv2.imread(str(tmp_path / "b.jpg")).shape == (24, 24, 3)
+    summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "dir", model=tiny_pkg.root, ext="webp"))
+    assert (tmp_path / "dir" / "a.webp").is_file()
+
+
+def test_tiled_restore_through_the_cli(tmp_path, tiny_pkg):
+    cv2.imwrite(str(tmp_path / "big.png"), (np.random.default_rng(0).random((300, 200, 3)) * 255).astype(np.uint8))
+    report = tmp_path / "r.json"
+    result = runner.invoke(app, ["restore", str(tmp_path / "big.png"), str(tmp_path / "out"), "--model",
+                                 str(tiny_pkg.root), "--tile", "128", "--overlap", "16", "--batch", "3",
+                                 "--route-per", "tile", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    image = json.loads(report.read_text())["images"][0]
+    assert image["tiles"] == 6 and image["gates"] is None and len(image["routes"]) == 3
