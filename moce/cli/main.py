@@ -8,6 +8,7 @@ from moce import __version__
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
+from moce.cli.train_cmd import train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Deploy MoCE-IR: export, build engines, restore.")
 
@@ -28,6 +29,7 @@ def _root(
 app.command()(inspect)
 app.command()(export)
 app.command()(restore)
+app.command()(train)
 
 
 def main() -> None:

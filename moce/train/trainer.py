@@ -1,0 +1,194 @@
+"""`moce train`: MoCE-IR on clean photos with synthetic degradations, resumable, CPU or CUDA.
+
+Checkpoints use the released format (Lightning-style dict, ``net.`` keys, options in an
+``argparse.Namespace``), so every other moce command reads them like an official checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moce.data.degrade import DEGRADATIONS, degrade
+from moce.errors import InputError
+from moce.model.checkpoint import SAFE_GLOBALS
+from moce.model.config import MoCEConfig, config_from_hyperparameters
+from moce.model.network import MoCEIR
+from moce.train.objective import objective
+
+TRAIN_FORMAT_VERSION = "2.2.1"  # the Lightning version the released checkpoints were written with
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    out: Path
+    dim: int = 16
+    num_blocks: tuple[int, ...] = (1, 1, 1, 2)
+    num_dec_blocks: tuple[int, ...] = (1, 1, 1)
+    heads: tuple[int, ...] = (1, 1, 2, 2)
+    num_refinement_blocks: int = 1
+    degradations: tuple[str, ...] = ("noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight")
+    iterations: int = 2000
+    batch: int = 8
+    crop: int = 64
+    lr: float = 2e-4
+    fft_weight: float = 0.1
+    balance_weight: float = 0.01
+    seed: int = 0
+    save_every: int = 200
+    resume: bool = True
+    device: str | None = None
+    threads: int | None = None
+    exclude: tuple[str, ...] = field(default_factory=tuple)
+
+    def namespace(self) -> argparse.Namespace:
+        """The original training script's option names, so hyper-parameters read as released."""
+        return argparse.Namespace(
+            model="MoCE_IR_moce", dim=self.dim, num_blocks=list(self.num_blocks), num_dec_blocks=list(self.num_dec_blocks),
+            latent_dim=2, num_exp_blocks=4, num_refinement_blocks=self.num_refinement_blocks, heads=list(self.heads),
+            stage_depth=[1] * len(self.num_dec_blocks), with_complexity=True, complexity_scale="max", rank_type="spread",
+            depth_type="constant", topk=1, de_type=list(self.degradations), lr=self.lr, batch_size=self.batch,
+            patch_size=self.crop, iterations=self.iterations, fft_loss_weight=self.fft_weight,
+            balance_loss_weight=self.balance_weight, seed=self.seed,
+        )
+
+
+def load_clean_images(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
+    """Every readable image in ``folder`` as float32 RGB (grayscale replicated)."""
+    from moce.runtime.imageio import SUPPORTED, read_image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED and p.stem not in exclude)
+    images = [(p.stem, read_image(p)[0]) for p in files]
+    if not images:
+        raise InputError(f"{folder}: no training images found")
+    return images
+
+
+def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Random crops, flips and rotations, each degraded by a random degradation."""
+    clean, degraded, names = [], [], []
+    for _ in range(opts.batch):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        top, left = int(rng.integers(h - opts.crop + 1)), int(rng.integers(w - opts.crop + 1))
+        crop = np.rot90(img[top : top + opts.crop, left : left + opts.crop], int(rng.integers(4)))
+        crop = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+        name = opts.degradations[int(rng.integers(len(opts.degradations)))]
+        clean.append(crop)
+        degraded.append(degrade(crop, name, rng))
+        names.append(name)
+    to_nchw = lambda xs: np.stack(xs).transpose(0, 3, 1, 2).copy()  # noqa: E731
+    return to_nchw(degraded), to_nchw(clean), names
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    """Linear warm-up over the first 5%, then cosine decay to 1% of the base rate."""
+    warm = max(1, opts.iterations // 20)
+    if step < warm:
+        return opts.lr * (step + 1) / warm
+    t = (step - warm) / max(1, opts.iterations - warm)
+    return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def checkpoint_blob(model: MoCEIR, opts: TrainOptions, step: int, optimizer: torch.optim.Optimizer | None) -> dict:
+    return {
+        "epoch": step,
+        "global_step": step,
+        "pytorch-lightning_version": TRAIN_FORMAT_VERSION,
+        "state_dict": {f"net.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
+        "hyper_parameters": {"opt": opts.namespace()},
+        "optimizer_states": [optimizer.state_dict()] if optimizer is not None else [],
+        "lr_schedulers": [],
+        "callbacks": {},
+    }
+
+
+def save_atomic(blob: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_model(opts: TrainOptions) -> MoCEIR:
+    config: MoCEConfig = config_from_hyperparameters(vars(opts.namespace()))
+    return MoCEIR(config)
+
+
+def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+    """Train until ``opts.iterations``; resumes from ``out/last.ckpt`` when present."""
+    unknown = [d for d in opts.degradations if d not in DEGRADATIONS]
+    if unknown:
+        raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images = [img for _, img in load_clean_images(Path(opts.data), opts.exclude) if min(img.shape[:2]) >= opts.crop]
+    torch.manual_seed(opts.seed)
+    model = build_model(opts).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
+    last = Path(opts.out) / "last.ckpt"
+    step = 0
+    if opts.resume and last.is_file():
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            blob = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict({k[len("net."):]: v for k, v in blob["state_dict"].items()})
+        optimizer.load_state_dict(blob["optimizer_states"][0])
+        step = int(blob["global_step"])
+    rng = np.random.default_rng([opts.seed, step])
+    while step < opts.iterations:
+        degraded, clean, _ = sample_batch(images, opts, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, opts)
+        loss, parts = objective(model, torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device),
+                                opts.fft_weight, opts.balance_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if on_step:
+            on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(step - 1, opts)})
+        if step % opts.save_every == 0 or step == opts.iterations:
+            save_atomic(checkpoint_blob(model, opts, step, optimizer), last)
+    model.eval()
+    final = Path(opts.out) / "final.ckpt"
+    save_atomic(checkpoint_blob(model, opts, step, None), final)
+    return final
+
+
+def options_dict(opts: TrainOptions) -> dict:
+    data = asdict(opts)
+    data["data"], data["out"] = str(opts.data), str(opts.out)
+    return data
+
+
+def time_per_step(opts: TrainOptions, steps: int = 3) -> float:
+    """Seconds per training step for these options (for planning a run)."""
+    model = build_model(opts).train()
+    rng = np.random.default_rng(0)
+    images = [np.random.default_rng(1).random((128, 128, 3)).astype(np.float32)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr)
+    start = time.perf_counter()
+    for _ in range(steps):
+        degraded, clean, _ = sample_batch(images, opts, rng)
+        loss, _ = objective(model, torch.from_numpy(degraded), torch.from_numpy(clean))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / steps
