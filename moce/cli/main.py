@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from moce import __version__
+from moce.cli.build_engine_cmd import build_engine
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
@@ -30,6 +31,7 @@ app.command()(inspect)
 app.command()(export)
 app.command()(restore)
 app.command()(train)
+app.command("build-engine")(build_engine)
 
 
 def main() -> None:

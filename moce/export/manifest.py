@@ -47,8 +47,20 @@ class Manifest:
     def size_multiple(self) -> int:
         return int(self.data["input"]["size_multiple"])
 
-    def graph_file(self, name: str) -> Path:
-        return self.root / self.data["graphs"][name]["file"]
+    def graphs(self, precision: str = "fp32") -> dict[str, Any]:
+        """The graph entries of ``precision`` (fp32: the exported graphs; others: build-engine's)."""
+        if precision == "fp32":
+            return self.data["graphs"]
+        variants = self.data.get("precisions", {}).get(precision)
+        if variants is None:
+            raise PackageError(f"{self.root}: no {precision} graphs; run `moce build-engine {self.root} --{precision}`")
+        return variants["graphs"]
+
+    def graph_file(self, name: str, precision: str = "fp32") -> Path:
+        graphs = self.graphs(precision)
+        if name not in graphs:
+            raise PackageError(f"{self.root}: no {precision} graph '{name}'")
+        return self.root / graphs[name]["file"]
 
     def has_graph(self, name: str) -> bool:
         return name in self.data["graphs"]
@@ -77,6 +89,8 @@ class Manifest:
     def verify_files(self) -> None:
         """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
         files = dict(self.data["graphs"])
+        for precision, variants in self.data.get("precisions", {}).items():
+            files.update({f"{precision}:{n}": g for n, g in variants["graphs"].items()})
         if "weights" in self.data:
             files["weights"] = self.data["weights"]
         for name, info in files.items():

@@ -72,30 +72,33 @@ def make_runner(backend: str, manifest: Manifest, device: str | None = None, thr
     """Build the runner for ``backend``; ``auto`` takes the fastest one that is available here."""
     if backend not in BACKENDS:
         raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if precision != "fp32":
-        raise MoceError(f"precision {precision!r} needs variants built by `moce build-engine` (not in this package)")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise MoceError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
     if backend == "auto":
-        return _auto(manifest, device, threads)
+        return _auto(manifest, device, threads, precision)
     if backend == "tensorrt":
         raise MissingDependencyError(
             "the TensorRT backend needs engines from `moce build-engine` and `pip install 'moce[trt]'` on an NVIDIA GPU; "
             "neither is available in this build"
         )
     if backend == "torch":
+        if precision != "fp32":
+            raise MoceError("the torch backend is the float32 reference; use onnxruntime or tensorrt for fp16/int8")
         return BackendChoice(_torch_runner(manifest, device), "torch", "requested")
     providers = ort_providers() if device != "cpu" else ["CPUExecutionProvider"]
-    return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads), "onnxruntime", f"requested ({providers[0]})")
+    return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads, precision), "onnxruntime",
+                         f"requested ({providers[0]})")
 
 
-def _auto(manifest: Manifest, device: str | None, threads: int | None) -> BackendChoice:
+def _auto(manifest: Manifest, device: str | None, threads: int | None, precision: str) -> BackendChoice:
     providers = ort_providers()
     if "CUDAExecutionProvider" in providers and device != "cpu":
-        return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads), "onnxruntime",
-                             "auto: CUDA execution provider available (TensorRT engines not built)")
-    if cuda_available() and device != "cpu":
+        return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads, precision), "onnxruntime",
+                             "auto: CUDA execution provider available (no TensorRT engines)")
+    if cuda_available() and device != "cpu" and precision == "fp32":
         return BackendChoice(_torch_runner(manifest, "cuda"), "torch", "auto: CUDA GPU via PyTorch, no CUDA onnxruntime")
-    return BackendChoice(OnnxRuntimeRunner(manifest, ["CPUExecutionProvider"], threads), "onnxruntime",
-                         "auto: no GPU; ONNX Runtime is the fastest CPU backend")
+    return BackendChoice(OnnxRuntimeRunner(manifest, ["CPUExecutionProvider"], threads, precision), "onnxruntime",
+                         "auto: no GPU; ONNX Runtime CPU (see `moce bench`)")
 
 
 def _torch_runner(manifest: Manifest, device: str | None) -> TorchRunner:

@@ -72,9 +72,12 @@ class OnnxRuntimeRunner(GraphRunner):
 
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None,
+                 precision: str = "fp32") -> None:
         super().__init__()
         self.manifest = manifest
+        self.precision = precision
+        manifest.graphs(precision)  # fail early when the package lacks this precision
         self.providers = providers or ["CPUExecutionProvider"]
         self.threads = threads or default_threads()
         self._sessions: dict[str, object] = {}
@@ -90,7 +93,7 @@ class OnnxRuntimeRunner(GraphRunner):
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             self._sessions[graph] = self._ort.InferenceSession(
-                str(self.manifest.graph_file(graph)), sess_options=options, providers=self.providers
+                str(self.manifest.graph_file(graph, self.precision)), sess_options=options, providers=self.providers
             )
         return self._sessions[graph]
 
@@ -103,7 +106,42 @@ class OnnxRuntimeRunner(GraphRunner):
         self._sessions.clear()
 
 
-class TorchRunner(GraphRunner):
+class TorchTensors(GraphRunner):
+    """Array operations on torch tensors, so device runners keep data on their device."""
+
+    device = None
+
+    def _torch_module(self):  # noqa: ANN202
+        import torch
+
+        return torch
+
+    def to_host(self, value) -> np.ndarray:  # noqa: ANN001
+        torch = self._torch_module()
+        return value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+    def from_host(self, value: np.ndarray):  # noqa: ANN201
+        torch = self._torch_module()
+        with torch.inference_mode():
+            return torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+
+    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
+        torch = self._torch_module()
+        with torch.inference_mode():
+            return value[torch.as_tensor(rows, device=value.device)]
+
+    def zeros_like(self, value):  # noqa: ANN001, ANN201
+        torch = self._torch_module()
+        with torch.inference_mode():
+            return torch.zeros_like(value)
+
+    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
+        torch = self._torch_module()
+        with torch.inference_mode():
+            out.index_add_(0, torch.as_tensor(rows, device=out.device), value)
+
+
+class TorchRunner(TorchTensors):
     """The PyTorch reference as a runner: graph names map to the model's segments and experts."""
 
     name = "torch"
@@ -112,36 +150,14 @@ class TorchRunner(GraphRunner):
         super().__init__()
         import torch
 
-        self._torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
 
     def _infer(self, graph: str, feeds: dict) -> dict:
-        torch = self._torch
+        torch = self._torch_module()
         with torch.inference_mode():
             if graph.startswith("segment"):
-                index = int(graph[len("segment"):])
-                return self.model.run_segment(index, feeds)
+                return self.model.run_segment(int(graph[len("segment"):]), feeds)
             adapter, expert = (int(part.lstrip("adapterx")) for part in graph.split(".expert"))
             x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
-            y = self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)
-            return {"weighted_out": y}
-
-    def to_host(self, value) -> np.ndarray:  # noqa: ANN001
-        return value.detach().float().cpu().numpy() if isinstance(value, self._torch.Tensor) else np.asarray(value)
-
-    def from_host(self, value: np.ndarray):  # noqa: ANN201
-        with self._torch.inference_mode():
-            return self._torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
-
-    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
-        with self._torch.inference_mode():
-            return value[self._torch.as_tensor(rows, device=value.device)]
-
-    def zeros_like(self, value):  # noqa: ANN001, ANN201
-        with self._torch.inference_mode():
-            return self._torch.zeros_like(value)
-
-    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
-        with self._torch.inference_mode():
-            out.index_add_(0, self._torch.as_tensor(rows, device=out.device), value)
+            return {"weighted_out": self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}

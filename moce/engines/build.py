@@ -1,0 +1,97 @@
+"""`moce build-engine`: ONNX precision variants, then TensorRT engines for them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from moce.data.degrade import DEGRADATIONS, degrade
+from moce.engines.tensorrt import EngineRecord, Profile, build_engines
+from moce.engines.variants import VariantReport, build_variants
+from moce.errors import InputError, MissingDependencyError
+from moce.export.manifest import Manifest, load_manifest
+from moce.runtime.backends import cache_dir
+from moce.runtime.imageio import SUPPORTED, read_image
+
+SAMPLES = Path(__file__).parents[1] / "data" / "samples"
+CALIB_SIDE = 128
+
+
+@dataclass
+class BuildOptions:
+    precisions: list[str] = field(default_factory=list)  # [] means float32 engines only
+    calib: Path | None = None
+    profile: Profile = field(default_factory=Profile)
+    workspace_mb: int = 4096
+    onnx_only: bool = False
+    engine_cache: Path | None = None
+
+
+@dataclass
+class BuildResult:
+    manifest: Manifest
+    variants: list[VariantReport]
+    engines: list[EngineRecord]
+    tensorrt_error: str | None
+
+
+def _square_crops(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize so the short side is ``side``, then centre-crop to side x side (CHW)."""
+    h, w = image.shape[:2]
+    scale = side / min(h, w)
+    image = cv2.resize(image, (max(side, round(w * scale)), max(side, round(h * scale))), interpolation=cv2.INTER_AREA)
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return image[top : top + side, left : left + side].transpose(2, 0, 1).copy()
+
+
+def calibration_images(folder: Path | None, side: int = CALIB_SIDE) -> list[np.ndarray]:
+    """Images from ``--calib`` as they are, or the bundled samples' clean photos under every degradation."""
+    if folder is not None:
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUPPORTED)
+        if not files:
+            raise InputError(f"{folder}: no calibration images")
+        return [_square_crops(read_image(p)[0], side) for p in files]
+    clean = [read_image(p)[0] for p in sorted((SAMPLES / "clean").glob("*.png"))]
+    return [_square_crops(degrade(img, name, seed=i), side)
+            for img in clean for i, name in enumerate(DEGRADATIONS)]
+
+
+@contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """ONNX Runtime's quantiser logs a pre-processing hint per graph on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def build(package: Path, options: BuildOptions, progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Write precision variants into the package; build TensorRT engines unless ``onnx_only``."""
+    progress = progress or (lambda message: None)
+    manifest = load_manifest(package)
+    manifest.verify_files()
+    calib = calibration_images(options.calib) if "int8" in options.precisions else None
+    with _quiet_quantiser():
+        variants = build_variants(manifest, options.precisions, calib, progress)
+    for report in variants:
+        for warning in report.warnings:
+            progress(f"warning: {warning}")
+    engines: list[EngineRecord] = []
+    error = None
+    if not options.onnx_only:
+        try:
+            for precision in options.precisions or ["fp32"]:
+                engines += build_engines(manifest, precision, options.profile, options.workspace_mb << 20,
+                                         options.engine_cache or cache_dir() / "engines", progress)
+        except MissingDependencyError as exc:
+            error = str(exc)
+    return BuildResult(manifest, variants, engines, error)

@@ -1,0 +1,179 @@
+"""Writing FP16 and INT8 variants of a package's graphs (runs anywhere, no GPU needed).
+
+INT8 calibration follows the routing: calibration images run through the float32 split plan,
+every graph records the inputs it actually received, and each expert is calibrated only on the
+samples its router sent to it. Experts that saw fewer than ``min_samples`` get a warning (and,
+if they saw none, the adapter's inputs, so that they still carry usable scales).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from moce.engines.precision import convert_fp16
+from moce.errors import InputError
+from moce.export.graphs import EXPERT_INPUTS
+from moce.export.manifest import Manifest, expert_graph, sha256_bytes
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
+
+PRECISIONS = ("fp16", "int8")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class VariantReport:
+    precision: str
+    graphs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    samples: dict[str, int] = field(default_factory=dict)
+
+
+class RecordingRunner(GraphRunner):
+    """Wraps a runner and keeps a copy of every feed each graph receives (for calibration)."""
+
+    name = "recording"
+
+    def __init__(self, inner: GraphRunner) -> None:
+        super().__init__()
+        self.inner = inner
+        self.feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+
+    def activate(self) -> None:
+        self.inner.activate()
+
+    def deactivate(self) -> None:
+        self.inner.deactivate()
+
+    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.feeds[graph].append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.inner.infer(graph, feeds)
+
+
+def _register(manifest: Manifest, precision: str, name: str, file: str, model: onnx.ModelProto) -> None:
+    data = model.SerializeToString()
+    path = manifest.root / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    entry = dict(manifest.data["graphs"][name], file=file, bytes=len(data), nodes=len(model.graph.node),
+                 sha256=sha256_bytes(data))
+    manifest.data.setdefault("precisions", {}).setdefault(precision, {"graphs": {}})["graphs"][name] = entry
+
+
+def variant_graphs(manifest: Manifest) -> list[str]:
+    """Graphs that get precision variants: the split plan and the dense graph (not the If graph)."""
+    return [n for n in manifest.data["graphs"] if n != "conditional"]
+
+
+def write_fp16(manifest: Manifest, progress: Progress) -> VariantReport:
+    report = VariantReport("fp16")
+    for name in variant_graphs(manifest):
+        progress(f"fp16: convert {name}")
+        model = convert_fp16(onnx.load(str(manifest.graph_file(name))))
+        _register(manifest, "fp16", name, f"fp16/{Path(manifest.data['graphs'][name]['file']).name}", model)
+        report.graphs.append(name)
+    return report
+
+
+def calibration_feeds(manifest: Manifest, images: list[np.ndarray], batch: int = 4) -> dict[str, list[dict]]:
+    """Inputs every graph sees when the float32 split plan restores ``images`` (NCHW, padded)."""
+    recorder = RecordingRunner(OnnxRuntimeRunner(manifest))
+    with recorder:
+        executor = PlanExecutor(manifest, recorder)
+        by_shape: dict[tuple, list[np.ndarray]] = defaultdict(list)
+        for image in images:
+            by_shape[image.shape].append(image)
+        for group in by_shape.values():
+            for i in range(0, len(group), batch):
+                executor.run(np.stack(group[i : i + batch]), "split")
+    return dict(recorder.feeds)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over recorded feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # newer onnxruntime versions may call this
+        pass
+
+
+def quantize_int8(model_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+    """Static QDQ quantisation of convolutions: symmetric int8 activations, per-channel weights."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(model_path), str(out_path), _Reader(feeds), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+        op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+
+
+def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress, min_samples: int = 4) -> VariantReport:
+    report = VariantReport("int8")
+    progress(f"int8: record calibration inputs from {len(images)} image(s)")
+    feeds = calibration_feeds(manifest, images)
+    _fill_unrouted_experts(manifest, feeds, report, min_samples)
+    if "dense" in manifest.data["graphs"]:
+        feeds["dense"] = list(feeds.get("segment0", []))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in variant_graphs(manifest):
+            report.samples[name] = sum(len(next(iter(f.values()))) for f in feeds[name])
+            progress(f"int8: calibrate and quantise {name} ({report.samples[name]} samples)")
+            out = Path(tmp) / f"{name}.onnx"
+            quantize_int8(manifest.graph_file(name), out, feeds[name])
+            _register(manifest, "int8", name, f"int8/{Path(manifest.data['graphs'][name]['file']).name}", onnx.load(str(out)))
+            report.graphs.append(name)
+    return report
+
+
+def _fill_unrouted_experts(manifest: Manifest, feeds: dict[str, list[dict]], report: VariantReport,
+                           min_samples: int) -> None:
+    routed = {name: list(batches) for name, batches in feeds.items()}
+    for step in manifest.data["plan"]:
+        if step["kind"] != "adapter":
+            continue
+        a = step["index"]
+        for e in range(len(step["experts"])):
+            name = expert_graph(a, e)
+            seen = sum(len(f[EXPERT_INPUTS[0]]) for f in feeds.get(name, []))
+            if seen < min_samples:
+                report.warnings.append(f"{name}: only {seen} calibration sample(s) were routed to it"
+                                       + ("; calibrated on all of the adapter's inputs instead" if not seen else ""))
+            if not seen:
+                donors = [f for e2 in range(len(step["experts"])) for f in routed.get(expert_graph(a, e2), [])]
+                feeds[name] = [{**f, "gate": np.ones_like(f["gate"])} for f in donors]
+
+
+def build_variants(manifest: Manifest, precisions: list[str], calibration: list[np.ndarray] | None = None,
+                   progress: Progress | None = None) -> list[VariantReport]:
+    """Write the requested variants into the package and record them in its manifest."""
+    progress = progress or (lambda message: None)
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise InputError(f"unknown precision(s) {unknown}; choose from {', '.join(PRECISIONS)}")
+    reports = []
+    for precision in precisions:
+        shutil.rmtree(manifest.root / precision, ignore_errors=True)
+        manifest.data.setdefault("precisions", {}).pop(precision, None)
+        if precision == "fp16":
+            reports.append(write_fp16(manifest, progress))
+        else:
+            if not calibration:
+                raise InputError("int8 needs calibration images")
+            reports.append(write_int8(manifest, calibration, progress))
+    manifest.write()
+    return reports
