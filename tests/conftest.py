@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moce.export.exporter import ExportOptions, export_package
+
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 TINY_CKPT = Path(__file__).parents[1] / "moce" / "data" / "moceir_tiny.ckpt"
@@ -33,3 +35,16 @@ def tiny_model():
     from moce.model import load_model
 
     return load_model(TINY_CKPT)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_pkg(tmp_path_factory, tiny_ckpt):
+    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce",
+                          ExportOptions(sizes=((64, 64),), batches=(1,))).manifest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+

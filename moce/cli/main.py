@@ -6,6 +6,7 @@ import typer
 
 from moce import __version__
 from moce.cli.build_engine_cmd import build_engine
+from moce.cli.compare_cmd import compare
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
@@ -32,6 +33,7 @@ app.command()(export)
 app.command()(restore)
 app.command()(train)
 app.command("build-engine")(build_engine)
+app.command()(compare)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from moce.errors import MissingDependencyError, MoceError, PackageError
+from moce.errors import MoceError, PackageError
 from moce.export.manifest import MANIFEST, Manifest, load_manifest
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
 
@@ -77,10 +77,10 @@ def make_runner(backend: str, manifest: Manifest, device: str | None = None, thr
     if backend == "auto":
         return _auto(manifest, device, threads, precision)
     if backend == "tensorrt":
-        raise MissingDependencyError(
-            "the TensorRT backend needs engines from `moce build-engine` and `pip install 'moce[trt]'` on an NVIDIA GPU; "
-            "neither is available in this build"
-        )
+        from moce.engines.tensorrt import TensorRTRunner, import_tensorrt
+
+        import_tensorrt()
+        return BackendChoice(TensorRTRunner(manifest, precision), "tensorrt", "requested")
     if backend == "torch":
         if precision != "fp32":
             raise MoceError("the torch backend is the float32 reference; use onnxruntime or tensorrt for fp16/int8")
@@ -90,7 +90,24 @@ def make_runner(backend: str, manifest: Manifest, device: str | None = None, thr
                          f"requested ({providers[0]})")
 
 
+def _tensorrt_ready(manifest: Manifest, precision: str) -> bool:
+    """TensorRT importable, a GPU visible and engines of this precision recorded in the package."""
+    from moce.engines.tensorrt import read_engines
+
+    if not any(e["precision"] == precision for e in read_engines(manifest.root)["engines"]):
+        return False
+    try:
+        import tensorrt  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return cuda_available()
+
+
 def _auto(manifest: Manifest, device: str | None, threads: int | None, precision: str) -> BackendChoice:
+    if device != "cpu" and _tensorrt_ready(manifest, precision):
+        from moce.engines.tensorrt import TensorRTRunner
+
+        return BackendChoice(TensorRTRunner(manifest, precision), "tensorrt", "auto: TensorRT engines and a GPU found")
     providers = ort_providers()
     if "CUDAExecutionProvider" in providers and device != "cpu":
         return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads, precision), "onnxruntime",

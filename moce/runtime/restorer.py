@@ -48,7 +48,7 @@ def _routes(rows: list[Routing]) -> tuple[list[list[int]], list[list[float]]]:
     return [r.experts[0].tolist() for r in rows], [r.probs[0].tolist() for r in rows]
 
 
-def _pad_nchw(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
+def pad_nchw(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
     h, w = images.shape[-2:]
     pad_h, pad_w = padding_for(h, w, multiple)
     if pad_h or pad_w:
@@ -89,7 +89,7 @@ class Restorer:
     def restore_batch(self, images: list[np.ndarray]) -> list[ImageResult]:
         """Restore same-sized images in one call each of up to ``batch`` (untiled)."""
         nchw = np.stack([im.transpose(2, 0, 1) for im in images]).astype(np.float32, copy=False)
-        padded, h, w = _pad_nchw(nchw, self.multiple)
+        padded, h, w = pad_nchw(nchw, self.multiple)
         result = self.executor.run(padded, self.options.routing)
         pixels = padded.shape[2] * padded.shape[3]
         out = []
@@ -108,7 +108,7 @@ class Restorer:
         scale = min(1.0, limit / max(h, w))
         small = image if scale == 1.0 else cv2.resize(
             image, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-        padded, _, _ = _pad_nchw(small.transpose(2, 0, 1)[None], self.multiple)
+        padded, _, _ = pad_nchw(small.transpose(2, 0, 1)[None], self.multiple)
         return self.executor.run(padded, "split").routings
 
     def restore_tiled(self, image: np.ndarray, on_tile: Callable[[int], None] | None = None) -> ImageResult:
@@ -116,7 +116,7 @@ class Restorer:
         opts = self.options
         if opts.route_per == "image" and opts.routing != "split":
             raise InputError("--route-per image needs --routing split (only the split plan can impose routes on tiles)")
-        padded, h, w = _pad_nchw(image.transpose(2, 0, 1)[None].astype(np.float32), self.multiple)
+        padded, h, w = pad_nchw(image.transpose(2, 0, 1)[None].astype(np.float32), self.multiple)
         _, c, ph, pw = padded.shape
         forced = self.image_routing(image) if opts.route_per == "image" else None
         tiles = tiles_for(ph, pw, opts.tile, opts.overlap)

@@ -1,22 +1,8 @@
-"""Runtime fixtures: one exported tiny package shared by the runtime tests."""
+"""Runtime test helpers."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-from moce.export.exporter import ExportOptions, export_package
-
-
-@pytest.fixture(scope="session")
-def tiny_pkg(tmp_path_factory, tiny_ckpt):
-    return export_package(tiny_ckpt, tmp_path_factory.mktemp("rt") / "tiny.moce",
-                          ExportOptions(sizes=((64, 64),), batches=(1,))).manifest
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,212 @@
+"""`moce compare`: accuracy of backends and precisions against a reference, through Polygraphy.
+
+Each backend/precision is wrapped as a Polygraphy ``BaseRunner`` whose outputs are the restored
+image and every adapter's route; Polygraphy's ``Comparator`` runs them on the same real images
+and checks ``restored`` against the reference within atol/rtol, and its ``RunResults`` can be
+saved as JSON. On top: PSNR/SSIM per image and the share of routing decisions that agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moce._lazy import require
+from moce.errors import InputError
+from moce.export.compose import route_name
+from moce.export.manifest import Manifest
+from moce.runtime.backends import make_runner
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.imageio import SUPPORTED, read_image
+from moce.runtime.restorer import pad_nchw
+
+SAMPLES = Path(__file__).parents[1] / "data" / "samples"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """``backend[:precision]``, e.g. ``torch``, ``onnxruntime:fp16``, ``tensorrt:int8``."""
+
+    backend: str
+    precision: str = "fp32"
+
+    @classmethod
+    def parse(cls, text: str) -> Spec:
+        backend, _, precision = text.partition(":")
+        return cls(backend, precision or "fp32")
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.precision}"
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity of two HWC images in [0, 1] (Gaussian window 11, sigma 1.5)."""
+    import cv2
+
+    c1, c2 = 0.01**2, 0.03**2
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    return float(np.mean(num / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def make_polygraphy_runner(manifest: Manifest, spec: Spec) -> Any:
+    """A Polygraphy runner restoring one image per feed with the split plan of ``spec``."""
+    base = require("polygraphy.backend.base", "dev")
+
+    class MoceRunner(base.BaseRunner):
+        def __init__(self) -> None:
+            super().__init__(name=spec.name, prefix="moce")
+
+        def activate_impl(self) -> None:
+            self.choice = make_runner(spec.backend, manifest, precision=spec.precision)
+            self.choice.runner.activate()
+            self.executor = PlanExecutor(manifest, self.choice.runner)
+
+        def get_input_metadata_impl(self):  # noqa: ANN202
+            from polygraphy.common import TensorMetadata
+
+            return TensorMetadata().add("image", np.float32, (1, manifest.config.in_channels, -1, -1))
+
+        def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            import time
+
+            start = time.perf_counter()
+            image = feed_dict["image"]
+            padded, h, w = pad_nchw(image, manifest.size_multiple)
+            result = self.executor.run(padded, "split")
+            outputs = {"restored": np.ascontiguousarray(result.restored[:, :, :h, :w])}
+            outputs.update({route_name(a): r.experts for a, r in enumerate(result.routings)})
+            self.inference_time = time.perf_counter() - start
+            return outputs
+
+        def deactivate_impl(self) -> None:
+            self.choice.runner.deactivate()
+
+    return MoceRunner()
+
+
+@dataclass
+class CompareOptions:
+    specs: list[Spec]
+    images: Path | None = None
+    atol: float = 1e-2
+    rtol: float = 1e-2
+    min_psnr: float = 35.0
+    min_route_agreement: float = 0.95
+    error_stat: str = "mean"  # Polygraphy's check_error_stat: elemwise, max, mean, median
+    save_results: Path | None = None
+    verbose: bool = False
+
+
+@dataclass
+class CompareReport:
+    reference: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_images(folder: Path | None) -> list[tuple[str, np.ndarray]]:
+    """Real images as (name, NCHW float32); the bundled degraded samples by default."""
+    folder = folder or SAMPLES
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED)
+    if not files:
+        raise InputError(f"{folder}: no images to compare on")
+    return [(p.name, read_image(p)[0].transpose(2, 0, 1)[None].copy()) for p in files]
+
+
+def compare(manifest: Manifest, options: CompareOptions, progress: Callable[[str], None] | None = None) -> CompareReport:
+    """Run every spec on the same images, compare each with the first, check the thresholds."""
+    comparator = require("polygraphy.comparator", "dev")
+    if len(options.specs) < 2:
+        raise InputError("compare needs a reference and at least one other backend/precision")
+    images = load_images(options.images)
+    runners = [make_polygraphy_runner(manifest, spec) for spec in options.specs]
+    feeds = [{"image": image} for _, image in images]
+    if progress:
+        progress(f"running {len(runners)} runner(s) on {len(images)} image(s)")
+    with _polygraphy_verbosity(options.verbose):
+        return _compare(comparator, runners, feeds, images, options)
+
+
+@contextmanager
+def _polygraphy_verbosity(verbose: bool) -> Iterator[None]:
+    """Polygraphy logs every statistic of every iteration; keep errors only unless asked."""
+    from polygraphy.logger import G_LOGGER
+
+    before = G_LOGGER.module_severity
+    if not verbose:
+        G_LOGGER.module_severity = G_LOGGER.ERROR + 1
+    try:
+        yield
+    finally:
+        G_LOGGER.module_severity = before
+
+
+def _compare(comparator: Any, runners: list, feeds: list, images: list, options: CompareOptions) -> CompareReport:
+    results = comparator.Comparator.run(runners, data_loader=feeds)
+    if options.save_results:
+        results.save(str(options.save_results))
+    atol = {"restored": options.atol, "": float("inf")}
+    rtol = {"restored": options.rtol, "": float("inf")}
+    simple = getattr(comparator, "SimpleCompareFunc", None) or comparator.CompareFunc.simple
+    accuracy = comparator.Comparator.compare_accuracy(
+        results, compare_func=simple(atol=atol, rtol=rtol, check_error_stat=options.error_stat),
+        comparisons=[(0, i) for i in range(1, len(runners))])
+    if not hasattr(accuracy, "keys"):  # newer Polygraphy: AccuracyResults, one per comparison function
+        accuracy = accuracy[0]
+    report = CompareReport(reference=options.specs[0].name)
+    ref_outputs = results[0][1]
+    for i, spec in enumerate(options.specs[1:], start=1):
+        outputs = results[i][1]
+        ok_pair = all(bool(r) for it in accuracy[(results[0][0], results[i][0])] for r in it.values())
+        report.rows.append(_stats(spec.name, images, ref_outputs, outputs, ok_pair, options, report.failures))
+    return report
+
+
+def _stats(name: str, images: list[tuple[str, np.ndarray]], ref_outputs: list, outputs: list, within_tol: bool,
+           options: CompareOptions, failures: list[str]) -> dict[str, Any]:
+    errors, psnrs, ssims, changed, decisions, agreeing = [], [], [], [], 0, 0
+    for (image_name, _), ref, got in zip(images, ref_outputs, outputs):
+        a = np.clip(ref["restored"][0].transpose(1, 2, 0), 0, 1)
+        b = np.clip(got["restored"][0].transpose(1, 2, 0), 0, 1)
+        errors.append(np.abs(ref["restored"] - got["restored"]))
+        psnrs.append(psnr(a, b))
+        ssims.append(ssim(a, b))
+        routes = [k for k in ref if k.startswith("route")]
+        same = [bool(np.array_equal(ref[k], got[k])) for k in routes]
+        decisions += len(same)
+        agreeing += sum(same)
+        if not all(same):
+            changed.append(image_name)
+    flat = np.concatenate([e.ravel() for e in errors])
+    agreement = agreeing / decisions if decisions else 1.0
+    row = {"runner": name, "max_abs": float(flat.max()), "mean_abs": float(flat.mean()),
+           "p99_abs": float(np.percentile(flat, 99)), "min_psnr": float(min(psnrs)), "mean_psnr": float(np.mean(psnrs)),
+           "min_ssim": float(min(ssims)), "route_agreement": agreement, "routes_changed": changed,
+           "within_tolerance": within_tol, "per_image": [{"image": n, "psnr": p, "ssim": s}
+                                                        for (n, _), p, s in zip(images, psnrs, ssims)]}
+    if not within_tol:
+        failures.append(f"{name}: restored differs beyond atol {options.atol} / rtol {options.rtol}")
+    if row["min_psnr"] < options.min_psnr:
+        failures.append(f"{name}: PSNR {row['min_psnr']:.2f} dB < {options.min_psnr} dB")
+    if agreement < options.min_route_agreement:
+        failures.append(f"{name}: route agreement {agreement:.1%} < {options.min_route_agreement:.0%}")
+    return row
