@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from moce import __version__
+from moce.cli.bench_cmd import bench
 from moce.cli.build_engine_cmd import build_engine
 from moce.cli.compare_cmd import compare
 from moce.cli.export_cmd import export
@@ -34,6 +35,7 @@ app.command()(restore)
 app.command()(train)
 app.command("build-engine")(build_engine)
 app.command()(compare)
+app.command()(bench)
 
 
 def main() -> None:

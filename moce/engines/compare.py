@@ -18,8 +18,7 @@ import numpy as np
 
 from moce._lazy import require
 from moce.errors import InputError
-from moce.export.compose import route_name
-from moce.export.manifest import Manifest
+from moce.export.manifest import Manifest, route_name
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.imageio import SUPPORTED, read_image

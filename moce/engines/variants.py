@@ -20,8 +20,7 @@ import onnx
 
 from moce.engines.precision import convert_fp16
 from moce.errors import InputError
-from moce.export.graphs import EXPERT_INPUTS
-from moce.export.manifest import Manifest, expert_graph, sha256_bytes
+from moce.export.manifest import EXPERT_INPUTS, Manifest, expert_graph, sha256_bytes
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
 

@@ -17,16 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from moce.export.graphs import EXPERT_INPUTS, EXPERT_OUTPUT
+from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
 from moce.model.plan import IMAGE, RESTORED, AdapterStep, SegmentStep, Step
-
-
-def route_name(adapter: int) -> str:
-    return f"route{adapter}"
-
-
-def probs_name(adapter: int) -> str:
-    return f"router_probs{adapter}"
 
 
 class _Builder:

@@ -15,8 +15,8 @@ import torch
 from moce import __version__
 from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
-from moce.export.graphs import DEFAULT_OPSET, EXPERT_INPUTS, EXPERT_OUTPUT, export_expert, export_segment, sample_tensor, save
-from moce.export.manifest import SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes
+from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, sample_tensor, save
+from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes
 from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs

@@ -14,12 +14,11 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_patches
 from moce.model.network import ComplexityExpert, MoCEIR
 from moce.model.plan import FREQ_EMB, IMAGE, RESTORED, SegmentStep
 
-EXPERT_INPUTS = ("adapter_in", "shared", "gate")
-EXPERT_OUTPUT = "weighted_out"
 DEFAULT_OPSET = 17
 """17 brings ``LayerNormalization``; TensorRT 8.6+ and every ONNX Runtime we support read it."""
 

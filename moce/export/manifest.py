@@ -14,6 +14,18 @@ from moce.model.plan import AdapterStep, SegmentStep, Step
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+EXPERT_INPUTS = ("adapter_in", "shared", "gate")
+EXPERT_OUTPUT = "weighted_out"
+
+
+def route_name(adapter: int) -> str:
+    """Whole-network graphs output each adapter's chosen experts under this name."""
+    return f"route{adapter}"
+
+
+def probs_name(adapter: int) -> str:
+    """... and the router's softmax under this one."""
+    return f"router_probs{adapter}"
 
 
 def segment_graph(index: int) -> str:
@@ -66,8 +78,12 @@ class Manifest:
         return name in self.data["graphs"]
 
     @property
-    def weights_file(self) -> Path | None:
-        return self.root / self.data["weights"]["file"] if "weights" in self.data else None
+    def weights_file(self) -> Path:
+        """The package's safetensors weights (for the PyTorch backend and benchmarks)."""
+        path = self.root / self.data["weights"]["file"] if "weights" in self.data else None
+        if path is None or not path.is_file():
+            raise PackageError(f"{self.root}: has no weights.safetensors; the PyTorch paths need one (re-export)")
+        return path
 
     def plan(self) -> list[Step]:
         steps: list[Step] = []

@@ -17,61 +17,86 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from moce.model.layers import FFTAttention, fft_patch_product
+from moce.model.layers import FFTAttention, fft_patch_mix, pad_to_patches
 
 
 @lru_cache(maxsize=None)
-def _dft_matrices(p: int) -> tuple[Tensor, ...]:
-    """Real DFT factors for side ``p`` (built in float64 NumPy, returned as float32 tensors).
+def dft_factors(p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Three real matrices that carry the whole 2-D real DFT round trip for side ``p``.
 
-    Forward: rows by the real FFT (``p -> m = p//2 + 1`` bins), columns by the full complex
-    FFT. Inverse: complex inverse on columns, then the Hermitian C2R sum on rows, whose
-    weights (1 for DC and Nyquist, 2 otherwise) and 1/p^2 scale are folded in. NumPy keeps
-    their construction out of traced graphs: they export as plain constants.
+    With ``m = p // 2 + 1`` bins of the real FFT along rows:
+
+    * ``w_rows`` [p, 2m] = [cos | -sin]: a row's real FFT, real and imaginary parts side by side;
+    * ``w_cols`` [p, 2p] = [cos | sin]: applied to transposed (column-major) spectra, it gives
+      the products needed for the complex DFT along columns and for its inverse;
+    * ``w_back`` [2m, p]: the Hermitian C2R sum along rows (weights 1 for DC and Nyquist, 2
+      otherwise) with the 1/p^2 normalisation folded in.
+
+    Built in float64 NumPy, so they enter traced graphs as plain constants.
     """
     m = p // 2 + 1
     n = np.arange(p, dtype=np.float64)
-    angle_r = 2 * math.pi * np.outer(n, np.arange(m)) / p  # [p, m]
-    angle_c = 2 * math.pi * np.outer(n, n) / p  # [p, p]
+    rows = 2 * math.pi * np.outer(n, np.arange(m)) / p  # [p, m]
+    cols = 2 * math.pi * np.outer(n, n) / p  # [p, p]
     weight = np.full(m, 2.0)
     weight[0] = 1.0
     if p % 2 == 0:
         weight[-1] = 1.0
-    mats = (
-        np.cos(angle_r),  # x -> Re(rfft) along rows
-        -np.sin(angle_r),  # x -> Im(rfft) along rows
-        np.cos(angle_c),  # complex DFT along columns, real part
-        np.sin(angle_c),  # ... imaginary part
-        weight[:, None] * np.cos(angle_r.T) / (p * p),  # C2R along rows, real input
-        -weight[:, None] * np.sin(angle_r.T) / (p * p),  # ... imaginary input
-    )
-    return tuple(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in mats)
+    w_rows = np.concatenate([np.cos(rows), -np.sin(rows)], axis=1)
+    w_cols = np.concatenate([np.cos(cols), np.sin(cols)], axis=1)
+    w_back = np.concatenate([weight[:, None] * np.cos(rows.T), -weight[:, None] * np.sin(rows.T)], axis=0) / (p * p)
+    return tuple(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in (w_rows, w_cols, w_back))
 
 
-def _forward_dft(x: Tensor, cr: Tensor, sr: Tensor, cc: Tensor, sc: Tensor) -> tuple[Tensor, Tensor]:
-    xr, xi = x @ cr, x @ sr
-    return cc @ xr + sc @ xi, cc @ xi - sc @ xr
+def _column_dft(spectrum_t: Tensor, w_cols: Tensor, m: int, p: int, inverse: bool) -> tuple[Tensor, Tensor]:
+    """Complex DFT (or inverse, unscaled) along columns of a transposed spectrum [..., 2m, p].
+
+    One matrix product gives [[Re.cos, Re.sin], [Im.cos, Im.sin]]; the complex result is
+    their sum/difference: forward ``(Re.cos + Im.sin, Im.cos - Re.sin)``, inverse
+    ``(Re.cos - Im.sin, Im.cos + Re.sin)``.
+    """
+    blocks = spectrum_t @ w_cols  # [..., 2m, 2p]
+    re_cos, re_sin = blocks[..., :m, :p], blocks[..., :m, p:]
+    im_cos, im_sin = blocks[..., m:, :p], blocks[..., m:, p:]
+    if inverse:
+        return re_cos - im_sin, im_cos + re_sin
+    return re_cos + im_sin, im_cos - re_sin
 
 
-def dft_patch_product(q: Tensor, k: Tensor) -> Tensor:
-    """``irfft2(rfft2(q) * rfft2(k), s=(p, p))`` as real matrix products (no DFT op)."""
-    p = q.shape[-1]
-    cr, sr, cc, sc, ir, ii = (m.to(q.device) for m in _dft_matrices(int(p)))
-    qr, qi = _forward_dft(q.float(), cr, sr, cc, sc)
-    kr, ki = _forward_dft(k.float(), cr, sr, cc, sc)
-    pr, pi = qr * kr - qi * ki, qr * ki + qi * kr
-    zr, zi = cc @ pr - sc @ pi, cc @ pi + sc @ pr  # inverse complex DFT on columns (scale folded)
-    return zr @ ir + zi @ ii
+def dft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
+    """:func:`~moce.model.layers.fft_patch_mix` as six large matrix products (no DFT op).
+
+    Rows are transformed in place on the image layout ([b, c, H, W/p, p] @ [p, 2m]), so the only
+    data movement is one transpose per tensor to bring columns last; every product is a single
+    large GEMM with a constant right operand, which CPU and GPU runtimes execute well.
+    """
+    b, c, h, w = q.shape
+    m = p // 2 + 1
+    w_rows, w_cols, w_back = (t.to(q.device) for t in dft_factors(int(p)))
+    qp, kp = pad_to_patches(q.float(), p), pad_to_patches(k.float(), p)
+    nh, nw = qp.shape[2] // p, qp.shape[3] // p
+
+    def spectrum_t(x: Tensor) -> Tensor:  # [b, c, nh, nw, 2m, p]: row FFT, then columns last
+        rows = x.reshape(b, c, nh, p, nw, p) @ w_rows  # [b, c, nh, p(h), nw, 2m]
+        return rows.permute(0, 1, 2, 4, 5, 3)
+
+    qr, qi = _column_dft(spectrum_t(qp), w_cols, m, p, inverse=False)
+    kr, ki = _column_dft(spectrum_t(kp), w_cols, m, p, inverse=False)
+    product = torch.cat([qr * kr - qi * ki, qr * ki + qi * kr], dim=-2)  # [b, c, nh, nw, 2m, p]
+    zr, zi = _column_dft(product, w_cols, m, p, inverse=True)
+    z = torch.cat([zr, zi], dim=-2).permute(0, 1, 2, 5, 3, 4)  # [b, c, nh, p(h), nw, 2m]
+    out = (z @ w_back).reshape(b, c, nh * p, nw * p)
+    return out[:, :, :h, :w]
 
 
 @contextmanager
 def export_patches(module: nn.Module | None) -> Iterator[None]:
-    """Within the block, every expert in ``module`` uses :func:`dft_patch_product`."""
+    """Within the block, every expert in ``module`` uses :func:`dft_patch_mix`."""
     targets = [m for m in module.modules() if isinstance(m, FFTAttention)] if module is not None else []
     try:
         for m in targets:
-            m.patch_product = dft_patch_product
+            m.patch_mix = dft_patch_mix
         yield
     finally:
         for m in targets:
-            m.patch_product = fft_patch_product
+            m.patch_mix = fft_patch_mix

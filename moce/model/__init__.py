@@ -1,7 +1,28 @@
-"""The MoCE-IR network, its configuration, and safe checkpoint loading."""
+"""The MoCE-IR network, its configuration, and safe checkpoint loading.
 
-from moce.model.checkpoint import LoadedCheckpoint, load_checkpoint, load_model, save_safetensors
-from moce.model.config import MoCEConfig, derive_config
-from moce.model.network import MoCEIR
+Names are resolved lazily so that torch-free parts (``moce.model.config``, used by the runtime)
+do not pull in PyTorch.
+"""
 
-__all__ = ["LoadedCheckpoint", "MoCEConfig", "MoCEIR", "derive_config", "load_checkpoint", "load_model", "save_safetensors"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "LoadedCheckpoint": "moce.model.checkpoint",
+    "load_checkpoint": "moce.model.checkpoint",
+    "load_model": "moce.model.checkpoint",
+    "save_safetensors": "moce.model.checkpoint",
+    "MoCEConfig": "moce.model.config",
+    "derive_config": "moce.model.config",
+    "MoCEIR": "moce.model.network",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'moce.model' has no attribute {name!r}")

@@ -102,34 +102,31 @@ class CrossAttention(nn.Module):
         return self.project_out(channel_attention(q, k, v, self.temperature))
 
 
-def to_patches(x: Tensor, p: int) -> Tensor:
-    """Zero-pad right/bottom to a multiple of ``p`` and view as ``[b, c, nh, nw, p, p]``."""
-    b, c, h, w = x.shape
-    x = F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
-    nh, nw = x.shape[2] // p, x.shape[3] // p
-    return x.reshape(b, c, nh, p, nw, p).permute(0, 1, 2, 4, 3, 5)
+def pad_to_patches(x: Tensor, p: int) -> Tensor:
+    """Zero-pad right/bottom to a multiple of ``p`` (the original pads q and k this way)."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
 
 
-def from_patches(x: Tensor, h: int, w: int) -> Tensor:
-    """Inverse of :func:`to_patches`, cropping the padding away."""
-    b, c, nh, nw, p, _ = x.shape
-    return x.permute(0, 1, 2, 4, 3, 5).reshape(b, c, nh * p, nw * p)[:, :, :h, :w]
+def fft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
+    """Circular convolution of ``q`` and ``k`` inside each p x p patch (the original's math).
 
-
-def fft_patch_product(q: Tensor, k: Tensor) -> Tensor:
-    """Per-patch circular convolution ``irfft2(rfft2(q) * rfft2(k))`` (the original's math).
-
-    The exporter swaps this for an exact DFT-matrix form (ONNX has no usable inverse real FFT).
+    ``irfft2(rfft2(q) * rfft2(k))`` over zero-padded patches, cropped back to the input size.
+    The exporter swaps in an exact DFT-matrix form (ONNX has no usable inverse real FFT).
     """
-    p = q.shape[-1]
-    return torch.fft.irfft2(torch.fft.rfft2(q.float()) * torch.fft.rfft2(k.float()), s=(p, p))
+    b, c, h, w = q.shape
+    qp, kp = pad_to_patches(q.float(), p), pad_to_patches(k.float(), p)
+    nh, nw = qp.shape[2] // p, qp.shape[3] // p
+    to_patches = lambda x: x.reshape(b, c, nh, p, nw, p).permute(0, 1, 2, 4, 3, 5)  # noqa: E731
+    mixed = torch.fft.irfft2(torch.fft.rfft2(to_patches(qp)) * torch.fft.rfft2(to_patches(kp)), s=(p, p))
+    return mixed.permute(0, 1, 2, 4, 3, 5).reshape(b, c, nh * p, nw * p)[:, :, :h, :w]
 
 
 class FFTAttention(nn.Module):
     """Expert body: query/key mixing by circular convolution inside p x p patches.
 
-    ``patch_product`` is an instance attribute so that export-time patchers can replace the
-    FFT without forking this class.
+    ``patch_mix`` is an instance attribute so that export-time patchers can replace the FFT
+    without forking this class.
     """
 
     def __init__(self, dim: int, patch_size: int) -> None:
@@ -141,14 +138,12 @@ class FFTAttention(nn.Module):
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2)
         self.norm = ChannelLayerNorm(dim, with_bias=True)
         self.proj_out = nn.Conv2d(dim, dim, 1)
-        self.patch_product = fft_patch_product
+        self.patch_mix = fft_patch_mix
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
-        mixed = self.patch_product(to_patches(q, self.patch_size), to_patches(k, self.patch_size))
-        return self.proj_out(self.norm(from_patches(mixed, h, w)) * v)
+        return self.proj_out(self.norm(self.patch_mix(q, k, self.patch_size)) * v)
 
 
 class HighPassConv2d(nn.Module):

@@ -121,8 +121,5 @@ def _auto(manifest: Manifest, device: str | None, threads: int | None, precision
 def _torch_runner(manifest: Manifest, device: str | None) -> TorchRunner:
     from moce.model.checkpoint import load_model
 
-    weights = manifest.weights_file
-    if weights is None or not weights.is_file():
-        raise PackageError(f"{manifest.root}: has no weights.safetensors; the torch backend needs one (re-export)")
-    model, _ = load_model(weights, top_k=manifest.top_k)
+    model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
     return TorchRunner(model, device)

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moce.export.compose import probs_name, route_name
-from moce.export.graphs import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.export.manifest import Manifest, expert_graph, segment_graph
+from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, Manifest, expert_graph, probs_name, route_name, segment_graph
 from moce.model.plan import IMAGE, RESTORED, AdapterStep, last_uses
 from moce.routing import Routing, route
 from moce.runtime.runners import GraphRunner

@@ -92,6 +92,7 @@ class OnnxRuntimeRunner(GraphRunner):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[graph] = self._ort.InferenceSession(
                 str(self.manifest.graph_file(graph, self.precision)), sess_options=options, providers=self.providers
             )

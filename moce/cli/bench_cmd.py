@@ -1,0 +1,50 @@
+"""`moce bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from moce.cli.common import render_table, user_errors
+from moce.runtime.bench import BenchOptions, chart, run_bench, speedups, to_json
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+@user_errors
+def bench(
+    model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
+    backends: str = typer.Option("torch,onnxruntime", help="torch, onnxruntime, tensorrt (comma-separated)"),
+    routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
+    sizes: str = typer.Option("256,512", help="Square image sides"),
+    batch: str = typer.Option("1", help="Batch sizes"),
+    warmup: int = typer.Option(2, help="Untimed runs per case"),
+    rounds: int = typer.Option(10, help="Timed interleaved rounds (each runs every case once)"),
+    threads: int = typer.Option(None, help="CPU threads for every backend [default: all cores]"),
+    device: str = typer.Option(None, help="cpu or cuda"),
+    memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
+    json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON"),
+    png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),
+) -> None:
+    """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager."""
+    options = BenchOptions(backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds,
+                           threads, device, memory)
+    results = run_bench(model, options, lambda m: typer.echo(m, err=True))
+    ups = speedups(results)
+    rows = []
+    for r in results:
+        share = 1 - r.expert_gflops / r.dense_expert_gflops if r.dense_expert_gflops else 0.0
+        rows.append([r.case.backend, r.case.routing, r.case.size, r.case.batch, f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}",
+                     f"{r.images_per_s():.2f}", "-" if r.peak_mb is None else f"{r.peak_mb:.0f}",
+                     f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}", f"{100 * share:.0f}%",
+                     f"{r.max_abs_vs_reference:.1e}", f"x{ups[r.case]:.2f}"])
+    typer.echo(render_table(["backend", "routing", "size", "batch", "median ms", "p90 ms", "img/s", "peak MB",
+                             "expert GFLOPs run/dense", "skipped", "max|d| vs eager", "speed-up"], rows))
+    if json_out:
+        json_out.write_text(json.dumps(to_json(results), indent=2))
+    if png:
+        chart(results, png)

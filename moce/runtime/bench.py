@@ -1,0 +1,282 @@
+"""`moce bench`: latency, throughput, memory and expert savings per backend/routing/size/batch.
+
+All cases are warmed up, then timed in interleaved rounds (every round runs every case once,
+in a fresh random order), so machine drift hits all cases alike. The PyTorch eager reference
+(the model's own forward on the same weights and threads) is one of the cases, and every
+speed-up is against it in the same run. CUDA cases are timed with device events. Peak memory
+is measured per case in a child process (peak RSS on CPU, peak allocated on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moce.errors import InputError
+from moce.export.manifest import Manifest
+from moce.runtime.backends import make_runner, resolve_package
+from moce.runtime.executor import PlanExecutor
+
+REFERENCE = "torch-eager"
+
+
+@dataclass(frozen=True)
+class Case:
+    backend: str  # torch-eager, torch, onnxruntime, tensorrt
+    routing: str
+    size: int
+    batch: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.routing} {self.size}px b{self.batch}"
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    times: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
+    expert_gflops: float = 0.0
+    dense_expert_gflops: float = 0.0
+    max_abs_vs_reference: float | None = None
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.times) * 1e3)
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.times, 90) * 1e3)
+
+    def images_per_s(self) -> float:
+        return self.case.batch / float(np.median(self.times))
+
+
+@dataclass
+class BenchOptions:
+    backends: list[str]
+    routings: list[str]
+    sizes: list[int]
+    batches: list[int]
+    warmup: int = 2
+    rounds: int = 10
+    threads: int | None = None
+    device: str | None = None
+    memory: bool = True
+    seed: int = 0
+
+
+def expand_cases(options: BenchOptions) -> list[Case]:
+    """Every requested combination a backend supports, plus the eager reference per size/batch."""
+    cases = []
+    for size in options.sizes:
+        for batch in options.batches:
+            cases.append(Case(REFERENCE, "split", size, batch))
+            for backend in options.backends:
+                for routing in options.routings:
+                    if backend == "torch" and routing != "split":
+                        continue  # the PyTorch runner executes the split plan only
+                    cases.append(Case(backend, routing, size, batch))
+    return cases
+
+
+class _Timer:
+    """Host clock on CPU; CUDA events (with a sync) when the case runs on a GPU."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        if self.cuda:
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3, out
+        begin = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - begin, out
+
+
+def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: np.ndarray):  # noqa: ANN202
+    """A zero-argument callable running ``case`` once, plus what it needs kept alive."""
+    if case.backend == REFERENCE:
+        import torch
+
+        from moce.model.checkpoint import load_model
+
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
+        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = model.to(device)
+        tensor = torch.from_numpy(image).to(device)
+        return (lambda: _eager(model, tensor)), None, device == "cuda"
+    choice = make_runner(case.backend, manifest, options.device, options.threads)
+    choice.runner.activate()
+    executor = PlanExecutor(manifest, choice.runner)
+    cuda = choice.name == "tensorrt" or getattr(choice.runner, "device", None) is not None and str(choice.runner.device) == "cuda"
+    return (lambda: _plan(executor, image, case.routing)), choice.runner, cuda
+
+
+def _eager(model, tensor):  # noqa: ANN001, ANN202
+    out, routings = model.restore(tensor)
+    return out.detach().float().cpu().numpy(), routings
+
+
+def _plan(executor: PlanExecutor, image: np.ndarray, routing: str):  # noqa: ANN202
+    result = executor.run(image, routing)
+    return result.restored, result.routings
+
+
+def _expert_gflops(manifest: Manifest, routings: list, routing: str, pixels: int) -> tuple[float, float]:
+    costs = [[e["flops_per_pixel"] for e in s["experts"]] for s in manifest.data["plan"] if s["kind"] == "adapter"]
+    run = dense = 0.0
+    for c, r in zip(costs, routings):
+        for row in r.experts:
+            run += (sum(c) if routing == "dense" else sum(c[e] for e in row)) * pixels
+            dense += sum(c) * pixels
+    return run / 1e9, dense / 1e9
+
+
+def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
+    """Time every case; returns results in case order (reference first for each size/batch)."""
+    progress = progress or (lambda message: None)
+    manifest = resolve_package(model, progress)
+    rng = np.random.default_rng(options.seed)
+    cases = expand_cases(options)
+    images = {(c.size, c.batch): rng.random((c.batch, manifest.config.in_channels, c.size, c.size), dtype=np.float32)
+              for c in cases}
+    for size in options.sizes:
+        if size % manifest.size_multiple:
+            raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")
+    results = {c: CaseResult(c) for c in cases}
+    fns, runners, outputs = {}, [], {}
+    try:
+        for case in cases:
+            progress(f"prepare {case.label}")
+            fn, runner, cuda = _make_case_fn(manifest, case, options, images[(case.size, case.batch)])
+            if runner is not None:
+                runners.append(runner)
+            timer = _Timer(cuda)
+            fns[case] = (fn, timer)
+            for _ in range(options.warmup):
+                _, outputs[case] = timer(fn)
+        _record_outputs(manifest, results, outputs, images)
+        order = list(cases)
+        for r in range(options.rounds):
+            random.Random(options.seed + r).shuffle(order)
+            progress(f"round {r + 1}/{options.rounds}")
+            for case in order:
+                fn, timer = fns[case]
+                seconds, _ = timer(fn)
+                results[case].times.append(seconds)
+    finally:
+        for runner in runners:
+            runner.deactivate()
+    if options.memory:
+        for case in cases:
+            progress(f"peak memory of {case.label}")
+            results[case].peak_mb = measure_peak_mb(model or manifest.root, case, options)
+    return [results[c] for c in cases]
+
+
+def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: dict) -> None:
+    refs = {(c.size, c.batch): out for c, out in outputs.items() if c.backend == REFERENCE}
+    for case, (restored, routings) in outputs.items():
+        pixels = case.size * case.size
+        results[case].expert_gflops, results[case].dense_expert_gflops = _expert_gflops(manifest, routings, case.routing, pixels)
+        ref = refs[(case.size, case.batch)][0]
+        results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
+
+
+def measure_peak_mb(model: str | Path, case: Case, options: BenchOptions) -> float:
+    """Peak memory of one warm run of ``case``, in a fresh child process."""
+    args = json.dumps({"model": str(model), "case": asdict(case), "threads": options.threads, "device": options.device})
+    out = subprocess.run([sys.executable, "-m", "moce.runtime.bench", args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _child(spec: str) -> None:
+    data = json.loads(spec)
+    case = Case(**data["case"])
+    options = BenchOptions([case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"],
+                           device=data["device"])
+    manifest = resolve_package(data["model"])
+    image = np.random.default_rng(0).random((case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32)
+    fn, runner, cuda = _make_case_fn(manifest, case, options, image)
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    fn()
+    if cuda:
+        import torch
+
+        print(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        print(peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image (VmHWM; ru_maxrss survives fork+exec on Linux)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speedups(results: list[CaseResult]) -> dict[Case, float]:
+    ref = {(r.case.size, r.case.batch): r.median_ms for r in results if r.case.backend == REFERENCE}
+    return {r.case: ref[(r.case.size, r.case.batch)] / r.median_ms for r in results}
+
+
+def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
+    ups = speedups(results)
+    return [{**asdict(r.case), "median_ms": r.median_ms, "p90_ms": r.p90_ms, "images_per_s": r.images_per_s(),
+             "peak_mb": r.peak_mb, "expert_gflops": r.expert_gflops, "dense_expert_gflops": r.dense_expert_gflops,
+             "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "times_s": r.times}
+            for r in results]
+
+
+def chart(results: list[CaseResult], path: Path) -> None:
+    """Horizontal bars of median latency per case, speed-up against eager written beside each."""
+    import cv2
+
+    ups = speedups(results)
+    row, left, width = 28, 330, 560
+    img = np.full((row * len(results) + 50, left + width + 120, 3), 255, np.uint8)
+    worst = max(r.median_ms for r in results)
+    cv2.putText(img, "median latency (ms), speed-up vs PyTorch eager", (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    for i, r in enumerate(results):
+        y = 40 + i * row
+        colour = (150, 150, 150) if r.case.backend == REFERENCE else (200, 120, 40)
+        cv2.putText(img, r.case.label, (10, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        bar = int(width * r.median_ms / worst)
+        cv2.rectangle(img, (left, y + 4), (left + bar, y + row - 6), colour, -1)
+        cv2.putText(img, f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}", (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, (0, 0, 0), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

@@ -1,0 +1,36 @@
+"""`moce bench` measures every case against the eager reference and reports consistent numbers."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from moce.cli.main import app
+from moce.runtime.bench import REFERENCE, BenchOptions, expand_cases
+
+
+def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
+    cases = expand_cases(BenchOptions(["torch", "onnxruntime"], ["split", "dense"], [64, 128], [1, 2]))
+    assert sum(c.backend == REFERENCE for c in cases) == 4
+    assert not any(c.backend == "torch" and c.routing == "dense" for c in cases)
+    assert len(cases) == 4 * (1 + 1 + 2)
+
+
+def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime",
+                                      "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
+                                      "--json", str(out), "--chart", str(png)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * 4 and png.stat().st_size > 1000
+    for row in rows:
+        assert len(row["times_s"]) == 2 and row["median_ms"] > 0 and row["peak_mb"] > 10
+        assert row["max_abs_vs_eager"] <= 1e-4  # every backend computes the same restoration
+        assert row["expert_gflops"] <= row["dense_expert_gflops"]
+        if row["routing"] == "dense":
+            assert row["expert_gflops"] == row["dense_expert_gflops"]
+        if row["backend"] == REFERENCE:
+            assert row["speedup_vs_eager"] == 1.0
+    assert "speed-up" in result.output
