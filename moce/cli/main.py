@@ -8,6 +8,7 @@ from moce import __version__
 from moce.cli.bench_cmd import bench
 from moce.cli.build_engine_cmd import build_engine
 from moce.cli.compare_cmd import compare
+from moce.cli.evaluate_cmd import demo, evaluate
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
@@ -36,6 +37,8 @@ app.command()(train)
 app.command("build-engine")(build_engine)
 app.command()(compare)
 app.command()(bench)
+app.command()(evaluate)
+app.command()(demo)
 
 
 def main() -> None:

@@ -11,7 +11,9 @@ from moce.export.manifest import MANIFEST, Manifest, load_manifest
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-DEFAULT_MODEL = Path(__file__).parents[1] / "data" / "moceir_tiny.ckpt"
+DATA = Path(__file__).parents[1] / "data"
+DEFAULT_MODEL = DATA / "moce_demo.ckpt" if (DATA / "moce_demo.ckpt").is_file() else DATA / "moceir_tiny.ckpt"
+"""The trained demo model shipped with moce (see docs/MODEL_CARD.md); the golden tiny one before it exists."""
 
 
 def cache_dir() -> Path:
