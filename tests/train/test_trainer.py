@@ -21,9 +21,9 @@ def _photos(folder: Path) -> Path:
     return folder
 
 
-def _opts(tmp_path: Path, **kw) -> TrainOptions:
-    return TrainOptions(data=tmp_path / "photos", out=tmp_path / "run", dim=8, iterations=4, batch=2, crop=32,
-                        save_every=2, **kw)
+def _opts(tmp_path: Path, iterations: int = 4) -> TrainOptions:
+    return TrainOptions(data=tmp_path / "photos", out=tmp_path / "run", dim=8, iterations=iterations, batch=2, crop=32,
+                        save_every=2)
 
 
 def test_objective_reaches_routers_and_experts(tmp_path):
