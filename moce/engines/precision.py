@@ -2,8 +2,9 @@
 
 * FP16: a typed rewrite of the float32 graph. Every float tensor becomes float16 except around
   the ops that must stay float32 — the routers (their pooling and ``Gemm``), layer norms, the
-  L2 reductions of the attention normalisation, softmax — which get ``Cast`` nodes at their
-  edges. Graph inputs and outputs stay float32, so runtimes feed the same buffers. This is the
+  L2 reductions of the attention normalisation, softmax, and the experts' spectral mixing
+  (DFT products grow with the patch area and overflow float16) — which get ``Cast`` nodes at
+  their edges. Graph inputs and outputs stay float32, so runtimes feed the same buffers. This is the
   same contract as ModelOpt's AutoCast (keep-list of ops in float32, casts at boundaries); we
   write it ourselves because ModelOpt's ONNX extra pins onnxruntime-gpu and cupy, which clash
   with CPU onnxruntime, and a 100-line pass is easier to audit than that dependency.
@@ -25,6 +26,10 @@ KEEP_FP32 = frozenset({
 })
 """Ops that run in float32: normalisations, reductions over whole images, and everything routing."""
 
+KEEP_FP32_SCOPES = ("/patch_mix/",)
+"""Node-name scopes kept in float32: the experts' spectral mixing (DFT as matrix products),
+whose intermediate values grow with the patch area and overflow float16."""
+
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
@@ -39,6 +44,10 @@ def _float_values(model: onnx.ModelProto) -> set[str]:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].t.data_type == FLOAT:
             names.add(node.output[0])
     return names
+
+
+def _keep(node: onnx.NodeProto, keep_ops: frozenset[str]) -> bool:
+    return node.op_type in keep_ops or any(scope in node.name for scope in KEEP_FP32_SCOPES)
 
 
 def convert_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = KEEP_FP32) -> onnx.ModelProto:
@@ -60,7 +69,7 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = KEEP_FP32) 
             new_inits.append(init)
             continue
         users = consumers.get(init.name, [])
-        if users and all(u.op_type not in keep_fp32 for u in users):
+        if users and not any(_keep(u, keep_fp32) for u in users):
             half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name)
             new_inits.append(half)
             producer_precision[init.name] = HALF
@@ -82,7 +91,7 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: frozenset[str] = KEEP_FP32) 
         return casts[key]
 
     for node in graph.node:
-        precision = FLOAT if node.op_type in keep_fp32 else HALF
+        precision = FLOAT if _keep(node, keep_fp32) else HALF
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.input[:] = [as_type(n, precision) if n in floats else n for n in node.input]

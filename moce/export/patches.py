@@ -89,14 +89,28 @@ def dft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
     return out[:, :, :h, :w]
 
 
+SPECTRAL_SCOPE = "patch_mix"
+"""Exported nodes of the spectral mixing carry ``/patch_mix/`` in their names (module scope), so
+precision passes can find them: its values grow with p^2 and overflow float16."""
+
+
+class DftPatchMix(nn.Module):
+    """:func:`dft_patch_mix` as a parameter-free module, so its nodes get their own scope."""
+
+    def forward(self, q: Tensor, k: Tensor, p: int) -> Tensor:
+        return dft_patch_mix(q, k, p)
+
+
 @contextmanager
 def export_patches(module: nn.Module | None) -> Iterator[None]:
-    """Within the block, every expert in ``module`` uses :func:`dft_patch_mix`."""
+    """Within the block, every expert in ``module`` uses the DFT-matrix spectral mixing."""
     targets = [m for m in module.modules() if isinstance(m, FFTAttention)] if module is not None else []
     try:
         for m in targets:
-            m.patch_mix = dft_patch_mix
+            setattr(m, SPECTRAL_SCOPE, DftPatchMix())
         yield
     finally:
         for m in targets:
+            if SPECTRAL_SCOPE in m._modules:
+                delattr(m, SPECTRAL_SCOPE)
             m.patch_mix = fft_patch_mix

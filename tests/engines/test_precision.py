@@ -122,3 +122,19 @@ def test_compare_passes_and_fails_on_thresholds(tiny_variants, tmp_path):
     strict_tol = runner.invoke(app, ["compare", root, "--runners", "onnxruntime,onnxruntime:int8", "--atol", "1e-6",
                                      "--rtol", "1e-6", "--error-stat", "max"])
     assert strict_tol.exit_code == 1 and "beyond atol" in strict_tol.output
+
+
+def test_readme_polygraphy_commands_work_on_the_dense_graph(tiny_variants, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    polygraphy = str(Path(sys.executable).with_name("polygraphy"))
+    root = tiny_variants.manifest.root
+    common = ["--onnxrt", "--input-shapes", "image:[1,3,64,64]", "--val-range", "image:[0,1]"]
+    first = subprocess.run([polygraphy, "run", str(root / "dense.onnx"), *common, "--save-outputs",
+                            str(tmp_path / "fp32.json")], capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    second = subprocess.run([polygraphy, "run", str(root / "fp16" / "dense.onnx"), *common, "--load-outputs",
+                             str(tmp_path / "fp32.json"), "--atol", "1e-2", "--rtol", "1e-2"], capture_output=True, text=True)
+    assert second.returncode == 0 and "PASSED" in second.stdout + second.stderr
