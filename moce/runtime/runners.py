@@ -85,6 +85,20 @@ class OnnxRuntimeRunner(GraphRunner):
     def activate(self) -> None:
         self._ort = require("onnxruntime", "gpu" if "CUDAExecutionProvider" in self.providers else "dev")
 
+    _arena_registered = False
+
+    def _shared_arena(self) -> bool:
+        """One CPU arena for all sessions: the split plan has dozens, whose own arenas would
+        each keep their peak buffers (measured: 5.3 GB instead of 1.5 GB for MoCE-IR-S at 512 px)."""
+        if "CPUExecutionProvider" != self.providers[0]:
+            return False
+        if not OnnxRuntimeRunner._arena_registered:
+            ort = self._ort
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            OnnxRuntimeRunner._arena_registered = True
+        return True
+
     def _session(self, graph: str):  # noqa: ANN202 - onnxruntime.InferenceSession
         if graph not in self._sessions:
             options = self._ort.SessionOptions()
@@ -93,6 +107,8 @@ class OnnxRuntimeRunner(GraphRunner):
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if self._shared_arena():
+                options.add_session_config_entry("session.use_env_allocators", "1")
             self._sessions[graph] = self._ort.InferenceSession(
                 str(self.manifest.graph_file(graph, self.precision)), sess_options=options, providers=self.providers
             )
