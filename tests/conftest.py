@@ -48,3 +48,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need a CUDA device, `trt` tests the tensorrt package: skip cleanly otherwise."""
+    import importlib.util
+
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "trt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT: pip install 'moce[trt]'"))
