@@ -11,7 +11,7 @@ a second time, guarantees that all three forms compute with the very same subgra
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -96,17 +96,26 @@ def _segments(builder: _Builder, step: SegmentStep, segments: Mapping[int, onnx.
     builder.nodes += builder.inline(graph, f"s{step.index}/", identity)
 
 
-def compose_dense(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
-                  experts: Mapping[tuple[int, int], onnx.ModelProto], channels: int, num_experts: int,
-                  top_k: int) -> onnx.ModelProto:
-    """All experts run; ``adapter_out = sum_e onehot_gate[:, e] * expert_e``."""
+def _compose(name: str, plan: list[Step], segments: Mapping[int, onnx.ModelProto], channels: int, num_experts: int,
+             top_k: int, adapter: Callable[[_Builder, AdapterStep], None]) -> onnx.ModelProto:
+    """Inline the segments in plan order; ``adapter`` writes each adapter after its routing."""
     b = _Builder()
     for step in plan:
         if isinstance(step, SegmentStep):
             _segments(b, step, segments)
-            continue
+        else:
+            b.routing(step, top_k)
+            adapter(b, step)
+    return _finish(b, name, plan, segments[0], channels, num_experts, top_k)
+
+
+def compose_dense(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
+                  experts: Mapping[tuple[int, int], onnx.ModelProto], channels: int, num_experts: int,
+                  top_k: int) -> onnx.ModelProto:
+    """All experts run; ``adapter_out = sum_e onehot_gate[:, e] * expert_e``."""
+
+    def dense_adapter(b: _Builder, step: AdapterStep) -> None:
         a = step.index
-        b.routing(step, top_k)
         b.node("Shape", [probs_name(a)], [f"a{a}/probs_shape"])
         b.node("ConstantOfShape", [f"a{a}/probs_shape"], [f"a{a}/zeros"],
                value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
@@ -120,20 +129,17 @@ def compose_dense(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
             b.nodes += b.inline(experts[(a, e)].graph, f"a{a}e{e}/", _expert_interface(step, gate, out))
             outs.append(out)
         b.node("Sum", outs, [step.output])
-    return _finish(b, "moce_dense", plan, segments[0], channels, num_experts, top_k)
+
+    return _compose("moce_dense", plan, segments, channels, num_experts, top_k, dense_adapter)
 
 
 def compose_conditional(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
                         experts: Mapping[tuple[int, int], onnx.ModelProto], channels: int,
                         num_experts: int) -> onnx.ModelProto:
     """Top-1 routing with an ``If`` chain per adapter; valid for one image per call."""
-    b = _Builder()
-    for step in plan:
-        if isinstance(step, SegmentStep):
-            _segments(b, step, segments)
-            continue
+
+    def if_adapter(b: _Builder, step: AdapterStep) -> None:
         a = step.index
-        b.routing(step, 1)
         b.node("Reshape", [route_name(a), b.const(f"a{a}/scalar", np.zeros(0, np.int64))], [f"a{a}/chosen"])
         for e in range(num_experts - 1):
             b.node("Equal", [f"a{a}/chosen", b.const(f"a{a}e{e}/id", np.array(e, np.int64))], [f"a{a}e{e}/is_chosen"])
@@ -141,7 +147,8 @@ def compose_conditional(plan: list[Step], segments: Mapping[int, onnx.ModelProto
             b.nodes += _branch(b, step, 0, experts[(a, 0)].graph, step.output).node
         else:
             b.nodes.append(_if_chain(b, step, 0, experts, num_experts, step.output))
-    return _finish(b, "moce_conditional", plan, segments[0], channels, num_experts, 1)
+
+    return _compose("moce_conditional", plan, segments, channels, num_experts, 1, if_adapter)
 
 
 def _branch(b: _Builder, step: AdapterStep, e: int, expert_graph: onnx.GraphProto, out: str) -> onnx.GraphProto:
