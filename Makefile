@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/moce inspect moce/data/moceir_tiny.ckpt
+	$(BIN)/moce demo --out out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
