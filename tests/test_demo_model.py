@@ -1,0 +1,27 @@
+"""The shipped demo weights restore real (held-out, CC0) photos: guards against shipping noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moce.demo import SAMPLES
+from moce.evaluate import EvalOptions, evaluate
+
+DEMO = Path(__file__).parents[1] / "moce" / "data" / "moce_demo.ckpt"
+
+
+@pytest.fixture(scope="module")
+def demo_eval(tmp_path_factory):
+    options = EvalOptions(("noise25", "lowlight", "haze"), crops_per_image=6, crop=64)
+    return {r["degradation"]: r for r in evaluate(DEMO, SAMPLES / "clean", options).rows}
+
+
+def test_demo_model_denoises_by_more_than_6_db(demo_eval):
+    assert demo_eval["noise25"]["psnr_gain"] >= 6.0
+
+
+@pytest.mark.parametrize("name", ["lowlight", "haze"])
+def test_demo_model_restores_global_degradations(demo_eval, name):
+    assert demo_eval[name]["psnr_gain"] >= 2.0
