@@ -42,12 +42,14 @@ def train(
                         resume=resume, device=device, threads=threads)
     start = time.perf_counter()
     average: dict[str, float] = {}
+    first: list[int] = []
 
     def on_step(step: int, parts: dict[str, float]) -> None:
+        first.append(step) if not first else None
         for key, value in parts.items():
             average[key] = 0.95 * average.get(key, value) + 0.05 * value
         if step % 20 == 0 or step == iterations:
-            rate = step / (time.perf_counter() - start)
+            rate = (step - first[0] + 1) / (time.perf_counter() - start)
             typer.echo(f"step {step}/{iterations}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
                        f"balance {average['balance']:.3f}  lr {parts['lr']:.2e}  {rate:.2f} it/s", err=True)
 
