@@ -42,11 +42,6 @@ class Routing:
     def row(self, index: int) -> Routing:
         return Routing(*(a[index : index + 1] for a in (self.experts, self.gates, self.probs)))
 
-    def margins(self) -> np.ndarray:
-        """Top-1 minus top-2 probability per sample: how close each decision was."""
-        top2 = -np.sort(-self.probs, axis=1)[:, :2]
-        return top2[:, 0] - top2[:, 1] if top2.shape[1] > 1 else top2[:, 0]
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)

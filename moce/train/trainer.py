@@ -10,9 +10,8 @@ import argparse
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -170,25 +169,3 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
     final = Path(opts.out) / "final.ckpt"
     save_atomic(checkpoint_blob(model, opts, step, None), final)
     return final
-
-
-def options_dict(opts: TrainOptions) -> dict:
-    data = asdict(opts)
-    data["data"], data["out"] = str(opts.data), str(opts.out)
-    return data
-
-
-def time_per_step(opts: TrainOptions, steps: int = 3) -> float:
-    """Seconds per training step for these options (for planning a run)."""
-    model = build_model(opts).train()
-    rng = np.random.default_rng(0)
-    images = [np.random.default_rng(1).random((128, 128, 3)).astype(np.float32)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr)
-    start = time.perf_counter()
-    for _ in range(steps):
-        degraded, clean, _ = sample_batch(images, opts, rng)
-        loss, _ = objective(model, torch.from_numpy(degraded), torch.from_numpy(clean))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - start) / steps
