@@ -36,6 +36,12 @@ def expert_graph(adapter: int, expert: int) -> str:
     return f"adapter{adapter}.expert{expert}"
 
 
+def parse_expert_graph(name: str) -> tuple[int, int]:
+    """Inverse of :func:`expert_graph`: ``adapter3.expert1`` -> ``(3, 1)``."""
+    adapter, _, expert = name.partition(".expert")
+    return int(adapter.removeprefix("adapter")), int(expert)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from moce.model.layers import FFTAttention, fft_patch_mix, pad_to_patches
 
 
-@lru_cache(maxsize=None)
+@cache
 def dft_factors(p: int) -> tuple[Tensor, Tensor, Tensor]:
     """Three real matrices that carry the whole 2-D real DFT round trip for side ``p``.
 

@@ -13,7 +13,7 @@ from types import TracebackType
 import numpy as np
 
 from moce._lazy import require
-from moce.export.manifest import Manifest
+from moce.export.manifest import Manifest, parse_expert_graph
 
 
 class GraphRunner(ABC):
@@ -175,6 +175,6 @@ class TorchRunner(TorchTensors):
         with torch.inference_mode():
             if graph.startswith("segment"):
                 return self.model.run_segment(int(graph[len("segment"):]), feeds)
-            adapter, expert = (int(part.lstrip("adapterx")) for part in graph.split(".expert"))
+            adapter, expert = parse_expert_graph(graph)
             x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
             return {"weighted_out": self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moce.errors import InputError
-from moce.model import MoCEConfig, MoCEIR
+from moce.model import MoCEIR
 
 
 def _routes(routings) -> np.ndarray:
