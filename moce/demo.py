@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from moce.engines.compare import psnr
-from moce.evaluate import routing_chart
+from moce.evaluate import route_usage, routing_chart
 from moce.runtime.backends import DEFAULT_MODEL
 from moce.runtime.imageio import read_image
 from moce.runtime.restore import Progress, RestoreJob, RestoreSummary, restore
 
 SAMPLES = Path(__file__).parent / "data" / "samples"
+NUM_EXPERTS = 4  # MoCE-IR's four complexity experts per adapter
 
 
 @dataclass
@@ -70,12 +71,7 @@ def run_demo(out: Path, model: str | Path | None = None, backend: str = "auto", 
     scores = contact_sheet(rows, out / "sheet.png")
     shares = {}
     for degradation, routes in sorted(usage.items()):
-        adapters = len(routes[0])
-        experts = 4
-        share = np.zeros((adapters, experts))
-        for route in routes:
-            for a, e in enumerate(route):
-                share[a, e if isinstance(e, int) else e[0]] += 1 / len(routes)
-        shares[degradation] = share.tolist()
+        top1 = [tuple(e if isinstance(e, int) else e[0] for e in route) for route in routes]
+        shares[degradation] = route_usage(top1, len(top1[0]), NUM_EXPERTS).tolist()
     routing_chart(shares, out / "routing.png", "expert chosen per adapter, by degradation (demo samples)")
     return DemoResult(summary, out / "sheet.png", out / "routing.png", scores)

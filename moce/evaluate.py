@@ -93,7 +93,7 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
                 ssim_after.append(ssim(restored, clean))
             routes = _crop_routes(restorer, images, name, d_index, options)
             samples += [(r, TASK_OF[name], k) for k, r in enumerate(routes)]
-            usage[name] = _usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
+            usage[name] = route_usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
             report.rows.append({"degradation": name, "task": TASK_OF[name], "psnr_input": float(np.mean(before)),
                                 "psnr_output": float(np.mean(after)), "psnr_gain": float(np.mean(after) - np.mean(before)),
                                 "ssim_input": float(np.mean(ssim_before)), "ssim_output": float(np.mean(ssim_after)),
@@ -125,7 +125,8 @@ def _crop_routes(restorer: Restorer, images: list[tuple[str, np.ndarray]], name:
     return routes
 
 
-def _usage(routes: list[tuple], adapters: int, experts: int) -> np.ndarray:
+def route_usage(routes: list[tuple], adapters: int, experts: int) -> np.ndarray:
+    """Share of ``routes`` (one top-1 expert per adapter) that chose each expert, per adapter."""
     share = np.zeros((adapters, experts))
     for route in routes:
         for a, e in enumerate(route):
