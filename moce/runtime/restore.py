@@ -223,11 +223,7 @@ class _Loop:
 
     def _run_tiled(self, item: _Pending) -> None:
         try:
-            from moce.runtime.tiling import tiles_for
-
-            mult = self.restorer.multiple
-            h, w = (-(-s // mult) * mult for s in item.image.shape[:2])
-            self.progress.tiles(len(tiles_for(h, w, self.restorer.options.tile, self.restorer.options.overlap)))
+            self.progress.tiles(self.restorer.tile_count(item.image))
             result = self.restorer.restore_tiled(item.image, self.progress.tile_done)
         except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
             self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))

@@ -73,6 +73,11 @@ class Restorer:
             for step in executor.manifest.data["plan"] if step["kind"] == "adapter"
         ]
 
+    def tile_count(self, image: np.ndarray) -> int:
+        """How many tiles :meth:`restore_tiled` will run for ``image`` (for progress bars)."""
+        h, w = (-(-side // self.multiple) * self.multiple for side in image.shape[:2])
+        return len(tiles_for(h, w, self.options.tile, self.options.overlap))
+
     def needs_tiling(self, image: np.ndarray) -> bool:
         return max(image.shape[:2]) > self.options.tile
 
