@@ -32,6 +32,7 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset"),
     conditional: bool = typer.Option(True, help="Also write the If-routed whole-network graph"),
     dense: bool = typer.Option(True, help="Also write the dense (all experts, one-hot gate) graph"),
+    tiles: bool = typer.Option(True, help="Also write the tile segments that share image-wide sums (restore --tile-passes)"),
     validate: bool = typer.Option(True, help="Compare every form with PyTorch on ONNX Runtime (CPU)"),
     sizes: str = typer.Option("64x64,128x96", help="Validation image sizes HxW (multiples of 8)"),
     batches: str = typer.Option("1,2", help="Validation batch sizes"),
@@ -39,7 +40,7 @@ def export(
     overwrite: bool = typer.Option(False, help="Replace an existing package folder"),
 ) -> None:
     """Export a checkpoint to an ONNX model package and validate it against PyTorch."""
-    options = ExportOptions(opset=opset, conditional=conditional, dense=dense, validate=validate,
+    options = ExportOptions(opset=opset, conditional=conditional, dense=dense, tiles=tiles, validate=validate,
                             sizes=_sizes(sizes), batches=_batches(batches), atol=atol, overwrite=overwrite)
     out = output or checkpoint.with_suffix(".moce")
     steps = [0]

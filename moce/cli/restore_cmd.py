@@ -25,6 +25,8 @@ def restore(
     overlap: int = typer.Option(32, help="Overlap between tiles, feather-blended"),
     route_per: str = typer.Option("image", help="image: route once per image; tile: each tile routes itself"),
     route_size: int = typer.Option(None, help="Longest side of the routing pass for tiled images [default: --tile]"),
+    tile_passes: int = typer.Option(3, help="Passes over the tiles sharing image-wide attention sums (route-per image); "
+                                            "1 = each tile alone, fastest, least like the untiled result"),
     batch: int = typer.Option(1, help="Tiles, or same-sized images, per inference call"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders"),
     include: list[str] = typer.Option([], "--include", help="Glob filter on names or relative paths (repeatable)"),
@@ -35,7 +37,7 @@ def restore(
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""
     options = RestoreOptions(routing=routing, tile=tile, overlap=overlap, route_per=route_per, batch=batch,
-                             route_size=route_size)
+                             route_size=route_size, tile_passes=tile_passes)
     job = RestoreJob(inputs=inputs, output=output, model=model, backend=backend, device=device, precision=precision,
                      options=options, recursive=recursive, include=tuple(include), ext=ext, overwrite=overwrite,
                      report=report, threads=threads)

@@ -15,8 +15,8 @@ import torch
 from moce import __version__
 from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
-from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, sample_tensor, save
-from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes
+from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
+from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes, tile_segment_graph
 from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
@@ -34,6 +34,7 @@ class ExportOptions:
     conditional: bool = True
     dense: bool = True
     validate: bool = True
+    tiles: bool = True
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
     batches: tuple[int, ...] = DEFAULT_BATCHES
     atol: float = 1e-4
@@ -118,6 +119,11 @@ def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options:
             progress(f"export segment {step.index}")
             segments[step.index] = export_segment(model, step, options.opset)
             _write_graph(out_dir, graphs, segment_graph(step.index), f"split/segment{step.index}.onnx", segments[step.index])
+            if options.tiles:
+                progress(f"export tile segment {step.index}")
+                tile_graph, size = export_tile_segment(model, step, options.opset)
+                _write_graph(out_dir, graphs, tile_segment_graph(step.index), f"tiles/segment{step.index}.onnx", tile_graph)
+                graphs[tile_segment_graph(step.index)]["stats_size"] = size
         else:
             for e in range(config.num_experts):
                 progress(f"export adapter {step.index} expert {e}")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_patches
+from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_INPUTS, TILE_STATS, USE_IMAGE_STATS, run_tile_segment, stats_size
 from moce.model.network import ComplexityExpert, MoCEIR
 from moce.model.plan import FREQ_EMB, IMAGE, RESTORED, SegmentStep
 
@@ -34,6 +35,14 @@ class SegmentGraph(nn.Module):
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         made = self.model.run_segment(self.step.index, dict(zip(self.step.inputs, tensors)))
         return tuple(made[name] for name in self.step.outputs)
+
+
+class TileSegmentGraph(SegmentGraph):
+    """A segment that also takes image-wide sums and reports its tile's share of them."""
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        made = run_tile_segment(self.model, self.step.index, dict(zip((*self.step.inputs, *TILE_INPUTS), tensors)))
+        return tuple(made[name] for name in (*self.step.outputs, TILE_STATS))
 
 
 class ExpertGraph(nn.Module):
@@ -107,6 +116,22 @@ def export_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
     with export_patches(model):
         return _to_onnx(SegmentGraph(model, step), args, list(step.inputs), list(step.outputs),
                         dynamic_axes_for(model, names), opset)
+
+
+def export_tile_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
+                        trace_size: tuple[int, int] = (64, 96)) -> tuple[onnx.ModelProto, int]:
+    """Segment ``step`` for tiles (see :mod:`moce.model.global_stats`) and its stats size."""
+    env = {n: sample_tensor(model, n, 2, *trace_size) for n in step.inputs}
+    env[CORE_MASK] = torch.ones(2, 1, *trace_size)
+    size = stats_size(model, step.index, env)
+    env[USE_IMAGE_STATS] = torch.ones(1)
+    env[IMAGE_STATS] = torch.randn(2, size)
+    inputs, outputs = [*step.inputs, *TILE_INPUTS], [*step.outputs, TILE_STATS]
+    axes = dynamic_axes_for(model, [*step.inputs, *step.outputs])
+    axes.update({CORE_MASK: {0: "batch", 2: "height_0", 3: "width_0"}, IMAGE_STATS: {0: "batch"}, TILE_STATS: {0: "batch"}})
+    with export_patches(model):
+        graph = _to_onnx(TileSegmentGraph(model, step), tuple(env[n] for n in inputs), inputs, outputs, axes, opset)
+    return graph, size
 
 
 def export_expert(model: MoCEIR, adapter: int, expert: int, opset: int = DEFAULT_OPSET,

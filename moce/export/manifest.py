@@ -32,6 +32,11 @@ def segment_graph(index: int) -> str:
     return f"segment{index}"
 
 
+def tile_segment_graph(index: int) -> str:
+    """Segment ``index`` for tiles that share image-wide sums (see moce.model.global_stats)."""
+    return f"tile_segment{index}"
+
+
 def expert_graph(adapter: int, expert: int) -> str:
     return f"adapter{adapter}.expert{expert}"
 

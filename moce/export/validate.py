@@ -15,9 +15,9 @@ import onnx
 import torch
 
 from moce.errors import ValidationError
-from moce.export.manifest import Manifest
+from moce.export.manifest import Manifest, tile_segment_graph
 from moce.model.network import MoCEIR
-from moce.runtime.executor import PlanExecutor
+from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
 
 DEFAULT_SIZES = ((64, 64), (128, 96))
@@ -90,6 +90,18 @@ def _compare(report: ValidationReport, mode: str, image: np.ndarray, got, ref, r
         report.failures.append(f"{label}: routes differ from PyTorch")
 
 
+def _run_mode(executor: PlanExecutor, image: np.ndarray, mode: str) -> PlanResult:
+    """A routing form, or the tile segments on a whole-image "tile": first with their own sums,
+    then with those sums imposed; both must give the untiled result."""
+    if not mode.startswith("tiles"):
+        return executor.run(image, mode)
+    whole = TileFeeds(np.ones((image.shape[0], 1, *image.shape[2:]), np.float32))
+    local = executor.run(image, "split", tiles=whole)
+    if mode == "tiles-local":
+        return local
+    return executor.run(image, "split", tiles=TileFeeds(whole.core_mask, local.tile_stats))
+
+
 def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
                      batches: Iterable[int] = DEFAULT_BATCHES, atol: float = 1e-4, seed: int = 0,
                      progress: Callable[[str], None] | None = None) -> ValidationReport:
@@ -98,6 +110,8 @@ def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[in
     for name in manifest.data["graphs"]:
         report.failures += check_graph(name, onnx.load(str(manifest.graph_file(name)), load_external_data=False))
     modes = ["split"] + [m for m in ("conditional", "dense") if manifest.has_graph(m)]
+    if manifest.has_graph(tile_segment_graph(0)):
+        modes += ["tiles-local", "tiles-imposed"]
     rng = np.random.default_rng(seed)
     with OnnxRuntimeRunner(manifest) as runner:
         executor = PlanExecutor(manifest, runner)
@@ -110,7 +124,7 @@ def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[in
                     if progress:
                         progress(f"validate {mode} batch {batch} {height}x{width}")
                     try:
-                        got = executor.run(image, mode)
+                        got = _run_mode(executor, image, mode)
                     except Exception as exc:  # noqa: BLE001 - every failure is collected and reported
                         report.failures.append(f"{mode} batch {batch} {height}x{width}: {type(exc).__name__}: {exc}")
                         continue

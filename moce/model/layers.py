@@ -45,13 +45,23 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, heads, c // heads, h * w)
 
 
-def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor) -> Tensor:
-    """Transposed (channel-to-channel) attention with L2-normalised queries and keys."""
+def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, stats: nn.Module | None = None) -> Tensor:
+    """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
+
+    The normalisation and the channel Gram matrix are sums over every pixel of the image, so
+    a tile alone sees other values; ``stats`` (see :mod:`moce.model.global_stats`) lets a
+    tile use the whole image's sums instead.
+    """
     b, c, h, w = v.shape
     heads = temperature.shape[0]
-    q = F.normalize(_split_heads(q, heads), dim=-1)
-    k = F.normalize(_split_heads(k, heads), dim=-1)
-    attn = torch.softmax((q @ k.transpose(-2, -1)) * temperature, dim=-1)
+    q, k = _split_heads(q, heads), _split_heads(k, heads)
+    if stats is None:
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+    else:
+        gram, q_sq, k_sq = stats.attention(q, k)
+        norms = q_sq.sqrt().clamp_min(1e-12).unsqueeze(-1) * k_sq.sqrt().clamp_min(1e-12).unsqueeze(-2)
+        scores = gram / norms
+    attn = torch.softmax(scores * temperature, dim=-1)
     return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
 
 
@@ -78,10 +88,11 @@ class Attention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.temperature))
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats))
 
 
 class CrossAttention(nn.Module):
@@ -95,11 +106,12 @@ class CrossAttention(nn.Module):
         self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(x))
         k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.temperature))
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats))
 
 
 def pad_to_patches(x: Tensor, p: int) -> Tensor:
@@ -168,9 +180,11 @@ class FrequencyEmbedding(nn.Module):
         super().__init__()
         self.high_conv = nn.Sequential(HighPassConv2d(dim), nn.GELU())
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.stats: nn.Module | None = None  # image-wide means for tiles; see moce.model.global_stats
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(self.high_conv(x).mean(dim=(-2, -1)))
+        high = self.high_conv(x)
+        return self.mlp(high.mean(dim=(-2, -1)) if self.stats is None else self.stats.mean(high))
 
 
 class Downsample(nn.Module):

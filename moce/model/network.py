@@ -67,9 +67,11 @@ class Router(nn.Module):
         self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(dim, num_experts, bias=False))
         self.freq_gate = nn.Linear(freq_dim, num_experts, bias=False)
         self.register_buffer("complexity", complexity)
+        self.stats: nn.Module | None = None  # image-wide means for tiles; see moce.model.global_stats
 
     def forward(self, x: Tensor, freq_emb: Tensor) -> Tensor:
-        return self.gate(x) + self.freq_gate(freq_emb)
+        gate = self.gate(x) if self.stats is None else self.gate[2](self.stats.mean(x))
+        return gate + self.freq_gate(freq_emb)
 
 
 class Adapter(nn.Module):

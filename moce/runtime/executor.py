@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, Manifest, expert_graph, probs_name, route_name, segment_graph
+from moce.errors import PackageError
+from moce.export.manifest import (EXPERT_INPUTS, EXPERT_OUTPUT, Manifest, expert_graph, probs_name, route_name, segment_graph,
+                                  tile_segment_graph)
+from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
 from moce.model.plan import IMAGE, RESTORED, AdapterStep, last_uses
 from moce.routing import Routing, route
 from moce.runtime.runners import GraphRunner
@@ -15,10 +18,24 @@ ROUTING_MODES = ("split", "conditional", "dense")
 
 
 @dataclass
+class TileFeeds:
+    """What tile segments need: each tile's core mask and, after a first pass, the image's sums.
+
+    ``image_stats[s]`` is segment ``s``'s sums over the whole image, ``[K]`` for every row or
+    ``[N, K]`` per row (the previous pass's ``PlanResult.tile_stats`` added over all tiles of
+    the image); None: every tile uses its own core's sums.
+    """
+
+    core_mask: np.ndarray  # [N, 1, H, W] float32, 1 on the pixels this tile owns
+    image_stats: dict[int, np.ndarray] | None = None
+
+
+@dataclass
 class PlanResult:
     restored: np.ndarray
     routings: list[Routing]
     expert_calls: list[tuple[int, int, int]] = field(default_factory=list)  # (adapter, expert, batch)
+    tile_stats: dict[int, np.ndarray] = field(default_factory=dict)  # segment -> [N, K] float64 per row
 
 
 class PlanExecutor:
@@ -31,25 +48,50 @@ class PlanExecutor:
         self.last = last_uses(self.plan)
         self.top_k = manifest.top_k
 
-    def run(self, image: np.ndarray, mode: str = "split", forced: list[Routing] | None = None) -> PlanResult:
+    def run(self, image: np.ndarray, mode: str = "split", forced: list[Routing] | None = None,
+            tiles: TileFeeds | None = None) -> PlanResult:
         """Restore a padded float32 NCHW batch whose sides are multiples of the package's.
 
         ``forced`` imposes one routing per adapter (one row, applied to every sample): tiles
-        of one image then all run the experts that the whole image chose.
+        of one image then all run the experts that the whole image chose. ``tiles`` runs the
+        tile segments, which report (and, given them, use) image-wide sums.
         """
         if mode == "split":
-            return self._run_split(image, forced)
-        if forced is not None:
-            raise ValueError("forced routes need the split routing mode")
+            return self._run_split(image, forced, tiles)
+        if forced is not None or tiles is not None:
+            raise ValueError("forced routes and tile statistics need the split routing mode")
         if mode in ("conditional", "dense"):
             return self._run_whole(image, mode)
         raise ValueError(f"unknown routing mode {mode!r}; choose from {ROUTING_MODES}")
 
-    def _run_split(self, image: np.ndarray, forced: list[Routing] | None) -> PlanResult:
+    def has_tile_segments(self) -> bool:
+        return self.manifest.has_graph(tile_segment_graph(0))
+
+    def _segment(self, index: int, feeds: dict, tiles: TileFeeds | None, stats: dict[int, np.ndarray]) -> dict:
+        """Run segment ``index``; a tile segment also gets the tile feeds and reports its sums."""
+        r = self.runner
+        if tiles is None:
+            return r.infer(segment_graph(index), feeds)
+        name = tile_segment_graph(index)
+        if not self.manifest.has_graph(name):
+            raise PackageError(f"{self.manifest.root}: no tile graphs (exported with --no-tiles or by an older moce); "
+                               "re-export it or restore with --tile-passes 1")
+        batch = tiles.core_mask.shape[0]
+        size = self.manifest.data["graphs"][name]["stats_size"]
+        imposed = tiles.image_stats is not None
+        image_stats = np.broadcast_to(tiles.image_stats[index], (batch, size)) if imposed else np.zeros((batch, size))
+        made = r.infer(name, {**feeds, CORE_MASK: r.from_host(tiles.core_mask),
+                              USE_IMAGE_STATS: r.from_host(np.array([1.0 if imposed else 0.0], np.float32)),
+                              IMAGE_STATS: r.from_host(np.ascontiguousarray(image_stats, dtype=np.float32))})
+        stats[index] = r.to_host(made.pop(TILE_STATS)).astype(np.float64)
+        return made
+
+    def _run_split(self, image: np.ndarray, forced: list[Routing] | None, tiles: TileFeeds | None) -> PlanResult:
         r = self.runner
         env = {IMAGE: r.from_host(image)}
         routings: list[Routing] = []
         calls: list[tuple[int, int, int]] = []
+        stats: dict[int, np.ndarray] = {}
         for i, step in enumerate(self.plan):
             if isinstance(step, AdapterStep):
                 if forced is None:
@@ -59,10 +101,10 @@ class PlanExecutor:
                 routings.append(routing)
                 env[step.output] = self._run_adapter(step, env, routing, calls)
             else:
-                env.update(r.infer(segment_graph(step.index), {n: env[n] for n in step.inputs}))
+                env.update(self._segment(step.index, {n: env[n] for n in step.inputs}, tiles, stats))
             for name in [n for n in env if self.last.get(n, -1) == i]:
                 del env[name]
-        return PlanResult(r.to_host(env[RESTORED]), routings, calls)
+        return PlanResult(r.to_host(env[RESTORED]), routings, calls, stats)
 
     def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]):  # noqa: ANN202
         """Each chosen expert runs once on the rows that chose it; the rest never run."""

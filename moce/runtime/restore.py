@@ -266,6 +266,9 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     manifest = resolve_package(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
     progress.message(f"backend: {choice.name} ({choice.reason})")
+    if job.precision != "fp32" and job.options.tile_passes > 1:
+        progress.message(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {job.precision})")
+        job.options.tile_passes = 1
     skipped: list[str] = []
     loop: _Loop | None = None
     try:

@@ -10,8 +10,8 @@ import numpy as np
 from moce.errors import InputError
 from moce.model.config import padding_for
 from moce.routing import Routing
-from moce.runtime.executor import PlanExecutor
-from moce.runtime.tiling import Blender, batches, check_tiling, tiles_for
+from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
+from moce.runtime.tiling import Blender, Tile, batches, check_tiling, core_masks, tiles_for
 
 ROUTE_PER = ("image", "tile")
 
@@ -24,6 +24,7 @@ class RestoreOptions:
     route_per: str = "image"
     batch: int = 1
     route_size: int | None = None  # longest side of the routing pass; default: the tile size
+    tile_passes: int = 3  # with --route-per image: passes over the tiles sharing image-wide sums
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Restorer:
         if options.batch < 1:
             raise InputError(f"--batch must be at least 1, got {options.batch}")
         check_tiling(options.tile, options.overlap, self.multiple)
+        if options.tile_passes < 1:
+            raise InputError(f"--tile-passes must be at least 1, got {options.tile_passes}")
         self.expert_flops_pp = [
             [e["flops_per_pixel"] for e in step["experts"]]
             for step in executor.manifest.data["plan"] if step["kind"] == "adapter"
@@ -76,7 +79,11 @@ class Restorer:
     def tile_count(self, image: np.ndarray) -> int:
         """How many tiles :meth:`restore_tiled` will run for ``image`` (for progress bars)."""
         h, w = (-(-side // self.multiple) * self.multiple for side in image.shape[:2])
-        return len(tiles_for(h, w, self.options.tile, self.options.overlap))
+        return len(tiles_for(h, w, self.options.tile, self.options.overlap)) * self.passes()
+
+    def passes(self) -> int:
+        """Passes over the tiles: image-wide sums need the image routed as one (``--route-per image``)."""
+        return self.options.tile_passes if self.options.route_per == "image" else 1
 
     def needs_tiling(self, image: np.ndarray) -> bool:
         return max(image.shape[:2]) > self.options.tile
@@ -117,7 +124,13 @@ class Restorer:
         return self.executor.run(padded, "split").routings
 
     def restore_tiled(self, image: np.ndarray, on_tile: Callable[[int], None] | None = None) -> ImageResult:
-        """Overlapping tiles, batched, feather-blended; routed once per image or per tile."""
+        """Overlapping tiles, batched, feather-blended; routed once per image or per tile.
+
+        With ``--route-per image`` and more than one pass, every pass reports each tile's share
+        of the network's image-wide sums and the next pass imposes their total, so the tiles
+        converge on what the whole image computes (see :mod:`moce.model.global_stats`). The
+        first pass runs the routes of a reduced-size pass; later ones route on image sums.
+        """
         opts = self.options
         if opts.route_per == "image" and opts.routing != "split":
             raise InputError("--route-per image needs --routing split (only the split plan can impose routes on tiles)")
@@ -125,22 +138,48 @@ class Restorer:
         _, c, ph, pw = padded.shape
         forced = self.image_routing(image) if opts.route_per == "image" else None
         tiles = tiles_for(ph, pw, opts.tile, opts.overlap)
-        blender = Blender(c, ph, pw, opts.overlap)
-        done = dense = 0.0
-        tile_routes: list[list[list[int]]] = []
-        for group in batches(tiles, opts.batch):
-            crops = np.stack([padded[0, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
-            result = self.executor.run(crops, opts.routing, forced)
-            for i, tile in enumerate(group):
-                blender.add(tile, result.restored[i])
-                tile_routes.append([r.experts[i].tolist() for r in result.routings])
-            d, n = self._flops(result.routings, crops.shape[2] * crops.shape[3])
-            done, dense = done + d, dense + n
-            if on_tile:
-                on_tile(len(group))
-        routes, probs = _routes(forced) if forced is not None else (_majority(tile_routes), None)
+        passes = self.passes()
+        masks = core_masks(tiles, ph, pw, self.multiple) if passes > 1 else {}
+        flops = [0.0, 0.0]
+        image_stats: dict[int, np.ndarray] | None = None
+        for index in range(passes):
+            last = index == passes - 1
+            sums: dict[int, np.ndarray] = {}
+            blender = Blender(c, ph, pw, opts.overlap)
+            tile_routes: list[list[list[int]]] = []
+            first: PlanResult | None = None
+            for group in batches(tiles, opts.batch):
+                crops = np.stack([padded[0, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
+                feeds = TileFeeds(np.stack([masks[t] for t in group]), image_stats) if passes > 1 else None
+                result = self.executor.run(crops, opts.routing, forced if image_stats is None else None, feeds)
+                first = first or result
+                for s, total in result.tile_stats.items():
+                    sums[s] = sums.get(s, 0.0) + total.sum(0)
+                if last:
+                    self._blend(blender, group, result, tile_routes)
+                for i, n in enumerate(self._flops(result.routings, crops.shape[2] * crops.shape[3])):
+                    flops[i] += n
+                if on_tile:
+                    on_tile(len(group))
+            image_stats = sums
+        routes, probs = self._tiled_routes(forced, first, tile_routes, passes)
         restored = blender.result()[:, :h, :w].transpose(1, 2, 0)
-        return ImageResult(restored, routes, probs, len(tiles), done, dense, tile_routes)
+        return ImageResult(restored, routes, probs, len(tiles) * passes, *flops, tile_routes)
+
+    @staticmethod
+    def _blend(blender: Blender, group: list[Tile], result: PlanResult, tile_routes: list[list[list[int]]]) -> None:
+        for i, tile in enumerate(group):
+            blender.add(tile, result.restored[i])
+            tile_routes.append([r.experts[i].tolist() for r in result.routings])
+
+    def _tiled_routes(self, forced: list[Routing] | None, first: PlanResult | None, tile_routes: list[list[list[int]]],
+                      passes: int) -> tuple[list[list[int]], list[list[float]] | None]:
+        """The image's routes: from image-wide sums (later passes), the reduced pass, or the tiles' majority."""
+        if forced is None:
+            return _majority(tile_routes), None
+        if passes > 1 and first is not None:
+            return _routes([r.row(0) for r in first.routings])
+        return _routes(forced)
 
 
 def _majority(tile_routes: list[list[list[int]]]) -> list[list[int]]:

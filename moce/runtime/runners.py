@@ -175,6 +175,10 @@ class TorchRunner(TorchTensors):
         with torch.inference_mode():
             if graph.startswith("segment"):
                 return self.model.run_segment(int(graph[len("segment"):]), feeds)
+            if graph.startswith("tile_segment"):
+                from moce.model.global_stats import run_tile_segment
+
+                return run_tile_segment(self.model, int(graph[len("tile_segment"):]), feeds)
             adapter, expert = parse_expert_graph(graph)
             x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
             return {"weighted_out": self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}

@@ -42,6 +42,30 @@ def tiles_for(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     ]
 
 
+def _cores(starts: list[int], tile: int, length: int, multiple: int) -> dict[int, tuple[int, int]]:
+    """Each start's owned span: overlaps split at their middle, on a multiple of ``multiple``."""
+    ends = [min(s + tile, length) for s in starts]
+    cuts = [0] + [max(s, min(e, (e + s) // 2 // multiple * multiple)) for e, s in zip(ends, starts[1:])] + [length]
+    return {s: (cuts[i], cuts[i + 1]) for i, s in enumerate(starts)}
+
+
+def core_masks(tiles: list[Tile], height: int, width: int, multiple: int) -> dict[Tile, np.ndarray]:
+    """``[1, h, w]`` masks, 1 where a tile owns the pixel: together they cover the image once.
+
+    Tiles report their share of image-wide sums over these cores (moce.model.global_stats).
+    """
+    tile_h, tile_w = max(t.height for t in tiles), max(t.width for t in tiles)
+    rows = _cores(sorted({t.top for t in tiles}), tile_h, height, multiple)
+    cols = _cores(sorted({t.left for t in tiles}), tile_w, width, multiple)
+    masks = {}
+    for t in tiles:
+        (r0, r1), (c0, c1) = rows[t.top], cols[t.left]
+        mask = np.zeros((1, t.height, t.width), dtype=np.float32)
+        mask[:, r0 - t.top : r1 - t.top, c0 - t.left : c1 - t.left] = 1.0
+        masks[t] = mask
+    return masks
+
+
 def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
     """1 in the middle, rising over ``overlap`` pixels at each edge that meets another tile."""
     weights = np.ones(length, dtype=np.float32)

@@ -98,10 +98,10 @@ def test_validation_gathers_every_failure(tmp_path, tiny_model):
     with torch.no_grad():
         broken.output.weight.add_(0.5)  # PyTorch now disagrees with every exported form
     report = validate_package(result.manifest, broken, sizes=((64, 64),), batches=(1, 2))
-    assert len(report.failures) == 6  # 3 forms x 2 batch sizes
+    assert len(report.failures) == 10  # 5 forms (split, conditional, dense, tiles-local, tiles-imposed) x 2 batch sizes
     with pytest.raises(ValidationError) as info:
         report.raise_if_failed()
-    assert len(info.value.failures) == 6 and "split batch 1 64x64" in str(info.value)
+    assert len(info.value.failures) == 10 and "split batch 1 64x64" in str(info.value)
 
 
 def test_existing_output_is_not_clobbered(tmp_path, tiny_ckpt):
@@ -118,7 +118,7 @@ def test_cli_export_prints_a_summary(tmp_path, tiny_ckpt):
     result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "-o", str(tmp_path / "t.moce"), "--sizes", "64x64",
                                       "--batches", "1"])
     assert result.exit_code == 0, result.output
-    assert "validation passed on 3 cases" in result.output and "dense.onnx" in result.output
+    assert "validation passed on 5 cases" in result.output and "dense.onnx" in result.output
     assert (tmp_path / "t.moce" / "manifest.json").is_file()
 
 
@@ -136,7 +136,7 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
     result = export_package(model, tmp_path / "k2.moce", ExportOptions(sizes=((64, 64),), batches=(2,)))
     assert not result.manifest.has_graph("conditional")
     assert "top-1" in result.manifest.data["routing"]["forms"]["conditional"]
-    assert {c.mode for c in result.report.cases} == {"split", "dense"}
+    assert {c.mode for c in result.report.cases} == {"split", "dense", "tiles-local", "tiles-imposed"}
 
 
 @pytest.mark.slow
@@ -146,5 +146,5 @@ def test_random_weight_moceir_s_agrees_with_pytorch(tmp_path):
     options = ExportOptions(sizes=((64, 64), (128, 96), (256, 256)), batches=(1, 3))
     result = export_package(model, tmp_path / "s.moce", options)
     assert {(c.mode, c.batch, c.height, c.width) for c in result.report.cases} >= {
-        (m, b, h, w) for m in ("split", "dense", "conditional") for b in (1, 3) for h, w in options.sizes}
+        (m, b, h, w) for m in ("split", "dense", "conditional", "tiles-local", "tiles-imposed") for b in (1, 3) for h, w in options.sizes}
     assert result.report.max_error() <= 1e-4 and all(c.routes_equal for c in result.report.cases)

@@ -9,7 +9,7 @@ from moce.errors import InputError
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
 from moce.runtime.runners import OnnxRuntimeRunner
-from moce.runtime.tiling import Blender, check_tiling, tile_starts, tiles_for
+from moce.runtime.tiling import Blender, check_tiling, core_masks, tile_starts, tiles_for
 from tests.runtime.conftest import synthetic_photo
 
 
@@ -43,32 +43,48 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
 
 
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(1024, 1024, 256, 32), (520, 776, 128, 24), (256, 96, 128, 8)])
+def test_core_masks_own_every_pixel_once_on_the_size_multiple(height, width, tile, overlap):
+    tiles = tiles_for(height, width, tile, overlap)
+    owned = np.zeros((height, width), np.int32)
+    for t, mask in core_masks(tiles, height, width, 8).items():
+        owned[t.top : t.top + t.height, t.left : t.left + t.width] += mask[0].astype(np.int32)
+        rows, cols = np.nonzero(mask[0])
+        assert (rows.min() + t.top) % 8 == 0 and (cols.min() + t.left) % 8 == 0
+    assert (owned == 1).all()
+
+
 @pytest.fixture(scope="module")
 def tiled_vs_untiled(tiny_pkg):
     image = synthetic_photo(1024, 1024)
     with OnnxRuntimeRunner(tiny_pkg) as runner:
         executor = PlanExecutor(tiny_pkg, runner)
         full = Restorer(executor, RestoreOptions(tile=1024)).restore_batch([image])[0]
-        tiled = Restorer(executor, RestoreOptions(tile=256, overlap=32, route_per="image", batch=4)).restore_tiled(image)
-    return full, tiled
+        options = dict(tile=256, overlap=32, route_per="image", batch=4)
+        tiled = Restorer(executor, RestoreOptions(**options)).restore_tiled(image)
+        alone = Restorer(executor, RestoreOptions(**options, tile_passes=1)).restore_tiled(image)
+    return full, tiled, alone
 
 
 def test_tiled_1024_routes_once_per_image_like_the_untiled_pass(tiled_vs_untiled):
-    full, tiled = tiled_vs_untiled
-    assert tiled.tiles == 25
+    full, tiled, _ = tiled_vs_untiled
+    assert tiled.tiles == 25 * 3  # three passes over 25 tiles
     assert tiled.routes == full.routes
     assert all(route == tiled.routes for route in tiled.tile_routes)
+    np.testing.assert_allclose(tiled.probs, full.probs, atol=1e-3)  # routed on image-wide sums
 
 
-def test_tiled_1024_has_no_seams_and_stays_close_to_untiled(tiled_vs_untiled):
-    """Measured 39.1 dB for tile 256: MoCE-IR's channel attention uses whole-input statistics,
-    so every tile differs a little everywhere (not only at seams). The issue's 45 dB target is
-    not met at tile 256 (43.3 dB at tile 512); see the closing note. Seams must not show: the
-    error along tile borders is no worse than inside tiles."""
-    full, tiled = tiled_vs_untiled
-    assert _psnr(full.restored, tiled.restored) >= 38.0
-    err = ((np.clip(full.restored, 0, 1) - np.clip(tiled.restored, 0, 1)) ** 2).mean(-1)
-    seams = [224 * k for k in range(1, 4)]
-    seam_err = np.mean([err[:, s - 16 : s + 48].mean() for s in seams] + [err[s - 16 : s + 48].mean() for s in seams])
-    interior_err = err[64:192, 64:192].mean()
-    assert seam_err <= 1.5 * interior_err
+def test_tiled_1024_matches_untiled_once_tiles_share_image_sums(tiled_vs_untiled):
+    """Tiles alone differ from the whole image everywhere (channel attention normalises over
+    all pixels); three passes that share the image's sums bring them to the untiled result."""
+    full, tiled, alone = tiled_vs_untiled
+    shared, separate = _psnr(full.restored, tiled.restored), _psnr(full.restored, alone.restored)
+    assert shared >= 45.0
+    assert shared >= separate + 3.0
+
+
+def test_tiled_1024_has_no_visible_seams(tiled_vs_untiled):
+    """Whatever error is left sits near tile borders, but stays far below one 8-bit step."""
+    full, tiled, _ = tiled_vs_untiled
+    err = np.abs(np.clip(full.restored, 0, 1) - np.clip(tiled.restored, 0, 1))
+    assert float(err.max()) < 4 / 255
