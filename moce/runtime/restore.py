@@ -86,6 +86,7 @@ class RestoreSummary:
     records: list[ImageRecord]
     skipped: list[str]
     seconds: float
+    tiling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[ImageRecord]:
@@ -110,6 +111,7 @@ class RestoreSummary:
             "backend_reason": self.backend_reason,
             "precision": self.precision,
             "routing": self.routing,
+            "tiling": self.tiling,
             "totals": {
                 "images": len(self.records), "ok": len(self.restored), "errors": len(self.failed),
                 "skipped_existing": len(self.skipped), "seconds": round(self.seconds, 3),
@@ -285,7 +287,9 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
             loop.flush()
     finally:
         summary = RestoreSummary(choice.name, choice.reason, job.precision, job.options.routing,
-                                 loop.records if loop else [], skipped, time.perf_counter() - start)
+                                 loop.records if loop else [], skipped, time.perf_counter() - start,
+                                 {"tile": job.options.tile, "overlap": job.options.overlap,
+                                  "route_per": job.options.route_per, "passes": job.options.tile_passes})
         if job.report:
             write_report(job.report, summary)
     return summary
