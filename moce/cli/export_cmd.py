@@ -61,7 +61,7 @@ def _summary(result: ExportResult) -> None:
     rows = [[r["graph"], r["file"], f"{r['bytes'] / 1e6:.2f}", r["nodes"]] for r in result.graph_rows()]
     typer.echo(render_table(["graph", "file", "MB", "nodes"], rows))
     if result.report is not None:
-        errors = ", ".join(f"{m} {result.report.max_error(m):.2e}" for m in ("split", "conditional", "dense")
-                           if any(c.mode == m for c in result.report.cases))
+        modes = dict.fromkeys(c.mode for c in result.report.cases)
+        errors = ", ".join(f"{m} {result.report.max_error(m):.2e}" for m in modes)
         typer.echo(f"validation passed on {len(result.report.cases)} cases; max abs error: {errors}")
     typer.echo(f"wrote {result.manifest.root} in {result.seconds:.1f} s")

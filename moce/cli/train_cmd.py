@@ -34,12 +34,15 @@ def train(
     resume: bool = typer.Option(True, help="Continue from OUT/last.ckpt when it exists"),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
     threads: int = typer.Option(None, help="CPU threads"),
+    init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tune; same architecture)"),
+    balance_weight: float = typer.Option(0.01, help="Weight of the load-balancing loss (the paper: 0.01)"),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     opts = TrainOptions(data=data, out=out, dim=dim, num_blocks=_ints(num_blocks), num_dec_blocks=_ints(num_dec_blocks),
                         heads=_ints(heads), num_refinement_blocks=refinement, degradations=tuple(degradations.split(",")),
                         iterations=iterations, batch=batch, crop=crop, lr=lr, seed=seed, save_every=save_every,
-                        resume=resume, device=device, threads=threads)
+                        resume=resume, device=device, threads=threads, init=init,
+                        balance_weight=balance_weight)
     start = time.perf_counter()
     average: dict[str, float] = {}
     first: list[int] = []

@@ -43,6 +43,7 @@ class TrainOptions:
     lr: float = 2e-4
     fft_weight: float = 0.1
     balance_weight: float = 0.01
+    init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
     resume: bool = True
@@ -124,6 +125,16 @@ def save_atomic(blob: dict, path: Path) -> None:
         raise
 
 
+def _load_init(model: MoCEIR, path: Path) -> None:
+    """Fine-tuning start: weights from any checkpoint moce can load (safely), strictly matched."""
+    from moce.model.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    if loaded.config != model.config:
+        raise InputError(f"{path}: --init checkpoint is {loaded.config}, the options build {model.config}")
+    model.load_state_dict(loaded.state_dict)
+
+
 def build_model(opts: TrainOptions) -> MoCEIR:
     config: MoCEConfig = config_from_hyperparameters(vars(opts.namespace()))
     return MoCEIR(config)
@@ -149,6 +160,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         model.load_state_dict({k[len("net."):]: v for k, v in blob["state_dict"].items()})
         optimizer.load_state_dict(blob["optimizer_states"][0])
         step = int(blob["global_step"])
+    elif opts.init is not None:
+        _load_init(model, Path(opts.init))
     rng = np.random.default_rng([opts.seed, step])
     while step < opts.iterations:
         degraded, clean, _ = sample_batch(images, opts, rng)

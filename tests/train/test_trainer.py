@@ -6,8 +6,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
+from moce.errors import InputError
 from moce.model import load_checkpoint
 from moce.train.objective import objective, training_forward
 from moce.train.trainer import TrainOptions, build_model, train
@@ -47,3 +49,17 @@ def test_training_writes_loadable_released_format_and_resumes(tmp_path):
     blob_steps = []
     train(_opts(tmp_path, iterations=6), on_step=lambda step, parts: blob_steps.append(step))
     assert blob_steps == [5, 6]  # resumed from last.ckpt at step 4
+
+
+def test_init_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path):
+    _photos(tmp_path / "photos")
+    first = train(_opts(tmp_path, iterations=2))
+    start = load_checkpoint(first).state_dict
+    seen: list[torch.Tensor] = []
+    opts = TrainOptions(data=tmp_path / "photos", out=tmp_path / "ft", dim=8, iterations=1, batch=2, crop=32,
+                        init=first, lr=0.0)  # lr 0: weights stay the ones loaded
+    loaded = load_checkpoint(train(opts, on_step=lambda step, parts: seen.append(step))).state_dict
+    assert seen == [1] and all(torch.equal(start[k], loaded[k]) for k in start)
+    wrong = TrainOptions(data=tmp_path / "photos", out=tmp_path / "bad", dim=16, iterations=1, init=first)
+    with pytest.raises(InputError, match="--init checkpoint"):
+        train(wrong)
