@@ -15,6 +15,10 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
@@ -41,9 +45,13 @@ def bench(
         rows.append([r.case.backend, r.case.routing, r.case.size, r.case.batch, f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}",
                      f"{r.images_per_s():.2f}", "-" if r.peak_mb is None else f"{r.peak_mb:.0f}",
                      f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}", f"{100 * share:.0f}%",
+                     f"{r.gflops_per_s():.1f}", _percent(r.share_of_peak()),
                      f"{r.max_abs_vs_reference:.1e}", f"x{ups[r.case]:.2f}"])
     typer.echo(render_table(["backend", "routing", "size", "batch", "median ms", "p90 ms", "img/s", "peak MB",
-                             "expert GFLOPs run/dense", "skipped", "max|d| vs eager", "speed-up"], rows))
+                             "expert GFLOPs run/dense", "skipped", "GFLOP/s", "of GEMM peak", "max|d| vs eager",
+                             "speed-up"], rows))
+    for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results}):
+        typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, same run): {peak:.1f} GFLOP/s")
     if json_out:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     if png:

@@ -5,6 +5,8 @@ in a fresh random order), so machine drift hits all cases alike. The PyTorch eag
 (the model's own forward on the same weights and threads) is one of the cases, and every
 speed-up is against it in the same run. CUDA cases are timed with device events. Peak memory
 is measured per case in a child process (peak RSS on CPU, peak allocated on CUDA).
+The same run measures the device's float32 matrix-multiply rate, so every case's achieved
+GFLOP/s can be read as a share of what the hardware does at best.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class CaseResult:
     peak_mb: float | None = None
     expert_gflops: float = 0.0
     dense_expert_gflops: float = 0.0
+    trunk_gflops: float = 0.0
+    gemm_peak_gflops: float | None = None  # float32 matmul rate of the device the case ran on
+    cuda: bool = False
     max_abs_vs_reference: float | None = None
 
     @property
@@ -61,6 +66,17 @@ class CaseResult:
 
     def images_per_s(self) -> float:
         return self.case.batch / float(np.median(self.times))
+
+    @property
+    def gflops(self) -> float:
+        """Work done per run: every trunk segment plus the experts actually run."""
+        return self.trunk_gflops + self.expert_gflops
+
+    def gflops_per_s(self) -> float:
+        return self.gflops / float(np.median(self.times))
+
+    def share_of_peak(self) -> float | None:
+        return self.gflops_per_s() / self.gemm_peak_gflops if self.gemm_peak_gflops else None
 
 
 @dataclass
@@ -153,6 +169,34 @@ def _expert_gflops(manifest: Manifest, routings: list, routing: str, pixels: int
     return run / 1e9, dense / 1e9
 
 
+def _trunk_gflops(manifest: Manifest, pixels: int, batch: int) -> float:
+    per_pixel = sum(s["flops_per_pixel"] for s in manifest.data["plan"] if s["kind"] == "segment")
+    return per_pixel * pixels * batch / 1e9
+
+
+def gemm_peak_gflops(cuda: bool, threads: int | None, side: int = 2048, repeats: int = 5) -> float:
+    """Best float32 matmul rate (``side``-cubed, TF32 off) on the CPU threads or the GPU the cases use.
+
+    A dense GEMM is the fastest thing a device does in float32, so it bounds any network's rate.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if cuda else "cpu"
+    a, b = (torch.rand(side, side, device=device) for _ in range(2))
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    timer, best = _Timer(cuda), float("inf")
+    try:
+        for _ in range(repeats + 1):  # the first run warms up
+            seconds, _ = timer(lambda: torch.matmul(a, b))
+            best = min(best, seconds)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return 2 * side**3 / best / 1e9
+
+
 def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
     """Time every case; returns results in case order (reference first for each size/batch)."""
     progress = progress or (lambda message: None)
@@ -174,6 +218,7 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
                 runners.append(runner)
             timer = _Timer(cuda)
             fns[case] = (fn, timer)
+            results[case].cuda = cuda
             for _ in range(options.warmup):
                 _, outputs[case] = timer(fn)
         _record_outputs(manifest, results, outputs, images)
@@ -188,6 +233,12 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
     finally:
         for runner in runners:
             runner.deactivate()
+    peaks: dict[bool, float] = {}
+    for result in results.values():
+        if result.cuda not in peaks:
+            progress(f"float32 GEMM peak on {'cuda' if result.cuda else 'cpu'}")
+            peaks[result.cuda] = gemm_peak_gflops(result.cuda, options.threads)
+        result.gemm_peak_gflops = peaks[result.cuda]
     if options.memory:
         for case in cases:
             progress(f"peak memory of {case.label}")
@@ -200,6 +251,7 @@ def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: di
     for case, (restored, routings) in outputs.items():
         pixels = case.size * case.size
         results[case].expert_gflops, results[case].dense_expert_gflops = _expert_gflops(manifest, routings, case.routing, pixels)
+        results[case].trunk_gflops = _trunk_gflops(manifest, pixels, case.batch)
         ref = refs[(case.size, case.batch)][0]
         results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
 
@@ -253,6 +305,8 @@ def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
     ups = speedups(results)
     return [{**asdict(r.case), "median_ms": r.median_ms, "p90_ms": r.p90_ms, "images_per_s": r.images_per_s(),
              "peak_mb": r.peak_mb, "expert_gflops": r.expert_gflops, "dense_expert_gflops": r.dense_expert_gflops,
+             "trunk_gflops": r.trunk_gflops, "gflops": r.gflops, "gflops_per_s": r.gflops_per_s(),
+             "gemm_peak_gflops": r.gemm_peak_gflops, "share_of_gemm_peak": r.share_of_peak(),
              "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "times_s": r.times}
             for r in results]
 

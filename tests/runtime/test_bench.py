@@ -29,8 +29,14 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
         assert len(row["times_s"]) == 2 and row["median_ms"] > 0 and row["peak_mb"] > 10
         assert row["max_abs_vs_eager"] <= 1e-4  # every backend computes the same restoration
         assert row["expert_gflops"] <= row["dense_expert_gflops"]
+        assert row["gflops"] == row["trunk_gflops"] + row["expert_gflops"] and row["trunk_gflops"] > 0
+        assert row["gflops_per_s"] == row["gflops"] / (row["median_ms"] / 1e3)
+        assert row["gemm_peak_gflops"] > 0 and row["share_of_gemm_peak"] > 0
         if row["routing"] == "dense":
             assert row["expert_gflops"] == row["dense_expert_gflops"]
         if row["backend"] == REFERENCE:
             assert row["speedup_vs_eager"] == 1.0
-    assert "speed-up" in result.output
+    assert "speed-up" in result.output and "float32 GEMM peak (cpu, same run)" in result.output
+    assert len({row["gemm_peak_gflops"] for row in rows}) == 1  # measured once per device
+    one, two = (next(r for r in rows if r["backend"] == REFERENCE and r["batch"] == b) for b in (1, 2))
+    assert abs(two["trunk_gflops"] - 2 * one["trunk_gflops"]) < 1e-9  # work scales with the batch
