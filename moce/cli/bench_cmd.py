@@ -51,7 +51,7 @@ def bench(
                              "expert GFLOPs run/dense", "skipped", "GFLOP/s", "of GEMM peak", "max|d| vs eager",
                              "speed-up"], rows))
     for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results}):
-        typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, same run): {peak:.1f} GFLOP/s")
+        typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, median of one run per round): {peak:.1f} GFLOP/s")
     if json_out:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     if png:

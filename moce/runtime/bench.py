@@ -174,27 +174,27 @@ def _trunk_gflops(manifest: Manifest, pixels: int, batch: int) -> float:
     return per_pixel * pixels * batch / 1e9
 
 
-def gemm_peak_gflops(cuda: bool, threads: int | None, side: int = 2048, repeats: int = 5) -> float:
-    """Best float32 matmul rate (``side``-cubed, TF32 off) on the CPU threads or the GPU the cases use.
+GEMM_SIDE = 2048
 
-    A dense GEMM is the fastest thing a device does in float32, so it bounds any network's rate.
+
+def _gemm_fn(cuda: bool, threads: int | None) -> Callable[[], Any]:
+    """One float32 ``GEMM_SIDE``-cubed matmul (TF32 off) on the CPU threads or the GPU the cases use.
+
+    A dense GEMM is the fastest thing a device does in float32, so its rate bounds any network's.
     """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if cuda else "cpu"
-    a, b = (torch.rand(side, side, device=device) for _ in range(2))
-    tf32 = torch.backends.cuda.matmul.allow_tf32
+    a, b = (torch.rand(GEMM_SIDE, GEMM_SIDE, device=device) for _ in range(2))
     torch.backends.cuda.matmul.allow_tf32 = False
-    timer, best = _Timer(cuda), float("inf")
-    try:
-        for _ in range(repeats + 1):  # the first run warms up
-            seconds, _ = timer(lambda: torch.matmul(a, b))
-            best = min(best, seconds)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    return 2 * side**3 / best / 1e9
+    return lambda: torch.matmul(a, b)
+
+
+def gflops_of(seconds: list[float]) -> float:
+    """The GEMM rate from its median time."""
+    return 2 * GEMM_SIDE**3 / float(np.median(seconds)) / 1e9
 
 
 def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
@@ -222,28 +222,42 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
             for _ in range(options.warmup):
                 _, outputs[case] = timer(fn)
         _record_outputs(manifest, results, outputs, images)
-        order = list(cases)
-        for r in range(options.rounds):
-            random.Random(options.seed + r).shuffle(order)
-            progress(f"round {r + 1}/{options.rounds}")
-            for case in order:
-                fn, timer = fns[case]
-                seconds, _ = timer(fn)
-                results[case].times.append(seconds)
+        gemm_times = _time_rounds(cases, fns, results, options, progress)
     finally:
         for runner in runners:
             runner.deactivate()
-    peaks: dict[bool, float] = {}
     for result in results.values():
-        if result.cuda not in peaks:
-            progress(f"float32 GEMM peak on {'cuda' if result.cuda else 'cpu'}")
-            peaks[result.cuda] = gemm_peak_gflops(result.cuda, options.threads)
-        result.gemm_peak_gflops = peaks[result.cuda]
+        result.gemm_peak_gflops = gflops_of(gemm_times[result.cuda])
     if options.memory:
         for case in cases:
             progress(f"peak memory of {case.label}")
             results[case].peak_mb = measure_peak_mb(model or manifest.root, case, options)
     return [results[c] for c in cases]
+
+
+def _time_rounds(cases: list[Case], fns: dict, results: dict, options: BenchOptions,
+                 progress: Callable[[str], None]) -> dict[bool, list[float]]:
+    """Every round runs every case and one float32 GEMM per device, in a fresh random order.
+
+    Timing the GEMM inside the rounds makes "share of peak" compare runs made under the same
+    machine load (a shared machine's speed moves by 2x between minutes).
+    """
+    gemms = {cuda: (_gemm_fn(cuda, options.threads), _Timer(cuda)) for cuda in {results[c].cuda for c in cases}}
+    for fn, timer in gemms.values():
+        timer(fn)  # warm-up
+    gemm_times: dict[bool, list[float]] = {cuda: [] for cuda in gemms}
+    order: list[Case | bool] = [*cases, *gemms]
+    for r in range(options.rounds):
+        random.Random(options.seed + r).shuffle(order)
+        progress(f"round {r + 1}/{options.rounds}")
+        for item in order:
+            if isinstance(item, Case):
+                fn, timer = fns[item]
+                results[item].times.append(timer(fn)[0])
+            else:
+                fn, timer = gemms[item]
+                gemm_times[item].append(timer(fn)[0])
+    return gemm_times
 
 
 def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: dict) -> None:
