@@ -44,7 +44,7 @@ def bench(
         share = 1 - r.expert_gflops / r.dense_expert_gflops if r.dense_expert_gflops else 0.0
         rows.append([r.case.backend, r.case.routing, r.case.size, r.case.batch, f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}",
                      f"{r.images_per_s():.2f}", "-" if r.peak_mb is None else f"{r.peak_mb:.0f}",
-                     f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}", f"{100 * share:.0f}%",
+                     f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}", _percent(share),
                      f"{r.gflops_per_s():.1f}", _percent(r.share_of_peak()),
                      f"{r.max_abs_vs_reference:.1e}", f"x{ups[r.case]:.2f}"])
     typer.echo(render_table(["backend", "routing", "size", "batch", "median ms", "p90 ms", "img/s", "peak MB",

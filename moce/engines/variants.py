@@ -21,8 +21,8 @@ import onnx
 from moce.engines.precision import convert_fp16
 from moce.errors import InputError
 from moce.export.manifest import EXPERT_INPUTS, Manifest, expert_graph, sha256_bytes
-from moce.runtime.executor import PlanExecutor
 from moce.model.plan import RESTORED
+from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
 
 PRECISIONS = ("fp16", "int8")

@@ -88,6 +88,18 @@ class Manifest:
     def has_graph(self, name: str) -> bool:
         return name in self.data["graphs"]
 
+    def has_tile_segments(self) -> bool:
+        """Whether the package has the tile segments that share image-wide sums (``--tiles``)."""
+        return self.has_graph(tile_segment_graph(0))
+
+    def expert_flops_per_pixel(self) -> list[list[float]]:
+        """Per adapter, each expert's FLOPs per pixel (counted once, at export)."""
+        return [[e["flops_per_pixel"] for e in s["experts"]] for s in self.data["plan"] if s["kind"] == "adapter"]
+
+    def trunk_flops_per_pixel(self) -> float:
+        """All trunk segments' FLOPs per pixel (everything but the experts)."""
+        return sum(s["flops_per_pixel"] for s in self.data["plan"] if s["kind"] == "segment")
+
     @property
     def weights_file(self) -> Path:
         """The package's safetensors weights (for the PyTorch backend and benchmarks)."""

@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from moce.errors import ValidationError
-from moce.export.manifest import Manifest, tile_segment_graph
+from moce.export.manifest import Manifest
 from moce.model.network import MoCEIR
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -110,7 +110,7 @@ def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[in
     for name in manifest.data["graphs"]:
         report.failures += check_graph(name, onnx.load(str(manifest.graph_file(name)), load_external_data=False))
     modes = ["split"] + [m for m in ("conditional", "dense") if manifest.has_graph(m)]
-    if manifest.has_graph(tile_segment_graph(0)):
+    if manifest.has_tile_segments():
         modes += ["tiles-local", "tiles-imposed"]
     rng = np.random.default_rng(seed)
     with OnnxRuntimeRunner(manifest) as runner:

@@ -27,7 +27,7 @@ import numpy as np
 from moce.errors import InputError
 from moce.export.manifest import Manifest
 from moce.runtime.backends import make_runner, resolve_package
-from moce.runtime.executor import PlanExecutor
+from moce.runtime.executor import PlanExecutor, expert_flops
 
 REFERENCE = "torch-eager"
 
@@ -159,21 +159,6 @@ def _plan(executor: PlanExecutor, image: np.ndarray, routing: str):  # noqa: ANN
     return result.restored, result.routings
 
 
-def _expert_gflops(manifest: Manifest, routings: list, routing: str, pixels: int) -> tuple[float, float]:
-    costs = [[e["flops_per_pixel"] for e in s["experts"]] for s in manifest.data["plan"] if s["kind"] == "adapter"]
-    run = dense = 0.0
-    for c, r in zip(costs, routings):
-        for row in r.experts:
-            run += (sum(c) if routing == "dense" else sum(c[e] for e in row)) * pixels
-            dense += sum(c) * pixels
-    return run / 1e9, dense / 1e9
-
-
-def _trunk_gflops(manifest: Manifest, pixels: int, batch: int) -> float:
-    per_pixel = sum(s["flops_per_pixel"] for s in manifest.data["plan"] if s["kind"] == "segment")
-    return per_pixel * pixels * batch / 1e9
-
-
 GEMM_SIDE = 2048
 
 
@@ -264,8 +249,9 @@ def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: di
     refs = {(c.size, c.batch): out for c, out in outputs.items() if c.backend == REFERENCE}
     for case, (restored, routings) in outputs.items():
         pixels = case.size * case.size
-        results[case].expert_gflops, results[case].dense_expert_gflops = _expert_gflops(manifest, routings, case.routing, pixels)
-        results[case].trunk_gflops = _trunk_gflops(manifest, pixels, case.batch)
+        run, dense = expert_flops(manifest.expert_flops_per_pixel(), routings, case.routing == "dense", pixels)
+        results[case].expert_gflops, results[case].dense_expert_gflops = run / 1e9, dense / 1e9
+        results[case].trunk_gflops = manifest.trunk_flops_per_pixel() * pixels * case.batch / 1e9
         ref = refs[(case.size, case.batch)][0]
         results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
 

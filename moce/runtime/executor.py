@@ -38,6 +38,19 @@ class PlanResult:
     tile_stats: dict[int, np.ndarray] = field(default_factory=dict)  # segment -> [N, K] float64 per row
 
 
+def expert_flops(costs: list[list[float]], routings: list[Routing], dense: bool, pixels: int) -> tuple[float, float]:
+    """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample.
+
+    ``costs`` is :meth:`Manifest.expert_flops_per_pixel`; ``dense``: every expert ran.
+    """
+    run = all_experts = 0.0
+    for adapter_costs, routing in zip(costs, routings):
+        for row in routing.experts:
+            run += (sum(adapter_costs) if dense else sum(adapter_costs[e] for e in row)) * pixels
+            all_experts += sum(adapter_costs) * pixels
+    return run, all_experts
+
+
 class PlanExecutor:
     """Runs segment -> route -> chosen experts -> next segment with any :class:`GraphRunner`."""
 
@@ -63,9 +76,6 @@ class PlanExecutor:
         if mode in ("conditional", "dense"):
             return self._run_whole(image, mode)
         raise ValueError(f"unknown routing mode {mode!r}; choose from {ROUTING_MODES}")
-
-    def has_tile_segments(self) -> bool:
-        return self.manifest.has_graph(tile_segment_graph(0))
 
     def _segment(self, index: int, feeds: dict, tiles: TileFeeds | None, stats: dict[int, np.ndarray]) -> dict:
         """Run segment ``index``; a tile segment also gets the tile feeds and reports its sums."""

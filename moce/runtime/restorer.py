@@ -10,7 +10,7 @@ import numpy as np
 from moce.errors import InputError
 from moce.model.config import padding_for
 from moce.routing import Routing
-from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
+from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds, expert_flops
 from moce.runtime.tiling import Blender, Tile, batches, check_tiling, core_masks, tiles_for
 
 ROUTE_PER = ("image", "tile")
@@ -71,10 +71,7 @@ class Restorer:
         check_tiling(options.tile, options.overlap, self.multiple)
         if options.tile_passes < 1:
             raise InputError(f"--tile-passes must be at least 1, got {options.tile_passes}")
-        self.expert_flops_pp = [
-            [e["flops_per_pixel"] for e in step["experts"]]
-            for step in executor.manifest.data["plan"] if step["kind"] == "adapter"
-        ]
+        self.expert_flops_pp = executor.manifest.expert_flops_per_pixel()
 
     def tile_count(self, image: np.ndarray) -> int:
         """How many tiles :meth:`restore_tiled` will run for ``image`` (for progress bars)."""
@@ -90,13 +87,7 @@ class Restorer:
 
     def _flops(self, routings: list[Routing], pixels: int) -> tuple[float, float]:
         """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample."""
-        done = dense = 0.0
-        for costs, routing in zip(self.expert_flops_pp, routings):
-            per_sample = [sum(costs) if self.options.routing == "dense" else sum(costs[e] for e in row)
-                          for row in routing.experts]
-            done += sum(per_sample) * pixels
-            dense += sum(costs) * pixels * routing.experts.shape[0]
-        return done, dense
+        return expert_flops(self.expert_flops_pp, routings, self.options.routing == "dense", pixels)
 
     def restore_batch(self, images: list[np.ndarray]) -> list[ImageResult]:
         """Restore same-sized images in one call each of up to ``batch`` (untiled)."""
