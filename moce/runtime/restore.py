@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -268,14 +268,15 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     manifest = resolve_package(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
     progress.message(f"backend: {choice.name} ({choice.reason})")
-    if job.precision != "fp32" and job.options.tile_passes > 1:
+    options = job.options
+    if job.precision != "fp32" and options.tile_passes > 1:
         progress.message(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {job.precision})")
-        job.options.tile_passes = 1
+        options = replace(options, tile_passes=1)  # the caller's options stay as given
     skipped: list[str] = []
     loop: _Loop | None = None
     try:
         with choice.runner as runner:
-            restorer = Restorer(PlanExecutor(manifest, runner), job.options)
+            restorer = Restorer(PlanExecutor(manifest, runner), options)
             loop = _Loop(job, restorer, progress)
             progress.start(len(files))
             for path, out in _todo(job, root, files):
@@ -286,10 +287,10 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
                 loop.add(path, out)
             loop.flush()
     finally:
-        summary = RestoreSummary(choice.name, choice.reason, job.precision, job.options.routing,
+        summary = RestoreSummary(choice.name, choice.reason, job.precision, options.routing,
                                  loop.records if loop else [], skipped, time.perf_counter() - start,
-                                 {"tile": job.options.tile, "overlap": job.options.overlap,
-                                  "route_per": job.options.route_per, "passes": job.options.tile_passes})
+                                 {"tile": options.tile, "overlap": options.overlap,
+                                  "route_per": options.route_per, "passes": options.passes()})
         if job.report:
             write_report(job.report, summary)
     return summary

@@ -26,6 +26,10 @@ class RestoreOptions:
     route_size: int | None = None  # longest side of the routing pass; default: the tile size
     tile_passes: int = 3  # with --route-per image: passes over the tiles sharing image-wide sums
 
+    def passes(self) -> int:
+        """Passes over the tiles: image-wide sums need the image routed as one (``--route-per image``)."""
+        return self.tile_passes if self.route_per == "image" else 1
+
 
 @dataclass
 class ImageResult:
@@ -76,11 +80,7 @@ class Restorer:
     def tile_count(self, image: np.ndarray) -> int:
         """How many tiles :meth:`restore_tiled` will run for ``image`` (for progress bars)."""
         h, w = (-(-side // self.multiple) * self.multiple for side in image.shape[:2])
-        return len(tiles_for(h, w, self.options.tile, self.options.overlap)) * self.passes()
-
-    def passes(self) -> int:
-        """Passes over the tiles: image-wide sums need the image routed as one (``--route-per image``)."""
-        return self.options.tile_passes if self.options.route_per == "image" else 1
+        return len(tiles_for(h, w, self.options.tile, self.options.overlap)) * self.options.passes()
 
     def needs_tiling(self, image: np.ndarray) -> bool:
         return max(image.shape[:2]) > self.options.tile
@@ -129,7 +129,7 @@ class Restorer:
         _, c, ph, pw = padded.shape
         forced = self.image_routing(image) if opts.route_per == "image" else None
         tiles = tiles_for(ph, pw, opts.tile, opts.overlap)
-        passes = self.passes()
+        passes = self.options.passes()
         masks = core_masks(tiles, ph, pw, self.multiple) if passes > 1 else {}
         flops = [0.0, 0.0]
         image_stats: dict[int, np.ndarray] | None = None

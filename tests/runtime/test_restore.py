@@ -174,5 +174,8 @@ def test_tiled_restore_through_the_cli(tmp_path, tiny_pkg):
                                  str(tiny_pkg.root), "--tile", "128", "--overlap", "16", "--batch", "3",
                                  "--route-per", "tile", "--report", str(report)])
     assert result.exit_code == 0, result.output
-    image = json.loads(report.read_text())["images"][0]
+    data = json.loads(report.read_text())
+    image = data["images"][0]
     assert image["tiles"] == 6 and image["gates"] is None and len(image["routes"]) == 3
+    # tiles that route themselves share no sums: one pass, whatever --tile-passes says
+    assert data["tiling"] == {"tile": 128, "overlap": 16, "route_per": "tile", "passes": 1}
