@@ -36,13 +36,18 @@ def train(
     threads: int = typer.Option(None, help="CPU threads"),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tune; same architecture)"),
     balance_weight: float = typer.Option(0.01, help="Weight of the load-balancing loss (the paper: 0.01)"),
+    route_weight: float = typer.Option(0.0, help="Weight of the task-discriminative route contrast, which uses the "
+                                       "degradation labels (not in the paper; 0 = the paper's objective)"),
+    relative_l1: bool = typer.Option(False, help="Weight each sample's L1 by the inverse of its input's error, so "
+                                     "mild degradations (blur) count as much as heavy ones (not in the paper)"),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     opts = TrainOptions(data=data, out=out, dim=dim, num_blocks=_ints(num_blocks), num_dec_blocks=_ints(num_dec_blocks),
                         heads=_ints(heads), num_refinement_blocks=refinement, degradations=tuple(degradations.split(",")),
                         iterations=iterations, batch=batch, crop=crop, lr=lr, seed=seed, save_every=save_every,
                         resume=resume, device=device, threads=threads, init=init,
-                        balance_weight=balance_weight)
+                        balance_weight=balance_weight, route_weight=route_weight,
+                        relative_l1=relative_l1)
     start = time.perf_counter()
     average: dict[str, float] = {}
     first: list[int] = []
@@ -54,7 +59,8 @@ def train(
         if step % 20 == 0 or step == iterations:
             rate = (step - first[0] + 1) / (time.perf_counter() - start)
             typer.echo(f"step {step}/{iterations}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
-                       f"balance {average['balance']:.3f}  lr {parts['lr']:.2e}  {rate:.2f} it/s", err=True)
+                       f"balance {average['balance']:.3f}  " + (f"route {average['route']:+.3f}  " if "route" in average else "")
+                       + f"lr {parts['lr']:.2e}  {rate:.2f} it/s", err=True)
 
     final = run_train(opts, on_step)
     typer.echo(f"wrote {final}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moce.data.degrade import DEGRADATIONS, degrade
+from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.model.config import MoCEConfig, config_from_hyperparameters
@@ -43,6 +43,8 @@ class TrainOptions:
     lr: float = 2e-4
     fft_weight: float = 0.1
     balance_weight: float = 0.01
+    route_weight: float = 0.0  # task-discriminative route contrast (not in the paper; 0 = the paper's objective)
+    relative_l1: bool = False  # weight each sample's L1 by its input's error (not in the paper)
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
@@ -59,7 +61,8 @@ class TrainOptions:
             stage_depth=[1] * len(self.num_dec_blocks), with_complexity=True, complexity_scale="max", rank_type="spread",
             depth_type="constant", topk=1, de_type=list(self.degradations), lr=self.lr, batch_size=self.batch,
             patch_size=self.crop, iterations=self.iterations, fft_loss_weight=self.fft_weight,
-            balance_loss_weight=self.balance_weight, seed=self.seed,
+            balance_loss_weight=self.balance_weight, route_loss_weight=self.route_weight,
+            relative_l1=self.relative_l1, seed=self.seed,
         )
 
 
@@ -163,12 +166,15 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
     elif opts.init is not None:
         _load_init(model, Path(opts.init))
     rng = np.random.default_rng([opts.seed, step])
+    task_ids = {task: i for i, task in enumerate(sorted(set(TASK_OF.values())))}
     while step < opts.iterations:
-        degraded, clean, _ = sample_batch(images, opts, rng)
+        degraded, clean, names = sample_batch(images, opts, rng)
+        tasks = torch.tensor([task_ids[TASK_OF[n]] for n in names], device=device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, opts)
         loss, parts = objective(model, torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device),
-                                opts.fft_weight, opts.balance_weight)
+                                opts.fft_weight, opts.balance_weight, tasks, opts.route_weight,
+                                opts.relative_l1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,7 +11,7 @@ import torch
 
 from moce.errors import InputError
 from moce.model import load_checkpoint
-from moce.train.objective import objective, training_forward
+from moce.train.objective import objective, relative_l1_loss, route_contrast_loss, training_forward
 from moce.train.trainer import TrainOptions, build_model, train
 
 
@@ -36,8 +36,43 @@ def test_objective_reaches_routers_and_experts(tmp_path):
     router = model.adapter(0).routing
     assert router.gate[2].weight.grad.abs().sum() > 0 and router.freq_gate.weight.grad.abs().sum() > 0
     assert parts["balance"] > 0
-    out, balance, routes = training_forward(model, x)
-    assert out.shape == x.shape and len(routes) == model.config.num_adapters
+    out, balance, routes, probs = training_forward(model, x)
+    assert out.shape == x.shape and len(routes) == len(probs) == model.config.num_adapters
+
+
+def test_route_contrast_scores_shared_routes_across_tasks():
+    one_hot = lambda idx: torch.nn.functional.one_hot(torch.tensor(idx), 4).float()  # noqa: E731
+    tasks = torch.tensor([0, 0, 1, 1])
+    separated = [one_hot([0, 0, 1, 1]), one_hot([2, 2, 2, 2])]  # adapter 0 tells the tasks apart
+    shared = [one_hot([0, 0, 0, 0]), one_hot([2, 2, 2, 2])]  # every crop takes one route
+    scattered = [one_hot([0, 1, 2, 3]), one_hot([2, 2, 2, 2])]  # no two crops agree, even within a task
+    assert route_contrast_loss(separated, tasks).item() < 1e-3
+    assert route_contrast_loss(shared, tasks).item() > 5 and route_contrast_loss(scattered, tasks).item() > 2
+    uniform = [torch.full((4, 4), 0.25)] * 2
+    assert route_contrast_loss(separated, tasks) < route_contrast_loss(uniform, tasks) < route_contrast_loss(shared, tasks)
+    assert route_contrast_loss(shared, torch.zeros(4, dtype=torch.long)).item() < 1e-3  # one task, one route: right
+    assert route_contrast_loss([torch.ones(1, 4) / 4], torch.zeros(1, dtype=torch.long)).item() == 0.0  # no pairs
+
+
+def test_route_weight_trains_routers_apart(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_opts(tmp_path)).train()
+    x = torch.rand(4, 3, 32, 32)
+    x[2:] = x[2:] * 0.1  # two visibly different "tasks"
+    tasks = torch.tensor([0, 0, 1, 1])
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if "routing" in n], lr=5e-2)
+    first = None
+    for _ in range(40):
+        _, _, _, probs = training_forward(model, x)
+        contrast = route_contrast_loss(probs, tasks)
+        first = contrast.item() if first is None else first
+        loss, parts = objective(model, x, x, tasks=tasks, route_weight=1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert "route" in parts and contrast.item() < 0.5 * first
+    with pytest.raises(ValueError, match="task label"):
+        objective(model, x, x, route_weight=1.0)
 
 
 def test_training_writes_loadable_released_format_and_resumes(tmp_path):
@@ -46,9 +81,14 @@ def test_training_writes_loadable_released_format_and_resumes(tmp_path):
     loaded = load_checkpoint(final)  # hyper-parameters cross-checked against the tensors
     assert loaded.config.dim == 8 and loaded.hyper_parameters["model"] == "MoCE_IR_moce"
     assert loaded.hyper_parameters["iterations"] == 4
-    blob_steps = []
-    train(_opts(tmp_path, iterations=6), on_step=lambda step, parts: blob_steps.append(step))
+    blob_steps, parts_seen = [], []
+    opts = _opts(tmp_path, iterations=6)
+    opts.route_weight, opts.relative_l1 = 0.1, True  # the options beyond the paper's objective, wired through
+    final = train(opts, on_step=lambda step, parts: (blob_steps.append(step), parts_seen.append(parts)))
     assert blob_steps == [5, 6]  # resumed from last.ckpt at step 4
+    assert all("route" in parts for parts in parts_seen)
+    hyper = load_checkpoint(final).hyper_parameters
+    assert hyper["route_loss_weight"] == 0.1 and hyper["relative_l1"] is True
 
 
 def test_init_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path):
@@ -63,3 +103,17 @@ def test_init_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path
     wrong = TrainOptions(data=tmp_path / "photos", out=tmp_path / "bad", dim=16, iterations=1, init=first)
     with pytest.raises(InputError, match="--init checkpoint"):
         train(wrong)
+
+
+def test_relative_l1_gives_mild_degradations_an_equal_say():
+    clean = torch.zeros(2, 3, 8, 8)
+    degraded = torch.stack([torch.full((3, 8, 8), 0.02), torch.full((3, 8, 8), 0.2)])  # blur-like, noise50-like
+    halved = (degraded + clean) / 2  # both samples lose half their error
+    per_sample_l1 = (halved - clean).abs().flatten(1).mean(1)
+    assert torch.nn.functional.l1_loss(halved, clean).item() == pytest.approx(per_sample_l1.mean().item())
+    # weights 1/0.02 and 1/0.2, normalised to average 1: sum(l * w) / sum(w)
+    assert relative_l1_loss(halved, degraded, clean).item() == pytest.approx((0.01 * 50 + 0.1 * 5) / 55, rel=1e-5)
+    only_mild_fixed = torch.stack([clean[0], degraded[1]])
+    only_heavy_fixed = torch.stack([degraded[0], clean[1]])
+    assert relative_l1_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_l1_loss(only_heavy_fixed, degraded, clean).item())
+    assert torch.nn.functional.l1_loss(only_mild_fixed, clean) > 5 * torch.nn.functional.l1_loss(only_heavy_fixed, clean)
