@@ -173,7 +173,6 @@ def _gemm_fn(cuda: bool, threads: int | None) -> Callable[[], Any]:
         torch.set_num_threads(threads)
     device = "cuda" if cuda else "cpu"
     a, b = (torch.rand(GEMM_SIDE, GEMM_SIDE, device=device) for _ in range(2))
-    torch.backends.cuda.matmul.allow_tf32 = False
     return lambda: torch.matmul(a, b)
 
 
@@ -227,31 +226,39 @@ def _time_rounds(cases: list[Case], fns: dict, results: dict, options: BenchOpti
     Timing the GEMM inside the rounds makes "share of peak" compare runs made under the same
     machine load (a shared machine's speed moves by 2x between minutes).
     """
+    import torch
+
     gemms = {cuda: (_gemm_fn(cuda, options.threads), _Timer(cuda)) for cuda in {results[c].cuda for c in cases}}
-    for fn, timer in gemms.values():
-        timer(fn)  # warm-up
     gemm_times: dict[bool, list[float]] = {cuda: [] for cuda in gemms}
     order: list[Case | bool] = [*cases, *gemms]
-    for r in range(options.rounds):
-        random.Random(options.seed + r).shuffle(order)
-        progress(f"round {r + 1}/{options.rounds}")
-        for item in order:
-            if isinstance(item, Case):
-                fn, timer = fns[item]
-                results[item].times.append(timer(fn)[0])
-            else:
-                fn, timer = gemms[item]
-                gemm_times[item].append(timer(fn)[0])
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # a float32 peak; the caller's setting comes back below
+    try:
+        for fn, timer in gemms.values():
+            timer(fn)  # warm-up
+        for r in range(options.rounds):
+            random.Random(options.seed + r).shuffle(order)
+            progress(f"round {r + 1}/{options.rounds}")
+            for item in order:
+                if isinstance(item, Case):
+                    fn, timer = fns[item]
+                    results[item].times.append(timer(fn)[0])
+                else:
+                    fn, timer = gemms[item]
+                    gemm_times[item].append(timer(fn)[0])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return gemm_times
 
 
 def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: dict) -> None:
     refs = {(c.size, c.batch): out for c, out in outputs.items() if c.backend == REFERENCE}
+    expert_costs, trunk_per_pixel = manifest.expert_flops_per_pixel(), manifest.trunk_flops_per_pixel()
     for case, (restored, routings) in outputs.items():
         pixels = case.size * case.size
-        run, dense = expert_flops(manifest.expert_flops_per_pixel(), routings, case.routing == "dense", pixels)
+        run, dense = expert_flops(expert_costs, routings, case.routing == "dense", pixels)
         results[case].expert_gflops, results[case].dense_expert_gflops = run / 1e9, dense / 1e9
-        results[case].trunk_gflops = manifest.trunk_flops_per_pixel() * pixels * case.batch / 1e9
+        results[case].trunk_gflops = trunk_per_pixel * pixels * case.batch / 1e9
         ref = refs[(case.size, case.batch)][0]
         results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
 

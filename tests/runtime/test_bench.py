@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from typer.testing import CliRunner
 
 from moce.cli.main import app
@@ -19,9 +21,15 @@ def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
 
 def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime",
-                                      "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
-                                      "--json", str(out), "--chart", str(png)])
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # a caller's setting
+    try:
+        result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime",
+                                          "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
+                                          "--json", str(out), "--chart", str(png)])
+        assert torch.backends.cuda.matmul.allow_tf32  # the float32 GEMM turned TF32 off only while it ran
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert len(rows) == 2 * 4 and png.stat().st_size > 1000
