@@ -99,7 +99,8 @@ def relative_l1_loss(restored: Tensor, degraded: Tensor, clean: Tensor) -> Tenso
 def objective(model: MoCEIR, degraded: Tensor, clean: Tensor, fft_weight: float = 0.1,
               balance_weight: float = 0.01, tasks: Tensor | None = None,
               route_weight: float = 0.0, relative_l1: bool = False) -> tuple[Tensor, dict[str, float]]:
-    """The paper's loss (L1 + FFT + load balance), plus the route contrast when ``route_weight`` > 0.
+    """The paper's loss (L1 + FFT + load balance), plus the route contrast when ``route_weight`` > 0;
+    ``relative_l1`` swaps the L1 for :func:`relative_l1_loss`.
 
     ``tasks`` holds one integer task label per sample; it is needed only for the route contrast.
     """
