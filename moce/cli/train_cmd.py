@@ -40,6 +40,7 @@ def train(
                                        "degradation labels (not in the paper; 0 = the paper's objective)"),
     relative_l1: bool = typer.Option(False, help="Weight each sample's L1 by the inverse of its input's error, so "
                                      "mild degradations (blur) count as much as heavy ones (not in the paper)"),
+    relative_fft: bool = typer.Option(False, help="The same per-sample weighting for the FFT loss (not in the paper)"),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     opts = TrainOptions(data=data, out=out, dim=dim, num_blocks=_ints(num_blocks), num_dec_blocks=_ints(num_dec_blocks),
@@ -47,7 +48,7 @@ def train(
                         iterations=iterations, batch=batch, crop=crop, lr=lr, seed=seed, save_every=save_every,
                         resume=resume, device=device, threads=threads, init=init,
                         balance_weight=balance_weight, route_weight=route_weight,
-                        relative_l1=relative_l1)
+                        relative_l1=relative_l1, relative_fft=relative_fft)
     start = time.perf_counter()
     average: dict[str, float] = {}
     first: list[int] = []

@@ -45,6 +45,7 @@ class TrainOptions:
     balance_weight: float = 0.01
     route_weight: float = 0.0  # task-discriminative route contrast (not in the paper; 0 = the paper's objective)
     relative_l1: bool = False  # weight each sample's L1 by its input's error (not in the paper)
+    relative_fft: bool = False  # the same weighting for the FFT term (not in the paper)
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
@@ -62,7 +63,7 @@ class TrainOptions:
             depth_type="constant", topk=1, de_type=list(self.degradations), lr=self.lr, batch_size=self.batch,
             patch_size=self.crop, iterations=self.iterations, fft_loss_weight=self.fft_weight,
             balance_loss_weight=self.balance_weight, route_loss_weight=self.route_weight,
-            relative_l1=self.relative_l1, seed=self.seed,
+            relative_l1=self.relative_l1, relative_fft=self.relative_fft, seed=self.seed,
         )
 
 
@@ -174,7 +175,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
             group["lr"] = lr_at(step, opts)
         loss, parts = objective(model, torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device),
                                 opts.fft_weight, opts.balance_weight, tasks, opts.route_weight,
-                                opts.relative_l1)
+                                opts.relative_l1, opts.relative_fft)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,7 +11,7 @@ import torch
 
 from moce.errors import InputError
 from moce.model import load_checkpoint
-from moce.train.objective import objective, relative_l1_loss, route_contrast_loss, training_forward
+from moce.train.objective import fft_l1, objective, relative_fft_loss, relative_l1_loss, route_contrast_loss, training_forward
 from moce.train.trainer import TrainOptions, build_model, train
 
 
@@ -81,12 +81,12 @@ def test_training_writes_loadable_released_format_and_resumes(tmp_path):
     assert loaded.hyper_parameters["iterations"] == 4
     blob_steps, parts_seen = [], []
     opts = _opts(tmp_path, iterations=6)
-    opts.route_weight, opts.relative_l1 = 0.1, True  # the options beyond the paper's objective, wired through
+    opts.route_weight, opts.relative_l1, opts.relative_fft = 0.1, True, True  # the options beyond the paper's objective, wired through
     final = train(opts, on_step=lambda step, parts: (blob_steps.append(step), parts_seen.append(parts)))
     assert blob_steps == [5, 6]  # resumed from last.ckpt at step 4
     assert all("route" in parts for parts in parts_seen)
     hyper = load_checkpoint(final).hyper_parameters
-    assert hyper["route_loss_weight"] == 0.1 and hyper["relative_l1"] is True
+    assert hyper["route_loss_weight"] == 0.1 and hyper["relative_l1"] is True and hyper["relative_fft"] is True
 
 
 def test_init_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path):
@@ -115,3 +115,14 @@ def test_relative_l1_gives_mild_degradations_an_equal_say():
     only_heavy_fixed = torch.stack([degraded[0], clean[1]])
     assert relative_l1_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_l1_loss(only_heavy_fixed, degraded, clean).item())
     assert torch.nn.functional.l1_loss(only_mild_fixed, clean) > 5 * torch.nn.functional.l1_loss(only_heavy_fixed, clean)
+
+
+def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 16, 16, generator=gen)
+    degraded = clean + torch.tensor([0.02, 0.2]).view(2, 1, 1, 1) * torch.randn(2, 3, 16, 16, generator=gen)
+    only_mild_fixed = torch.stack([clean[0], degraded[1]])
+    only_heavy_fixed = torch.stack([degraded[0], clean[1]])
+    assert fft_l1(only_heavy_fixed, clean) < fft_l1(only_mild_fixed, clean) / 2  # plain FFT loss: noise dominates
+    assert relative_fft_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_fft_loss(only_heavy_fixed, degraded, clean).item())
+    assert relative_fft_loss(clean, degraded, clean).item() == 0.0
