@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from types import TracebackType
 
 import numpy as np
 
 from moce._lazy import require
 from moce.export.manifest import Manifest, parse_expert_graph
+
+# Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
+# another, so a session's pool must not spin-wait on the cores while another session works
+# (measured alternatives in docs/performance.md).
+ORT_SESSION_CONFIG: Mapping[str, str] = {"session.intra_op.allow_spinning": "0"}
 
 
 class GraphRunner(ABC):
@@ -73,9 +79,10 @@ class OnnxRuntimeRunner(GraphRunner):
     name = "onnxruntime"
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", session_config: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.manifest = manifest
+        self.session_config = {**ORT_SESSION_CONFIG, **(session_config or {})}
         self.precision = precision
         manifest.graphs(precision)  # fail early when the package lacks this precision
         self.providers = providers or ["CPUExecutionProvider"]
@@ -106,7 +113,8 @@ class OnnxRuntimeRunner(GraphRunner):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            for key, value in self.session_config.items():
+                options.add_session_config_entry(key, value)
             if self._shared_arena():
                 options.add_session_config_entry("session.use_env_allocators", "1")
             self._sessions[graph] = self._ort.InferenceSession(
