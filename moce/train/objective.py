@@ -78,10 +78,14 @@ def training_forward(model: MoCEIR, image: Tensor) -> tuple[Tensor, Tensor, list
     return env[RESTORED], balance / model.config.num_adapters, routes, route_probs
 
 
+def _spectrum(x: Tensor) -> Tensor:
+    """Real and imaginary parts of the 2-D spectrum, the values both FFT losses compare."""
+    return torch.view_as_real(torch.fft.rfft2(x))
+
+
 def fft_l1(pred: Tensor, target: Tensor) -> Tensor:
     """L1 between real and imaginary parts of the 2-D spectra (the paper's FFT loss)."""
-    a, b = torch.fft.rfft2(pred), torch.fft.rfft2(target)
-    return F.l1_loss(torch.view_as_real(a), torch.view_as_real(b))
+    return F.l1_loss(_spectrum(pred), _spectrum(target))
 
 
 def _inverse_error_weighted(per_sample: Tensor, input_error: Tensor) -> Tensor:
@@ -109,10 +113,10 @@ def relative_fft_loss(restored: Tensor, degraded: Tensor, clean: Tensor) -> Tens
     it is dominated by noisy inputs; weighting L1 alone left blur with a small share of the loss.
     Not in the paper (an option of moce train).
     """
-    target = torch.view_as_real(torch.fft.rfft2(clean))
+    target = _spectrum(clean)
 
     def per_sample(x: Tensor) -> Tensor:
-        return (torch.view_as_real(torch.fft.rfft2(x)) - target).abs().flatten(1).mean(1)
+        return (_spectrum(x) - target).abs().flatten(1).mean(1)
     return _inverse_error_weighted(per_sample(restored), per_sample(degraded))
 
 
