@@ -174,8 +174,9 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, opts)
         loss, parts = objective(model, torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device),
-                                opts.fft_weight, opts.balance_weight, tasks, opts.route_weight,
-                                opts.relative_l1, opts.relative_fft)
+                                fft_weight=opts.fft_weight, balance_weight=opts.balance_weight, tasks=tasks,
+                                route_weight=opts.route_weight, relative_l1=opts.relative_l1,
+                                relative_fft=opts.relative_fft)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
