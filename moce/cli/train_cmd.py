@@ -34,6 +34,9 @@ def train(
     resume: bool = typer.Option(True, help="Continue from OUT/last.ckpt when it exists"),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
     threads: int = typer.Option(None, help="CPU threads"),
+    workers: int = typer.Option(0, help="Processes that synthesise batches ahead of the model (use on a GPU)"),
+    minutes: float = typer.Option(None, help="Time budget: the learning-rate schedule ends at whichever of "
+                                  "--iterations or --minutes comes first"),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tune; same architecture)"),
     balance_weight: float = typer.Option(0.01, help="Weight of the load-balancing loss (the paper: 0.01)"),
     route_weight: float = typer.Option(0.0, help="Weight of the task-discriminative route contrast, which uses the "
@@ -46,7 +49,7 @@ def train(
     opts = TrainOptions(data=data, out=out, dim=dim, num_blocks=_ints(num_blocks), num_dec_blocks=_ints(num_dec_blocks),
                         heads=_ints(heads), num_refinement_blocks=refinement, degradations=tuple(degradations.split(",")),
                         iterations=iterations, batch=batch, crop=crop, lr=lr, seed=seed, save_every=save_every,
-                        resume=resume, device=device, threads=threads, init=init,
+                        resume=resume, device=device, threads=threads, workers=workers, minutes=minutes, init=init,
                         balance_weight=balance_weight, route_weight=route_weight,
                         relative_l1=relative_l1, relative_fft=relative_fft)
     start = time.perf_counter()

@@ -10,7 +10,8 @@ import argparse
 import math
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class TrainOptions:
     resume: bool = True
     device: str | None = None
     threads: int | None = None
+    workers: int = 0  # processes that synthesise batches ahead of the model (0: in the training loop)
+    minutes: float | None = None  # time budget: the schedule ends at whichever of iterations or minutes comes first
     exclude: tuple[str, ...] = field(default_factory=tuple)
 
     def namespace(self) -> argparse.Namespace:
@@ -63,7 +66,7 @@ class TrainOptions:
             depth_type="constant", topk=1, de_type=list(self.degradations), lr=self.lr, batch_size=self.batch,
             patch_size=self.crop, iterations=self.iterations, fft_loss_weight=self.fft_weight,
             balance_loss_weight=self.balance_weight, route_loss_weight=self.route_weight,
-            relative_l1=self.relative_l1, relative_fft=self.relative_fft, seed=self.seed,
+            relative_l1=self.relative_l1, relative_fft=self.relative_fft, seed=self.seed, minutes=self.minutes,
         )
 
 
@@ -95,19 +98,51 @@ def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Ge
     return to_nchw(degraded), to_nchw(clean), names
 
 
-def lr_at(step: int, opts: TrainOptions) -> float:
-    """Linear warm-up over the first 5%, then cosine decay to 1% of the base rate."""
-    warm = max(1, opts.iterations // 20)
-    if step < warm:
-        return opts.lr * (step + 1) / warm
-    t = (step - warm) / max(1, opts.iterations - warm)
+class StepBatches(torch.utils.data.Dataset):
+    """Batch number ``step`` drawn from its own seed ``[seed, step]``: the same stream whether batches are
+    made in the loop or by worker processes, and a resumed run sees what an uninterrupted one would."""
+
+    def __init__(self, images: list[np.ndarray], opts: TrainOptions, first: int) -> None:
+        self.images, self.opts, self.first = images, opts, first
+
+    def __len__(self) -> int:
+        return max(0, self.opts.iterations - self.first)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        return sample_batch(self.images, self.opts, np.random.default_rng([self.opts.seed, self.first + index]))
+
+
+def batch_stream(images: list[np.ndarray], opts: TrainOptions, first: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Batches from ``first`` on; with ``opts.workers`` they are synthesised in parallel, ahead of the model
+    (on a GPU the degradations, not the network, would otherwise set the pace)."""
+    batches = StepBatches(images, opts, first)
+    if opts.workers <= 0:
+        return (batches[i] for i in range(len(batches)))
+    return iter(torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=opts.workers,
+                                            prefetch_factor=4))
+
+
+def progress(step: int, elapsed_s: float, opts: TrainOptions) -> float:
+    """How far the schedule has run, in [0, 1]: steps done, or time spent when a time budget is set."""
+    done = step / max(1, opts.iterations)
+    return max(done, elapsed_s / (60 * opts.minutes)) if opts.minutes else done
+
+
+def lr_at(fraction: float, opts: TrainOptions) -> float:
+    """Linear warm-up over the first 5% of the schedule, then cosine decay to 1% of the base rate."""
+    warm = 0.05
+    if fraction < warm:
+        return opts.lr * max(fraction, 1 / max(1, opts.iterations)) / warm
+    t = min(1.0, (fraction - warm) / (1 - warm))
     return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def checkpoint_blob(model: MoCEIR, opts: TrainOptions, step: int, optimizer: torch.optim.Optimizer | None) -> dict:
+def checkpoint_blob(model: MoCEIR, opts: TrainOptions, step: int, optimizer: torch.optim.Optimizer | None,
+                    elapsed_s: float = 0.0) -> dict:
     return {
         "epoch": step,
         "global_step": step,
+        "elapsed_s": elapsed_s,  # training time so far, so that a resumed run keeps its --minutes budget
         "pytorch-lightning_version": TRAIN_FORMAT_VERSION,
         "state_dict": {f"net.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
         "hyper_parameters": {"opt": opts.namespace()},
@@ -157,23 +192,26 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
     model = build_model(opts).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
     last = Path(opts.out) / "last.ckpt"
-    step = 0
+    step, elapsed_before = 0, 0.0
     if opts.resume and last.is_file():
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             blob = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict({k[len("net."):]: v for k, v in blob["state_dict"].items()})
         optimizer.load_state_dict(blob["optimizer_states"][0])
-        step = int(blob["global_step"])
+        step, elapsed_before = int(blob["global_step"]), float(blob.get("elapsed_s", 0.0))
     elif opts.init is not None:
         _load_init(model, Path(opts.init))
-    rng = np.random.default_rng([opts.seed, step])
+    started = time.monotonic()
+    elapsed = lambda: elapsed_before + time.monotonic() - started  # noqa: E731
     task_ids = {task: i for i, task in enumerate(sorted(set(TASK_OF.values())))}
-    while step < opts.iterations:
-        degraded, clean, names = sample_batch(images, opts, rng)
+    for degraded, clean, names in batch_stream(images, opts, step):
+        fraction = progress(step, elapsed(), opts)
+        if fraction >= 1.0:
+            break  # the --minutes budget is spent
         tasks = torch.tensor([task_ids[TASK_OF[n]] for n in names], device=device)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, opts)
-        loss, parts = objective(model, torch.from_numpy(degraded).to(device), torch.from_numpy(clean).to(device),
+            group["lr"] = lr_at(fraction, opts)
+        loss, parts = objective(model, torch.as_tensor(degraded).to(device), torch.as_tensor(clean).to(device),
                                 fft_weight=opts.fft_weight, balance_weight=opts.balance_weight, tasks=tasks,
                                 route_weight=opts.route_weight, relative_l1=opts.relative_l1,
                                 relative_fft=opts.relative_fft)
@@ -183,9 +221,10 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         optimizer.step()
         step += 1
         if on_step:
-            on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(step - 1, opts)})
-        if step % opts.save_every == 0 or step == opts.iterations:
-            save_atomic(checkpoint_blob(model, opts, step, optimizer), last)
+            on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(fraction, opts)})
+        if step % opts.save_every == 0:
+            save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
+    save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
     model.eval()
     final = Path(opts.out) / "final.ckpt"
     save_atomic(checkpoint_blob(model, opts, step, None), final)

@@ -11,8 +11,8 @@ import torch
 
 from moce.errors import InputError
 from moce.model import load_checkpoint
-from moce.train.objective import fft_l1, objective, relative_fft_loss, relative_l1_loss, route_contrast_loss, training_forward
-from moce.train.trainer import TrainOptions, build_model, train
+from moce.train.objective import bucketed, fft_l1, objective, relative_fft_loss, relative_l1_loss, route_contrast_loss, training_forward
+from moce.train.trainer import TrainOptions, batch_stream, build_model, lr_at, progress, train
 
 
 def _photos(folder: Path) -> Path:
@@ -126,3 +126,50 @@ def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
     assert fft_l1(only_heavy_fixed, clean) < fft_l1(only_mild_fixed, clean) / 2  # plain FFT loss: noise dominates
     assert relative_fft_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_fft_loss(only_heavy_fixed, degraded, clean).item())
     assert relative_fft_loss(clean, degraded, clean).item() == 0.0
+
+
+def test_batches_come_from_their_step_seed_in_the_loop_and_in_worker_processes(tmp_path):
+    images = [np.random.default_rng(i).random((40, 48, 3), dtype=np.float32) for i in range(2)]
+    opts = TrainOptions(data=tmp_path, out=tmp_path, iterations=5, batch=2, crop=16)
+    inline = list(batch_stream(images, opts, first=0))
+    opts.workers = 2
+    parallel = list(batch_stream(images, opts, first=2))  # what a run resumed at step 2 sees
+    assert len(inline) == 5 and len(parallel) == 3
+    for a, b in zip(inline[2:], parallel):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2] == b[2]
+    assert not np.array_equal(inline[0][0], inline[1][0])
+
+
+def test_a_time_budget_runs_the_whole_schedule_and_stops(tmp_path):
+    opts = TrainOptions(data=tmp_path, out=tmp_path, iterations=1000, lr=1.0, minutes=1.0)
+    assert progress(10, 30.0, opts) == 0.5  # time, not steps, sets the pace
+    assert lr_at(0.0, opts) > 0 and lr_at(0.525, opts) == pytest.approx(0.505) and lr_at(1.0, opts) == pytest.approx(0.01)
+    _photos(tmp_path / "photos")
+    run = _opts(tmp_path, iterations=10_000)
+    run.minutes = 0.02  # 1.2 s
+    steps: list[int] = []
+    final = train(run, on_step=lambda step, parts: steps.append(step))
+    assert 0 < steps[-1] < 10_000 and load_checkpoint(final).hyper_parameters["minutes"] == 0.02
+    run.minutes = 0.04  # resumed with twice the budget: about as many steps again, not a fresh budget
+    more: list[int] = []
+    train(run, on_step=lambda step, parts: more.append(step))
+    assert more and more[0] == steps[-1] + 1
+
+
+def test_padded_expert_sub_batches_change_neither_outputs_nor_gradients(tmp_path):
+    assert bucketed(torch.tensor([5, 7, 9])).tolist() == [5, 7, 9, 5] and bucketed(torch.tensor([2])).tolist() == [2]
+    model = build_model(_opts(tmp_path)).train()
+    x = torch.rand(7, 3, 32, 32)  # 7 crops: every expert's sub-batch is padded unless it is 1, 2 or 4 long
+    results = []
+    for pad in (False, True):
+        torch.manual_seed(0)  # the same routing noise
+        model.zero_grad()
+        out, balance, routes, _ = training_forward(model, x, pad_sub_batches=pad)
+        (out.square().mean() + balance).backward()
+        results.append((out.detach(), [r.clone() for r in routes], [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (out_a, routes_a, grads_a), (out_b, routes_b, grads_b) = results
+    assert all(torch.equal(a, b) for a, b in zip(routes_a, routes_b))
+    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=0)
+    assert len(grads_a) == len(grads_b) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_a, grads_b))
