@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from moce.cli.main import app
@@ -50,3 +51,16 @@ def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
     sheet = cv2.imread(str(out / "sheet.png"))
     assert sheet is not None and sheet.shape[0] > 10 * 100
     assert cv2.imread(str(out / "routing.png")) is not None
+
+
+def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_pkg):
+    from moce.demo import SAMPLES
+
+    one = lambda seed, draws: evaluate(tiny_pkg.root, SAMPLES / "clean",  # noqa: E731
+                                       EvalOptions(("blur",), crops_per_image=2, crop=64, seed=seed, draws=draws)).rows[0]
+    first, second, both = one(0, 1), one(1, 1), one(0, 2)
+    assert both["psnr_input"] == pytest.approx((first["psnr_input"] + second["psnr_input"]) / 2)
+    assert both["psnr_gain"] == pytest.approx((first["psnr_gain"] + second["psnr_gain"]) / 2)
+    assert both["psnr_gain_min"] == pytest.approx(min(first["psnr_gain"], second["psnr_gain"]))
+    assert both["psnr_gain_max"] == pytest.approx(max(first["psnr_gain"], second["psnr_gain"]))
+    assert first["psnr_input"] != second["psnr_input"]  # another kernel per draw
