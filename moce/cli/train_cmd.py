@@ -62,7 +62,8 @@ def train(
             average[key] = 0.95 * average.get(key, value) + 0.05 * value
         if step % 20 == 0 or step == iterations:
             rate = (step - first[0] + 1) / (time.perf_counter() - start)
-            typer.echo(f"step {step}/{iterations}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
+            budget = f" ({parts['schedule']:.0%} of {minutes:g} min)" if minutes else ""
+            typer.echo(f"step {step}/{iterations}{budget}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
                        f"balance {average['balance']:.3f}  " + (f"route {average['route']:+.3f}  " if "route" in average else "")
                        + f"lr {parts['lr']:.2e}  {rate:.2f} it/s", err=True)
 

@@ -221,7 +221,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         optimizer.step()
         step += 1
         if on_step:
-            on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(fraction, opts)})
+            on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(fraction, opts), "schedule": fraction})
         if step % opts.save_every == 0:
             save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
     save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
