@@ -64,3 +64,17 @@ def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_p
     assert both["psnr_gain_min"] == pytest.approx(min(first["psnr_gain"], second["psnr_gain"]))
     assert both["psnr_gain_max"] == pytest.approx(max(first["psnr_gain"], second["psnr_gain"]))
     assert first["psnr_input"] != second["psnr_input"]  # another kernel per draw
+
+
+def test_evaluate_command_prints_the_range_over_draws_and_writes_json(tmp_path, tiny_pkg):
+    from moce.demo import SAMPLES
+
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(SAMPLES / "clean"), "--model", str(tiny_pkg.root),
+                                      "--degradations", "noise25,blur", "--crops", "2", "--crop", "64", "--draws", "2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "gain over draws" in result.output and "task predicted from the route vector alone" in result.output
+    rows = json.loads(out.read_text())["per_degradation"]
+    assert [r["degradation"] for r in rows] == ["noise25", "blur"] and all(r["draws"] == 2 for r in rows)
+    assert all(r["psnr_gain_min"] - 1e-9 <= r["psnr_gain"] <= r["psnr_gain_max"] + 1e-9 for r in rows)  # mean of the draws
