@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import render_table, user_errors
-from moce.runtime.bench import BenchOptions, chart, run_bench, speedups, to_json
+from moce.errors import InputError
+from moce.runtime.bench import BenchOptions, chart, from_json, run_bench, speedups, to_json
 
 
 def _ints(text: str) -> list[int]:
@@ -17,6 +18,13 @@ def _ints(text: str) -> list[int]:
 
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def _saved(path: Path) -> list:
+    try:
+        return from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a `moce bench --json` file ({exc.__class__.__name__}: {exc})") from exc
 
 
 @user_errors
@@ -33,11 +41,16 @@ def bench(
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
     json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON"),
     png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),
+    from_saved: Path = typer.Option(None, "--from-json", help="Measure nothing: tabulate (and chart) a run saved "
+                                    "with --json, e.g. on another machine"),
 ) -> None:
     """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager."""
-    options = BenchOptions(backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds,
-                           threads, device, memory)
-    results = run_bench(model, options, lambda m: typer.echo(m, err=True))
+    if from_saved:
+        results = _saved(from_saved)
+    else:
+        options = BenchOptions(backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds,
+                               threads, device, memory)
+        results = run_bench(model, options, lambda m: typer.echo(m, err=True))
     ups = speedups(results)
     rows = []
     for r in results:
@@ -50,9 +63,9 @@ def bench(
     typer.echo(render_table(["backend", "routing", "size", "batch", "median ms", "p90 ms", "img/s", "peak MB",
                              "expert GFLOPs run/dense", "skipped", "GFLOP/s", "of GEMM peak", "max|d| vs eager",
                              "speed-up"], rows))
-    for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results}):
+    for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results if r.gemm_peak_gflops}):
         typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, median of one run per round): {peak:.1f} GFLOP/s")
-    if json_out:
+    if json_out and not from_saved:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     if png:
         chart(results, png)

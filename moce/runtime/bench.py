@@ -314,8 +314,18 @@ def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
              "peak_mb": r.peak_mb, "expert_gflops": r.expert_gflops, "dense_expert_gflops": r.dense_expert_gflops,
              "trunk_gflops": r.trunk_gflops, "gflops": r.gflops, "gflops_per_s": r.gflops_per_s(),
              "gemm_peak_gflops": r.gemm_peak_gflops, "share_of_gemm_peak": r.share_of_peak(),
-             "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "times_s": r.times}
+             "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "cuda": r.cuda,
+             "times_s": r.times}
             for r in results]
+
+
+def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
+    """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
+    charted here. Derived columns are recomputed from the raw times."""
+    return [CaseResult(Case(r["backend"], r["routing"], r["size"], r["batch"]), list(r["times_s"]), r["peak_mb"],
+                       r["expert_gflops"], r["dense_expert_gflops"], r["trunk_gflops"], r["gemm_peak_gflops"],
+                       bool(r.get("cuda", False)), r["max_abs_vs_eager"])
+            for r in rows]
 
 
 def chart(results: list[CaseResult], path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from moce.cli.main import app
-from moce.runtime.bench import REFERENCE, BenchOptions, expand_cases
+from moce.runtime.bench import REFERENCE, BenchOptions, expand_cases, from_json, to_json
 
 
 def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
@@ -48,3 +48,15 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     assert len({row["gemm_peak_gflops"] for row in rows}) == 1  # one GEMM series per device
     one, two = (next(r for r in rows if r["backend"] == REFERENCE and r["batch"] == b) for b in (1, 2))
     assert abs(two["trunk_gflops"] - 2 * one["trunk_gflops"]) < 1e-9  # work scales with the batch
+    assert to_json(from_json(rows)) == rows  # a saved run comes back whole
+    replay = CliRunner().invoke(app, ["bench", "--from-json", str(out), "--chart", str(tmp_path / "again.png")])
+    assert replay.exit_code == 0, replay.output
+    assert replay.output.splitlines()[-3:] == result.output.splitlines()[-3:]  # the same table, measured once
+    assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def test_bench_from_json_refuses_a_file_that_is_not_a_saved_run(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    result = CliRunner().invoke(app, ["bench", "--from-json", str(bad)])
+    assert result.exit_code != 0 and "notes.json: not a `moce bench --json` file" in result.output
