@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from typer.testing import CliRunner
@@ -60,3 +61,14 @@ def test_bench_from_json_refuses_a_file_that_is_not_a_saved_run(tmp_path):
     bad.write_text('{"hello": 1}')
     result = CliRunner().invoke(app, ["bench", "--from-json", str(bad)])
     assert result.exit_code != 0 and "notes.json: not a `moce bench --json` file" in result.output
+
+
+@pytest.mark.gpu
+def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "torch", "--device", "cuda",
+                                      "--sizes", "64", "--batch", "1,2", "--rounds", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert rows and all(row["cuda"] and row["max_abs_vs_eager"] <= 1e-4 for row in rows)
+    assert "float32 GEMM peak (cuda" in result.output
