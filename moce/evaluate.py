@@ -84,9 +84,7 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
         restorer = Restorer(PlanExecutor(manifest, runner), RestoreOptions(tile=4096))
         for d_index, name in enumerate(options.degradations):
             progress(f"evaluate {name}")
-            scores = np.array([[_scores(restorer, clean, degrade(clean, name, seed=(options.seed + k) * 1000 + 97 * i + d_index))
-                                for i, (_, clean) in enumerate(images)]
-                               for k in range(options.draws)])  # (draw, image, psnr/ssim in/out)
+            scores = _draw_scores(restorer, images, name, d_index, options)
             psnr_in, psnr_out, ssim_in, ssim_out = scores.mean(axis=(0, 1))
             gain_per_draw = (scores[..., 1] - scores[..., 0]).mean(axis=1)
             routes = _crop_routes(restorer, images, name, d_index, options)
@@ -106,6 +104,14 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
                         for t in tasks}
     report.route_usage = {k: v.tolist() for k, v in usage.items()}
     return report
+
+
+def _draw_scores(restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int,
+                 options: EvalOptions) -> np.ndarray:
+    """``(draw, image, [PSNR in, PSNR out, SSIM in, SSIM out])``; draw k degrades as ``--seed`` + k would."""
+    return np.array([[_scores(restorer, clean, degrade(clean, name, seed=(options.seed + k) * 1000 + 97 * i + d_index))
+                      for i, (_, clean) in enumerate(images)]
+                     for k in range(options.draws)])
 
 
 def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, float, float, float]:

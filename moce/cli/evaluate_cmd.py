@@ -33,7 +33,8 @@ def evaluate(
              f"{r['psnr_gain_min']:+.2f} .. {r['psnr_gain_max']:+.2f}",
              f"{r['ssim_input']:.3f}", f"{r['ssim_output']:.3f}", "-".join(map(str, r["dominant_route"]))]
             for r in report.rows]
-    typer.echo(render_table(["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out", "usual route"], rows))
+    typer.echo(render_table(["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out",
+                             "usual route"], rows))
     typer.echo(f"task predicted from the route vector alone: {100 * report.route_accuracy:.1f}% of held-out crops")
     tasks = list(report.confusion)
     typer.echo(render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks]))

@@ -58,7 +58,8 @@ def bucketed(rows: Tensor) -> Tensor:
     return torch.cat([rows, rows[:1].expand(size - rows.numel())])
 
 
-def training_forward(model: MoCEIR, image: Tensor, pad_sub_batches: bool | None = None) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+def training_forward(model: MoCEIR, image: Tensor,
+                     pad_sub_batches: bool | None = None) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """``(restored, balance_loss, routes, route_probs)``; ``image`` sides must be multiples of 8.
 
     ``pad_sub_batches`` (default: on CUDA) runs each expert on a power-of-two sub-batch, see ``bucketed``.

@@ -81,7 +81,10 @@ def load_clean_images(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple
     return images
 
 
-def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+Batch = tuple[np.ndarray, np.ndarray, list[str]]  # degraded NCHW, clean NCHW, degradation names
+
+
+def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Generator) -> Batch:
     """Random crops, flips and rotations, each degraded by a random degradation."""
     clean, degraded, names = [], [], []
     for _ in range(opts.batch):
@@ -108,11 +111,11 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return max(0, self.opts.iterations - self.first)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def __getitem__(self, index: int) -> Batch:
         return sample_batch(self.images, self.opts, np.random.default_rng([self.opts.seed, self.first + index]))
 
 
-def batch_stream(images: list[np.ndarray], opts: TrainOptions, first: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+def batch_stream(images: list[np.ndarray], opts: TrainOptions, first: int) -> Iterator[Batch]:
     """Batches from ``first`` on; with ``opts.workers`` they are synthesised in parallel, ahead of the model
     (on a GPU the degradations, not the network, would otherwise set the pace)."""
     batches = StepBatches(images, opts, first)

@@ -11,6 +11,7 @@ import torch
 
 from moce.errors import InputError
 from moce.model import load_checkpoint
+from moce.model.checkpoint import SAFE_GLOBALS
 from moce.train.objective import bucketed, fft_l1, objective, relative_fft_loss, relative_l1_loss, route_contrast_loss, training_forward
 from moce.train.trainer import TrainOptions, batch_stream, build_model, lr_at, progress, train
 
@@ -152,10 +153,17 @@ def test_a_time_budget_runs_the_whole_schedule_and_stops(tmp_path):
     steps: list[int] = []
     final = train(run, on_step=lambda step, parts: steps.append(step))
     assert 0 < steps[-1] < 10_000 and load_checkpoint(final).hyper_parameters["minutes"] == 0.02
-    run.minutes = 0.04  # resumed with twice the budget: about as many steps again, not a fresh budget
+    spent = _elapsed(run.out / "last.ckpt")
+    assert spent >= 0.02 * 60
+    run.minutes = (spent + 2.0) / 60  # resumed with 2 s more: it goes on from the time already spent
     more: list[int] = []
     train(run, on_step=lambda step, parts: more.append(step))
-    assert more and more[0] == steps[-1] + 1
+    assert more and more[0] == steps[-1] + 1 and _elapsed(run.out / "last.ckpt") >= spent + 2.0
+
+
+def _elapsed(checkpoint: Path) -> float:
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return float(torch.load(checkpoint, weights_only=True)["elapsed_s"])
 
 
 def test_padded_expert_sub_batches_change_neither_outputs_nor_gradients(tmp_path):
