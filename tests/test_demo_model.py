@@ -14,7 +14,7 @@ DEMO = Path(__file__).parents[1] / "moce" / "data" / "moce_demo.ckpt"
 
 @pytest.fixture(scope="module")
 def demo_eval(tmp_path_factory):
-    options = EvalOptions(("noise25", "lowlight", "haze", "rain"), crops_per_image=6, crop=64)
+    options = EvalOptions(("noise25", "lowlight", "haze", "rain"), crops_per_image=6, crop=64, draws=1)
     return {r["degradation"]: r for r in evaluate(DEMO, SAMPLES / "clean", options).rows}
 
 

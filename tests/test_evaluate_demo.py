@@ -30,7 +30,7 @@ def test_route_lookup_predicts_from_seen_and_nearest_routes():
 def test_evaluate_reports_every_degradation(tmp_path, tiny_pkg):
     from moce.demo import SAMPLES
 
-    report = evaluate(tiny_pkg.root, SAMPLES / "clean", EvalOptions(("noise25", "haze"), crops_per_image=4, crop=64))
+    report = evaluate(tiny_pkg.root, SAMPLES / "clean", EvalOptions(("noise25", "haze"), crops_per_image=4, crop=64, draws=1))
     assert [r["degradation"] for r in report.rows] == ["noise25", "haze"]
     for row in report.rows:
         assert row["psnr_input"] < 40 and np.isfinite(row["psnr_output"])
