@@ -322,9 +322,11 @@ def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
 def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
     """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
     charted here. Derived columns are recomputed from the raw times."""
-    return [CaseResult(Case(r["backend"], r["routing"], r["size"], r["batch"]), list(r["times_s"]), r["peak_mb"],
-                       r["expert_gflops"], r["dense_expert_gflops"], r["trunk_gflops"], r["gemm_peak_gflops"],
-                       bool(r.get("cuda", False)), r["max_abs_vs_eager"])
+    return [CaseResult(Case(r["backend"], r["routing"], r["size"], r["batch"]), times=list(r["times_s"]),
+                       peak_mb=r["peak_mb"], expert_gflops=r["expert_gflops"],
+                       dense_expert_gflops=r["dense_expert_gflops"], trunk_gflops=r["trunk_gflops"],
+                       gemm_peak_gflops=r["gemm_peak_gflops"], cuda=bool(r.get("cuda", False)),
+                       max_abs_vs_reference=r["max_abs_vs_eager"])
             for r in rows]
 
 
