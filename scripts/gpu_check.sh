@@ -44,10 +44,10 @@ for size in S L; do
     --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2  # the torch backend runs the split plan
 done
 
-step "bench on CUDA (S: batch 1 and 4; L: batch 1)"
-moce bench --model /tmp/S.moce --backends torch --routing split,dense --sizes 256,512 --batch 1,4 --device cuda \
+step "bench on CUDA (S: batch 1 and 4; L: batch 1; the torch backend runs the split plan only)"
+moce bench --model /tmp/S.moce --backends torch --routing split --sizes 256,512 --batch 1,4 --device cuda \
   --rounds 10 --json "$OUT/bench_S_cuda.json" --chart "$OUT/bench_S_cuda.png"
-moce bench --model /tmp/L.moce --backends torch --routing split,dense --sizes 256,512 --batch 1 --device cuda \
+moce bench --model /tmp/L.moce --backends torch --routing split --sizes 256,512 --batch 1 --device cuda \
   --rounds 10 --no-memory --json "$OUT/bench_L_cuda.json"
 
 step "evaluate the candidates on the torch CUDA backend"

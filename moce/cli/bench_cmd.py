@@ -9,7 +9,7 @@ import typer
 
 from moce.cli.common import render_table, user_errors
 from moce.errors import InputError
-from moce.runtime.bench import BenchOptions, chart, from_json, run_bench, speedups, to_json
+from moce.runtime.bench import BenchOptions, CaseResult, chart, from_json, run_bench, speedups, to_json
 
 
 def _ints(text: str) -> list[int]:
@@ -20,7 +20,7 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
-def _saved(path: Path) -> list:
+def _saved(path: Path) -> list[CaseResult]:
     try:
         return from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:

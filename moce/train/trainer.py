@@ -227,6 +227,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
             on_step(step, {"loss": loss.item(), **parts, "lr": lr_at(fraction, opts), "schedule": fraction})
         if step % opts.save_every == 0:
             save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
+    # Always, even just after a periodic save: the budget check that ended the loop came later, and a
+    # resumed --minutes run must see all the time spent.
     save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
     model.eval()
     final = Path(opts.out) / "final.ckpt"
