@@ -1,10 +1,12 @@
-"""Time the ONNX Runtime split plan under several session configs, interleaved in one process.
+"""Time the ONNX Runtime split plan under several session configs, or of several packages,
+interleaved in one process.
 
-    python scripts/ort_session_configs.py build/S.moce 256
+    python scripts/ort_session_configs.py build/S.moce 256                    # session configs
+    python scripts/ort_session_configs.py build/S.moce 256 build/S_old.moce   # packages, default config
 
-Each round runs every config once on the same image (so machine drift hits all alike); the first
-round is warm-up. Prints the median per config and the largest output difference to the first.
-Used for the spinning experiments in docs/performance.md.
+Each round runs every case once on the same image (so machine drift hits all alike); the first
+round is warm-up. Prints the median per case and the largest output difference to the first.
+Used for the spinning and export-rewrite experiments in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ CONFIGS: dict[str, dict[str, str]] = {
 }
 
 
-def main(package: str, size: int, rounds: int = 6, threads: int = 2) -> None:
-    manifest = load_manifest(package)
+def main(packages: list[str], size: int, rounds: int = 6, threads: int = 2) -> None:
+    cases = ({name: (packages[0], config) for name, config in CONFIGS.items()} if len(packages) == 1
+             else {package: (package, {}) for package in packages})
     image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     executors = {}
-    for name, config in CONFIGS.items():
+    for name, (package, config) in cases.items():
+        manifest = load_manifest(package)
         runner = OnnxRuntimeRunner(manifest, threads=threads, session_config=config)
         runner.activate()
         executors[name] = PlanExecutor(manifest, runner)
-    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    times: dict[str, list[float]] = {name: [] for name in cases}
     outputs: dict[str, np.ndarray] = {}
     for round_index in range(rounds):
         for name, executor in executors.items():
@@ -43,10 +47,10 @@ def main(package: str, size: int, rounds: int = 6, threads: int = 2) -> None:
             outputs[name] = executor.run(image, "split").restored
             if round_index:
                 times[name].append((time.perf_counter() - start) * 1e3)
-    first = outputs[next(iter(CONFIGS))]
+    first = outputs[next(iter(cases))]
     for name, samples in times.items():
         print(f"{name:26s} median {statistics.median(samples):8.1f} ms   max|d| {np.abs(outputs[name] - first).max():.1e}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main([sys.argv[1], *sys.argv[3:]], int(sys.argv[2]))

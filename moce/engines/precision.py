@@ -2,7 +2,7 @@
 
 * FP16: a typed rewrite of the float32 graph. Every float tensor becomes float16 except around
   the ops that must stay float32 — the routers (their pooling and ``Gemm``), layer norms, the
-  L2 reductions of the attention normalisation, softmax, and the experts' spectral mixing
+  attention scores (Gram matrix and norms), softmax, and the experts' spectral mixing
   (DFT products grow with the patch area and overflow float16) — which get ``Cast`` nodes at
   their edges. Graph inputs and outputs stay float32, so runtimes feed the same buffers. This is the
   same contract as ModelOpt's AutoCast (keep-list of ops in float32, casts at boundaries); we
@@ -26,9 +26,10 @@ KEEP_FP32 = frozenset({
 })
 """Ops that run in float32: normalisations, reductions over whole images, and everything routing."""
 
-KEEP_FP32_SCOPES = ("/patch_mix/",)
+KEEP_FP32_SCOPES = ("/patch_mix/", "/similarity/")
 """Node-name scopes kept in float32: the experts' spectral mixing (DFT as matrix products),
-whose intermediate values grow with the patch area and overflow float16."""
+whose intermediate values grow with the patch area, and the attention's Gram matrix and norms
+(sums over every pixel); both overflow float16 (see :mod:`moce.export.patches`)."""
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 

@@ -6,6 +6,8 @@ unchanged; the arithmetic is re-derived from the paper's code, written for infer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,18 +47,34 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, heads, c // heads, h * w)
 
 
-def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, stats: nn.Module | None = None) -> Tensor:
+def cosine_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Cosine similarity of every query channel with every key channel, over all pixels."""
+    return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+
+
+def fused_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:
+    """A 1x1 then a depth-wise convolution, cut into ``parts`` tensors along channels.
+
+    Modules call it through an instance attribute, so that export-time patchers can swap in
+    a form that suits a runtime better without forking the module.
+    """
+    return depthwise(pointwise(x)).chunk(parts, dim=1)
+
+
+def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, stats: nn.Module | None = None,
+                      similarity: Callable[[Tensor, Tensor], Tensor] = cosine_scores) -> Tensor:
     """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
 
     The normalisation and the channel Gram matrix are sums over every pixel of the image, so
     a tile alone sees other values; ``stats`` (see :mod:`moce.model.global_stats`) lets a
-    tile use the whole image's sums instead.
+    tile use the whole image's sums instead. ``similarity`` computes the cosine scores of a
+    whole image (exporters swap in an equal form).
     """
     b, c, h, w = v.shape
     heads = temperature.shape[0]
     q, k = _split_heads(q, heads), _split_heads(k, heads)
     if stats is None:
-        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        scores = similarity(q, k)
     else:
         gram, q_sq, k_sq = stats.attention(q, k)
         norms = q_sq.sqrt().clamp_min(1e-12).unsqueeze(-1) * k_sq.sqrt().clamp_min(1e-12).unsqueeze(-2)
@@ -73,9 +91,10 @@ class FeedForward(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        self.project = fused_projection
 
     def forward(self, x: Tensor) -> Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        x1, x2 = self.project(self.project_in, self.dwconv, x, 2)
         return self.project_out(F.gelu(x1) * x2)
 
 
@@ -89,10 +108,12 @@ class Attention(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
         self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
+        self.project = fused_projection
+        self.similarity = cosine_scores
 
     def forward(self, x: Tensor) -> Tensor:
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats))
+        q, k, v = self.project(self.qkv, self.qkv_dwconv, x, 3)
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats, self.similarity))
 
 
 class CrossAttention(nn.Module):
@@ -107,11 +128,13 @@ class CrossAttention(nn.Module):
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
         self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
+        self.project = fused_projection
+        self.similarity = cosine_scores
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(x))
-        k, v = self.kv_dwconv(self.kv(y)).chunk(2, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats))
+        k, v = self.project(self.kv, self.kv_dwconv, y, 2)
+        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats, self.similarity))
 
 
 def pad_to_patches(x: Tensor, p: int) -> Tensor:
@@ -151,10 +174,11 @@ class FFTAttention(nn.Module):
         self.norm = ChannelLayerNorm(dim, with_bias=True)
         self.proj_out = nn.Conv2d(dim, dim, 1)
         self.patch_mix = fft_patch_mix
+        self.project = fused_projection
 
     def forward(self, x: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(x))
-        k, v = self.kv_dwconv(self.kv(x)).chunk(2, dim=1)
+        k, v = self.project(self.kv, self.kv_dwconv, x, 2)
         return self.proj_out(self.norm(self.patch_mix(q, k, self.patch_size)) * v)
 
 

@@ -65,7 +65,7 @@ def test_variants_are_recorded_and_verified(tiny_variants):
     assert any("calibration sample" in w for w in int8.warnings)  # random weights route narrowly
 
 
-def test_fp16_keeps_norms_softmax_and_routers_in_float32(tiny_variants):
+def test_fp16_keeps_norms_attention_scores_softmax_and_routers_in_float32(tiny_variants):
     manifest = load_manifest(tiny_variants.manifest.root)
     model = onnx.load(str(manifest.graph_file("segment1", "fp16")))
     typed = onnx.shape_inference.infer_shapes(model)
@@ -73,6 +73,8 @@ def test_fp16_keeps_norms_softmax_and_routers_in_float32(tiny_variants):
     for node in model.graph.node:
         if node.op_type in ("LayerNormalization", "Softmax", "ReduceL2", "Gemm"):
             assert all(types.get(o, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for o in node.output), node.name
+    similarity = [n for n in model.graph.node if "/similarity/" in n.name]  # Gram sums over every pixel
+    assert similarity and all(types.get(o) == onnx.TensorProto.FLOAT for n in similarity for o in n.output)
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.FLOAT}
     assert types["router_logits1"] == onnx.TensorProto.FLOAT
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
