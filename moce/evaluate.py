@@ -48,7 +48,7 @@ class EvalReport:
                 "route_usage": self.route_usage}
 
 
-def _load(folder: Path) -> list[tuple[str, np.ndarray]]:
+def load_clean_images(folder: Path) -> list[tuple[str, np.ndarray]]:
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUPPORTED)
     if not files:
         raise InputError(f"{folder}: no clean images to evaluate on")
@@ -75,7 +75,7 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
     manifest = resolve_package(model, progress)
-    images = _load(data)
+    images = load_clean_images(data)
     report = EvalReport()
     samples: list[tuple[tuple, str, int]] = []
     usage: dict[str, np.ndarray] = {}
@@ -109,9 +109,14 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
 def _draw_scores(restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int,
                  options: EvalOptions) -> np.ndarray:
     """``(draw, image, [PSNR in, PSNR out, SSIM in, SSIM out])``; draw k degrades as ``--seed`` + k would."""
-    return np.array([[_scores(restorer, clean, degrade(clean, name, seed=(options.seed + k) * 1000 + 97 * i + d_index))
+    return np.array([[_scores(restorer, clean, degrade(clean, name, seed=draw_seed(options.seed, k, i, d_index)))
                       for i, (_, clean) in enumerate(images)]
                      for k in range(options.draws)])
+
+
+def draw_seed(seed: int, draw: int, image_index: int, degradation_index: int) -> int:
+    """Seed of one evaluation degradation, so that other tools can score the very same inputs."""
+    return (seed + draw) * 1000 + 97 * image_index + degradation_index
 
 
 def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, float, float, float]:

@@ -157,8 +157,8 @@ def export_patches(module: nn.Module | None) -> Iterator[None]:
     patched: list[tuple[nn.Module, str, Callable[..., Any]]] = []
     try:
         for m in module.modules() if module is not None else []:
-            for types, attribute, original, export_form in _REWRITES:
-                if isinstance(m, types):
+            for kinds, attribute, original, export_form in _REWRITES:
+                if isinstance(m, kinds):
                     setattr(m, attribute, export_form())
                     patched.append((m, attribute, original))
         yield
