@@ -13,7 +13,7 @@ Each computes what the model computes, in a form that exports or runs better; fl
 * Projections: a 1x1 + depth-wise convolution followed by ``chunk`` becomes one convolution pair
   per chunk (weight slices). ONNX Runtime's CPU kernels keep convolution outputs in a blocked
   layout (NCHWc) that ``Split`` cannot read, so the fused form pays a reorder plus a split over
-  the whole tensor (with the scores rewrite, segment 0: ~14% faster).
+  the whole tensor (with the scores rewrite, segment 0: ~13% faster).
 """
 
 from __future__ import annotations
