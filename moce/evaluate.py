@@ -49,6 +49,7 @@ class EvalReport:
 
 
 def load_clean_images(folder: Path) -> list[tuple[str, np.ndarray]]:
+    """(stem, image) of every supported image in ``folder``, sorted by name: the order fixes the seeds."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUPPORTED)
     if not files:
         raise InputError(f"{folder}: no clean images to evaluate on")

@@ -23,6 +23,7 @@ SETTINGS = [(amount, sigma) for amount in (0.5, 1.0, 2.0) for sigma in (1.0, 2.0
 
 
 def unsharp(image: np.ndarray, amount: float, sigma: float) -> np.ndarray:
+    """The classic sharpening filter, clamped to [0, 1] like the model's scored output."""
     return np.clip(image + amount * (image - cv2.GaussianBlur(image, (0, 0), sigma)), 0, 1)
 
 
