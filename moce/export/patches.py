@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moce.model.layers import (Attention, CrossAttention, FeedForward, FFTAttention, cosine_scores, fft_patch_mix,
-                               fused_projection, pad_to_patches)
+                               fused_projection, gram_cosine, pad_to_patches)
 
 
 @cache
@@ -123,8 +123,7 @@ class GramScores(nn.Module):
     """:func:`~moce.model.layers.cosine_scores` as the Gram matrix over the outer product of norms."""
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
-        norms = q.norm(dim=-1).clamp_min(1e-12).unsqueeze(-1) * k.norm(dim=-1).clamp_min(1e-12).unsqueeze(-2)
-        return (q @ k.transpose(-2, -1)) / norms
+        return gram_cosine(q @ k.transpose(-2, -1), q.norm(dim=-1), k.norm(dim=-1))
 
 
 def split_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:

@@ -52,6 +52,11 @@ def cosine_scores(q: Tensor, k: Tensor) -> Tensor:
     return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
 
 
+def gram_cosine(gram: Tensor, q_norm: Tensor, k_norm: Tensor) -> Tensor:
+    """Cosine scores from the Gram matrix and the norms, each norm clamped as ``F.normalize`` does."""
+    return gram / (q_norm.clamp_min(1e-12).unsqueeze(-1) * k_norm.clamp_min(1e-12).unsqueeze(-2))
+
+
 def fused_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:
     """A 1x1 then a depth-wise convolution, cut into ``parts`` tensors along channels.
 
@@ -77,8 +82,7 @@ def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, stat
         scores = similarity(q, k)
     else:
         gram, q_sq, k_sq = stats.attention(q, k)
-        norms = q_sq.sqrt().clamp_min(1e-12).unsqueeze(-1) * k_sq.sqrt().clamp_min(1e-12).unsqueeze(-2)
-        scores = gram / norms
+        scores = gram_cosine(gram, q_sq.sqrt(), k_sq.sqrt())
     attn = torch.softmax(scores * temperature, dim=-1)
     return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
 
