@@ -33,7 +33,9 @@ def _constant(array: np.ndarray) -> Tensor:
 def blocked_layer_norm(norm: ChannelLayerNorm, x: Tensor) -> Tensor:
     """The with-bias channel layer norm (eps 1e-5) as convolutions and products."""
     weight, bias = norm.body.weight, norm.body.bias
-    channels = int(weight.detach().numpy().shape[0])
+    if bias is None:
+        raise ValueError("the bias-free layer norm does not centre; this form covers the with-bias one only")
+    channels = int(weight.detach().numpy().shape[0])  # a plain int: under tracing, .shape gives tensors
     centred = F.conv2d(x, _constant(np.eye(channels) - 1.0 / channels)[:, :, None, None])
     variance = F.conv2d(centred * centred, _constant(np.full((1, channels, 1, 1), 1.0 / channels)), _constant([1e-5]))
     scaled = centred * F.conv2d(torch.rsqrt(variance), weight[:, None, None, None])

@@ -5,9 +5,9 @@ interleaved in one process.
     python scripts/ort_session_configs.py build/S.moce 256 build/S_old.moce   # packages, default config
 
 Each round runs every case once on the same image, in a fresh random order (so machine drift hits
-all alike); the first round is warm-up. Package comparisons also run eager PyTorch on the first package's weights, the
-reference of ``moce bench``. Prints the median per case, its speed-up against the first case and
-the largest output difference to it. Used for the spinning, export-rewrite and layer-norm
+all alike); the first round is warm-up. Package comparisons also run eager PyTorch on the first
+package's weights, the reference of ``moce bench``. Prints the median per case, its speed-up
+against the first case and the largest output difference to it. Used for the spinning, export-rewrite and layer-norm
 experiments in docs/performance.md.
 """
 
