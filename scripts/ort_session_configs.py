@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from moce.export.manifest import load_manifest
-from moce.model.checkpoint import load_model
+from moce.runtime.bench import load_reference
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
 
@@ -43,9 +43,7 @@ def _split_plan(package: str, config: dict[str, str], threads: int, image: np.nd
 
 
 def _eager(package: str, threads: int, image: np.ndarray) -> Callable[[], np.ndarray]:
-    manifest = load_manifest(package)
-    torch.set_num_threads(threads)
-    model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
+    model, _ = load_reference(load_manifest(package), threads, "cpu")
     tensor = torch.from_numpy(image)
     return lambda: model.restore(tensor)[0].numpy()
 

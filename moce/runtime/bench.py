@@ -128,18 +128,25 @@ class _Timer:
         return time.perf_counter() - begin, out
 
 
+def load_reference(manifest: Manifest, threads: int | None, device: str | None = None):  # noqa: ANN201
+    """The eager PyTorch model on the package's own weights (the speed-up reference), and its device."""
+    import torch
+
+    from moce.model.checkpoint import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device), device
+
+
 def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: np.ndarray):  # noqa: ANN202
     """A zero-argument callable running ``case`` once, plus what it needs kept alive."""
     if case.backend == REFERENCE:
         import torch
 
-        from moce.model.checkpoint import load_model
-
-        if options.threads:
-            torch.set_num_threads(options.threads)
-        model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
-        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = model.to(device)
+        model, device = load_reference(manifest, options.threads, options.device)
         tensor = torch.from_numpy(image).to(device)
         return (lambda: _eager(model, tensor)), None, device == "cuda"
     choice = make_runner(case.backend, manifest, options.device, options.threads)
