@@ -79,8 +79,10 @@ class OnnxRuntimeRunner(GraphRunner):
     name = "onnxruntime"
 
     def __init__(self, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None,
-                 precision: str = "fp32", session_config: Mapping[str, str] | None = None) -> None:
+                 precision: str = "fp32", session_config: Mapping[str, str] | None = None,
+                 profile_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
+        self.profile_dir = profile_dir  # ONNX Runtime's profiler: one JSON trace per graph, see end_profiling
         self.manifest = manifest
         self.session_config = {**ORT_SESSION_CONFIG, **(session_config or {})}
         self.precision = precision
@@ -117,6 +119,9 @@ class OnnxRuntimeRunner(GraphRunner):
                 options.add_session_config_entry(key, value)
             if self._shared_arena():
                 options.add_session_config_entry("session.use_env_allocators", "1")
+            if self.profile_dir is not None:
+                options.enable_profiling = True
+                options.profile_file_prefix = os.path.join(self.profile_dir, graph)
             self._sessions[graph] = self._ort.InferenceSession(
                 str(self.manifest.graph_file(graph, self.precision)), sess_options=options, providers=self.providers
             )
@@ -126,6 +131,12 @@ class OnnxRuntimeRunner(GraphRunner):
         session = self._session(graph)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds)))
+
+    def end_profiling(self) -> dict[str, str]:
+        """Close the profiler of every session made so far: graph name -> its trace file."""
+        if self.profile_dir is None:
+            return {}
+        return {graph: session.end_profiling() for graph, session in self._sessions.items()}
 
     def deactivate(self) -> None:
         self._sessions.clear()

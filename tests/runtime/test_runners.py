@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from moce.runtime.executor import PlanExecutor
@@ -20,3 +23,16 @@ def test_sessions_get_the_default_config_plus_the_callers_entries(tiny_pkg):
         for key, value in {**ORT_SESSION_CONFIG, **extra}.items():
             assert options.get_session_config_entry(key) == value
     assert OnnxRuntimeRunner(tiny_pkg).session_config == dict(ORT_SESSION_CONFIG)
+
+
+def test_profiling_writes_one_trace_per_graph_with_its_kernels(tiny_pkg, tmp_path):
+    image = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    with OnnxRuntimeRunner(tiny_pkg, threads=1, profile_dir=tmp_path) as runner:
+        PlanExecutor(tiny_pkg, runner).run(image, "split")
+        traces = runner.end_profiling()
+    assert set(traces) == {graph for graph, _ in runner.calls}
+    for graph, trace in traces.items():
+        assert Path(trace).parent == tmp_path and Path(trace).name.startswith(graph)
+        events = json.loads(Path(trace).read_text())
+        assert any(e.get("cat") == "Node" and e["args"].get("op_name") == "Conv" for e in events)
+    assert OnnxRuntimeRunner(tiny_pkg).end_profiling() == {}
