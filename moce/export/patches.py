@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
@@ -33,20 +34,36 @@ from moce.model.layers import (Attention, CrossAttention, FeedForward, FFTAttent
                                fused_projection, gram_cosine, pad_to_patches)
 
 
-@cache
-def dft_factors(p: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Three real matrices that carry the whole 2-D real DFT round trip for side ``p``.
+@dataclass(frozen=True)
+class DftFactors:
+    """Real matrices that carry the whole 2-D real DFT round trip for side ``p``.
 
-    With ``m = p // 2 + 1`` bins of the real FFT along rows:
+    With ``m = p // 2 + 1`` bins of the real FFT along rows, real and imaginary parts are kept
+    as separate tensors all the way (no slicing of stacked spectra: ONNX Runtime ran the stacked
+    form's twelve ``Slice`` copies per expert slower than the extra products, see
+    docs/performance.md):
 
-    * ``w_rows`` [p, 2m] = [cos | -sin]: a row's real FFT, real and imaginary parts side by side;
-    * ``w_cols`` [p, 2p] = [cos | sin]: applied to transposed (column-major) spectra, it gives
-      the products needed for the complex DFT along columns and for its inverse;
-    * ``w_back`` [2m, p]: the Hermitian C2R sum along rows (weights 1 for DC and Nyquist, 2
-      otherwise) with the 1/p^2 normalisation folded in.
-
-    Built in float64 NumPy, so they enter traced graphs as plain constants.
+    * ``rows_re`` / ``rows_im`` [p, m]: a row's real FFT (cos, -sin);
+    * ``cols_cos`` / ``cols_sin`` [p, p]: the complex DFT along columns, and its inverse;
+    * ``back_re`` / ``back_im`` [m, p]: the Hermitian C2R sum along rows (weights 1 for DC and
+      Nyquist, 2 otherwise) with the 1/p^2 normalisation folded in.
     """
+
+    rows_re: Tensor
+    rows_im: Tensor
+    cols_cos: Tensor
+    cols_sin: Tensor
+    back_re: Tensor
+    back_im: Tensor
+
+    def to(self, device: torch.device) -> DftFactors:
+        return DftFactors(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@cache
+def dft_factors(p: int) -> DftFactors:
+    """:class:`DftFactors` for side ``p``, built in float64 NumPy so they enter traced graphs as
+    plain float32 constants."""
     m = p // 2 + 1
     n = np.arange(p, dtype=np.float64)
     rows = 2 * math.pi * np.outer(n, np.arange(m)) / p  # [p, m]
@@ -55,50 +72,39 @@ def dft_factors(p: int) -> tuple[Tensor, Tensor, Tensor]:
     weight[0] = 1.0
     if p % 2 == 0:
         weight[-1] = 1.0
-    w_rows = np.concatenate([np.cos(rows), -np.sin(rows)], axis=1)
-    w_cols = np.concatenate([np.cos(cols), np.sin(cols)], axis=1)
-    w_back = np.concatenate([weight[:, None] * np.cos(rows.T), -weight[:, None] * np.sin(rows.T)], axis=0) / (p * p)
-    return tuple(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in (w_rows, w_cols, w_back))
+    back = weight[:, None] / (p * p)
+    matrices = (np.cos(rows), -np.sin(rows), np.cos(cols), np.sin(cols), back * np.cos(rows.T), -back * np.sin(rows.T))
+    return DftFactors(*(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in matrices))
 
 
-def _column_dft(spectrum_t: Tensor, w_cols: Tensor, m: int, p: int, inverse: bool) -> tuple[Tensor, Tensor]:
-    """Complex DFT (or inverse, unscaled) along columns of a transposed spectrum [..., 2m, p].
-
-    One matrix product gives [[Re.cos, Re.sin], [Im.cos, Im.sin]]; the complex result is
-    their sum/difference: forward ``(Re.cos + Im.sin, Im.cos - Re.sin)``, inverse
-    ``(Re.cos - Im.sin, Im.cos + Re.sin)``.
-    """
-    blocks = spectrum_t @ w_cols  # [..., 2m, 2p]
-    re_cos, re_sin = blocks[..., :m, :p], blocks[..., :m, p:]
-    im_cos, im_sin = blocks[..., m:, :p], blocks[..., m:, p:]
+def _column_dft(re: Tensor, im: Tensor, f: DftFactors, inverse: bool) -> tuple[Tensor, Tensor]:
+    """Complex DFT (or inverse, unscaled) along the last axis of column-major spectra [..., m, p]."""
     if inverse:
-        return re_cos - im_sin, im_cos + re_sin
-    return re_cos + im_sin, im_cos - re_sin
+        return re @ f.cols_cos - im @ f.cols_sin, im @ f.cols_cos + re @ f.cols_sin
+    return re @ f.cols_cos + im @ f.cols_sin, im @ f.cols_cos - re @ f.cols_sin
 
 
 def dft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
-    """:func:`~moce.model.layers.fft_patch_mix` as six large matrix products (no DFT op).
+    """:func:`~moce.model.layers.fft_patch_mix` as large matrix products (no DFT op).
 
-    Rows are transformed in place on the image layout ([b, c, H, W/p, p] @ [p, 2m]), so the only
-    data movement is one transpose per tensor to bring columns last; every product is a single
-    large GEMM with a constant right operand, which CPU and GPU runtimes execute well.
+    Rows are transformed in place on the image layout ([b, c, H, W/p, p] @ [p, m]), so the only
+    data movement is one transpose per spectrum to bring columns last; every product has a
+    constant right operand and a large left one, which CPU and GPU runtimes execute well.
     """
     b, c, h, w = q.shape
-    m = p // 2 + 1
-    w_rows, w_cols, w_back = (t.to(q.device) for t in dft_factors(int(p)))
+    f = dft_factors(int(p)).to(q.device)
     qp, kp = pad_to_patches(q.float(), p), pad_to_patches(k.float(), p)
     nh, nw = qp.shape[2] // p, qp.shape[3] // p
 
-    def spectrum_t(x: Tensor) -> Tensor:  # [b, c, nh, nw, 2m, p]: row FFT, then columns last
-        rows = x.reshape(b, c, nh, p, nw, p) @ w_rows  # [b, c, nh, p(h), nw, 2m]
-        return rows.permute(0, 1, 2, 4, 5, 3)
+    def spectrum(x: Tensor) -> tuple[Tensor, Tensor]:  # row FFT, then columns last: [b, c, nh, nw, m, p]
+        rows = x.reshape(b, c, nh, p, nw, p)
+        re, im = ((rows @ t).permute(0, 1, 2, 4, 5, 3) for t in (f.rows_re, f.rows_im))
+        return _column_dft(re, im, f, inverse=False)
 
-    qr, qi = _column_dft(spectrum_t(qp), w_cols, m, p, inverse=False)
-    kr, ki = _column_dft(spectrum_t(kp), w_cols, m, p, inverse=False)
-    product = torch.cat([qr * kr - qi * ki, qr * ki + qi * kr], dim=-2)  # [b, c, nh, nw, 2m, p]
-    zr, zi = _column_dft(product, w_cols, m, p, inverse=True)
-    z = torch.cat([zr, zi], dim=-2).permute(0, 1, 2, 5, 3, 4)  # [b, c, nh, p(h), nw, 2m]
-    out = (z @ w_back).reshape(b, c, nh * p, nw * p)
+    (qr, qi), (kr, ki) = spectrum(qp), spectrum(kp)
+    zr, zi = _column_dft(qr * kr - qi * ki, qr * ki + qi * kr, f, inverse=True)
+    zr, zi = (t.permute(0, 1, 2, 5, 3, 4) for t in (zr, zi))  # [b, c, nh, p(h), nw, m]
+    out = (zr @ f.back_re + zi @ f.back_im).reshape(b, c, nh * p, nw * p)
     return out[:, :, :h, :w]
 
 
