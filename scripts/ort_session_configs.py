@@ -26,11 +26,11 @@ from moce.runtime.bench import load_reference
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
 
-CONFIGS: dict[str, dict[str, str]] = {
-    "no spinning (default)": {},
-    "spin, stop after run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
-    "spin, stop, block base 4": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1",
-                                 "session.dynamic_block_base": "4"},
+CONFIGS: dict[str, dict[str, str]] = {  # merged over moce.runtime.runners.ORT_SESSION_CONFIG
+    "spin in a run (default)": {},
+    "no spinning": {"session.intra_op.allow_spinning": "0"},
+    "spin, never stop": {"session.force_spinning_stop": "0"},
+    "default, block base 4": {"session.dynamic_block_base": "4"},
 }
 
 

@@ -12,7 +12,7 @@ from moce.runtime.runners import ORT_SESSION_CONFIG, OnnxRuntimeRunner
 
 
 def test_sessions_get_the_default_config_plus_the_callers_entries(tiny_pkg):
-    extra = {"session.force_spinning_stop": "1"}
+    extra = {"session.dynamic_block_base": "4"}
     image = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     with OnnxRuntimeRunner(tiny_pkg, threads=1, session_config=extra) as runner:
         PlanExecutor(tiny_pkg, runner).run(image, "split")
