@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_patches
+from moce.export.shapes import propagate_symbolic_dims
 from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_INPUTS, TILE_STATS, USE_IMAGE_STATS, run_tile_segment, stats_size
 from moce.model.network import ComplexityExpert, MoCEIR
 from moce.model.plan import FREQ_EMB, IMAGE, RESTORED, SegmentStep
@@ -102,10 +103,14 @@ def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], out
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant folding, dead-node and Identity removal; keeps names and dynamic axes."""
+    """Constant folding, dead-node and Identity removal (onnxslim); keeps names and dynamic axes.
+    Then equal shapes get equal dim names, for ONNX Runtime's blocked layout (see
+    :mod:`moce.export.shapes`)."""
     import onnxslim
 
-    return onnxslim.slim(model)
+    model = onnxslim.slim(model)
+    propagate_symbolic_dims(model)
+    return model
 
 
 def export_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
