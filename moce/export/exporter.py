@@ -17,6 +17,7 @@ from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
 from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes, tile_segment_graph
+from moce.export.patches import export_patches
 from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
@@ -70,9 +71,11 @@ def _write_graph(root: Path, graphs: dict[str, Any], name: str, file: str, model
 
 
 def _segment_flops(model: MoCEIR, step: SegmentStep) -> int:
+    """FLOPs of the exported form (the strided down-sampling costs more than the model's own)."""
     h, w = FLOPS_REFERENCE
     env = {n: sample_tensor(model, n, 1, h, w) for n in step.inputs}
-    return count_flops(lambda: model.run_segment(step.index, env))
+    with export_patches(model):
+        return count_flops(lambda: model.run_segment(step.index, env))
 
 
 def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ Each computes what the model computes, in a form that exports or runs better; fl
   per chunk (weight slices). ONNX Runtime's CPU kernels keep convolution outputs in a blocked
   layout (NCHWc) that ``Split`` cannot read, so the fused form pays a reorder plus a split over
   the whole tensor (with the scores rewrite, segment 0: ~13% faster).
+* Down-sampling: a 3x3 convolution and a pixel-unshuffle become one strided convolution, whose
+  output is already in that blocked layout (segment 0: ~4% faster).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moce.model.layers import (Attention, CrossAttention, FeedForward, FFTAttention, cosine_scores, fft_patch_mix,
-                               fused_projection, gram_cosine, pad_to_patches)
+from moce.model.layers import (Attention, CrossAttention, Downsample, FeedForward, FFTAttention, conv_unshuffle,
+                               cosine_scores, fft_patch_mix, fused_projection, gram_cosine, pad_to_patches)
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,32 @@ def split_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, part
     return tuple(out)
 
 
+def strided_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """:func:`~moce.model.layers.conv_unshuffle` as one 4x4 convolution of stride 2.
+
+    Exact: output channel ``4c + 2i + j`` of the unshuffle is the 3x3 convolution's channel c at
+    pixel offset (i, j) of each 2x2 cell, which is a 4x4 window at stride 2 holding the 3x3
+    kernel shifted by (i, j) and zeros elsewhere. ONNX Runtime then writes the down-sampled
+    stream straight into its blocked layout, so every encoder level's residual sums stay in it
+    (segment 0 of MoCE-IR-S: Transpose 92 -> 49, 20 sums folded into convolutions, ~4% faster)
+    instead of starting in NCHW after the unshuffle's reshapes. It costs 78% more FLOPs in the
+    three down-sampling convolutions (+1.4 GFLOP at 256 px). The kernel is built in NumPy, so
+    it enters traced graphs as a constant.
+    """
+    weight = conv.weight.detach().cpu().numpy()
+    out, channels = weight.shape[:2]
+    strided = np.zeros((out * 4, channels, 4, 4), dtype=np.float32)
+    for i in range(2):
+        for j in range(2):
+            strided[2 * i + j :: 4, :, i : i + 3, j : j + 3] = weight
+    return F.conv2d(x, torch.from_numpy(strided).to(x.device, x.dtype), stride=2, padding=1)
+
+
 _REWRITES: tuple[tuple[tuple[type[nn.Module], ...], str, Callable[..., Any], Callable[[], Any]], ...] = (
     ((FFTAttention,), SPECTRAL_SCOPE, fft_patch_mix, DftPatchMix),
     ((Attention, CrossAttention), SIMILARITY_SCOPE, cosine_scores, GramScores),
     ((FeedForward, Attention, CrossAttention, FFTAttention), "project", fused_projection, lambda: split_projection),
+    ((Downsample,), "down", conv_unshuffle, lambda: strided_unshuffle),
 )
 """(module types, attribute, the model's own function, factory of the export form)."""
 

@@ -215,13 +215,23 @@ class FrequencyEmbedding(nn.Module):
         return self.mlp(high.mean(dim=(-2, -1)) if self.stats is None else self.stats.mean(high))
 
 
+def conv_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """The original's down-sampling: a 3x3 convolution, then a 2x pixel-unshuffle.
+
+    Called through an instance attribute, like :func:`fused_projection`, so the exporter can
+    swap in a single strided convolution.
+    """
+    return F.pixel_unshuffle(conv(x), 2)
+
+
 class Downsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+        self.down = conv_unshuffle
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        return self.down(self.body[0], x)
 
 
 class Upsample(nn.Module):

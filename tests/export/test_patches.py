@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from moce.export.graphs import export_segment
-from moce.export.patches import GramScores, export_patches, split_projection
-from moce.model.layers import Attention, CrossAttention, FeedForward, FFTAttention, cosine_scores, fused_projection
+from moce.export.patches import GramScores, export_patches, split_projection, strided_unshuffle
+from moce.model.layers import (Attention, CrossAttention, Downsample, FeedForward, FFTAttention, conv_unshuffle, cosine_scores,
+                               fused_projection)
 from moce.model.plan import SegmentStep
 
 
@@ -24,6 +25,15 @@ def test_split_projection_equals_the_fused_one(parts, kernel, bias):
     assert len(split) == parts
     for a, b in zip(fused, split):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "height", "width"), [(16, 8, 12), (6, 2, 2), (10, 14, 6)])
+def test_strided_unshuffle_equals_convolution_then_unshuffle(channels, height, width):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False)
+    x = torch.randn(2, channels, height, width)
+    with torch.no_grad():
+        torch.testing.assert_close(strided_unshuffle(conv, x), conv_unshuffle(conv, x), rtol=0, atol=1e-5)
 
 
 def test_gram_scores_equal_cosine_scores_including_an_all_zero_channel():
@@ -42,6 +52,10 @@ def test_patches_apply_inside_the_block_and_are_undone_after(tiny_model):
         assert all(m.project is split_projection for m in modules)
         assert all(isinstance(m.similarity, GramScores) for m in modules if isinstance(m, Attention | CrossAttention))
     assert all(m.project is fused_projection for m in modules)
+    downs = [m for m in tiny_model.modules() if isinstance(m, Downsample)]
+    with export_patches(tiny_model):
+        assert downs and all(m.down is strided_unshuffle for m in downs)
+    assert all(m.down is conv_unshuffle for m in downs)
     assert all(m.similarity is cosine_scores for m in modules if isinstance(m, Attention | CrossAttention))
     assert set(tiny_model.state_dict()) == keys
 
