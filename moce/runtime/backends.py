@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from moce import __version__
 from moce.errors import MoceError, PackageError
 from moce.export.manifest import MANIFEST, Manifest, load_manifest
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
@@ -21,7 +22,8 @@ def cache_dir() -> Path:
 
 
 def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noqa: ANN001 - progress callback
-    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256)."""
+    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256 and
+    by moce's version, so an upgrade re-exports with the new exporter's graphs)."""
     path = Path(model) if model else DEFAULT_MODEL
     if path.is_dir():
         manifest = load_manifest(path)
@@ -37,7 +39,7 @@ def _cached_export(checkpoint: Path, progress) -> Manifest:  # noqa: ANN001
     from moce.export.exporter import ExportOptions, export_package
     from moce.model.checkpoint import file_sha256
 
-    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}.moce"
+    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}-{__version__}.moce"
     if (target / MANIFEST).is_file():
         return load_manifest(target)
     if progress:

@@ -157,6 +157,9 @@ def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, mon
     summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "out", model=tiny_ckpt))
     assert summary.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1
+    monkeypatch.setattr("moce.runtime.backends.__version__", "99.0")  # an upgrade exports again
+    restore(RestoreJob(tmp_path / "a.png", tmp_path / "out2", model=tiny_ckpt))
+    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 2
 
 
 def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
