@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from moce.export.manifest import load_manifest
-from moce.runtime.bench import _gemm_fn, gflops_of, load_reference
+from moce.runtime.bench import gemm_fn, gflops_of, load_reference
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
 
@@ -76,7 +76,7 @@ def main() -> None:
     executors = {name: PlanExecutor(manifest, runner) for name, runner in runners.items()}
     times = {name: collections.defaultdict(list) for name in runners}
     totals: dict[str, list[float]] = {name: [] for name in runners}
-    gemm, gemm_times = _gemm_fn(False, args.threads), []
+    gemm, gemm_times = gemm_fn(False, args.threads), []
     order = np.random.default_rng(1)
     for name, runner in runners.items():
         runner.activate()

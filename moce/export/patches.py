@@ -15,7 +15,7 @@ Each computes what the model computes, in a form that exports or runs better; fl
   layout (NCHWc) that ``Split`` cannot read, so the fused form pays a reorder plus a split over
   the whole tensor (with the scores rewrite, segment 0: ~13% faster).
 * Down-sampling: a 3x3 convolution and a pixel-unshuffle become one strided convolution, whose
-  output is already in that blocked layout (segment 0: ~4% faster).
+  output is already in that blocked layout (segment 0: ~2% faster).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def strided_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
     pixel offset (i, j) of each 2x2 cell, which is a 4x4 window at stride 2 holding the 3x3
     kernel shifted by (i, j) and zeros elsewhere. ONNX Runtime then writes the down-sampled
     stream straight into its blocked layout, so every encoder level's residual sums stay in it
-    (segment 0 of MoCE-IR-S: Transpose 92 -> 49, 20 sums folded into convolutions, ~4% faster)
+    (segment 0 of MoCE-IR-S: Transpose 92 -> 49, 20 sums folded into convolutions, ~2% faster)
     instead of starting in NCHW after the unshuffle's reshapes. It costs 78% more FLOPs in the
     three down-sampling convolutions (+1.4 GFLOP at 256 px). The kernel is built in NumPy, so
     it enters traced graphs as a constant.

@@ -169,7 +169,7 @@ def _plan(executor: PlanExecutor, image: np.ndarray, routing: str):  # noqa: ANN
 GEMM_SIDE = 2048
 
 
-def _gemm_fn(cuda: bool, threads: int | None) -> Callable[[], Any]:
+def gemm_fn(cuda: bool, threads: int | None) -> Callable[[], Any]:
     """One float32 ``GEMM_SIDE``-cubed matmul (TF32 off) on the CPU threads or the GPU the cases use.
 
     A dense GEMM is the fastest thing a device does in float32, so its rate bounds any network's.
@@ -235,7 +235,7 @@ def _time_rounds(cases: list[Case], fns: dict, results: dict, options: BenchOpti
     """
     import torch
 
-    gemms = {cuda: (_gemm_fn(cuda, options.threads), _Timer(cuda)) for cuda in {results[c].cuda for c in cases}}
+    gemms = {cuda: (gemm_fn(cuda, options.threads), _Timer(cuda)) for cuda in {results[c].cuda for c in cases}}
     gemm_times: dict[bool, list[float]] = {cuda: [] for cuda in gemms}
     order: list[Case | bool] = [*cases, *gemms]
     tf32 = torch.backends.cuda.matmul.allow_tf32
