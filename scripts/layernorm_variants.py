@@ -22,12 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from moce.export.exporter import ExportOptions, export_package
+from moce.export.patches import traced_constant
 from moce.model.layers import ChannelLayerNorm
-
-
-def _constant(array: np.ndarray) -> Tensor:
-    """NumPy-built, so tracing records a constant of known shape."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def blocked_layer_norm(norm: ChannelLayerNorm, x: Tensor) -> Tensor:
@@ -36,10 +32,11 @@ def blocked_layer_norm(norm: ChannelLayerNorm, x: Tensor) -> Tensor:
     if bias is None:
         raise ValueError("the bias-free layer norm does not centre; this form covers the with-bias one only")
     channels = int(weight.detach().numpy().shape[0])  # a plain int: under tracing, .shape gives tensors
-    centred = F.conv2d(x, _constant(np.eye(channels) - 1.0 / channels)[:, :, None, None])
-    variance = F.conv2d(centred * centred, _constant(np.full((1, channels, 1, 1), 1.0 / channels)), _constant([1e-5]))
+    centred = F.conv2d(x, traced_constant(np.eye(channels) - 1.0 / channels)[:, :, None, None])
+    mean_weight = traced_constant(np.full((1, channels, 1, 1), 1.0 / channels))
+    variance = F.conv2d(centred * centred, mean_weight, traced_constant([1e-5]))
     scaled = centred * F.conv2d(torch.rsqrt(variance), weight[:, None, None, None])
-    return F.conv2d(scaled, _constant(np.ones((channels, 1, 1, 1))), bias, groups=channels)
+    return F.conv2d(scaled, traced_constant(np.ones((channels, 1, 1, 1))), bias, groups=channels)
 
 
 VARIANTS = {"free": lambda norm, x: x, "conv": blocked_layer_norm}

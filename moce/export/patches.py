@@ -28,6 +28,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +63,11 @@ class DftFactors:
         return DftFactors(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
+def traced_constant(array: npt.ArrayLike) -> Tensor:
+    """A float32 tensor built from NumPy, so tracing records it as a constant (not as ops on weights)."""
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
 @cache
 def dft_factors(p: int) -> DftFactors:
     """:class:`DftFactors` for side ``p``, built in float64 NumPy so they enter traced graphs as
@@ -76,7 +82,7 @@ def dft_factors(p: int) -> DftFactors:
         weight[-1] = 1.0
     back = weight[:, None] / (p * p)
     matrices = (np.cos(rows), -np.sin(rows), np.cos(cols), np.sin(cols), back * np.cos(rows.T), -back * np.sin(rows.T))
-    return DftFactors(*(torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)) for t in matrices))
+    return DftFactors(*(traced_constant(t) for t in matrices))
 
 
 def _column_dft(re: Tensor, im: Tensor, f: DftFactors, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -179,7 +185,7 @@ def strided_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
     for i in range(2):
         for j in range(2):
             strided[2 * i + j :: 4, :, i : i + 3, j : j + 3] = weight
-    return F.conv2d(x, torch.from_numpy(strided).to(x.device, x.dtype), stride=2, padding=1)
+    return F.conv2d(x, traced_constant(strided).to(x.device, x.dtype), stride=2, padding=1)
 
 
 _REWRITES: tuple[tuple[tuple[type[nn.Module], ...], str, Callable[..., Any], Callable[[], Any]], ...] = (

@@ -227,7 +227,8 @@ def conv_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
 class Downsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+        # a Sequential for the original's ``body.0.weight`` key; ``down`` does the unshuffle
+        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False))
         self.down = conv_unshuffle
 
     def forward(self, x: Tensor) -> Tensor:
