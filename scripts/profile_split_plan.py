@@ -4,10 +4,11 @@ convolution kind against the machine's float32 GEMM rate.
     python scripts/profile_split_plan.py build/S.moce 256 [--rounds 6] [--threads 2]
 
 Each round runs the plan once on ONNX Runtime and once on the PyTorch reference (the model's own
-segments and experts, eager), in a random order, timing every graph call; the first round is
-warm-up. ONNX Runtime's profiler records every kernel of the timed rounds. A 2048^3 float32
-GEMM is timed in every round too, so each convolution kind's GFLOP/s reads against the fastest
-thing the CPU does under the same load. Used for the session-9 analysis in docs/performance.md.
+segments and experts, eager), in a random order, timing every graph call; the first of the
+``--rounds`` is an untimed warm-up. ONNX Runtime's profiler records every kernel of the timed
+rounds. A 2048^3 float32 GEMM is timed in every round too, so each convolution kind's GFLOP/s
+reads against the fastest thing the CPU does under the same load. Used for the session-9
+analysis in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
 
 def timed_graphs(runner: GraphRunner, times: dict[str, list[float]]) -> None:
     """Record the wall time of every graph call of ``runner`` into ``times[graph]`` (ms)."""
-    infer = runner._infer
+    infer = runner.infer
 
     def timed(graph: str, feeds: dict) -> dict:
         begin = time.perf_counter()
@@ -38,7 +39,7 @@ def timed_graphs(runner: GraphRunner, times: dict[str, list[float]]) -> None:
         times[graph].append((time.perf_counter() - begin) * 1e3)
         return out
 
-    runner._infer = timed
+    runner.infer = timed  # type: ignore[method-assign]
 
 
 def kernel_events(traces: dict[str, str]) -> Iterator[tuple[str, dict]]:
@@ -78,10 +79,14 @@ def main() -> None:
     totals: dict[str, list[float]] = {name: [] for name in runners}
     gemm, gemm_times = gemm_fn(False, args.threads), []
     order = np.random.default_rng(1)
-    for name, runner in runners.items():
+    for runner in runners.values():
         runner.activate()
+    for executor in executors.values():  # warm-up round, untimed (its kernels are skipped below)
+        executor.run(image, "split")
+    gemm()
+    for name, runner in runners.items():
         timed_graphs(runner, times[name])
-    for round_index in range(args.rounds):
+    for _ in range(args.rounds - 1):
         for name in order.permutation(list(runners)):
             begin = time.perf_counter()
             executors[name].run(image, "split")
@@ -89,10 +94,6 @@ def main() -> None:
         begin = time.perf_counter()
         gemm()
         gemm_times.append(time.perf_counter() - begin)
-        if round_index == 0:  # warm-up
-            for record in (*times.values(), totals, [gemm_times]):
-                for samples in record.values() if isinstance(record, dict) else record:
-                    samples.clear()
     report_graphs(times, totals)
     report_kernels(runners["onnxruntime"].end_profiling(), args.rounds, gflops_of(gemm_times))
 
