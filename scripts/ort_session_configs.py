@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from moce.export.manifest import load_manifest
+from moce.runtime.allocator import keep_freed_memory
 from moce.runtime.bench import load_reference
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -49,6 +50,7 @@ def _eager(package: str, threads: int, image: np.ndarray) -> Callable[[], np.nda
 
 
 def main(packages: list[str], size: int, rounds: int = 11, threads: int = 2) -> None:
+    keep_freed_memory()  # as `moce bench` does, so the eager times agree with it
     image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     if len(packages) == 1:
         cases = {name: _split_plan(packages[0], config, threads, image) for name, config in CONFIGS.items()}

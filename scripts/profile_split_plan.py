@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from moce.export.manifest import load_manifest
+from moce.runtime.allocator import keep_freed_memory
 from moce.runtime.bench import gemm_fn, gflops_of, load_reference
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
+    keep_freed_memory()  # as `moce bench` does, so the eager times agree with it
     manifest = load_manifest(args.package)
     image = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
     model, _ = load_reference(manifest, args.threads, "cpu")

@@ -44,7 +44,10 @@ def bench(
     from_saved: Path = typer.Option(None, "--from-json", help="Measure nothing: tabulate (and chart) a run saved "
                                     "with --json, e.g. on another machine"),
 ) -> None:
-    """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager."""
+    """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager.
+
+    Freed memory is kept for reuse (MOCE_MALLOC_DEFAULTS=1 times glibc's defaults instead).
+    """
     if from_saved:
         results = _saved(from_saved)
     else:
@@ -65,6 +68,9 @@ def bench(
                              "speed-up"], rows))
     for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results if r.gemm_peak_gflops}):
         typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, median of one run per round): {peak:.1f} GFLOP/s")
+    kept = {r.kept_freed_memory for r in results}
+    typer.echo("memory allocator: " + ("freed blocks kept for reuse (moce.runtime.allocator)" if kept == {True}
+                                       else "glibc defaults (eager PyTorch pays page faults every run)"))
     if json_out and not from_saved:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     if png:

@@ -6,7 +6,10 @@ in a fresh random order), so machine drift hits all cases alike. The PyTorch eag
 speed-up is against it in the same run. CUDA cases are timed with device events. Peak memory
 is measured per case in a child process (peak RSS on CPU, peak allocated on CUDA).
 The same run measures the device's float32 matrix-multiply rate, so every case's achieved
-GFLOP/s can be read as a share of what the hardware does at best.
+GFLOP/s can be read as a share of what the hardware does at best. By default the process keeps
+freed memory for reuse (:mod:`moce.runtime.allocator`): with glibc's defaults eager PyTorch pays
+for its activations in page faults on every run, by an amount that depends on which cases ran
+before, and the speed-ups would measure that instead of the backends.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 
 from moce.errors import InputError
 from moce.export.manifest import Manifest
+from moce.runtime.allocator import keep_freed_memory
 from moce.runtime.backends import make_runner, resolve_package
 from moce.runtime.executor import PlanExecutor, expert_flops
 
@@ -55,6 +59,7 @@ class CaseResult:
     gemm_peak_gflops: float | None = None  # float32 matmul rate of the device the case ran on
     cuda: bool = False
     max_abs_vs_reference: float | None = None
+    kept_freed_memory: bool = False  # malloc reused freed blocks (moce.runtime.allocator)
 
     @property
     def median_ms(self) -> float:
@@ -191,6 +196,7 @@ def gflops_of(seconds: list[float]) -> float:
 def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
     """Time every case; returns results in case order (reference first for each size/batch)."""
     progress = progress or (lambda message: None)
+    kept = keep_freed_memory()  # MOCE_MALLOC_DEFAULTS=1 leaves glibc's defaults
     manifest = resolve_package(model, progress)
     rng = np.random.default_rng(options.seed)
     cases = expand_cases(options)
@@ -212,13 +218,14 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
             results[case].cuda = cuda
             for _ in range(options.warmup):
                 _, outputs[case] = timer(fn)
+        gemm_times = _time_rounds(cases, fns, results, outputs, options, progress)
         _record_outputs(manifest, results, outputs, images)
-        gemm_times = _time_rounds(cases, fns, results, options, progress)
     finally:
         for runner in runners:
             runner.deactivate()
     for result in results.values():
         result.gemm_peak_gflops = gflops_of(gemm_times[result.cuda])
+        result.kept_freed_memory = kept
     if options.memory:
         for case in cases:
             progress(f"peak memory of {case.label}")
@@ -226,9 +233,11 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
     return [results[c] for c in cases]
 
 
-def _time_rounds(cases: list[Case], fns: dict, results: dict, options: BenchOptions,
+def _time_rounds(cases: list[Case], fns: dict, results: dict, outputs: dict, options: BenchOptions,
                  progress: Callable[[str], None]) -> dict[bool, list[float]]:
     """Every round runs every case and one float32 GEMM per device, in a fresh random order.
+
+    A case without warm-up runs keeps the output of its first timed run in ``outputs``.
 
     Timing the GEMM inside the rounds makes "share of peak" compare runs made under the same
     machine load (a shared machine's speed moves by 2x between minutes).
@@ -249,7 +258,9 @@ def _time_rounds(cases: list[Case], fns: dict, results: dict, options: BenchOpti
             for item in order:
                 if isinstance(item, Case):
                     fn, timer = fns[item]
-                    results[item].times.append(timer(fn)[0])
+                    seconds, out = timer(fn)
+                    results[item].times.append(seconds)
+                    outputs.setdefault(item, out)
                 else:
                     fn, timer = gemms[item]
                     gemm_times[item].append(timer(fn)[0])
@@ -281,6 +292,7 @@ def measure_peak_mb(model: str | Path, case: Case, options: BenchOptions) -> flo
 
 def _child(spec: str) -> None:
     data = json.loads(spec)
+    keep_freed_memory()  # peak memory under the allocator setting the timings ran with (the same environment)
     case = Case(**data["case"])
     options = BenchOptions([case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"],
                            device=data["device"])
@@ -322,7 +334,7 @@ def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
              "trunk_gflops": r.trunk_gflops, "gflops": r.gflops, "gflops_per_s": r.gflops_per_s(),
              "gemm_peak_gflops": r.gemm_peak_gflops, "share_of_gemm_peak": r.share_of_peak(),
              "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "cuda": r.cuda,
-             "times_s": r.times}
+             "kept_freed_memory": r.kept_freed_memory, "times_s": r.times}
             for r in results]
 
 
@@ -333,7 +345,8 @@ def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
                        peak_mb=r["peak_mb"], expert_gflops=r["expert_gflops"],
                        dense_expert_gflops=r["dense_expert_gflops"], trunk_gflops=r["trunk_gflops"],
                        gemm_peak_gflops=r["gemm_peak_gflops"], cuda=bool(r.get("cuda", False)),
-                       max_abs_vs_reference=r["max_abs_vs_eager"])
+                       max_abs_vs_reference=r["max_abs_vs_eager"],
+                       kept_freed_memory=bool(r.get("kept_freed_memory", False)))  # runs before 0.2.1: glibc defaults
             for r in rows]
 
 

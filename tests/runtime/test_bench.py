@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from moce.cli.main import app
 from moce.runtime.bench import REFERENCE, BenchOptions, expand_cases, from_json, to_json
+from tests.runtime.test_allocator import keeps_freed_memory_here
 
 
 def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
@@ -46,6 +47,9 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
         if row["backend"] == REFERENCE:
             assert row["speedup_vs_eager"] == 1.0
     assert "speed-up" in result.output and "float32 GEMM peak (cpu, median of one run per round)" in result.output
+    kept = keeps_freed_memory_here()
+    assert all(row["kept_freed_memory"] is kept for row in rows)
+    assert ("memory allocator: freed blocks kept for reuse" in result.output) is kept
     assert len({row["gemm_peak_gflops"] for row in rows}) == 1  # one GEMM series per device
     one, two = (next(r for r in rows if r["backend"] == REFERENCE and r["batch"] == b) for b in (1, 2))
     assert abs(two["trunk_gflops"] - 2 * one["trunk_gflops"]) < 1e-9  # work scales with the batch
@@ -54,6 +58,20 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     assert replay.exit_code == 0, replay.output
     assert replay.output.splitlines()[-3:] == result.output.splitlines()[-3:]  # the same table, measured once
     assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path, tiny_pkg):
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime", "--routing",
+                                      "split", "--sizes", "64", "--rounds", "1", "--warmup", "0", "--no-memory",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    for row in rows:
+        del row["kept_freed_memory"]  # the shape of a 0.2.0 file
+    out.write_text(json.dumps(rows))
+    replay = CliRunner().invoke(app, ["bench", "--from-json", str(out)])
+    assert replay.exit_code == 0 and "memory allocator: glibc defaults" in replay.output
 
 
 def test_bench_from_json_refuses_a_file_that_is_not_a_saved_run(tmp_path):

@@ -1,0 +1,42 @@
+"""Keep freed memory in the process (glibc malloc), so large tensors are not page-faulted in anew.
+
+glibc serves every block above a dynamic threshold (128 KiB, rising to at most 32 MiB) with a
+fresh ``mmap`` and gives the heap's free top back to the kernel, so each eager PyTorch forward of
+MoCE-IR-S pays for its activations in page faults again: about 300 thousand minor faults per
+run at 256 px and 3.2 million at 512 px, measured at 1.55 -> 1.20 s and 8.9 -> 5.3 s on the
+2-core CPU (docs/performance.md, session 10). How many faults a run takes also depends on which
+sizes the process ran before (a 512 px run raises the dynamic threshold for every later 256 px
+run), so benchmarks that leave glibc's defaults in place time the allocator's history, not the
+model. ONNX Runtime is not affected: its arena keeps its buffers.
+
+This is what jemalloc or tcmalloc give PyTorch deployments (the usual advice for CPU inference);
+here it is two ``mallopt`` calls, no extra library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+M_TRIM_THRESHOLD = -1  # glibc malloc.h
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and are reused
+TRIM_THRESHOLD = 1 << 31  # the heap keeps up to 2 GiB of free top instead of returning it
+
+
+def keep_freed_memory() -> bool:
+    """Make malloc reuse freed blocks (process-wide, for the rest of the process).
+
+    Returns whether the setting took effect: False where the C library is not glibc, or where
+    ``MOCE_MALLOC_DEFAULTS=1`` asks for glibc's defaults (to time them, say). Peak memory is
+    unchanged (the same blocks are reused); resident memory no longer shrinks after a large
+    run, which suits a benchmark or a command-line job, not a library.
+    """
+    if os.environ.get("MOCE_MALLOC_DEFAULTS") == "1":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
