@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from moce import __version__
@@ -22,8 +24,9 @@ def cache_dir() -> Path:
 
 
 def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noqa: ANN001 - progress callback
-    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256 and
-    by moce's version, so an upgrade re-exports with the new exporter's graphs)."""
+    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256,
+    moce's version and the exporter's source, so an upgrade, or a changed development checkout,
+    re-exports with the new exporter's graphs)."""
     path = Path(model) if model else DEFAULT_MODEL
     if path.is_dir():
         manifest = load_manifest(path)
@@ -35,11 +38,24 @@ def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noq
     return manifest
 
 
+@lru_cache(maxsize=1)
+def exporter_fingerprint() -> str:
+    """SHA-256 of the code that decides an exported graph (the model and the exporter), 12 hex digits.
+
+    Development builds share a version number; this tells their exports apart.
+    """
+    package = Path(__file__).parents[1]
+    digest = hashlib.sha256()
+    for source in sorted([*(package / "model").glob("*.py"), *(package / "export").glob("*.py")]):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _cached_export(checkpoint: Path, progress) -> Manifest:  # noqa: ANN001
     from moce.export.exporter import ExportOptions, export_package
     from moce.model.checkpoint import file_sha256
 
-    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}-{__version__}.moce"
+    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}-{__version__}-{exporter_fingerprint()}.moce"
     if (target / MANIFEST).is_file():
         return load_manifest(target)
     if progress:

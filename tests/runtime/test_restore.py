@@ -157,9 +157,35 @@ def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, mon
     summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "out", model=tiny_ckpt))
     assert summary.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1
+    restore(RestoreJob(tmp_path / "a.png", tmp_path / "out1", model=tiny_ckpt))
+    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1  # the same code reuses the export
     monkeypatch.setattr("moce.runtime.backends.__version__", "99.0")  # an upgrade exports again
     restore(RestoreJob(tmp_path / "a.png", tmp_path / "out2", model=tiny_ckpt))
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 2
+    monkeypatch.setattr("moce.runtime.backends.exporter_fingerprint", lambda: "0123456789ab")  # so does changed code
+    restore(RestoreJob(tmp_path / "a.png", tmp_path / "out3", model=tiny_ckpt))
+    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 3
+
+
+def test_the_exporter_fingerprint_follows_the_model_and_export_sources(tmp_path, monkeypatch):
+    from moce.runtime import backends
+
+    backends.exporter_fingerprint.cache_clear()
+    first = backends.exporter_fingerprint()
+    fake = tmp_path / "moce" / "runtime" / "backends.py"
+    for part in ("model", "export"):
+        (tmp_path / "moce" / part).mkdir(parents=True)
+        (tmp_path / "moce" / part / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(backends, "__file__", str(fake))
+    backends.exporter_fingerprint.cache_clear()
+    copy = backends.exporter_fingerprint()
+    (tmp_path / "moce" / "export" / "a.py").write_text("x = 2\n")
+    backends.exporter_fingerprint.cache_clear()
+    changed = backends.exporter_fingerprint()
+    monkeypatch.undo()
+    backends.exporter_fingerprint.cache_clear()
+    assert backends.exporter_fingerprint() == first and len(first) == 12
+    assert changed != copy
 
 
 def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
