@@ -3,8 +3,8 @@
 glibc serves every block above a dynamic threshold (128 KiB, rising to at most 32 MiB) with a
 fresh ``mmap`` and gives the heap's free top back to the kernel, so each eager PyTorch forward of
 MoCE-IR-S pays for its activations in page faults again: about 300 thousand minor faults per
-run at 256 px and 3.2 million at 512 px, measured at 1.55 -> 1.20 s and 8.9 -> 5.3 s on the
-2-core CPU (docs/performance.md, session 10). How many faults a run takes also depends on which
+run at 256 px and 3-4 million at 512 px. Keeping the memory took eager from about 1.6 to 1.2 s
+at 256 px and from 8.9 to 5.3 s at 512 px on the 2-core CPU (docs/performance.md, session 10). How many faults a run takes also depends on which
 sizes the process ran before (a 512 px run raises the dynamic threshold for every later 256 px
 run), so benchmarks that leave glibc's defaults in place time the allocator's history, not the
 model. ONNX Runtime is not affected: its arena keeps its buffers.
@@ -30,9 +30,10 @@ def keep_freed_memory() -> bool:
     """Make malloc reuse freed blocks (process-wide, for the rest of the process).
 
     Returns whether the setting took effect: False where the C library is not glibc, or where
-    ``MOCE_MALLOC_DEFAULTS=1`` asks for glibc's defaults (to time them, say). Peak memory is
-    unchanged (the same blocks are reused); resident memory no longer shrinks after a large
-    run, which suits a benchmark or a command-line job, not a library.
+    ``MOCE_MALLOC_DEFAULTS=1`` asks for glibc's defaults (to time them, say). Resident memory
+    no longer shrinks after a large run, and the peak can grow, as freed blocks inside the heap
+    are reused rather than returned (eager at 512 px: ~1.1 -> ~1.6 GB); that suits a benchmark,
+    not a library or a long-lived service.
     """
     if os.environ.get("MOCE_MALLOC_DEFAULTS") == "1":
         return False

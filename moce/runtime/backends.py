@@ -6,6 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 from moce import __version__
@@ -38,17 +39,33 @@ def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noq
     return manifest
 
 
+GRAPH_LIBRARIES = ("torch", "onnx", "onnxslim")
+"""Libraries whose versions change what an export writes (the tracer, the proto, the simplifier)."""
+
+
 @lru_cache(maxsize=1)
 def exporter_fingerprint() -> str:
-    """SHA-256 of the code that decides an exported graph (the model and the exporter), 12 hex digits.
+    """SHA-256 of what decides an exported graph, 12 hex digits: the model and exporter sources
+    (plus ``moce/routing.py``) and the versions of :data:`GRAPH_LIBRARIES`.
 
-    Development builds share a version number; this tells their exports apart.
+    Development builds share a version number, and a library upgrade keeps it; this tells their
+    exports apart.
     """
     package = Path(__file__).parents[1]
     digest = hashlib.sha256()
-    for source in sorted([*(package / "model").glob("*.py"), *(package / "export").glob("*.py")]):
+    sources = [*(package / "model").glob("*.py"), *(package / "export").glob("*.py"), package / "routing.py"]
+    for source in sorted(sources):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    for library in GRAPH_LIBRARIES:
+        digest.update(f"{library}=={_installed_version(library)}".encode())
     return digest.hexdigest()[:12]
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 def _cached_export(checkpoint: Path, progress) -> Manifest:  # noqa: ANN001

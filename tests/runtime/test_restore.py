@@ -167,25 +167,27 @@ def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, mon
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 3
 
 
-def test_the_exporter_fingerprint_follows_the_model_and_export_sources(tmp_path, monkeypatch):
+def test_the_exporter_fingerprint_follows_the_sources_and_the_graph_libraries(tmp_path, monkeypatch):
     from moce.runtime import backends
 
-    backends.exporter_fingerprint.cache_clear()
-    first = backends.exporter_fingerprint()
-    fake = tmp_path / "moce" / "runtime" / "backends.py"
+    def fingerprint() -> str:
+        backends.exporter_fingerprint.cache_clear()
+        return backends.exporter_fingerprint()
+
+    first = fingerprint()
     for part in ("model", "export"):
         (tmp_path / "moce" / part).mkdir(parents=True)
         (tmp_path / "moce" / part / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(backends, "__file__", str(fake))
-    backends.exporter_fingerprint.cache_clear()
-    copy = backends.exporter_fingerprint()
+    (tmp_path / "moce" / "routing.py").write_text("y = 1\n")
+    monkeypatch.setattr(backends, "__file__", str(tmp_path / "moce" / "runtime" / "backends.py"))
+    copy = fingerprint()
     (tmp_path / "moce" / "export" / "a.py").write_text("x = 2\n")
-    backends.exporter_fingerprint.cache_clear()
-    changed = backends.exporter_fingerprint()
+    changed_source = fingerprint()
+    monkeypatch.setattr(backends, "_installed_version", lambda name: "9.9" if name == "torch" else "1.0")
+    changed_library = fingerprint()
     monkeypatch.undo()
-    backends.exporter_fingerprint.cache_clear()
-    assert backends.exporter_fingerprint() == first and len(first) == 12
-    assert changed != copy
+    assert fingerprint() == first and len(first) == 12
+    assert len({copy, changed_source, changed_library}) == 3
 
 
 def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
