@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from moce.export.patches import export_patches
 from moce.model.checkpoint import load_model
 from moce.model.complexity import count_params, expert_costs
 
@@ -12,7 +13,8 @@ from moce.model.complexity import count_params, expert_costs
 def inspect_checkpoint(path: str | Path, height: int = 256, width: int = 256) -> dict[str, Any]:
     """Config, parameter counts and per-adapter expert costs at ``height`` x ``width``."""
     model, loaded = load_model(path)
-    experts = expert_costs(model, height, width)
+    with export_patches(model):  # the costs of the forms the exported graphs run
+        experts = expert_costs(model, height, width)
     expert_params = sum(c.params for c in experts)
     return {
         "checkpoint": str(loaded.path),

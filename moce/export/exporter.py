@@ -71,31 +71,34 @@ def _write_graph(root: Path, graphs: dict[str, Any], name: str, file: str, model
 
 
 def _segment_flops(model: MoCEIR, step: SegmentStep) -> int:
-    """FLOPs of the exported form (the strided down-sampling costs more than the model's own)."""
     h, w = FLOPS_REFERENCE
     env = {n: sample_tensor(model, n, 1, h, w) for n in step.inputs}
-    with export_patches(model):
-        return count_flops(lambda: model.run_segment(step.index, env))
+    return count_flops(lambda: model.run_segment(step.index, env))
 
 
 def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
-    """The plan with graph names, expert descriptions and FLOPs per pixel (counted once, here)."""
-    pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
-    costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
-    entries = []
-    for item, step in zip(plan_to_dict(model.plan), model.plan):
-        if isinstance(step, SegmentStep):
-            progress(f"count FLOPs of segment {step.index}")
-            item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
-        else:
-            assert isinstance(step, AdapterStep)
-            item.update(top_k=model.config.top_k, experts=[
-                {"expert": e, "graph": expert_graph(step.index, e), "rank": c.rank, "patch_size": c.patch_size,
-                 "params": c.params, "complexity": c.complexity, "flops_per_pixel": c.flops / pixels}
-                for e in range(model.config.num_experts) for c in [costs[(step.index, e)]]
-            ])
-        entries.append(item)
-    return entries
+    """The plan with graph names, expert descriptions and FLOPs per pixel (counted once, here).
+
+    Counted on the exported forms, which is what the graphs run (the DFT-matrix spectral mixing;
+    the strided down-sampling costs more than the model's own).
+    """
+    with export_patches(model):
+        pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
+        costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
+        entries = []
+        for item, step in zip(plan_to_dict(model.plan), model.plan):
+            if isinstance(step, SegmentStep):
+                progress(f"count FLOPs of segment {step.index}")
+                item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
+            else:
+                assert isinstance(step, AdapterStep)
+                item.update(top_k=model.config.top_k, experts=[
+                    {"expert": e, "graph": expert_graph(step.index, e), "rank": c.rank, "patch_size": c.patch_size,
+                     "params": c.params, "complexity": c.complexity, "flops_per_pixel": c.flops / pixels}
+                    for e in range(model.config.num_experts) for c in [costs[(step.index, e)]]
+                ])
+            entries.append(item)
+        return entries
 
 
 def _versions() -> dict[str, str]:

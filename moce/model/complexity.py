@@ -35,12 +35,13 @@ def count_params(module: torch.nn.Module) -> int:
 
 
 def count_flops(fn, *args) -> int:  # noqa: ANN001 - any callable on tensors
-    """FLOPs of one call, counted on meta-free real tensors under ``FlopCounterMode``."""
-    from moce.export.patches import export_patches
+    """FLOPs of one call, counted on meta-free real tensors under ``FlopCounterMode``.
 
+    Counts the form that runs: callers wanting the exported graphs' cost run it inside
+    :func:`moce.export.patches.export_patches` (``torch.fft`` ops are not counted at all).
+    """
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        with export_patches(fn if isinstance(fn, torch.nn.Module) else None):
-            fn(*args)
+        fn(*args)
     return int(counter.get_total_flops())
 
 
