@@ -37,7 +37,7 @@ def bench(
     warmup: int = typer.Option(2, help="Untimed runs per case"),
     rounds: int = typer.Option(10, help="Timed interleaved rounds (each runs every case once)"),
     threads: int = typer.Option(None, help="CPU threads for every backend [default: all cores]"),
-    device: str = typer.Option(None, help="cpu or cuda"),
+    device: str = typer.Option(None, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"),
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
     json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON"),
     png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 from moce.errors import InputError
 from moce.export.manifest import Manifest
 from moce.runtime.allocator import keep_freed_memory
-from moce.runtime.backends import make_runner, resolve_package
+from moce.runtime.backends import cuda_available, make_runner, ort_providers, resolve_package
 from moce.runtime.executor import PlanExecutor, expert_flops
 
 REFERENCE = "torch-eager"
@@ -133,6 +133,23 @@ class _Timer:
         return time.perf_counter() - begin, out
 
 
+def bench_device(options: BenchOptions) -> str:
+    """The one device every case runs on: a speed-up against eager only means something when both
+    ran on the same hardware (with CUDA visible, eager on the GPU against ONNX Runtime on the CPU
+    would compare two machines)."""
+    device = options.device or ("cuda" if cuda_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device: {device!r} is neither cpu nor cuda")
+    if device == "cuda" and not cuda_available():
+        raise InputError("--device cuda: PyTorch here sees no CUDA GPU")
+    if device == "cuda" and "onnxruntime" in options.backends and "CUDAExecutionProvider" not in ort_providers():
+        raise InputError("--device cuda: onnxruntime here has no CUDAExecutionProvider (pip install 'moce[gpu]'); "
+                         "time it on the CPU with --device cpu, or leave it out of --backends")
+    if device == "cpu" and "tensorrt" in options.backends:
+        raise InputError("--device cpu: TensorRT runs on a CUDA GPU only; leave it out of --backends")
+    return device
+
+
 def load_reference(manifest: Manifest, threads: int | None, device: str | None = None):  # noqa: ANN201
     """The eager PyTorch model on the package's own weights (the speed-up reference), and its device."""
     import torch
@@ -196,6 +213,7 @@ def gflops_of(seconds: list[float]) -> float:
 def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
     """Time every case; returns results in case order (reference first for each size/batch)."""
     progress = progress or (lambda message: None)
+    options = replace(options, device=bench_device(options))
     kept = keep_freed_memory()  # MOCE_MALLOC_DEFAULTS=1 leaves glibc's defaults
     manifest = resolve_package(model, progress)
     rng = np.random.default_rng(options.seed)

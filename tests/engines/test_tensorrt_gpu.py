@@ -1,5 +1,6 @@
 """Real TensorRT and CUDA paths. Skipped without a GPU / TensorRT; written to run as-is with
-`pip install 'moce[trt]'` on an NVIDIA machine (not yet run: no GPU was available)."""
+`pip install 'moce[trt]'` on an NVIDIA machine. The torch CUDA test passed on an H200 (session 11);
+the TensorRT ones have not run (no TensorRT on any machine lent so far)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ def _ffn_like_graph() -> onnx.ModelProto:
         [_value("y", ["batch", 32, "height", "width"]), _value("down", ["batch", 32, None, None])],
         [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()], value_info=value_info,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8, what opset 17 needs: onnx 1.23 writes IR 14 by default, which ONNX Runtime 1.30 refuses (max 13)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _dims(model: onnx.ModelProto) -> dict[str, list]:

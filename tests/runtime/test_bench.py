@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from moce.cli.main import app
-from moce.runtime.bench import REFERENCE, BenchOptions, expand_cases, from_json, to_json
+from moce.errors import InputError
+from moce.runtime import bench
+from moce.runtime.bench import REFERENCE, BenchOptions, bench_device, expand_cases, from_json, to_json
 from tests.runtime.test_allocator import keeps_freed_memory_here
 
 
@@ -27,7 +30,7 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     torch.backends.cuda.matmul.allow_tf32 = True  # a caller's setting
     try:
         result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime",
-                                          "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
+                                          "--device", "cpu", "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
                                           "--json", str(out), "--chart", str(png)])
         assert torch.backends.cuda.matmul.allow_tf32  # the float32 GEMM turned TF32 off only while it ran
     finally:
@@ -63,7 +66,7 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
 def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path, tiny_pkg):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime", "--routing",
-                                      "split", "--sizes", "64", "--rounds", "1", "--warmup", "0", "--no-memory",
+                                      "split", "--device", "cpu", "--sizes", "64", "--rounds", "1", "--warmup", "0", "--no-memory",
                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
@@ -72,6 +75,42 @@ def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path
     out.write_text(json.dumps(rows))
     replay = CliRunner().invoke(app, ["bench", "--from-json", str(out)])
     assert replay.exit_code == 0 and "memory allocator: glibc defaults" in replay.output
+
+
+def _machine(monkeypatch, gpu: bool, ort_cuda: bool) -> None:
+    """Pretend what this machine has (the device checks only ask these two functions)."""
+    monkeypatch.setattr(bench, "cuda_available", lambda: gpu)
+    monkeypatch.setattr(bench, "ort_providers", lambda: ["CUDAExecutionProvider"] * ort_cuda + ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(("gpu", "ort_cuda", "backends", "device", "expected"), [
+    (False, False, ["torch", "onnxruntime"], None, "cpu"),
+    (True, False, ["torch"], None, "cuda"),
+    (True, True, ["torch", "onnxruntime"], None, "cuda"),
+    (True, False, ["torch", "onnxruntime"], "cpu", "cpu"),
+])
+def test_every_case_runs_on_one_device(monkeypatch, gpu, ort_cuda, backends, device, expected):
+    _machine(monkeypatch, gpu, ort_cuda)
+    assert bench_device(BenchOptions(backends, ["split"], [64], [1], device=device)) == expected
+
+
+@pytest.mark.parametrize(("gpu", "backends", "device", "message"), [
+    (True, ["torch", "onnxruntime"], None, "--device cuda: onnxruntime here has no CUDAExecutionProvider"),
+    (False, ["torch"], "cuda", "--device cuda: PyTorch here sees no CUDA GPU"),
+    (False, ["tensorrt"], None, "--device cpu: TensorRT runs on a CUDA GPU only"),
+    (False, ["torch"], "tpu", "--device: 'tpu' is neither cpu nor cuda"),
+])
+def test_a_bench_that_would_compare_two_devices_is_refused(monkeypatch, gpu, backends, device, message):
+    _machine(monkeypatch, gpu, ort_cuda=False)
+    with pytest.raises(InputError, match=re.escape(message)):
+        bench_device(BenchOptions(backends, ["split"], [64], [1], device=device))
+
+
+def test_the_cli_refuses_onnxruntime_on_cuda_without_its_provider_in_one_line(monkeypatch, tiny_pkg):
+    _machine(monkeypatch, gpu=True, ort_cuda=False)
+    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--sizes", "64", "--rounds", "1"])
+    assert result.exit_code != 0 and "pip install 'moce[gpu]'" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_bench_from_json_refuses_a_file_that_is_not_a_saved_run(tmp_path):

@@ -1,4 +1,4 @@
-"""`moce train` on CUDA (skipped without a GPU; not yet run: the one lent H100 session predates them)."""
+"""`moce train` on CUDA (skipped without a GPU; both passed on an H200 in session 11)."""
 
 from __future__ import annotations
 
