@@ -7,7 +7,8 @@
 # 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4);
 # 3. a short training run on CUDA (step speed with the padded expert sub-batches);
 # 4. `moce evaluate` and the demo restore on the torch CUDA backend; 5. MoCE-IR bench;
-# 6. the whole suite with CUDA visible, in the time left.
+# 6. the whole suite with CUDA visible, in what is left of BUDGET seconds (failures named as they happen).
+# SKIP_GPU_TESTS=1 / SKIP_L=1 leave out steps 1 / 5 (a second call after a cut-off first one).
 set -u
 OUT=${OUT:-build/gpu}
 MINUTES=${1:-1}  # the whole script then needs about 7 minutes
@@ -57,15 +58,17 @@ step "demo restore on CUDA"
 timeout 60 moce demo --out /tmp/demo --backend torch 2>&1 | tail -5
 
 if [ -z "${SKIP_L:-}" ]; then
-step "MoCE-IR (L) export and bench on CUDA, batch 1"
-python3 scripts/make_random_s.py /tmp/moceir_L.safetensors L && timeout 150 moce export /tmp/moceir_L.safetensors -o /tmp/L.moce \
-  --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2
-timeout 90 moce bench --model /tmp/L.moce --backends torch --routing split --sizes 256,512 --batch 1 --device cuda \
-  --rounds 10 --no-memory --json "$OUT/bench_L_cuda.json"
+  step "MoCE-IR (L) export and bench on CUDA, batch 1"
+  python3 scripts/make_random_s.py /tmp/moceir_L.safetensors L && timeout 150 moce export /tmp/moceir_L.safetensors -o /tmp/L.moce \
+    --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2
+  timeout 90 moce bench --model /tmp/L.moce --backends torch --routing split --sizes 256,512 --batch 1 --device cuda \
+    --rounds 10 --no-memory --json "$OUT/bench_L_cuda.json"
 fi
 
 LEFT=$(( ${BUDGET:-420} - SECONDS ))
 step "the whole suite with CUDA visible (${LEFT}s left)"
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-[ "$LEFT" -gt 30 ] && timeout "$LEFT" python3 -m pytest -q -p no:cacheprovider $XDIST -rs tests 2>&1 | tail -25
+# -v names each result as it comes, so a run cut by the timeout still says which tests failed
+[ "$LEFT" -gt 30 ] && timeout "$LEFT" python3 -m pytest -v -p no:cacheprovider $XDIST -rs tests 2>&1 \
+  | grep -E "FAILED|ERROR|passed|failed" | tail -25
 step done
