@@ -43,7 +43,7 @@ def _measure(package: str, size: int, rounds: int, threads: int) -> dict[str, di
     runner = OnnxRuntimeRunner(manifest, threads=threads)
     runner.activate()
     executor = PlanExecutor(manifest, runner)
-    model, _ = load_reference(manifest, threads, "cpu")
+    model = load_reference(manifest, threads, "cpu")
     tensor = torch.from_numpy(image)
     cases: dict[str, Callable[[], object]] = {"onnxruntime split": lambda: executor.run(image, "split"),
                                               "torch eager": lambda: model.restore(tensor)}

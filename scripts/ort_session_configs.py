@@ -44,7 +44,7 @@ def _split_plan(package: str, config: dict[str, str], threads: int, image: np.nd
 
 
 def _eager(package: str, threads: int, image: np.ndarray) -> Callable[[], np.ndarray]:
-    model, _ = load_reference(load_manifest(package), threads, "cpu")
+    model = load_reference(load_manifest(package), threads, "cpu")
     tensor = torch.from_numpy(image)
     return lambda: model.restore(tensor)[0].numpy()
 

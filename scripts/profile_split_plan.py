@@ -72,7 +72,7 @@ def main() -> None:
     keep_freed_memory()  # as `moce bench` does, so the eager times agree with it
     manifest = load_manifest(args.package)
     image = np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)
-    model, _ = load_reference(manifest, args.threads, "cpu")
+    model = load_reference(manifest, args.threads, "cpu")
     trace_dir = tempfile.mkdtemp(prefix="moce_profile_")
     runners = {"onnxruntime": OnnxRuntimeRunner(manifest, threads=args.threads, profile_dir=trace_dir),
                "eager": TorchRunner(model, "cpu")}

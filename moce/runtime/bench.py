@@ -150,8 +150,9 @@ def bench_device(options: BenchOptions) -> str:
     return device
 
 
-def load_reference(manifest: Manifest, threads: int | None, device: str | None = None):  # noqa: ANN201
-    """The eager PyTorch model on the package's own weights (the speed-up reference), and its device."""
+def load_reference(manifest: Manifest, threads: int | None, device: str):  # noqa: ANN201
+    """The eager PyTorch model on the package's own weights (the speed-up reference), on ``device``
+    (the bench's resolves in :func:`bench_device`)."""
     import torch
 
     from moce.model.checkpoint import load_model
@@ -159,8 +160,7 @@ def load_reference(manifest: Manifest, threads: int | None, device: str | None =
     if threads:
         torch.set_num_threads(threads)
     model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device), device
+    return model.to(device)
 
 
 def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: np.ndarray):  # noqa: ANN202
@@ -168,9 +168,9 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
     if case.backend == REFERENCE:
         import torch
 
-        model, device = load_reference(manifest, options.threads, options.device)
-        tensor = torch.from_numpy(image).to(device)
-        return (lambda: _eager(model, tensor)), None, device == "cuda"
+        model = load_reference(manifest, options.threads, options.device)
+        tensor = torch.from_numpy(image).to(options.device)
+        return (lambda: _eager(model, tensor)), None, options.device == "cuda"
     choice = make_runner(case.backend, manifest, options.device, options.threads)
     choice.runner.activate()
     executor = PlanExecutor(manifest, choice.runner)
