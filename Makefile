@@ -16,4 +16,6 @@ demo: $(STAMP)
 	$(BIN)/moce demo --out out/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

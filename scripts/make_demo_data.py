@@ -40,7 +40,11 @@ def write(folder: Path, names: dict[str, str]) -> None:
             image = np.stack([image] * 3, -1)
         image = image[..., :3]
         if image.dtype != np.uint8:
-            image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8) if image.dtype.kind == "f" else image.astype(np.uint8)
+            image = (
+                (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+                if image.dtype.kind == "f"
+                else image.astype(np.uint8)
+            )
         cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from moce.data.degrade import degrade
-from moce.runtime.backends import resolve_package
+from moce.metrics import psnr
+from moce.package.store import resolve_package
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -32,7 +33,7 @@ def _photo(size: int) -> np.ndarray:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
 def main() -> None:
@@ -60,8 +61,10 @@ def main() -> None:
                 tiled = Restorer(executor, options).restore_tiled(image)
                 seconds = time.perf_counter() - start
                 diff = float(np.abs(np.clip(full.restored, 0, 1) - np.clip(tiled.restored, 0, 1)).max())
-                print(f"{name:<12} {passes:>6} {_psnr(full.restored, tiled.restored):>8.2f} {diff:>8.4f} "
-                      f"{seconds:>8.1f}  ({untiled:.1f})")
+                print(
+                    f"{name:<12} {passes:>6} {_psnr(full.restored, tiled.restored):>8.2f} {diff:>8.4f} "
+                    f"{seconds:>8.1f}  ({untiled:.1f})"
+                )
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moce.export.exporter import ExportOptions, export_package
+from moce.data import TINY_MODEL
+from moce.package.writer import export_package
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
-TINY_CKPT = Path(__file__).parents[1] / "moce" / "data" / "moceir_tiny.ckpt"
+TINY_CKPT = TINY_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +40,12 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def tiny_pkg(tmp_path_factory, tiny_ckpt):
-    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce",
-                          ExportOptions(sizes=((64, 64),), batches=(1,))).manifest
+    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce").manifest
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.bench import BenchOptions, CaseResult, chart, from_json, run_bench, speedups, to_json
 from moce.cli.common import render_table, user_errors
 from moce.errors import InputError
-from moce.runtime.bench import BenchOptions, CaseResult, chart, from_json, run_bench, speedups, to_json
 
 
 def _ints(text: str) -> list[int]:
@@ -41,8 +41,11 @@ def bench(
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
     json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON"),
     png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),
-    from_saved: Path = typer.Option(None, "--from-json", help="Measure nothing: tabulate (and chart) a run saved "
-                                    "with --json, e.g. on another machine"),
+    from_saved: Path = typer.Option(
+        None,
+        "--from-json",
+        help="Measure nothing: tabulate (and chart) a run saved with --json, e.g. on another machine",
+    ),
 ) -> None:
     """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager.
 
@@ -51,26 +54,64 @@ def bench(
     if from_saved:
         results = _saved(from_saved)
     else:
-        options = BenchOptions(backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds,
-                               threads, device, memory)
+        options = BenchOptions(
+            backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds, threads, device, memory
+        )
         results = run_bench(model, options, lambda m: typer.echo(m, err=True))
     ups = speedups(results)
     rows = []
     for r in results:
         share = 1 - r.expert_gflops / r.dense_expert_gflops if r.dense_expert_gflops else 0.0
-        rows.append([r.case.backend, r.case.routing, r.case.size, r.case.batch, f"{r.median_ms:.1f}", f"{r.p90_ms:.1f}",
-                     f"{r.images_per_s():.2f}", "-" if r.peak_mb is None else f"{r.peak_mb:.0f}",
-                     f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}", _percent(share),
-                     f"{r.gflops_per_s():.1f}", _percent(r.share_of_peak()),
-                     f"{r.max_abs_vs_reference:.1e}", f"x{ups[r.case]:.2f}"])
-    typer.echo(render_table(["backend", "routing", "size", "batch", "median ms", "p90 ms", "img/s", "peak MB",
-                             "expert GFLOPs run/dense", "skipped", "GFLOP/s", "of GEMM peak", "max|d| vs eager",
-                             "speed-up"], rows))
+        rows.append(
+            [
+                r.case.backend,
+                r.case.routing,
+                r.case.size,
+                r.case.batch,
+                f"{r.median_ms:.1f}",
+                f"{r.p90_ms:.1f}",
+                f"{r.images_per_s():.2f}",
+                "-" if r.peak_mb is None else f"{r.peak_mb:.0f}",
+                f"{r.expert_gflops:.2f}/{r.dense_expert_gflops:.2f}",
+                _percent(share),
+                f"{r.gflops_per_s():.1f}",
+                _percent(r.share_of_peak()),
+                f"{r.max_abs_vs_reference:.1e}",
+                f"x{ups[r.case]:.2f}",
+            ]
+        )
+    typer.echo(
+        render_table(
+            [
+                "backend",
+                "routing",
+                "size",
+                "batch",
+                "median ms",
+                "p90 ms",
+                "img/s",
+                "peak MB",
+                "expert GFLOPs run/dense",
+                "skipped",
+                "GFLOP/s",
+                "of GEMM peak",
+                "max|d| vs eager",
+                "speed-up",
+            ],
+            rows,
+        )
+    )
     for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results if r.gemm_peak_gflops}):
         typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, median of one run per round): {peak:.1f} GFLOP/s")
     kept = {r.kept_freed_memory for r in results}
-    typer.echo("memory allocator: " + ("freed blocks kept for reuse (moce.runtime.allocator)" if kept == {True}
-                                       else "glibc defaults (eager PyTorch pays page faults every run)"))
+    typer.echo(
+        "memory allocator: "
+        + (
+            "freed blocks kept for reuse (moce.runtime.allocator)"
+            if kept == {True}
+            else "glibc defaults (eager PyTorch pays page faults every run)"
+        )
+    )
     if json_out and not from_saved:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     if png:

@@ -44,6 +44,9 @@ def build_engine(
     if result.engines:
         typer.echo(f"{len(result.engines)} TensorRT engine(s) recorded in {package / 'engines.json'}")
     if result.tensorrt_error:
-        typer.echo(f"error: TensorRT engines not built: {result.tensorrt_error}; the ONNX variants above are written "
-                   "(use --onnx-only to skip TensorRT)", err=True)
+        typer.echo(
+            f"error: TensorRT engines not built: {result.tensorrt_error}; the ONNX variants above are written "
+            "(use --onnx-only to skip TensorRT)",
+            err=True,
+        )
         raise typer.Exit(3)

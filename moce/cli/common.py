@@ -38,6 +38,7 @@ def render_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain aligned text table (no terminal dependencies, stable in logs)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
     def align(text: str, width: int) -> str:
         numeric = text.replace(",", "").replace(".", "").replace("-", "").replace("e", "").replace("%", "").isdigit()
         return text.rjust(width) if numeric else text.ljust(width)

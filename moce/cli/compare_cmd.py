@@ -7,16 +7,19 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.compare import CompareOptions, Spec
+from moce.apps.compare import compare as run_compare
 from moce.cli.common import render_table, user_errors
-from moce.engines.compare import CompareOptions, Spec, compare as run_compare
-from moce.export.manifest import load_manifest
+from moce.package.manifest import load_manifest
 
 
 @user_errors
 def compare(
     package: Path = typer.Argument(..., help="Model package folder"),
-    runners: str = typer.Option("torch,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8",
-                                help="backend[:precision] list; the first is the reference"),
+    runners: str = typer.Option(
+        "torch,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8",
+        help="backend[:precision] list; the first is the reference",
+    ),
     images: Path = typer.Option(None, help="Folder of real images [default: bundled degraded samples]"),
     atol: float = typer.Option(1e-2, help="Absolute tolerance on the restored image (Polygraphy)"),
     rtol: float = typer.Option(1e-2, help="Relative tolerance on the restored image (Polygraphy)"),
@@ -30,18 +33,42 @@ def compare(
     """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement."""
     manifest = load_manifest(package)
     manifest.verify_files()
-    options = CompareOptions([Spec.parse(s) for s in runners.split(",")], images, atol, rtol, min_psnr,
-                             min_route_agreement, error_stat, save_results, verbose)
+    options = CompareOptions(
+        [Spec.parse(s) for s in runners.split(",")],
+        images,
+        atol,
+        rtol,
+        min_psnr,
+        min_route_agreement,
+        error_stat,
+        save_results,
+        verbose,
+    )
     report = run_compare(manifest, options, lambda m: typer.echo(m, err=True))
-    rows = [[r["runner"], f"{r['max_abs']:.2e}", f"{r['mean_abs']:.2e}", f"{r['min_psnr']:.2f}", f"{r['mean_psnr']:.2f}",
-             f"{r['min_ssim']:.4f}", f"{100 * r['route_agreement']:.1f}%", ",".join(r["routes_changed"]) or "-"]
-            for r in report.rows]
+    rows = [
+        [
+            r["runner"],
+            f"{r['max_abs']:.2e}",
+            f"{r['mean_abs']:.2e}",
+            f"{r['min_psnr']:.2f}",
+            f"{r['mean_psnr']:.2f}",
+            f"{r['min_ssim']:.4f}",
+            f"{100 * r['route_agreement']:.1f}%",
+            ",".join(r["routes_changed"]) or "-",
+        ]
+        for r in report.rows
+    ]
     typer.echo(f"reference: {report.reference}")
-    typer.echo(render_table(["runner", "max abs", "mean abs", "min PSNR", "mean PSNR", "min SSIM", "routes agree",
-                             "routes changed"], rows))
+    typer.echo(
+        render_table(
+            ["runner", "max abs", "mean abs", "min PSNR", "mean PSNR", "min SSIM", "routes agree", "routes changed"],
+            rows,
+        )
+    )
     if json_out:
-        json_out.write_text(json.dumps({"reference": report.reference, "rows": report.rows,
-                                        "failures": report.failures}, indent=2))
+        json_out.write_text(
+            json.dumps({"reference": report.reference, "rows": report.rows, "failures": report.failures}, indent=2)
+        )
     for failure in report.failures:
         typer.echo(f"failed: {failure}", err=True)
     raise typer.Exit(0 if report.passed else 1)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.evaluate import EvalOptions, routing_chart
+from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
-from moce.evaluate import EvalOptions, evaluate as run_evaluate, routing_chart
 
 
 @user_errors
@@ -21,27 +22,47 @@ def evaluate(
     crop: int = typer.Option(96, help="Crop side (multiple of 8)"),
     backend: str = typer.Option("onnxruntime", help="onnxruntime, torch or tensorrt"),
     seed: int = typer.Option(0, help="Seed of degradations and crops"),
-    draws: int = typer.Option(4, help="Degradations drawn per image (draw k uses seed + k); the table gives the "
-                              "gain's range over draws"),
+    draws: int = typer.Option(
+        4, help="Degradations drawn per image (draw k uses seed + k); the table gives the gain's range over draws"
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON"),
     chart: Path = typer.Option(None, help="Write a PNG of the experts each degradation uses"),
 ) -> None:
     """PSNR/SSIM per degradation and how well routes alone identify the degradation."""
     options = EvalOptions(tuple(degradations.split(",")), crops, crop, backend, seed, draws)
     report = run_evaluate(model, data, options, lambda m: typer.echo(m, err=True))
-    rows = [[r["degradation"], f"{r['psnr_input']:.2f}", f"{r['psnr_output']:.2f}", f"{r['psnr_gain']:+.2f}",
-             f"{r['psnr_gain_min']:+.2f} .. {r['psnr_gain_max']:+.2f}",
-             f"{r['ssim_input']:.3f}", f"{r['ssim_output']:.3f}", "-".join(map(str, r["dominant_route"]))]
-            for r in report.rows]
-    typer.echo(render_table(["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out",
-                             "usual route"], rows))
+    rows = [
+        [
+            r["degradation"],
+            f"{r['psnr_input']:.2f}",
+            f"{r['psnr_output']:.2f}",
+            f"{r['psnr_gain']:+.2f}",
+            f"{r['psnr_gain_min']:+.2f} .. {r['psnr_gain_max']:+.2f}",
+            f"{r['ssim_input']:.3f}",
+            f"{r['ssim_output']:.3f}",
+            "-".join(map(str, r["dominant_route"])),
+        ]
+        for r in report.rows
+    ]
+    typer.echo(
+        render_table(
+            ["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out", "usual route"],
+            rows,
+        )
+    )
     typer.echo(f"task predicted from the route vector alone: {100 * report.route_accuracy:.1f}% of held-out crops")
     tasks = list(report.confusion)
-    typer.echo(render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks]))
+    typer.echo(
+        render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks])
+    )
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     if chart:
-        routing_chart(report.route_usage, chart, f"expert use per adapter; routes predict the task {100 * report.route_accuracy:.0f}%")
+        routing_chart(
+            report.route_usage,
+            chart,
+            f"expert use per adapter; routes predict the task {100 * report.route_accuracy:.0f}%",
+        )
 
 
 @user_errors
@@ -51,7 +72,7 @@ def demo(
     backend: str = typer.Option("auto", help="auto, onnxruntime, torch or tensorrt"),
 ) -> None:
     """Restore the bundled degraded samples; write outputs, report, before/after sheet and routing chart."""
-    from moce.demo import run_demo
+    from moce.apps.demo import run_demo
 
     progress = CliProgress()
     try:

@@ -8,7 +8,8 @@ import typer
 
 from moce.cli.common import render_table, user_errors
 from moce.errors import InputError, ValidationError
-from moce.export.exporter import ExportOptions, ExportResult, export_package
+from moce.package.writer import ExportOptions, ExportResult
+from moce.runtime.validate import export_and_validate
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -32,7 +33,9 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset"),
     conditional: bool = typer.Option(True, help="Also write the If-routed whole-network graph"),
     dense: bool = typer.Option(True, help="Also write the dense (all experts, one-hot gate) graph"),
-    tiles: bool = typer.Option(True, help="Also write the tile segments that share image-wide sums (restore --tile-passes)"),
+    tiles: bool = typer.Option(
+        True, help="Also write the tile segments that share image-wide sums (restore --tile-passes)"
+    ),
     validate: bool = typer.Option(True, help="Compare every form with PyTorch on ONNX Runtime (CPU)"),
     sizes: str = typer.Option("64x64,128x96", help="Validation image sizes HxW (multiples of 8)"),
     batches: str = typer.Option("1,2", help="Validation batch sizes"),
@@ -40,8 +43,17 @@ def export(
     overwrite: bool = typer.Option(False, help="Replace an existing package folder"),
 ) -> None:
     """Export a checkpoint to an ONNX model package and validate it against PyTorch."""
-    options = ExportOptions(opset=opset, conditional=conditional, dense=dense, tiles=tiles, validate=validate,
-                            sizes=_sizes(sizes), batches=_batches(batches), atol=atol, overwrite=overwrite)
+    options = ExportOptions(
+        opset=opset,
+        conditional=conditional,
+        dense=dense,
+        tiles=tiles,
+        validate=validate,
+        sizes=_sizes(sizes),
+        batches=_batches(batches),
+        atol=atol,
+        overwrite=overwrite,
+    )
     out = output or checkpoint.with_suffix(".moce")
     steps = [0]
 
@@ -50,7 +62,7 @@ def export(
         typer.echo(f"[{steps[0]:>3}] {message}", err=True)
 
     try:
-        result = export_package(checkpoint, out, options, progress)
+        result = export_and_validate(checkpoint, out, options, progress)
     except ValidationError as exc:
         typer.echo(f"error: {out}: {exc}", err=True)
         raise typer.Exit(1) from None

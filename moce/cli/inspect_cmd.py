@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.inspect import inspect_checkpoint
 from moce.cli.common import print_json, render_table, user_errors
-from moce.inspect import inspect_checkpoint
 
 
 @user_errors
@@ -27,11 +27,22 @@ def inspect(
     for key in ("dim", "num_blocks", "num_dec_blocks", "heads", "num_refinement_blocks", "top_k"):
         typer.echo(f"  {key:<22} {cfg[key]}")
     p = info["params"]
-    typer.echo(f"  {'parameters':<22} {p['total']:,} (experts {p['experts']:,}, trunk+routers {p['trunk_and_routers']:,})")
+    typer.echo(
+        f"  {'parameters':<22} {p['total']:,} (experts {p['experts']:,}, trunk+routers {p['trunk_and_routers']:,})"
+    )
     rows = [
-        [a["adapter"], a["level"], e["expert"], e["rank"], e["patch_size"], f"{e['params']:,}",
-         f"{e['flops'] / 1e9:.3f}", f"{e['complexity']:.3f}"]
-        for a in info["adapters"] for e in a["experts"]
+        [
+            a["adapter"],
+            a["level"],
+            e["expert"],
+            e["rank"],
+            e["patch_size"],
+            f"{e['params']:,}",
+            f"{e['flops'] / 1e9:.3f}",
+            f"{e['complexity']:.3f}",
+        ]
+        for a in info["adapters"]
+        for e in a["experts"]
     ]
     typer.echo(f"\nexperts (GFLOPs per image at {height}x{width}):")
     typer.echo(render_table(["adapter", "level", "expert", "rank", "patch", "params", "GFLOPs", "complexity"], rows))

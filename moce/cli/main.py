@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from moce import __version__
@@ -13,8 +15,14 @@ from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
 from moce.cli.train_cmd import train
+from moce.runtime.allocator import keep_freed_memory
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Deploy MoCE-IR: export, build engines, restore.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Deploy MoCE-IR: export, build engines, restore.",
+)
 
 
 def _version(value: bool) -> None:
@@ -25,9 +33,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit"
+    ),
 ) -> None:
     """Deploy MoCE-IR: export, build engines, restore."""
+    configure_process()
+
+
+def configure_process() -> None:
+    """What the program, not a library call, decides for its whole process: malloc keeps freed
+    memory for reuse (moce.runtime.allocator; ``MOCE_MALLOC_DEFAULTS=1`` opts out), and only errors
+    from other libraries' loggers reach the terminal (ONNX Runtime's quantiser logs a hint per graph)."""
+    keep_freed_memory()
+    logging.getLogger().setLevel(logging.ERROR)
 
 
 app.command()(inspect)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.restore import RestoreJob, RestoreSummary
+from moce.apps.restore import restore as run_restore
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
-from moce.runtime.restore import RestoreJob, RestoreSummary, restore as run_restore
 from moce.runtime.restorer import RestoreOptions
 
 
@@ -16,7 +17,9 @@ from moce.runtime.restorer import RestoreOptions
 def restore(
     inputs: Path = typer.Argument(..., help="An image file or a folder of images"),
     output: Path = typer.Argument(..., help="Output folder (or file name for a single input)"),
-    model: str = typer.Option(None, "--model", "-m", help="Model package folder or checkpoint [default: bundled tiny model]"),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model package folder or checkpoint [default: bundled tiny model]"
+    ),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     routing: str = typer.Option("split", help="split | conditional | dense"),
     precision: str = typer.Option("fp32", help="fp32 (fp16/int8 need `moce build-engine`)"),
@@ -25,8 +28,11 @@ def restore(
     overlap: int = typer.Option(32, help="Overlap between tiles, feather-blended"),
     route_per: str = typer.Option("image", help="image: route once per image; tile: each tile routes itself"),
     route_size: int = typer.Option(None, help="Longest side of the routing pass for tiled images [default: --tile]"),
-    tile_passes: int = typer.Option(3, help="Passes over the tiles sharing image-wide attention sums (route-per image); "
-                                            "1 = each tile alone, fastest, least like the untiled result"),
+    tile_passes: int = typer.Option(
+        3,
+        help="Passes over the tiles sharing image-wide attention sums (route-per image); "
+        "1 = each tile alone, fastest, least like the untiled result",
+    ),
     batch: int = typer.Option(1, help="Tiles, or same-sized images, per inference call"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders"),
     include: list[str] = typer.Option([], "--include", help="Glob filter on names or relative paths (repeatable)"),
@@ -36,11 +42,30 @@ def restore(
     threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""
-    options = RestoreOptions(routing=routing, tile=tile, overlap=overlap, route_per=route_per, batch=batch,
-                             route_size=route_size, tile_passes=tile_passes)
-    job = RestoreJob(inputs=inputs, output=output, model=model, backend=backend, device=device, precision=precision,
-                     options=options, recursive=recursive, include=tuple(include), ext=ext, overwrite=overwrite,
-                     report=report, threads=threads)
+    options = RestoreOptions(
+        routing=routing,
+        tile=tile,
+        overlap=overlap,
+        route_per=route_per,
+        batch=batch,
+        route_size=route_size,
+        tile_passes=tile_passes,
+    )
+    job = RestoreJob(
+        inputs=inputs,
+        output=output,
+        model=model,
+        backend=backend,
+        device=device,
+        precision=precision,
+        options=options,
+        recursive=recursive,
+        include=tuple(include),
+        ext=ext,
+        overwrite=overwrite,
+        report=report,
+        threads=threads,
+    )
     progress = CliProgress()
     try:
         summary = run_restore(job, progress)
@@ -52,10 +77,36 @@ def restore(
 
 def _print_summary(summary: RestoreSummary) -> None:
     totals = summary.to_dict()["totals"]
-    rows = [[summary.backend, summary.precision, summary.routing, totals["images"], totals["ok"], totals["errors"],
-             totals["skipped_existing"], f"{totals['seconds']:.2f}", f"{totals['images_per_second']:.2f}",
-             f"{100 * totals['expert_compute_skipped']:.1f}%"]]
-    typer.echo(render_table(["backend", "precision", "routing", "images", "ok", "errors", "skipped", "seconds",
-                             "images/s", "expert FLOPs skipped"], rows))
+    rows = [
+        [
+            summary.backend,
+            summary.precision,
+            summary.routing,
+            totals["images"],
+            totals["ok"],
+            totals["errors"],
+            totals["skipped_existing"],
+            f"{totals['seconds']:.2f}",
+            f"{totals['images_per_second']:.2f}",
+            f"{100 * totals['expert_compute_skipped']:.1f}%",
+        ]
+    ]
+    typer.echo(
+        render_table(
+            [
+                "backend",
+                "precision",
+                "routing",
+                "images",
+                "ok",
+                "errors",
+                "skipped",
+                "seconds",
+                "images/s",
+                "expert FLOPs skipped",
+            ],
+            rows,
+        )
+    )
     for record in summary.failed:
         typer.echo(f"failed: {record.error}", err=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import user_errors
-from moce.train.trainer import TrainOptions, train as run_train
+from moce.train.trainer import TrainOptions
+from moce.train.trainer import train as run_train
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -24,7 +25,9 @@ def train(
     num_dec_blocks: str = typer.Option("1,1,1", help="Decoder blocks per level (shallow first)"),
     heads: str = typer.Option("1,1,2,2", help="Attention heads per level"),
     refinement: int = typer.Option(1, help="Refinement blocks"),
-    degradations: str = typer.Option("noise15,noise25,noise50,rain,haze,blur,lowlight", help="Degradations to train on"),
+    degradations: str = typer.Option(
+        "noise15,noise25,noise50,rain,haze,blur,lowlight", help="Degradations to train on"
+    ),
     iterations: int = typer.Option(2000, help="Optimizer steps"),
     batch: int = typer.Option(8, help="Crops per step"),
     crop: int = typer.Option(64, help="Crop side (multiple of 8)"),
@@ -35,23 +38,50 @@ def train(
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
     threads: int = typer.Option(None, help="CPU threads"),
     workers: int = typer.Option(0, help="Processes that synthesise batches ahead of the model (use on a GPU)"),
-    minutes: float = typer.Option(None, help="Time budget: the learning-rate schedule ends at whichever of "
-                                  "--iterations or --minutes comes first"),
+    minutes: float = typer.Option(
+        None, help="Time budget: the learning-rate schedule ends at whichever of --iterations or --minutes comes first"
+    ),
     init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tune; same architecture)"),
     balance_weight: float = typer.Option(0.01, help="Weight of the load-balancing loss (the paper: 0.01)"),
-    route_weight: float = typer.Option(0.0, help="Weight of the task-discriminative route contrast, which uses the "
-                                       "degradation labels (not in the paper; 0 = the paper's objective)"),
-    relative_l1: bool = typer.Option(False, help="Weight each sample's L1 by the inverse of its input's error, so "
-                                     "mild degradations (blur) count as much as heavy ones (not in the paper)"),
+    route_weight: float = typer.Option(
+        0.0,
+        help="Weight of the task-discriminative route contrast, which uses the "
+        "degradation labels (not in the paper; 0 = the paper's objective)",
+    ),
+    relative_l1: bool = typer.Option(
+        False,
+        help="Weight each sample's L1 by the inverse of its input's error, so "
+        "mild degradations (blur) count as much as heavy ones (not in the paper)",
+    ),
     relative_fft: bool = typer.Option(False, help="The same per-sample weighting for the FFT loss (not in the paper)"),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
-    opts = TrainOptions(data=data, out=out, dim=dim, num_blocks=_ints(num_blocks), num_dec_blocks=_ints(num_dec_blocks),
-                        heads=_ints(heads), num_refinement_blocks=refinement, degradations=tuple(degradations.split(",")),
-                        iterations=iterations, batch=batch, crop=crop, lr=lr, seed=seed, save_every=save_every,
-                        resume=resume, device=device, threads=threads, workers=workers, minutes=minutes, init=init,
-                        balance_weight=balance_weight, route_weight=route_weight,
-                        relative_l1=relative_l1, relative_fft=relative_fft)
+    opts = TrainOptions(
+        data=data,
+        out=out,
+        dim=dim,
+        num_blocks=_ints(num_blocks),
+        num_dec_blocks=_ints(num_dec_blocks),
+        heads=_ints(heads),
+        num_refinement_blocks=refinement,
+        degradations=tuple(degradations.split(",")),
+        iterations=iterations,
+        batch=batch,
+        crop=crop,
+        lr=lr,
+        seed=seed,
+        save_every=save_every,
+        resume=resume,
+        device=device,
+        threads=threads,
+        workers=workers,
+        minutes=minutes,
+        init=init,
+        balance_weight=balance_weight,
+        route_weight=route_weight,
+        relative_l1=relative_l1,
+        relative_fft=relative_fft,
+    )
     start = time.perf_counter()
     average: dict[str, float] = {}
     first: list[int] = []
@@ -63,9 +93,13 @@ def train(
         if step % 20 == 0 or step == iterations:
             rate = (step - first[0] + 1) / (time.perf_counter() - start)
             budget = f" ({parts['schedule']:.0%} of {minutes:g} min)" if minutes else ""
-            typer.echo(f"step {step}/{iterations}{budget}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
-                       f"balance {average['balance']:.3f}  " + (f"route {average['route']:+.3f}  " if "route" in average else "")
-                       + f"lr {parts['lr']:.2e}  {rate:.2f} it/s", err=True)
+            typer.echo(
+                f"step {step}/{iterations}{budget}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
+                f"balance {average['balance']:.3f}  "
+                + (f"route {average['route']:+.3f}  " if "route" in average else "")
+                + f"lr {parts['lr']:.2e}  {rate:.2f} it/s",
+                err=True,
+            )
 
     final = run_train(opts, on_step)
     typer.echo(f"wrote {final}")

@@ -78,8 +78,15 @@ DEGRADATIONS: dict[str, Degradation] = {
     "lowlight": low_light,
 }
 
-TASK_OF = {"noise15": "noise", "noise25": "noise", "noise50": "noise", "rain": "rain", "haze": "haze",
-           "blur": "blur", "lowlight": "lowlight"}
+TASK_OF = {
+    "noise15": "noise",
+    "noise25": "noise",
+    "noise50": "noise",
+    "rain": "rain",
+    "haze": "haze",
+    "blur": "blur",
+    "lowlight": "lowlight",
+}
 """The restoration task each degradation belongs to (what routing should tell apart)."""
 
 

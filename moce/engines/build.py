@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from moce.data import SAMPLES
 from moce.data.degrade import DEGRADATIONS, degrade
 from moce.engines.tensorrt import EngineRecord, Profile, build_engines
 from moce.engines.variants import VariantReport, build_variants
 from moce.errors import InputError, MissingDependencyError
-from moce.export.manifest import Manifest, load_manifest
-from moce.runtime.backends import cache_dir
-from moce.runtime.imageio import SUPPORTED, read_image
+from moce.imageio import SUPPORTED, read_image
+from moce.package.manifest import Manifest, load_manifest
+from moce.package.store import cache_dir
 
-SAMPLES = Path(__file__).parents[1] / "data" / "samples"
 CALIB_SIDE = 128
 
 
@@ -58,20 +56,7 @@ def calibration_images(folder: Path | None, side: int = CALIB_SIDE) -> list[np.n
             raise InputError(f"{folder}: no calibration images")
         return [_square_crops(read_image(p)[0], side) for p in files]
     clean = [read_image(p)[0] for p in sorted((SAMPLES / "clean").glob("*.png"))]
-    return [_square_crops(degrade(img, name, seed=i), side)
-            for img in clean for i, name in enumerate(DEGRADATIONS)]
-
-
-@contextmanager
-def _quiet_quantiser() -> Iterator[None]:
-    """ONNX Runtime's quantiser logs a pre-processing hint per graph on the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    return [_square_crops(degrade(img, name, seed=i), side) for img in clean for i, name in enumerate(DEGRADATIONS)]
 
 
 def build(package: Path, options: BuildOptions, progress: Callable[[str], None] | None = None) -> BuildResult:
@@ -80,8 +65,7 @@ def build(package: Path, options: BuildOptions, progress: Callable[[str], None] 
     manifest = load_manifest(package)
     manifest.verify_files()
     calib = calibration_images(options.calib) if "int8" in options.precisions else None
-    with _quiet_quantiser():
-        variants = build_variants(manifest, options.precisions, calib, progress)
+    variants = build_variants(manifest, options.precisions, calib, progress)
     for report in variants:
         for warning in report.warnings:
             progress(f"warning: {warning}")
@@ -90,8 +74,14 @@ def build(package: Path, options: BuildOptions, progress: Callable[[str], None] 
     if not options.onnx_only:
         try:
             for precision in options.precisions or ["fp32"]:
-                engines += build_engines(manifest, precision, options.profile, options.workspace_mb << 20,
-                                         options.engine_cache or cache_dir() / "engines", progress)
+                engines += build_engines(
+                    manifest,
+                    precision,
+                    options.profile,
+                    options.workspace_mb << 20,
+                    options.engine_cache or cache_dir() / "engines",
+                    progress,
+                )
         except MissingDependencyError as exc:
             error = str(exc)
     return BuildResult(manifest, variants, engines, error)

@@ -20,10 +20,21 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-KEEP_FP32 = frozenset({
-    "LayerNormalization", "Softmax", "ReduceL2", "ReduceMean", "ReduceSum", "GlobalAveragePool", "Gemm",
-    "TopK", "ScatterElements", "ConstantOfShape", "If",
-})
+KEEP_FP32 = frozenset(
+    {
+        "LayerNormalization",
+        "Softmax",
+        "ReduceL2",
+        "ReduceMean",
+        "ReduceSum",
+        "GlobalAveragePool",
+        "Gemm",
+        "TopK",
+        "ScatterElements",
+        "ConstantOfShape",
+        "If",
+    }
+)
 """Ops that run in float32: normalisations, reductions over whole images, and everything routing."""
 
 KEEP_FP32_SCOPES = ("/patch_mix/", "/similarity/")

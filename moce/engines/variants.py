@@ -20,8 +20,9 @@ import onnx
 
 from moce.engines.precision import convert_fp16
 from moce.errors import InputError
-from moce.export.manifest import EXPERT_INPUTS, Manifest, expert_graph, sha256_bytes
+from moce.export.names import EXPERT_INPUTS
 from moce.model.plan import RESTORED
+from moce.package.manifest import Manifest, expert_graph, sha256_bytes
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
 
@@ -63,8 +64,13 @@ def _register(manifest: Manifest, precision: str, name: str, file: str, model: o
     path = manifest.root / file
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    entry = dict(manifest.data["graphs"][name], file=file, bytes=len(data), nodes=len(model.graph.node),
-                 sha256=sha256_bytes(data))
+    entry = dict(
+        manifest.data["graphs"][name],
+        file=file,
+        bytes=len(data),
+        nodes=len(model.graph.node),
+        sha256=sha256_bytes(data),
+    )
     manifest.data.setdefault("precisions", {}).setdefault(precision, {"graphs": {}})["graphs"][name] = entry
 
 
@@ -134,9 +140,15 @@ def quantize_int8(model_path: Path, out_path: Path, feeds: list[dict[str, np.nda
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
-        str(model_path), str(out_path), _Reader(feeds), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-        op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax,
+        str(model_path),
+        str(out_path),
+        _Reader(feeds),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["Conv"],
+        calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=output_convs(onnx.load(str(model_path), load_external_data=False)),
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
@@ -155,13 +167,16 @@ def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress,
             progress(f"int8: calibrate and quantise {name} ({report.samples[name]} samples)")
             out = Path(tmp) / f"{name}.onnx"
             quantize_int8(manifest.graph_file(name), out, feeds[name])
-            _register(manifest, "int8", name, f"int8/{Path(manifest.data['graphs'][name]['file']).name}", onnx.load(str(out)))
+            _register(
+                manifest, "int8", name, f"int8/{Path(manifest.data['graphs'][name]['file']).name}", onnx.load(str(out))
+            )
             report.graphs.append(name)
     return report
 
 
-def _fill_unrouted_experts(manifest: Manifest, feeds: dict[str, list[dict]], report: VariantReport,
-                           min_samples: int) -> None:
+def _fill_unrouted_experts(
+    manifest: Manifest, feeds: dict[str, list[dict]], report: VariantReport, min_samples: int
+) -> None:
     routed = {name: list(batches) for name, batches in feeds.items()}
     for step in manifest.data["plan"]:
         if step["kind"] != "adapter":
@@ -171,15 +186,21 @@ def _fill_unrouted_experts(manifest: Manifest, feeds: dict[str, list[dict]], rep
             name = expert_graph(a, e)
             seen = sum(len(f[EXPERT_INPUTS[0]]) for f in feeds.get(name, []))
             if seen < min_samples:
-                report.warnings.append(f"{name}: only {seen} calibration sample(s) were routed to it"
-                                       + ("; calibrated on all of the adapter's inputs instead" if not seen else ""))
+                report.warnings.append(
+                    f"{name}: only {seen} calibration sample(s) were routed to it"
+                    + ("; calibrated on all of the adapter's inputs instead" if not seen else "")
+                )
             if not seen:
                 donors = [f for e2 in range(len(step["experts"])) for f in routed.get(expert_graph(a, e2), [])]
                 feeds[name] = [{**f, "gate": np.ones_like(f["gate"])} for f in donors]
 
 
-def build_variants(manifest: Manifest, precisions: list[str], calibration: list[np.ndarray] | None = None,
-                   progress: Progress | None = None) -> list[VariantReport]:
+def build_variants(
+    manifest: Manifest,
+    precisions: list[str],
+    calibration: list[np.ndarray] | None = None,
+    progress: Progress | None = None,
+) -> list[VariantReport]:
     """Write the requested variants into the package and record them in its manifest."""
     progress = progress or (lambda message: None)
     unknown = [p for p in precisions if p not in PRECISIONS]

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
+from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
 from moce.model.plan import IMAGE, RESTORED, AdapterStep, SegmentStep, Step
 
 
@@ -77,12 +77,21 @@ def _io(plan: list[Step], channels: int, num_experts: int, top_k: int) -> tuple[
     inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.FLOAT, ["batch", channels, "height", "width"])]
     outputs = [helper.make_tensor_value_info(RESTORED, TensorProto.FLOAT, ["batch", channels, "height", "width"])]
     outputs += [helper.make_tensor_value_info(route_name(a), TensorProto.INT64, ["batch", top_k]) for a in adapters]
-    outputs += [helper.make_tensor_value_info(probs_name(a), TensorProto.FLOAT, ["batch", num_experts]) for a in adapters]
+    outputs += [
+        helper.make_tensor_value_info(probs_name(a), TensorProto.FLOAT, ["batch", num_experts]) for a in adapters
+    ]
     return inputs, outputs
 
 
-def _finish(builder: _Builder, name: str, plan: list[Step], template: onnx.ModelProto, channels: int,
-            num_experts: int, top_k: int) -> onnx.ModelProto:
+def _finish(
+    builder: _Builder,
+    name: str,
+    plan: list[Step],
+    template: onnx.ModelProto,
+    channels: int,
+    num_experts: int,
+    top_k: int,
+) -> onnx.ModelProto:
     inputs, outputs = _io(plan, channels, num_experts, top_k)
     graph = helper.make_graph(builder.nodes, name, inputs, outputs, builder.initializers)
     model = helper.make_model(graph, opset_imports=list(template.opset_import), producer_name="moce")
@@ -96,8 +105,15 @@ def _segments(builder: _Builder, step: SegmentStep, segments: Mapping[int, onnx.
     builder.nodes += builder.inline(graph, f"s{step.index}/", identity)
 
 
-def _compose(name: str, plan: list[Step], segments: Mapping[int, onnx.ModelProto], channels: int, num_experts: int,
-             top_k: int, adapter: Callable[[_Builder, AdapterStep], None]) -> onnx.ModelProto:
+def _compose(
+    name: str,
+    plan: list[Step],
+    segments: Mapping[int, onnx.ModelProto],
+    channels: int,
+    num_experts: int,
+    top_k: int,
+    adapter: Callable[[_Builder, AdapterStep], None],
+) -> onnx.ModelProto:
     """Inline the segments in plan order; ``adapter`` writes each adapter after its routing."""
     b = _Builder()
     for step in plan:
@@ -109,23 +125,39 @@ def _compose(name: str, plan: list[Step], segments: Mapping[int, onnx.ModelProto
     return _finish(b, name, plan, segments[0], channels, num_experts, top_k)
 
 
-def compose_dense(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
-                  experts: Mapping[tuple[int, int], onnx.ModelProto], channels: int, num_experts: int,
-                  top_k: int) -> onnx.ModelProto:
+def compose_dense(
+    plan: list[Step],
+    segments: Mapping[int, onnx.ModelProto],
+    experts: Mapping[tuple[int, int], onnx.ModelProto],
+    channels: int,
+    num_experts: int,
+    top_k: int,
+) -> onnx.ModelProto:
     """All experts run; ``adapter_out = sum_e onehot_gate[:, e] * expert_e``."""
 
     def dense_adapter(b: _Builder, step: AdapterStep) -> None:
         a = step.index
         b.node("Shape", [probs_name(a)], [f"a{a}/probs_shape"])
-        b.node("ConstantOfShape", [f"a{a}/probs_shape"], [f"a{a}/zeros"],
-               value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+        b.node(
+            "ConstantOfShape",
+            [f"a{a}/probs_shape"],
+            [f"a{a}/zeros"],
+            value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)),
+        )
         b.node("ScatterElements", [f"a{a}/zeros", route_name(a), f"gate{a}"], [f"a{a}/dense_gates"], axis=1)
         outs = []
         for e in range(num_experts):
             gate, out = f"a{a}e{e}/gate", f"a{a}e{e}/out"
-            b.node("Slice", [f"a{a}/dense_gates", b.const(f"a{a}e{e}/start", np.array([e], np.int64)),
-                             b.const(f"a{a}e{e}/end", np.array([e + 1], np.int64)),
-                             b.const(f"a{a}e{e}/axis", np.array([1], np.int64))], [gate])
+            b.node(
+                "Slice",
+                [
+                    f"a{a}/dense_gates",
+                    b.const(f"a{a}e{e}/start", np.array([e], np.int64)),
+                    b.const(f"a{a}e{e}/end", np.array([e + 1], np.int64)),
+                    b.const(f"a{a}e{e}/axis", np.array([1], np.int64)),
+                ],
+                [gate],
+            )
             b.nodes += b.inline(experts[(a, e)].graph, f"a{a}e{e}/", _expert_interface(step, gate, out))
             outs.append(out)
         b.node("Sum", outs, [step.output])
@@ -133,9 +165,13 @@ def compose_dense(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
     return _compose("moce_dense", plan, segments, channels, num_experts, top_k, dense_adapter)
 
 
-def compose_conditional(plan: list[Step], segments: Mapping[int, onnx.ModelProto],
-                        experts: Mapping[tuple[int, int], onnx.ModelProto], channels: int,
-                        num_experts: int) -> onnx.ModelProto:
+def compose_conditional(
+    plan: list[Step],
+    segments: Mapping[int, onnx.ModelProto],
+    experts: Mapping[tuple[int, int], onnx.ModelProto],
+    channels: int,
+    num_experts: int,
+) -> onnx.ModelProto:
     """Top-1 routing with an ``If`` chain per adapter; valid for one image per call."""
 
     def if_adapter(b: _Builder, step: AdapterStep) -> None:
@@ -154,12 +190,19 @@ def compose_conditional(plan: list[Step], segments: Mapping[int, onnx.ModelProto
 def _branch(b: _Builder, step: AdapterStep, e: int, expert_graph: onnx.GraphProto, out: str) -> onnx.GraphProto:
     """Expert ``e`` inlined as an ``If`` branch; it reads the adapter's tensors from outer scope."""
     nodes = b.inline(expert_graph, f"a{step.index}e{e}/", _expert_interface(step, f"gate{step.index}", out))
-    return helper.make_graph(nodes, f"adapter{step.index}_expert{e}", [],
-                             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
+    return helper.make_graph(
+        nodes, f"adapter{step.index}_expert{e}", [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]
+    )
 
 
-def _if_chain(b: _Builder, step: AdapterStep, e: int, experts: Mapping[tuple[int, int], onnx.ModelProto],
-              num_experts: int, output: str) -> onnx.NodeProto:
+def _if_chain(
+    b: _Builder,
+    step: AdapterStep,
+    e: int,
+    experts: Mapping[tuple[int, int], onnx.ModelProto],
+    num_experts: int,
+    output: str,
+) -> onnx.NodeProto:
     """``If(chosen == e, expert_e, <chain from e + 1>)``; the last expert is the final else."""
     a = step.index
     then_graph = _branch(b, step, e, experts[(a, e)].graph, f"a{a}e{e}/out")
@@ -168,7 +211,9 @@ def _if_chain(b: _Builder, step: AdapterStep, e: int, experts: Mapping[tuple[int
     else:
         inner = f"a{a}/chain{e + 1}"
         node = _if_chain(b, step, e + 1, experts, num_experts, inner)
-        else_graph = helper.make_graph([node], f"adapter{a}_after{e}", [],
-                                       [helper.make_tensor_value_info(inner, TensorProto.FLOAT, None)])
-    return helper.make_node("If", [f"a{a}e{e}/is_chosen"], [output], name=f"If:{output}",
-                            then_branch=then_graph, else_branch=else_graph)
+        else_graph = helper.make_graph(
+            [node], f"adapter{a}_after{e}", [], [helper.make_tensor_value_info(inner, TensorProto.FLOAT, None)]
+        )
+    return helper.make_node(
+        "If", [f"a{a}e{e}/is_chosen"], [output], name=f"If:{output}", then_branch=then_graph, else_branch=else_graph
+    )

@@ -14,12 +14,22 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT
+from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_patches
 from moce.export.shapes import propagate_symbolic_dims
-from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_INPUTS, TILE_STATS, USE_IMAGE_STATS, run_tile_segment, stats_size
+from moce.model.global_stats import run_tile_segment, stats_size
 from moce.model.network import ComplexityExpert, MoCEIR
-from moce.model.plan import FREQ_EMB, IMAGE, RESTORED, SegmentStep
+from moce.model.plan import (
+    CORE_MASK,
+    FREQ_EMB,
+    IMAGE,
+    IMAGE_STATS,
+    RESTORED,
+    TILE_INPUTS,
+    TILE_STATS,
+    USE_IMAGE_STATS,
+    SegmentStep,
+)
 
 DEFAULT_OPSET = 17
 """17 brings ``LayerNormalization``; TensorRT 8.6+ and every ONNX Runtime we support read it."""
@@ -89,15 +99,28 @@ def sample_tensor(model: MoCEIR, name: str, batch: int, height: int, width: int)
     return torch.randn(batch, c.level_dim(level), height // 2**level, width // 2**level)
 
 
-def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
-             axes: dict[str, dict[int, str]], opset: int) -> onnx.ModelProto:
+def _to_onnx(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
     """Trace with the TorchScript exporter, then fold constants and shape arithmetic (onnxslim)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=axes,
-            opset_version=opset, do_constant_folding=True, dynamo=False,
+            module,
+            args,
+            buffer,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     return simplify(onnx.load_from_string(buffer.getvalue()))
 
@@ -113,18 +136,26 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def export_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
-                   trace_size: tuple[int, int] = (64, 96)) -> onnx.ModelProto:
+def export_segment(
+    model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET, trace_size: tuple[int, int] = (64, 96)
+) -> onnx.ModelProto:
     """Trunk segment ``step`` as an ONNX graph whose tensor names are the plan's."""
     args = tuple(sample_tensor(model, n, 2, *trace_size) for n in step.inputs)
     names = [*step.inputs, *step.outputs]
     with export_patches(model):
-        return _to_onnx(SegmentGraph(model, step), args, list(step.inputs), list(step.outputs),
-                        dynamic_axes_for(model, names), opset)
+        return _to_onnx(
+            SegmentGraph(model, step),
+            args,
+            list(step.inputs),
+            list(step.outputs),
+            dynamic_axes_for(model, names),
+            opset,
+        )
 
 
-def export_tile_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET,
-                        trace_size: tuple[int, int] = (64, 96)) -> tuple[onnx.ModelProto, int]:
+def export_tile_segment(
+    model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_OPSET, trace_size: tuple[int, int] = (64, 96)
+) -> tuple[onnx.ModelProto, int]:
     """Segment ``step`` for tiles (see :mod:`moce.model.global_stats`) and its stats size."""
     env = {n: sample_tensor(model, n, 2, *trace_size) for n in step.inputs}
     env[CORE_MASK] = torch.ones(2, 1, *trace_size)
@@ -133,14 +164,17 @@ def export_tile_segment(model: MoCEIR, step: SegmentStep, opset: int = DEFAULT_O
     env[IMAGE_STATS] = torch.randn(2, size)
     inputs, outputs = [*step.inputs, *TILE_INPUTS], [*step.outputs, TILE_STATS]
     axes = dynamic_axes_for(model, [*step.inputs, *step.outputs])
-    axes.update({CORE_MASK: {0: "batch", 2: "height_0", 3: "width_0"}, IMAGE_STATS: {0: "batch"}, TILE_STATS: {0: "batch"}})
+    axes.update(
+        {CORE_MASK: {0: "batch", 2: "height_0", 3: "width_0"}, IMAGE_STATS: {0: "batch"}, TILE_STATS: {0: "batch"}}
+    )
     with export_patches(model):
         graph = _to_onnx(TileSegmentGraph(model, step), tuple(env[n] for n in inputs), inputs, outputs, axes, opset)
     return graph, size
 
 
-def export_expert(model: MoCEIR, adapter: int, expert: int, opset: int = DEFAULT_OPSET,
-                  trace_size: tuple[int, int] = (64, 96)) -> onnx.ModelProto:
+def export_expert(
+    model: MoCEIR, adapter: int, expert: int, opset: int = DEFAULT_OPSET, trace_size: tuple[int, int] = (64, 96)
+) -> onnx.ModelProto:
     """Expert ``expert`` of ``adapter`` with inputs ``adapter_in``, ``shared``, ``gate``."""
     level = model.config.adapter_levels()[adapter]
     feats = sample_tensor(model, f"adapter_in{adapter}", 2, *trace_size)

@@ -33,8 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moce.model.layers import (Attention, CrossAttention, Downsample, FeedForward, FFTAttention, conv_unshuffle,
-                               cosine_scores, fft_patch_mix, fused_projection, gram_cosine, pad_to_patches)
+from moce.model.layers import (
+    Attention,
+    CrossAttention,
+    Downsample,
+    FeedForward,
+    FFTAttention,
+    conv_unshuffle,
+    cosine_scores,
+    fft_patch_mix,
+    fused_projection,
+    gram_cosine,
+    pad_to_patches,
+)
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,17 @@ def split_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, part
     for part in range(parts):
         rows = slice(part * size, (part + 1) * size)
         y = F.conv2d(x, pointwise.weight[rows], None if pointwise.bias is None else pointwise.bias[rows])
-        out.append(F.conv2d(y, depthwise.weight[rows], None if depthwise.bias is None else depthwise.bias[rows],
-                            depthwise.stride, depthwise.padding, depthwise.dilation, size))
+        out.append(
+            F.conv2d(
+                y,
+                depthwise.weight[rows],
+                None if depthwise.bias is None else depthwise.bias[rows],
+                depthwise.stride,
+                depthwise.padding,
+                depthwise.dilation,
+                size,
+            )
+        )
     return tuple(out)
 
 

@@ -23,10 +23,26 @@ from onnx import helper
 Dim = int | str
 Shape = list[Dim]
 
-_SAME_SHAPE_OPS = frozenset({
-    "Abs", "Cast", "Clip", "Erf", "Exp", "Gelu", "Identity", "LayerNormalization", "Log", "Neg",
-    "Reciprocal", "Relu", "Sigmoid", "Softmax", "Sqrt", "Tanh",
-})
+_SAME_SHAPE_OPS = frozenset(
+    {
+        "Abs",
+        "Cast",
+        "Clip",
+        "Erf",
+        "Exp",
+        "Gelu",
+        "Identity",
+        "LayerNormalization",
+        "Log",
+        "Neg",
+        "Reciprocal",
+        "Relu",
+        "Sigmoid",
+        "Softmax",
+        "Sqrt",
+        "Tanh",
+    }
+)
 _BROADCAST_OPS = frozenset({"Add", "Div", "Mul", "Pow", "Sub"})
 
 
@@ -111,5 +127,7 @@ def propagate_symbolic_dims(model: onnx.ModelProto) -> int:
     kept = [v for v in graph.value_info if v.name not in derived]
     del graph.value_info[:]
     graph.value_info.extend(kept)
-    graph.value_info.extend(helper.make_tensor_value_info(name, elem_types[name], shape) for name, shape in derived.items())
+    graph.value_info.extend(
+        helper.make_tensor_value_info(name, elem_types[name], shape) for name, shape in derived.items()
+    )
     return len(derived)

@@ -8,7 +8,6 @@ training options in one); anything else is refused before any object in it is bu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from moce.errors import CheckpointError, ConfigError
+from moce.files import sha256_file
 from moce.model.config import MoCEConfig, config_from_hyperparameters, cross_check, derive_config
 from moce.model.network import MoCEIR
 
@@ -48,14 +48,6 @@ class LoadedCheckpoint:
         model = MoCEIR(self.config)
         model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _refusal(path: Path, exc: Exception) -> CheckpointError:
@@ -87,7 +79,9 @@ def _read_pickle(path: Path) -> Any:
         raise _refusal(path, exc) from None
     except Exception as exc:  # noqa: BLE001 - a hostile or damaged file can raise anything
         if is_zip or isinstance(exc, EOFError):
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(exc).splitlines()[0][:160]})") from None
+            raise CheckpointError(
+                f"{path}: truncated or corrupt checkpoint ({str(exc).splitlines()[0][:160]})"
+            ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint or safetensors file ({type(exc).__name__})") from None
 
 
@@ -124,7 +118,9 @@ def _hyper_parameters(blob: Mapping[str, Any]) -> dict[str, Any]:
 
 def _state_from_blob(path: Path, blob: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(blob, Mapping):
-        raise CheckpointError(f"{path}: expected a dict of tensors or a Lightning checkpoint, got {type(blob).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of tensors or a Lightning checkpoint, got {type(blob).__name__}"
+        )
     if "state_dict" in blob:
         return blob["state_dict"], _hyper_parameters(blob)
     return dict(blob), {}
@@ -183,7 +179,9 @@ def load_checkpoint(path: str | Path, top_k: int | None = None) -> LoadedCheckpo
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     _match_model(path, config, state)
-    return LoadedCheckpoint(path=path, state_dict=state, config=config, sha256=file_sha256(path), hyper_parameters=hparams)
+    return LoadedCheckpoint(
+        path=path, state_dict=state, config=config, sha256=sha256_file(path), hyper_parameters=hparams
+    )
 
 
 def load_model(path: str | Path, top_k: int | None = None) -> tuple[MoCEIR, LoadedCheckpoint]:

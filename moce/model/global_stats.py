@@ -25,12 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moce.model.layers import Attention, CrossAttention, FrequencyEmbedding
-
-CORE_MASK = "core_mask"
-USE_IMAGE_STATS = "use_image_stats"
-IMAGE_STATS = "image_stats"
-TILE_STATS = "tile_stats"
-TILE_INPUTS = (CORE_MASK, USE_IMAGE_STATS, IMAGE_STATS)
+from moce.model.network import Router
+from moce.model.plan import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
 
 
 class TileStatistics(nn.Module):
@@ -42,8 +38,9 @@ class TileStatistics(nn.Module):
     attached under the layers gives its nodes a ``/stats/`` scope in exported graphs.
     """
 
-    def __init__(self, core_mask: Tensor, use_image_stats: Tensor | None = None,
-                 image_stats: Tensor | None = None) -> None:
+    def __init__(
+        self, core_mask: Tensor, use_image_stats: Tensor | None = None, image_stats: Tensor | None = None
+    ) -> None:
         super().__init__()
         self.core_mask = core_mask
         self.use_image_stats = use_image_stats
@@ -92,8 +89,6 @@ class TileStatistics(nn.Module):
 
 
 def _holders(model: nn.Module) -> list[nn.Module]:
-    from moce.model.network import Router
-
     return [m for m in model.modules() if isinstance(m, Attention | CrossAttention | FrequencyEmbedding | Router)]
 
 
@@ -111,8 +106,8 @@ def tile_statistics(model: nn.Module, stats: TileStatistics) -> Iterator[TileSta
 
 
 def run_tile_segment(model: nn.Module, index: int, env: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Segment ``index`` of a tile: ``env`` holds the plan tensors plus :data:`TILE_INPUTS`
-    (``image_stats`` may be absent: local sums only); the result adds :data:`TILE_STATS`."""
+    """Segment ``index`` of a tile: ``env`` holds the plan tensors plus :data:`moce.model.plan.TILE_INPUTS`
+    (``image_stats`` may be absent: local sums only); the result adds :data:`moce.model.plan.TILE_STATS`."""
     stats = TileStatistics(env[CORE_MASK], env.get(USE_IMAGE_STATS), env.get(IMAGE_STATS))
     with tile_statistics(model, stats):
         out = model.run_segment(index, env)

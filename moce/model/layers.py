@@ -66,8 +66,14 @@ def fused_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, part
     return depthwise(pointwise(x)).chunk(parts, dim=1)
 
 
-def channel_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor, stats: nn.Module | None = None,
-                      similarity: Callable[[Tensor, Tensor], Tensor] = cosine_scores) -> Tensor:
+def channel_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    temperature: Tensor,
+    stats: nn.Module | None = None,
+    similarity: Callable[[Tensor, Tensor], Tensor] = cosine_scores,
+) -> Tensor:
     """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
 
     The normalisation and the channel Gram matrix are sums over every pixel of the image, so

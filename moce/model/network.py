@@ -6,6 +6,8 @@ adapter only the experts that some sample chose, each once on its sub-batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,10 +15,10 @@ from torch import Tensor, nn
 from moce.errors import InputError
 from moce.model.config import MoCEConfig, padding_for
 from moce.model.layers import (
+    Attention,
     BlockGroup,
     ChannelLayerNorm,
     CrossAttention,
-    Attention,
     Downsample,
     EncoderBlock,
     FeedForward,
@@ -31,11 +33,10 @@ from moce.model.plan import (
     RESTORED,
     AdapterStep,
     AdapterTensors,
-    SegmentStep,
     build_plan,
     first_adapter_of_level,
-    last_uses,
     skip_name,
+    walk,
 )
 from moce.routing import Routing, route
 
@@ -50,7 +51,11 @@ class ComplexityExpert(nn.Module):
     def __init__(self, dim: int, rank: int, patch_size: int) -> None:
         super().__init__()
         self.proj = nn.ModuleList(
-            [nn.Conv2d(dim, rank, 1, bias=False), nn.Conv2d(dim, rank, 1, bias=False), nn.Conv2d(rank, dim, 1, bias=False)]
+            [
+                nn.Conv2d(dim, rank, 1, bias=False),
+                nn.Conv2d(dim, rank, 1, bias=False),
+                nn.Conv2d(rank, dim, 1, bias=False),
+            ]
         )
         self.body = FFTAttention(rank, patch_size)
 
@@ -79,9 +84,7 @@ class Adapter(nn.Module):
 
     def __init__(self, dim: int, ranks: tuple[int, ...], patch_sizes: tuple[int, ...], freq_dim: int) -> None:
         super().__init__()
-        self.experts = nn.ModuleList(
-            [nn.ModuleList([ComplexityExpert(dim, r, p)]) for r, p in zip(ranks, patch_sizes)]
-        )
+        self.experts = nn.ModuleList([nn.ModuleList([ComplexityExpert(dim, r, p)]) for r, p in zip(ranks, patch_sizes)])
         self.proj_out = nn.Conv2d(dim, dim, 1, bias=False)
         sizes = torch.tensor([sum(p.numel() for p in e.parameters()) for e in self.experts], dtype=torch.float32)
         self.routing = Router(dim, freq_dim, len(ranks), sizes / sizes.max())
@@ -89,13 +92,19 @@ class Adapter(nn.Module):
     def expert(self, index: int) -> ComplexityExpert:
         return self.experts[index][0]
 
-    def mix(self, x: Tensor, shared: Tensor, routing: Routing) -> Tensor:
-        """Sum of gate-weighted outputs of the chosen experts; each runs once on its rows."""
+    def mix(self, x: Tensor, shared: Tensor, groups: Iterable[tuple[int, Tensor, Tensor]], run_rows=None) -> Tensor:  # noqa: ANN001
+        """The one expert dispatch of the PyTorch paths: for each ``(expert, rows, gates)`` group the
+        expert runs once on its rows, and the gate-weighted outputs are summed into place.
+
+        ``run_rows(rows)`` picks the rows an expert is run on (training pads them, see
+        ``moce.train.objective.bucketed``); outputs past ``len(rows)`` are dropped.
+        """
         out = torch.zeros_like(x)
-        for expert, rows, slots in routing.groups():
-            idx = torch.as_tensor(rows, device=x.device)
-            gate = torch.as_tensor(routing.gates[rows, slots], device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-            out.index_add_(0, idx, self.expert(expert)(x[idx], shared[idx]) * gate)
+        for expert, rows, gates in groups:
+            rows = rows.to(x.device)
+            run = rows if run_rows is None else run_rows(rows)
+            y = self.expert(expert)(x[run], shared[run])[: rows.numel()]
+            out = out.index_add(0, rows, y * gates.to(x.device, x.dtype).view(-1, 1, 1, 1))
         return out
 
 
@@ -130,6 +139,14 @@ class DecoderGroup(nn.Module):
         self.layers = nn.ModuleList(blocks)
 
 
+def torch_groups(routing: Routing, device: torch.device) -> list[tuple[int, Tensor, Tensor]]:
+    """``routing.groups()`` as ``(expert, rows, gates)`` tensors on ``device``, for :meth:`Adapter.mix`."""
+    return [
+        (expert, torch.as_tensor(rows, device=device), torch.as_tensor(routing.gates[rows, slots], device=device))
+        for expert, rows, slots in routing.groups()
+    ]
+
+
 def check_image_tensor(image: Tensor, channels: int) -> None:
     if image.ndim != 4:
         raise InputError(f"expected an image batch [N, C, H, W], got shape {tuple(image.shape)}")
@@ -158,10 +175,13 @@ class MoCEIR(nn.Module):
         for lvl in reversed(range(c.levels - 1)):  # deepest decoder first, as in the original
             dim = c.level_dim(lvl)
             blocks = [
-                DecoderBlock(dim, c.heads[lvl], hidden[lvl], c, c.expert_ranks[lvl]) for _ in range(c.num_dec_blocks[lvl])
+                DecoderBlock(dim, c.heads[lvl], hidden[lvl], c, c.expert_ranks[lvl])
+                for _ in range(c.num_dec_blocks[lvl])
             ]
             self.dec.append(
-                nn.ModuleList([Upsample(2 * dim), nn.Conv2d(2 * dim, dim, 1, bias=c.decoder_bias), DecoderGroup(blocks)])
+                nn.ModuleList(
+                    [Upsample(2 * dim), nn.Conv2d(2 * dim, dim, 1, bias=c.decoder_bias), DecoderGroup(blocks)]
+                )
             )
         self.refinement = self._encoder_group(0, c.num_refinement_blocks, hidden[0])
         self.output = nn.Conv2d(c.dim, c.out_channels, 3, padding=1, bias=c.decoder_bias)
@@ -171,7 +191,9 @@ class MoCEIR(nn.Module):
 
     def _encoder_group(self, level: int, count: int, hidden: int) -> BlockGroup:
         c = self.config
-        return BlockGroup([EncoderBlock(c.level_dim(level), c.heads[level], hidden, c.layernorm_bias) for _ in range(count)])
+        return BlockGroup(
+            [EncoderBlock(c.level_dim(level), c.heads[level], hidden, c.layernorm_bias) for _ in range(count)]
+        )
 
     @property
     def blocks(self) -> list[DecoderBlock]:
@@ -216,21 +238,17 @@ class MoCEIR(nn.Module):
         return out
 
     def run_plan(self, image: Tensor) -> tuple[Tensor, list[Routing]]:
-        """Execute the plan on an already padded batch; free each tensor after its last use."""
-        env: dict[str, Tensor] = {IMAGE: image}
+        """Execute the plan on an already padded batch (deterministic top-k routing)."""
         routings: list[Routing] = []
-        last = last_uses(self.plan)
-        for i, step in enumerate(self.plan):
-            if isinstance(step, SegmentStep):
-                made = self.run_segment(step.index, env)
-                env.update({name: made[name] for name in step.outputs})
-            else:
-                assert isinstance(step, AdapterStep)
-                routing = route(env[step.logits].float().cpu().numpy(), self.config.top_k)
-                routings.append(routing)
-                env[step.output] = self.adapter(step.index).mix(env[step.inputs[0]], env[step.inputs[1]], routing)
-            for name in [n for n in env if last.get(n, -1) == i]:
-                del env[name]
+
+        def adapter(step: AdapterStep, env: dict[str, Tensor]) -> Tensor:
+            routing = route(env[step.logits].float().cpu().numpy(), self.config.top_k)
+            routings.append(routing)
+            return self.adapter(step.index).mix(
+                env[step.inputs[0]], env[step.inputs[1]], torch_groups(routing, image.device)
+            )
+
+        env = walk(self.plan, {IMAGE: image}, lambda step, env: self.run_segment(step.index, env), adapter)
         return env[RESTORED], routings
 
     @torch.inference_mode()

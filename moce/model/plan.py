@@ -7,13 +7,21 @@ exporter, the manifest and every runtime walk this same list of named tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from moce.model.config import MoCEConfig
 
 IMAGE = "image"
 RESTORED = "restored"
 FREQ_EMB = "freq_emb"
+# tile segments (see moce.model.global_stats): inputs beside the plan tensors, and their extra output
+CORE_MASK = "core_mask"
+USE_IMAGE_STATS = "use_image_stats"
+IMAGE_STATS = "image_stats"
+TILE_STATS = "tile_stats"
+TILE_INPUTS = (CORE_MASK, USE_IMAGE_STATS, IMAGE_STATS)
 
 
 def skip_name(level: int) -> str:
@@ -121,6 +129,30 @@ def last_uses(plan: list[Step]) -> dict[str, int]:
         for name in step_inputs(step):
             last[name] = i
     return last
+
+
+def walk(
+    plan: list[Step],
+    env: dict[str, Any],
+    segment: Callable[[SegmentStep, dict[str, Any]], Mapping[str, Any]],
+    adapter: Callable[[AdapterStep, dict[str, Any]], Any],
+) -> dict[str, Any]:
+    """Execute ``plan`` on ``env`` (tensor name -> value, any tensor type): ``segment`` returns a
+    segment's outputs, ``adapter`` an adapter's mixed output; each tensor is dropped after its last use.
+
+    The one walk of the plan: the network's forward, the training objective and every runtime's
+    executor supply the two step functions, so the order and the freeing are written once.
+    """
+    last = last_uses(plan)
+    for i, step in enumerate(plan):
+        if isinstance(step, SegmentStep):
+            made = segment(step, env)
+            env.update({name: made[name] for name in step.outputs})
+        else:
+            env[step.output] = adapter(step, env)
+        for name in [n for n in env if last.get(n, -1) == i]:
+            del env[name]
+    return env
 
 
 def plan_to_dict(plan: list[Step]) -> list[dict]:

@@ -2,86 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
-from moce import __version__
-from moce.errors import MoceError, PackageError
-from moce.export.manifest import MANIFEST, Manifest, load_manifest
+from moce.errors import MissingDependencyError, MoceError
+from moce.package.manifest import Manifest
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
-
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-DATA = Path(__file__).parents[1] / "data"
-DEFAULT_MODEL = DATA / "moce_demo.ckpt" if (DATA / "moce_demo.ckpt").is_file() else DATA / "moceir_tiny.ckpt"
-"""The trained demo model shipped with moce (see docs/MODEL_CARD.md); the golden tiny one before it exists."""
+from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt, read_engines
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MOCE_CACHE", Path.home() / ".cache" / "moce"))
-
-
-def resolve_package(model: str | Path | None, progress=None) -> Manifest:  # noqa: ANN001 - progress callback
-    """A package folder as is; a checkpoint exported once into the cache (keyed by its SHA-256,
-    moce's version and the exporter's source, so an upgrade, or a changed development checkout,
-    re-exports with the new exporter's graphs)."""
-    path = Path(model) if model else DEFAULT_MODEL
-    if path.is_dir():
-        manifest = load_manifest(path)
-    elif path.is_file():
-        manifest = _cached_export(path, progress)
-    else:
-        raise PackageError(f"{path}: no such model package or checkpoint")
-    manifest.verify_files()
-    return manifest
-
-
-GRAPH_LIBRARIES = ("torch", "onnx", "onnxslim")
-"""Libraries whose versions change what an export writes (the tracer, the proto, the simplifier)."""
-
-
-@lru_cache(maxsize=1)
-def exporter_fingerprint() -> str:
-    """SHA-256 of what decides an exported graph, 12 hex digits: the model and exporter sources
-    (plus ``moce/routing.py``) and the versions of :data:`GRAPH_LIBRARIES`.
-
-    Development builds share a version number, and a library upgrade keeps it; this tells their
-    exports apart.
-    """
-    package = Path(__file__).parents[1]
-    digest = hashlib.sha256()
-    sources = [*(package / "model").glob("*.py"), *(package / "export").glob("*.py"), package / "routing.py"]
-    for source in sorted(sources):
-        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
-    for library in GRAPH_LIBRARIES:
-        digest.update(f"{library}=={_installed_version(library)}".encode())
-    return digest.hexdigest()[:12]
-
-
-def _installed_version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-def _cached_export(checkpoint: Path, progress) -> Manifest:  # noqa: ANN001
-    from moce.export.exporter import ExportOptions, export_package
-    from moce.model.checkpoint import file_sha256
-
-    target = cache_dir() / "packages" / f"{checkpoint.stem}-{file_sha256(checkpoint)[:16]}-{__version__}-{exporter_fingerprint()}.moce"
-    if (target / MANIFEST).is_file():
-        return load_manifest(target)
-    if progress:
-        progress(f"exporting {checkpoint} into the cache at {target}")
-    options = ExportOptions(sizes=((64, 64),), batches=(1,), overwrite=True)
-    return export_package(checkpoint, target, options).manifest
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver shows a GPU, asked without importing PyTorch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
 def cuda_available() -> bool:
+    """A CUDA device usable from PyTorch (PyTorch is imported only when the driver shows a GPU)."""
+    if not nvidia_gpu_present():
+        return False
     try:
         import torch
 
@@ -94,7 +34,11 @@ def ort_providers() -> list[str]:
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+    return (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in available
+        else ["CPUExecutionProvider"]
+    )
 
 
 @dataclass
@@ -104,59 +48,99 @@ class BackendChoice:
     reason: str
 
 
-def make_runner(backend: str, manifest: Manifest, device: str | None = None, threads: int | None = None,
-                precision: str = "fp32") -> BackendChoice:
-    """Build the runner for ``backend``; ``auto`` takes the fastest one that is available here."""
-    if backend not in BACKENDS:
-        raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise MoceError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
-    if backend == "auto":
-        return _auto(manifest, device, threads, precision)
-    if backend == "tensorrt":
-        from moce.engines.tensorrt import TensorRTRunner, import_tensorrt
+@dataclass(frozen=True)
+class Backend:
+    """One row of :data:`BACKENDS`: how to make the runner, and when ``auto`` picks it."""
 
-        import_tensorrt()
-        return BackendChoice(TensorRTRunner(manifest, precision), "tensorrt", "requested")
-    if backend == "torch":
-        if precision != "fp32":
-            raise MoceError("the torch backend is the float32 reference; use onnxruntime or tensorrt for fp16/int8")
-        return BackendChoice(_torch_runner(manifest, device), "torch", "requested")
-    providers = ort_providers() if device != "cpu" else ["CPUExecutionProvider"]
-    return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads, precision), "onnxruntime",
-                         f"requested ({providers[0]})")
+    name: str
+    precisions: tuple[str, ...]
+    make: Callable[[Manifest, str | None, int | None, str], tuple[GraphRunner, str]]
+    """(manifest, device, threads, precision) -> (runner, what it runs on)"""
+    auto: Callable[[Manifest, str | None, str], str | None]
+    """(manifest, device, precision) -> why ``auto`` takes it here, or None to pass it over"""
+    precision_hint: str = ""
 
 
-def _tensorrt_ready(manifest: Manifest, precision: str) -> bool:
+def _make_tensorrt(
+    manifest: Manifest, device: str | None, threads: int | None, precision: str
+) -> tuple[GraphRunner, str]:
+    import_tensorrt()
+    return TensorRTRunner(manifest, precision), "CUDA"
+
+
+def _auto_tensorrt(manifest: Manifest, device: str | None, precision: str) -> str | None:
     """TensorRT importable, a GPU visible and engines of this precision recorded in the package."""
-    from moce.engines.tensorrt import read_engines
-
-    if not any(e["precision"] == precision for e in read_engines(manifest.root)["engines"]):
-        return False
+    if device == "cpu" or not any(e["precision"] == precision for e in read_engines(manifest.root)["engines"]):
+        return None
     try:
-        import tensorrt  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return cuda_available()
+        import_tensorrt()
+    except MissingDependencyError:
+        return None
+    return "TensorRT engines and a GPU found" if cuda_available() else None
 
 
-def _auto(manifest: Manifest, device: str | None, threads: int | None, precision: str) -> BackendChoice:
-    if device != "cpu" and _tensorrt_ready(manifest, precision):
-        from moce.engines.tensorrt import TensorRTRunner
-
-        return BackendChoice(TensorRTRunner(manifest, precision), "tensorrt", "auto: TensorRT engines and a GPU found")
-    providers = ort_providers()
-    if "CUDAExecutionProvider" in providers and device != "cpu":
-        return BackendChoice(OnnxRuntimeRunner(manifest, providers, threads, precision), "onnxruntime",
-                             "auto: CUDA execution provider available (no TensorRT engines)")
-    if cuda_available() and device != "cpu" and precision == "fp32":
-        return BackendChoice(_torch_runner(manifest, "cuda"), "torch", "auto: CUDA GPU via PyTorch, no CUDA onnxruntime")
-    return BackendChoice(OnnxRuntimeRunner(manifest, ["CPUExecutionProvider"], threads, precision), "onnxruntime",
-                         "auto: no GPU; ONNX Runtime CPU (see `moce bench`)")
+def _make_onnxruntime(
+    manifest: Manifest, device: str | None, threads: int | None, precision: str
+) -> tuple[GraphRunner, str]:
+    providers = ort_providers() if device != "cpu" else ["CPUExecutionProvider"]
+    return OnnxRuntimeRunner(manifest, providers, threads, precision), providers[0]
 
 
-def _torch_runner(manifest: Manifest, device: str | None) -> TorchRunner:
-    from moce.model.checkpoint import load_model
+def _auto_onnxruntime(manifest: Manifest, device: str | None, precision: str) -> str | None:
+    if device != "cpu" and "CUDAExecutionProvider" in ort_providers():
+        return "CUDA execution provider available (no TensorRT engines)"
+    return None
+
+
+def _make_torch(manifest: Manifest, device: str | None, threads: int | None, precision: str) -> tuple[GraphRunner, str]:
+    from moce.model.checkpoint import load_model  # PyTorch only for this backend
 
     model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
-    return TorchRunner(model, device)
+    return TorchRunner(model, device), device or "default device"
+
+
+def _auto_torch(manifest: Manifest, device: str | None, precision: str) -> str | None:
+    if device != "cpu" and precision == "fp32" and cuda_available():
+        return "CUDA GPU via PyTorch, no CUDA onnxruntime"
+    return None
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
+    "tensorrt": Backend("tensorrt", PRECISIONS, _make_tensorrt, _auto_tensorrt),
+    "onnxruntime": Backend("onnxruntime", PRECISIONS, _make_onnxruntime, _auto_onnxruntime),
+    "torch": Backend(
+        "torch",
+        ("fp32",),
+        _make_torch,
+        _auto_torch,
+        "the torch backend is the float32 reference; use onnxruntime or tensorrt for fp16/int8",
+    ),
+}
+BACKEND_NAMES = ("auto", *BACKENDS)
+FALLBACK = "onnxruntime"
+"""What ``auto`` runs when no accelerated backend is usable: ONNX Runtime on the CPU."""
+
+
+def make_runner(
+    backend: str, manifest: Manifest, device: str | None = None, threads: int | None = None, precision: str = "fp32"
+) -> BackendChoice:
+    """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here."""
+    if backend not in BACKEND_NAMES:
+        raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKEND_NAMES)}")
+    if precision not in PRECISIONS:
+        raise MoceError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+    if backend == "auto":
+        for row in BACKENDS.values():
+            reason = row.auto(manifest, device, precision)
+            if reason:
+                return BackendChoice(row.make(manifest, device, threads, precision)[0], row.name, f"auto: {reason}")
+        runner, _ = BACKENDS[FALLBACK].make(manifest, "cpu", threads, precision)
+        return BackendChoice(runner, FALLBACK, "auto: no GPU; ONNX Runtime CPU (see `moce bench`)")
+    row = BACKENDS[backend]
+    if precision not in row.precisions:
+        raise MoceError(
+            row.precision_hint or f"the {backend} backend runs {', '.join(row.precisions)}, not {precision}"
+        )
+    runner, where = row.make(manifest, device, threads, precision)
+    return BackendChoice(runner, backend, "requested" if backend != FALLBACK else f"requested ({where})")

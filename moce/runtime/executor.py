@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from moce.errors import PackageError
-from moce.export.manifest import (EXPERT_INPUTS, EXPERT_OUTPUT, Manifest, expert_graph, probs_name, route_name, segment_graph,
-                                  tile_segment_graph)
-from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
-from moce.model.plan import IMAGE, RESTORED, AdapterStep, last_uses
+from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
+from moce.model.plan import (
+    CORE_MASK,
+    IMAGE,
+    IMAGE_STATS,
+    RESTORED,
+    TILE_STATS,
+    USE_IMAGE_STATS,
+    AdapterStep,
+    SegmentStep,
+    walk,
+)
+from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_segment_graph
 from moce.routing import Routing, route
 from moce.runtime.runners import GraphRunner
 
@@ -58,11 +68,15 @@ class PlanExecutor:
         self.manifest = manifest
         self.runner = runner
         self.plan = manifest.plan()
-        self.last = last_uses(self.plan)
         self.top_k = manifest.top_k
 
-    def run(self, image: np.ndarray, mode: str = "split", forced: list[Routing] | None = None,
-            tiles: TileFeeds | None = None) -> PlanResult:
+    def run(
+        self,
+        image: np.ndarray,
+        mode: str = "split",
+        forced: list[Routing] | None = None,
+        tiles: TileFeeds | None = None,
+    ) -> PlanResult:
         """Restore a padded float32 NCHW batch whose sides are multiples of the package's.
 
         ``forced`` imposes one routing per adapter (one row, applied to every sample): tiles
@@ -84,36 +98,44 @@ class PlanExecutor:
             return r.infer(segment_graph(index), feeds)
         name = tile_segment_graph(index)
         if not self.manifest.has_graph(name):
-            raise PackageError(f"{self.manifest.root}: no tile graphs (exported with --no-tiles or by an older moce); "
-                               "re-export it or restore with --tile-passes 1")
+            raise PackageError(
+                f"{self.manifest.root}: no tile graphs (exported with --no-tiles or by an older moce); "
+                "re-export it or restore with --tile-passes 1"
+            )
         batch = tiles.core_mask.shape[0]
         size = self.manifest.data["graphs"][name]["stats_size"]
         imposed = tiles.image_stats is not None
         image_stats = np.broadcast_to(tiles.image_stats[index], (batch, size)) if imposed else np.zeros((batch, size))
-        made = r.infer(name, {**feeds, CORE_MASK: r.from_host(tiles.core_mask),
-                              USE_IMAGE_STATS: r.from_host(np.array([1.0 if imposed else 0.0], np.float32)),
-                              IMAGE_STATS: r.from_host(np.ascontiguousarray(image_stats, dtype=np.float32))})
+        made = r.infer(
+            name,
+            {
+                **feeds,
+                CORE_MASK: r.from_host(tiles.core_mask),
+                USE_IMAGE_STATS: r.from_host(np.array([1.0 if imposed else 0.0], np.float32)),
+                IMAGE_STATS: r.from_host(np.ascontiguousarray(image_stats, dtype=np.float32)),
+            },
+        )
         stats[index] = r.to_host(made.pop(TILE_STATS)).astype(np.float64)
         return made
 
     def _run_split(self, image: np.ndarray, forced: list[Routing] | None, tiles: TileFeeds | None) -> PlanResult:
         r = self.runner
-        env = {IMAGE: r.from_host(image)}
         routings: list[Routing] = []
         calls: list[tuple[int, int, int]] = []
         stats: dict[int, np.ndarray] = {}
-        for i, step in enumerate(self.plan):
-            if isinstance(step, AdapterStep):
-                if forced is None:
-                    routing = route(r.to_host(env[step.logits]), self.top_k)
-                else:
-                    routing = forced[step.index].repeat(image.shape[0])
-                routings.append(routing)
-                env[step.output] = self._run_adapter(step, env, routing, calls)
+
+        def adapter(step: AdapterStep, env: dict) -> Any:
+            if forced is None:
+                routing = route(r.to_host(env[step.logits]), self.top_k)
             else:
-                env.update(self._segment(step.index, {n: env[n] for n in step.inputs}, tiles, stats))
-            for name in [n for n in env if self.last.get(n, -1) == i]:
-                del env[name]
+                routing = forced[step.index].repeat(image.shape[0])
+            routings.append(routing)
+            return self._run_adapter(step, env, routing, calls)
+
+        def segment(step: SegmentStep, env: dict) -> dict:
+            return self._segment(step.index, {n: env[n] for n in step.inputs}, tiles, stats)
+
+        env = walk(self.plan, {IMAGE: r.from_host(image)}, segment, adapter)
         return PlanResult(r.to_host(env[RESTORED]), routings, calls, stats)
 
     def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]):  # noqa: ANN202
@@ -125,7 +147,9 @@ class PlanExecutor:
         for expert, rows, slots in routing.groups():
             whole = len(rows) == batch and np.array_equal(rows, np.arange(batch))
             gate = r.from_host(routing.gates[rows, slots].reshape(-1, 1).astype(np.float32))
-            feeds = dict(zip(EXPERT_INPUTS, (x if whole else r.take(x, rows), shared if whole else r.take(shared, rows), gate)))
+            feeds = dict(
+                zip(EXPERT_INPUTS, (x if whole else r.take(x, rows), shared if whole else r.take(shared, rows), gate))
+            )
             y = r.infer(expert_graph(step.index, expert), feeds)[EXPERT_OUTPUT]
             calls.append((step.index, expert, len(rows)))
             if out is None and whole:

@@ -109,8 +109,11 @@ class Restorer:
         limit = self.options.route_size or self.options.tile
         h, w = image.shape[:2]
         scale = min(1.0, limit / max(h, w))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+        )
         padded, _, _ = pad_nchw(small.transpose(2, 0, 1)[None], self.multiple)
         return self.executor.run(padded, "split").routings
 
@@ -163,8 +166,9 @@ class Restorer:
             blender.add(tile, result.restored[i])
             tile_routes.append([r.experts[i].tolist() for r in result.routings])
 
-    def _tiled_routes(self, forced: list[Routing] | None, first: PlanResult | None, tile_routes: list[list[list[int]]],
-                      passes: int) -> tuple[list[list[int]], list[list[float]] | None]:
+    def _tiled_routes(
+        self, forced: list[Routing] | None, first: PlanResult | None, tile_routes: list[list[list[int]]], passes: int
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
         """The image's routes: from image-wide sums (later passes), the reduced pass, or the tiles' majority."""
         if forced is None:
             return _majority(tile_routes), None

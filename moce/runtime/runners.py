@@ -14,7 +14,7 @@ from types import TracebackType
 import numpy as np
 
 from moce._lazy import require
-from moce.export.manifest import Manifest, parse_expert_graph
+from moce.package.manifest import Manifest, parse_expert_graph
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -79,9 +79,15 @@ class OnnxRuntimeRunner(GraphRunner):
 
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None,
-                 precision: str = "fp32", session_config: Mapping[str, str] | None = None,
-                 profile_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        precision: str = "fp32",
+        session_config: Mapping[str, str] | None = None,
+        profile_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__()
         self.profile_dir = profile_dir  # ONNX Runtime's profiler: one JSON trace per graph, see end_profiling
         self.manifest = manifest
@@ -194,11 +200,11 @@ class TorchRunner(TorchTensors):
         torch = self._torch_module()
         with torch.inference_mode():
             if graph.startswith("segment"):
-                return self.model.run_segment(int(graph[len("segment"):]), feeds)
+                return self.model.run_segment(int(graph[len("segment") :]), feeds)
             if graph.startswith("tile_segment"):
                 from moce.model.global_stats import run_tile_segment
 
-                return run_tile_segment(self.model, int(graph[len("tile_segment"):]), feeds)
+                return run_tile_segment(self.model, int(graph[len("tile_segment") :]), feeds)
             adapter, expert = parse_expert_graph(graph)
             x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
             return {"weighted_out": self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}

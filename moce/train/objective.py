@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from moce.model.network import MoCEIR
-from moce.model.plan import IMAGE, RESTORED, AdapterStep, SegmentStep
+from moce.model.plan import IMAGE, RESTORED, AdapterStep, walk
 
 
 def importance_loss(probs: Tensor, complexity: Tensor) -> Tensor:
@@ -58,8 +58,9 @@ def bucketed(rows: Tensor) -> Tensor:
     return torch.cat([rows, rows[:1].expand(size - rows.numel())])
 
 
-def training_forward(model: MoCEIR, image: Tensor,
-                     pad_sub_batches: bool | None = None) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+def training_forward(
+    model: MoCEIR, image: Tensor, pad_sub_batches: bool | None = None
+) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """``(restored, balance_loss, routes, route_probs)``; ``image`` sides must be multiples of 8.
 
     ``pad_sub_batches`` (default: on CUDA) runs each expert on a power-of-two sub-batch, see ``bucketed``.
@@ -67,30 +68,29 @@ def training_forward(model: MoCEIR, image: Tensor,
     pad = image.is_cuda if pad_sub_batches is None else pad_sub_batches
     k = model.config.top_k
     noise_std = 1.0 / model.config.num_experts
-    env: dict[str, Tensor] = {IMAGE: image}
     balance = image.new_zeros(())
     routes, route_probs = [], []
-    for step in model.plan:
-        if isinstance(step, SegmentStep):
-            env.update(model.run_segment(step.index, env))
-            continue
-        assert isinstance(step, AdapterStep)
+
+    def adapter_step(step: AdapterStep, env: dict[str, Tensor]) -> Tensor:
+        nonlocal balance
         adapter = model.adapter(step.index)
         logits = env[step.logits]
         noisy = logits + torch.randn_like(logits) * noise_std
         gates, chosen = noisy.softmax(-1).topk(k, dim=-1)
         route_probs.append(logits.softmax(-1))
-        balance = balance + 0.5 * importance_loss(route_probs[-1], adapter.routing.complexity) \
+        balance = (
+            balance
+            + 0.5 * importance_loss(route_probs[-1], adapter.routing.complexity)
             + 0.5 * load_loss(logits, noisy, noise_std, k)
-        x, shared = (env[n] for n in step.inputs)
-        out = torch.zeros_like(x)
+        )
+        routes.append(chosen[:, 0])
+        groups = []
         for e in chosen.unique().tolist():
             rows, slots = (chosen == e).nonzero(as_tuple=True)
-            run = bucketed(rows) if pad else rows
-            y = adapter.expert(e)(x[run], shared[run])[: rows.numel()] * gates[rows, slots].view(-1, 1, 1, 1)
-            out = out.index_add(0, rows, y)
-        env[step.output] = out
-        routes.append(chosen[:, 0])
+            groups.append((e, rows, gates[rows, slots]))
+        return adapter.mix(*(env[n] for n in step.inputs), groups, bucketed if pad else None)
+
+    env = walk(model.plan, {IMAGE: image}, lambda step, env: model.run_segment(step.index, env), adapter_step)
     return env[RESTORED], balance / model.config.num_adapters, routes, route_probs
 
 
@@ -117,8 +117,10 @@ def relative_l1_loss(restored: Tensor, degraded: Tensor, clean: Tensor) -> Tenso
     ones (blur: ~0.02) tenfold, so a small model learns to smooth; this gives every sample a say in
     proportion to how much of its own error is removed. Not in the paper (an option of moce train).
     """
+
     def per_sample(x: Tensor) -> Tensor:
         return (x - clean).abs().flatten(1).mean(1)
+
     return _inverse_error_weighted(per_sample(restored), per_sample(degraded))
 
 
@@ -133,13 +135,21 @@ def relative_fft_loss(restored: Tensor, degraded: Tensor, clean: Tensor) -> Tens
 
     def per_sample(x: Tensor) -> Tensor:
         return (_spectrum(x) - target).abs().flatten(1).mean(1)
+
     return _inverse_error_weighted(per_sample(restored), per_sample(degraded))
 
 
-def objective(model: MoCEIR, degraded: Tensor, clean: Tensor, fft_weight: float = 0.1,
-              balance_weight: float = 0.01, tasks: Tensor | None = None,
-              route_weight: float = 0.0, relative_l1: bool = False,
-              relative_fft: bool = False) -> tuple[Tensor, dict[str, float]]:
+def objective(
+    model: MoCEIR,
+    degraded: Tensor,
+    clean: Tensor,
+    fft_weight: float = 0.1,
+    balance_weight: float = 0.01,
+    tasks: Tensor | None = None,
+    route_weight: float = 0.0,
+    relative_l1: bool = False,
+    relative_fft: bool = False,
+) -> tuple[Tensor, dict[str, float]]:
     """The paper's loss (L1 + FFT + load balance), plus the route contrast when ``route_weight`` > 0;
     ``relative_l1`` / ``relative_fft`` swap the L1 / FFT terms for their per-sample weighted forms.
 

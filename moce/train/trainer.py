@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import torch
 
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
+from moce.files import atomic_path
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.model.config import MoCEConfig, config_from_hyperparameters
 from moce.model.network import MoCEIR
@@ -60,19 +59,38 @@ class TrainOptions:
     def namespace(self) -> argparse.Namespace:
         """The original training script's option names, so hyper-parameters read as released."""
         return argparse.Namespace(
-            model="MoCE_IR_moce", dim=self.dim, num_blocks=list(self.num_blocks), num_dec_blocks=list(self.num_dec_blocks),
-            latent_dim=2, num_exp_blocks=4, num_refinement_blocks=self.num_refinement_blocks, heads=list(self.heads),
-            stage_depth=[1] * len(self.num_dec_blocks), with_complexity=True, complexity_scale="max", rank_type="spread",
-            depth_type="constant", topk=1, de_type=list(self.degradations), lr=self.lr, batch_size=self.batch,
-            patch_size=self.crop, iterations=self.iterations, fft_loss_weight=self.fft_weight,
-            balance_loss_weight=self.balance_weight, route_loss_weight=self.route_weight,
-            relative_l1=self.relative_l1, relative_fft=self.relative_fft, seed=self.seed, minutes=self.minutes,
+            model="MoCE_IR_moce",
+            dim=self.dim,
+            num_blocks=list(self.num_blocks),
+            num_dec_blocks=list(self.num_dec_blocks),
+            latent_dim=2,
+            num_exp_blocks=4,
+            num_refinement_blocks=self.num_refinement_blocks,
+            heads=list(self.heads),
+            stage_depth=[1] * len(self.num_dec_blocks),
+            with_complexity=True,
+            complexity_scale="max",
+            rank_type="spread",
+            depth_type="constant",
+            topk=1,
+            de_type=list(self.degradations),
+            lr=self.lr,
+            batch_size=self.batch,
+            patch_size=self.crop,
+            iterations=self.iterations,
+            fft_loss_weight=self.fft_weight,
+            balance_loss_weight=self.balance_weight,
+            route_loss_weight=self.route_weight,
+            relative_l1=self.relative_l1,
+            relative_fft=self.relative_fft,
+            seed=self.seed,
+            minutes=self.minutes,
         )
 
 
 def load_clean_images(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
     """Every readable image in ``folder`` as float32 RGB (grayscale replicated)."""
-    from moce.runtime.imageio import SUPPORTED, read_image
+    from moce.imageio import SUPPORTED, read_image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED and p.stem not in exclude)
     images = [(p.stem, read_image(p)[0]) for p in files]
@@ -121,8 +139,11 @@ def batch_stream(images: list[np.ndarray], opts: TrainOptions, first: int) -> It
     batches = StepBatches(images, opts, first)
     if opts.workers <= 0:
         return (batches[i] for i in range(len(batches)))
-    return iter(torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=opts.workers,
-                                            prefetch_factor=4))
+    return iter(
+        torch.utils.data.DataLoader(
+            batches, batch_size=None, shuffle=False, num_workers=opts.workers, prefetch_factor=4
+        )
+    )
 
 
 def progress(step: int, elapsed_s: float, opts: TrainOptions) -> float:
@@ -140,8 +161,9 @@ def lr_at(fraction: float, opts: TrainOptions) -> float:
     return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def checkpoint_blob(model: MoCEIR, opts: TrainOptions, step: int, optimizer: torch.optim.Optimizer | None,
-                    elapsed_s: float = 0.0) -> dict:
+def checkpoint_blob(
+    model: MoCEIR, opts: TrainOptions, step: int, optimizer: torch.optim.Optimizer | None, elapsed_s: float = 0.0
+) -> dict:
     return {
         "epoch": step,
         "global_step": step,
@@ -156,15 +178,8 @@ def checkpoint_blob(model: MoCEIR, opts: TrainOptions, step: int, optimizer: tor
 
 
 def save_atomic(blob: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_init(model: MoCEIR, path: Path) -> None:
@@ -183,12 +198,23 @@ def build_model(opts: TrainOptions) -> MoCEIR:
 
 
 def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] | None = None) -> Path:
-    """Train until ``opts.iterations``; resumes from ``out/last.ckpt`` when present."""
+    """Train until ``opts.iterations``; resumes from ``out/last.ckpt`` when present.
+
+    ``opts.threads`` holds for the training only: the process's PyTorch thread count is restored.
+    """
     unknown = [d for d in opts.degradations if d not in DEGRADATIONS]
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
+    previous = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    try:
+        return _train(opts, on_step)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images = [img for _, img in load_clean_images(Path(opts.data), opts.exclude) if min(img.shape[:2]) >= opts.crop]
     torch.manual_seed(opts.seed)
@@ -199,7 +225,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
     if opts.resume and last.is_file():
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             blob = torch.load(last, map_location=device, weights_only=True)
-        model.load_state_dict({k[len("net."):]: v for k, v in blob["state_dict"].items()})
+        model.load_state_dict({k[len("net.") :]: v for k, v in blob["state_dict"].items()})
         optimizer.load_state_dict(blob["optimizer_states"][0])
         step, elapsed_before = int(blob["global_step"]), float(blob.get("elapsed_s", 0.0))
     elif opts.init is not None:
@@ -214,10 +240,17 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         tasks = torch.tensor([task_ids[TASK_OF[n]] for n in names], device=device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(fraction, opts)
-        loss, parts = objective(model, torch.as_tensor(degraded).to(device), torch.as_tensor(clean).to(device),
-                                fft_weight=opts.fft_weight, balance_weight=opts.balance_weight, tasks=tasks,
-                                route_weight=opts.route_weight, relative_l1=opts.relative_l1,
-                                relative_fft=opts.relative_fft)
+        loss, parts = objective(
+            model,
+            torch.as_tensor(degraded).to(device),
+            torch.as_tensor(clean).to(device),
+            fft_weight=opts.fft_weight,
+            balance_weight=opts.balance_weight,
+            tasks=tasks,
+            route_weight=opts.route_weight,
+            relative_l1=opts.relative_l1,
+            relative_fft=opts.relative_fft,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -22,7 +22,9 @@ def test_inspect_table(tiny_ckpt):
     result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x64"])
     assert result.exit_code == 0, result.output
     assert "295,302" in result.output and "GFLOPs per image at 128x64" in result.output
-    assert len([line for line in result.output.splitlines() if line.strip()[:1].isdigit()]) == 12  # 3 adapters x 4 experts
+    assert (
+        len([line for line in result.output.splitlines() if line.strip()[:1].isdigit()]) == 12
+    )  # 3 adapters x 4 experts
 
 
 def test_inspect_json(tiny_ckpt):

@@ -41,8 +41,12 @@ class _Builder:
         return _Profile()
 
     def build_serialized_network(self, network, config):
-        record = {"source": network.source, "strongly_typed": bool(network.flags & (1 << 5)),
-                  "workspace": config.workspace, "profiles": [p.shapes for p in config.profiles]}
+        record = {
+            "source": network.source,
+            "strongly_typed": bool(network.flags & (1 << 5)),
+            "workspace": config.workspace,
+            "profiles": [p.shapes for p in config.profiles],
+        }
         self.trt.builds.append(record)
         config.cache_data = config.cache_data + b"+"
         return json.dumps(record).encode()

@@ -14,16 +14,17 @@ from typer.testing import CliRunner
 from moce.cli.main import app
 from moce.engines.build import BuildOptions, build, calibration_images
 from moce.engines.precision import convert_fp16
-from moce.export.exporter import ExportOptions, export_package
-from moce.export.manifest import load_manifest
+from moce.metrics import psnr
 from moce.model import MoCEIR, derive_config
+from moce.package.manifest import load_manifest
+from moce.package.writer import ExportOptions, export_package
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
 from tests.conftest import manifest as golden_manifest
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
 def _evaluate(manifest, precision: str, images: np.ndarray, mode: str = "split") -> tuple[float, float]:
@@ -86,10 +87,18 @@ def test_convert_fp16_leaves_integer_shape_math_alone():
     from onnx import TensorProto, helper
 
     g = helper.make_graph(
-        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
-         helper.make_node("Relu", ["x"], ["y"])], "g",
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+            helper.make_node("Relu", ["x"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2]), helper.make_tensor_value_info("sf", TensorProto.FLOAT, [2])])
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("sf", TensorProto.FLOAT, [2]),
+        ],
+    )
     out = convert_fp16(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     cast = next(n for n in out.graph.node if n.op_type == "Cast" and n.input[0] == "s")
     assert cast.attribute[0].i == TensorProto.FLOAT
@@ -99,7 +108,7 @@ def test_convert_fp16_leaves_integer_shape_math_alone():
 def test_random_weight_moceir_s_fp16_and_int8(tmp_path):
     torch.manual_seed(0)
     model = MoCEIR(derive_config({k: tuple(v) for k, v in golden_manifest("S")["keys"].items()}))
-    result = export_package(model, tmp_path / "s.moce", ExportOptions(validate=False, conditional=False, dense=False))
+    result = export_package(model, tmp_path / "s.moce", ExportOptions(conditional=False, dense=False, tiles=False))
     build(result.manifest.root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
     manifest = load_manifest(result.manifest.root)
     images = np.stack(calibration_images(None, side=96)[:6])
@@ -114,17 +123,51 @@ def test_random_weight_moceir_s_fp16_and_int8(tmp_path):
 def test_compare_passes_and_fails_on_thresholds(tiny_variants, tmp_path):
     root = str(tiny_variants.manifest.root)
     runner = CliRunner()
-    ok = runner.invoke(app, ["compare", root, "--runners", "torch,onnxruntime:fp16,onnxruntime:int8",
-                             "--atol", "0.1", "--rtol", "0.1", "--save-results", str(tmp_path / "rr.json"), "--json", str(tmp_path / "c.json")])
+    # INT8 kernels differ between CPUs (AVX2, AVX-512 VNNI): one of the 30 routing decisions has
+    # been seen to flip (96.7%, 46 dB), so INT8 is held to 90% here and fp16 to every route.
+    ok = runner.invoke(
+        app,
+        [
+            "compare",
+            root,
+            "--runners",
+            "torch,onnxruntime:fp16,onnxruntime:int8",
+            "--min-route-agreement",
+            "0.9",
+            "--atol",
+            "0.1",
+            "--rtol",
+            "0.1",
+            "--save-results",
+            str(tmp_path / "rr.json"),
+            "--json",
+            str(tmp_path / "c.json"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     table = json.loads((tmp_path / "c.json").read_text())
     assert [r["runner"] for r in table["rows"]] == ["onnxruntime:fp16", "onnxruntime:int8"]
-    assert all(r["route_agreement"] == 1.0 and r["min_psnr"] > 35 for r in table["rows"])
+    fp16, int8 = table["rows"]
+    assert fp16["route_agreement"] == 1.0 and int8["route_agreement"] >= 0.9
+    assert fp16["min_psnr"] > 45 and int8["min_psnr"] > 35
     assert (tmp_path / "rr.json").stat().st_size > 0  # Polygraphy RunResults
     strict_psnr = runner.invoke(app, ["compare", root, "--runners", "onnxruntime,onnxruntime:int8", "--min-psnr", "80"])
     assert strict_psnr.exit_code == 1 and "PSNR" in strict_psnr.output
-    strict_tol = runner.invoke(app, ["compare", root, "--runners", "onnxruntime,onnxruntime:int8", "--atol", "1e-6",
-                                     "--rtol", "1e-6", "--error-stat", "max"])
+    strict_tol = runner.invoke(
+        app,
+        [
+            "compare",
+            root,
+            "--runners",
+            "onnxruntime,onnxruntime:int8",
+            "--atol",
+            "1e-6",
+            "--rtol",
+            "1e-6",
+            "--error-stat",
+            "max",
+        ],
+    )
     assert strict_tol.exit_code == 1 and "beyond atol" in strict_tol.output
 
 
@@ -136,9 +179,26 @@ def test_readme_polygraphy_commands_work_on_the_dense_graph(tiny_variants, tmp_p
     polygraphy = str(Path(sys.executable).with_name("polygraphy"))
     root = tiny_variants.manifest.root
     common = ["--onnxrt", "--input-shapes", "image:[1,3,64,64]", "--val-range", "image:[0,1]"]
-    first = subprocess.run([polygraphy, "run", str(root / "dense.onnx"), *common, "--save-outputs",
-                            str(tmp_path / "fp32.json")], capture_output=True, text=True)
+    first = subprocess.run(
+        [polygraphy, "run", str(root / "dense.onnx"), *common, "--save-outputs", str(tmp_path / "fp32.json")],
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    second = subprocess.run([polygraphy, "run", str(root / "fp16" / "dense.onnx"), *common, "--load-outputs",
-                             str(tmp_path / "fp32.json"), "--atol", "1e-2", "--rtol", "1e-2"], capture_output=True, text=True)
+    second = subprocess.run(
+        [
+            polygraphy,
+            "run",
+            str(root / "fp16" / "dense.onnx"),
+            *common,
+            "--load-outputs",
+            str(tmp_path / "fp32.json"),
+            "--atol",
+            "1e-2",
+            "--rtol",
+            "1e-2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert second.returncode == 0 and "PASSED" in second.stdout + second.stderr

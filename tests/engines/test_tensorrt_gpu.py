@@ -1,5 +1,5 @@
 """Real TensorRT and CUDA paths. Skipped without a GPU / TensorRT; written to run as-is with
-`pip install 'moce[trt]'` on an NVIDIA machine. The torch CUDA test passed on an H200 (session 11);
+`pip install 'moce[trt]'` on an NVIDIA machine. The torch CUDA test passed on an H200;
 the TensorRT ones have not run (no TensorRT on any machine lent so far)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from moce.engines.build import BuildOptions, build
 from moce.engines.tensorrt import Profile
-from moce.export.manifest import load_manifest
+from moce.package.manifest import load_manifest
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
 
@@ -26,13 +26,18 @@ def test_torch_cuda_backend_matches_the_golden_outputs(tiny_pkg, golden_io):
 
 @pytest.mark.gpu
 @pytest.mark.trt
-@pytest.mark.parametrize(("precision", "atol", "min_agreement"), [("fp32", 1e-3, 1.0), ("fp16", 2e-2, 1.0), ("int8", 1e-1, 0.9)])
+@pytest.mark.parametrize(
+    ("precision", "atol", "min_agreement"), [("fp32", 1e-3, 1.0), ("fp16", 2e-2, 1.0), ("int8", 1e-1, 0.9)]
+)
 def test_tensorrt_engines_restore_like_onnxruntime(tmp_path, tiny_pkg, golden_io, precision, atol, min_agreement):
     root = tmp_path / "p.moce"
     shutil.copytree(tiny_pkg.root, root)
-    options = BuildOptions(precisions=[] if precision == "fp32" else [precision],
-                           profile=Profile((1, 64, 64), (4, 64, 96), (4, 128, 128)), workspace_mb=1024,
-                           engine_cache=tmp_path / "cache")
+    options = BuildOptions(
+        precisions=[] if precision == "fp32" else [precision],
+        profile=Profile((1, 64, 64), (4, 64, 96), (4, 128, 128)),
+        workspace_mb=1024,
+        engine_cache=tmp_path / "cache",
+    )
     result = build(root, options)
     assert result.tensorrt_error is None and result.engines
     manifest = load_manifest(root)

@@ -8,9 +8,10 @@ import shutil
 import pytest
 
 from moce.engines.build import BuildOptions, build
-from moce.engines.tensorrt import Profile, build_engines, check_engines
+from moce.engines.tensorrt import Profile, build_engines
 from moce.errors import MissingDependencyError, PackageError
-from moce.export.manifest import load_manifest
+from moce.package.manifest import load_manifest
+from moce.runtime.tensorrt import check_engines
 from tests.engines.fake_tensorrt import FakeTensorRT
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
@@ -24,8 +25,9 @@ def pkg(tmp_path, tiny_pkg):
 
 def test_one_strongly_typed_engine_per_split_graph_with_level_shaped_profiles(pkg, tmp_path):
     trt = FakeTensorRT()
-    records = build_engines(pkg, "fp32", Profile((1, 64, 64), (2, 256, 128), (4, 512, 512)), 1 << 30,
-                            tmp_path / "cache", trt=trt, gpu=GPU)
+    records = build_engines(
+        pkg, "fp32", Profile((1, 64, 64), (2, 256, 128), (4, 512, 512)), 1 << 30, tmp_path / "cache", trt=trt, gpu=GPU
+    )
     split = [n for n in pkg.data["graphs"] if n not in ("dense", "conditional")]
     assert sorted(r.graph for r in records) == sorted(split)
     assert len(trt.builds) == len(split) and all(b["strongly_typed"] and b["workspace"] == 1 << 30 for b in trt.builds)

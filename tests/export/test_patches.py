@@ -8,8 +8,16 @@ from torch import nn
 
 from moce.export.graphs import export_segment
 from moce.export.patches import GramScores, export_patches, split_projection, strided_unshuffle
-from moce.model.layers import (Attention, CrossAttention, Downsample, FeedForward, FFTAttention, conv_unshuffle, cosine_scores,
-                               fused_projection)
+from moce.model.layers import (
+    Attention,
+    CrossAttention,
+    Downsample,
+    FeedForward,
+    FFTAttention,
+    conv_unshuffle,
+    cosine_scores,
+    fused_projection,
+)
 from moce.model.plan import SegmentStep
 
 

@@ -19,8 +19,10 @@ def _ffn_like_graph() -> onnx.ModelProto:
     aside. value_info as an exporter leaves it: a fresh unknown name for every conv output."""
     rng = np.random.default_rng(0)
     weights = {
-        "w_a": rng.standard_normal((32, 32, 1, 1)), "w_b": rng.standard_normal((32, 32, 1, 1)),
-        "w_a3": rng.standard_normal((32, 1, 3, 3)), "w_b3": rng.standard_normal((32, 1, 3, 3)),
+        "w_a": rng.standard_normal((32, 32, 1, 1)),
+        "w_b": rng.standard_normal((32, 32, 1, 1)),
+        "w_a3": rng.standard_normal((32, 1, 3, 3)),
+        "w_b3": rng.standard_normal((32, 1, 3, 3)),
         "w_down": rng.standard_normal((32, 32, 3, 3)),
     }
     nodes = [
@@ -33,12 +35,17 @@ def _ffn_like_graph() -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "w_down"], ["down"], pads=[1, 1, 1, 1], strides=[2, 2]),
     ]
     unknown = iter(f"unk__{i}" for i in range(100))
-    value_info = [_value(n, ["batch", c, next(unknown), next(unknown)])
-                  for n, c in (("a", 32), ("b", 32), ("a3", 32), ("b3", 32), ("act", 32), ("down", 32))]
+    value_info = [
+        _value(n, ["batch", c, next(unknown), next(unknown)])
+        for n, c in (("a", 32), ("b", 32), ("a3", 32), ("b3", 32), ("act", 32), ("down", 32))
+    ]
     graph = helper.make_graph(
-        nodes, "ffn", [_value("x", ["batch", 32, "height", "width"])],
+        nodes,
+        "ffn",
+        [_value("x", ["batch", 32, "height", "width"])],
         [_value("y", ["batch", 32, "height", "width"]), _value("down", ["batch", 32, None, None])],
-        [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()], value_info=value_info,
+        [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()],
+        value_info=value_info,
     )
     # IR 8, what opset 17 needs: onnx 1.23 writes IR 14 by default, which ONNX Runtime 1.30 refuses (max 13)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -87,8 +87,12 @@ def test_only_argparse_namespace_is_added_to_the_allow_list():
         (lambda p: None, "no such checkpoint file"),
         (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: p.write_text("hello, I am text\n"), "not a PyTorch checkpoint"),
-        (lambda p: p.write_bytes(Path(__file__).parents[2].joinpath("moce/data/moceir_tiny.ckpt").read_bytes()[:50_000]),
-         "truncated or corrupt"),
+        (
+            lambda p: p.write_bytes(
+                Path(__file__).parents[2].joinpath("moce/data/moceir_tiny.ckpt").read_bytes()[:50_000]
+            ),
+            "truncated or corrupt",
+        ),
     ],
     ids=["missing", "empty", "text", "truncated"],
 )

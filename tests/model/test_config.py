@@ -17,8 +17,13 @@ def _shapes(name: str) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize(("name", "params"), [("S", 11_477_752), ("L", 25_353_796), ("tiny", 295_302)])
 def test_derived_config_builds_exactly_the_published_keys_and_shapes(name, params):
     config = derive_config(_shapes(name))
-    published = config_from_hyperparameters({**manifest(name)["config"], "latent_dim": manifest(name)["config"]["rank"],
-                                             "num_exp_blocks": manifest(name)["config"]["num_experts"]})
+    published = config_from_hyperparameters(
+        {
+            **manifest(name)["config"],
+            "latent_dim": manifest(name)["config"]["rank"],
+            "num_exp_blocks": manifest(name)["config"]["num_experts"],
+        }
+    )
     assert config == published
     model = MoCEIR(config)
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -28,8 +33,8 @@ def test_derived_config_builds_exactly_the_published_keys_and_shapes(name, param
 
 
 def test_s_and_l_derive_the_paper_numbers():
-    s, l = derive_config(_shapes("S")), derive_config(_shapes("L"))
-    assert (s.dim, l.dim) == (32, 48)
+    s, large = derive_config(_shapes("S")), derive_config(_shapes("L"))
+    assert (s.dim, large.dim) == (32, 48)
     assert s.num_blocks == (4, 6, 6, 8) and s.num_dec_blocks == (2, 4, 4) and s.num_refinement_blocks == 4
     assert s.heads == (1, 2, 4, 8) and s.num_experts == 4 and s.num_adapters == 10
     assert s.expert_ranks[0] == (4, 8, 16, 32)  # "spread" ranks: dim/8 .. dim

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from moce.model.global_stats import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS, run_tile_segment
-from moce.model.plan import IMAGE, SegmentStep
+from moce.model.global_stats import run_tile_segment
+from moce.model.network import torch_groups
+from moce.model.plan import CORE_MASK, IMAGE, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS, SegmentStep
 from moce.routing import route
 
 
@@ -21,7 +22,9 @@ def _walk(model, image: torch.Tensor):
                 env.update(model.run_segment(step.index, env))
             else:
                 routing = route(env[step.logits].numpy(), model.config.top_k)
-                env[step.output] = model.adapter(step.index).mix(env[step.inputs[0]], env[step.inputs[1]], routing)
+                env[step.output] = model.adapter(step.index).mix(
+                    env[step.inputs[0]], env[step.inputs[1]], torch_groups(routing, image.device)
+                )
 
 
 def test_whole_image_tile_matches_the_segment_with_its_own_or_imposed_sums(tiny_model):
@@ -31,8 +34,11 @@ def test_whole_image_tile_matches_the_segment_with_its_own_or_imposed_sums(tiny_
         with torch.inference_mode():
             want = tiny_model.run_segment(step.index, env)
             local = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask})
-            imposed = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask,
-                                                                USE_IMAGE_STATS: torch.ones(1), IMAGE_STATS: local[TILE_STATS]})
+            imposed = run_tile_segment(
+                tiny_model,
+                step.index,
+                {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.ones(1), IMAGE_STATS: local[TILE_STATS]},
+            )
         for name in step.outputs:
             torch.testing.assert_close(local[name], want[name], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(imposed[name], want[name], atol=1e-5, rtol=1e-5)
@@ -59,10 +65,21 @@ def test_imposed_sums_change_what_a_tile_computes(tiny_model):
     mask = torch.ones(1, 1, 64, 64)
     with torch.inference_mode():
         local = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask})
-        other = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.ones(1),
-                                                          IMAGE_STATS: local[TILE_STATS] * torch.rand_like(local[TILE_STATS])})
-        unused = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.zeros(1),
-                                                           IMAGE_STATS: torch.rand_like(local[TILE_STATS])})
+        other = run_tile_segment(
+            tiny_model,
+            step.index,
+            {
+                **env,
+                CORE_MASK: mask,
+                USE_IMAGE_STATS: torch.ones(1),
+                IMAGE_STATS: local[TILE_STATS] * torch.rand_like(local[TILE_STATS]),
+            },
+        )
+        unused = run_tile_segment(
+            tiny_model,
+            step.index,
+            {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.zeros(1), IMAGE_STATS: torch.rand_like(local[TILE_STATS])},
+        )
     name = step.outputs[-1]
     assert not torch.allclose(other[name], local[name], atol=1e-3)
     torch.testing.assert_close(unused[name], local[name])

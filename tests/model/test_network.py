@@ -34,8 +34,11 @@ def test_batch_runs_each_chosen_expert_once_and_never_an_unchosen_one(tiny_model
     for a in range(tiny_model.config.num_adapters):
         for e in range(tiny_model.config.num_experts):
             expert = tiny_model.adapter(a).expert(e)
-            hooks.append(expert.register_forward_hook(
-                lambda mod, inp, out, key=(a, e): calls.setdefault(key, []).append(inp[0].shape[0])))
+            hooks.append(
+                expert.register_forward_hook(
+                    lambda mod, inp, out, key=(a, e): calls.setdefault(key, []).append(inp[0].shape[0])
+                )
+            )
     try:
         tiny_model.restore(torch.from_numpy(golden_io["input"]))
     finally:
@@ -78,7 +81,12 @@ def test_padding_matches_running_on_the_reflect_padded_image(tiny_model):
 
 @pytest.mark.parametrize(
     ("shape", "message"),
-    [((1, 1, 32, 32), "3-channel"), ((1, 4, 32, 32), "3-channel"), ((1, 3, 7, 32), "at least 8"), ((3, 32, 32), "[N, C, H, W]")],
+    [
+        ((1, 1, 32, 32), "3-channel"),
+        ((1, 4, 32, 32), "3-channel"),
+        ((1, 3, 7, 32), "at least 8"),
+        ((3, 32, 32), "[N, C, H, W]"),
+    ],
 )
 def test_bad_inputs_get_clear_errors(tiny_model, shape, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):

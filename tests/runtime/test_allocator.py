@@ -33,8 +33,9 @@ def keeps_freed_memory_here() -> bool:
 
 
 def _repeated_allocation_faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", _REPEATED_ALLOCATION_FAULTS, mode], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _REPEATED_ALLOCATION_FAULTS, mode], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip())
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from moce.errors import InputError
+from moce.metrics import psnr
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -13,7 +14,9 @@ from moce.runtime.tiling import Blender, check_tiling, core_masks, tile_starts, 
 from tests.runtime.conftest import synthetic_photo
 
 
-@pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 256, 32), (256, 256, 32), (1000, 256, 32), (520, 256, 0)])
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(100, 256, 32), (256, 256, 32), (1000, 256, 32), (520, 256, 0)]
+)
 def test_tiles_cover_every_pixel_and_stay_inside(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     covered = np.zeros(length, bool)
@@ -40,10 +43,12 @@ def test_bad_tiling_options():
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
-@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(1024, 1024, 256, 32), (520, 776, 128, 24), (256, 96, 128, 8)])
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"), [(1024, 1024, 256, 32), (520, 776, 128, 24), (256, 96, 128, 8)]
+)
 def test_core_masks_own_every_pixel_once_on_the_size_multiple(height, width, tile, overlap):
     tiles = tiles_for(height, width, tile, overlap)
     owned = np.zeros((height, width), np.int32)

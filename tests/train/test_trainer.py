@@ -12,7 +12,15 @@ import torch
 from moce.errors import InputError
 from moce.model import load_checkpoint
 from moce.model.checkpoint import SAFE_GLOBALS
-from moce.train.objective import bucketed, fft_l1, objective, relative_fft_loss, relative_l1_loss, route_contrast_loss, training_forward
+from moce.train.objective import (
+    bucketed,
+    fft_l1,
+    objective,
+    relative_fft_loss,
+    relative_l1_loss,
+    route_contrast_loss,
+    training_forward,
+)
 from moce.train.trainer import TrainOptions, batch_stream, build_model, lr_at, progress, train
 
 
@@ -25,8 +33,9 @@ def _photos(folder: Path) -> Path:
 
 
 def _opts(tmp_path: Path, iterations: int = 4) -> TrainOptions:
-    return TrainOptions(data=tmp_path / "photos", out=tmp_path / "run", dim=8, iterations=iterations, batch=2, crop=32,
-                        save_every=2)
+    return TrainOptions(
+        data=tmp_path / "photos", out=tmp_path / "run", dim=8, iterations=iterations, batch=2, crop=32, save_every=2
+    )
 
 
 def test_objective_reaches_routers_and_experts(tmp_path):
@@ -50,7 +59,9 @@ def test_route_contrast_scores_shared_routes_across_tasks():
     assert route_contrast_loss(separated, tasks).item() < 1e-3
     assert route_contrast_loss(shared, tasks).item() > 5 and route_contrast_loss(scattered, tasks).item() > 2
     uniform = [torch.full((4, 4), 0.25)] * 2
-    assert route_contrast_loss(separated, tasks) < route_contrast_loss(uniform, tasks) < route_contrast_loss(shared, tasks)
+    assert (
+        route_contrast_loss(separated, tasks) < route_contrast_loss(uniform, tasks) < route_contrast_loss(shared, tasks)
+    )
     assert route_contrast_loss(shared, torch.zeros(4, dtype=torch.long)).item() < 1e-3  # one task, one route: right
     assert route_contrast_loss([torch.ones(1, 4) / 4], torch.zeros(1, dtype=torch.long)).item() == 0.0  # no pairs
 
@@ -82,7 +93,11 @@ def test_training_writes_loadable_released_format_and_resumes(tmp_path):
     assert loaded.hyper_parameters["iterations"] == 4
     blob_steps, parts_seen = [], []
     opts = _opts(tmp_path, iterations=6)
-    opts.route_weight, opts.relative_l1, opts.relative_fft = 0.1, True, True  # the options beyond the paper's objective, wired through
+    opts.route_weight, opts.relative_l1, opts.relative_fft = (
+        0.1,
+        True,
+        True,
+    )  # the options beyond the paper's objective, wired through
     final = train(opts, on_step=lambda step, parts: (blob_steps.append(step), parts_seen.append(parts)))
     assert blob_steps == [5, 6]  # resumed from last.ckpt at step 4
     assert all("route" in parts for parts in parts_seen)
@@ -95,8 +110,9 @@ def test_init_starts_from_a_checkpoint_and_rejects_another_architecture(tmp_path
     first = train(_opts(tmp_path, iterations=2))
     start = load_checkpoint(first).state_dict
     seen: list[torch.Tensor] = []
-    opts = TrainOptions(data=tmp_path / "photos", out=tmp_path / "ft", dim=8, iterations=1, batch=2, crop=32,
-                        init=first, lr=0.0)  # lr 0: weights stay the ones loaded
+    opts = TrainOptions(
+        data=tmp_path / "photos", out=tmp_path / "ft", dim=8, iterations=1, batch=2, crop=32, init=first, lr=0.0
+    )  # lr 0: weights stay the ones loaded
     loaded = load_checkpoint(train(opts, on_step=lambda step, parts: seen.append(step))).state_dict
     assert seen == [1] and all(torch.equal(start[k], loaded[k]) for k in start)
     wrong = TrainOptions(data=tmp_path / "photos", out=tmp_path / "bad", dim=16, iterations=1, init=first)
@@ -114,8 +130,12 @@ def test_relative_l1_gives_mild_degradations_an_equal_say():
     assert relative_l1_loss(halved, degraded, clean).item() == pytest.approx((0.01 * 50 + 0.1 * 5) / 55, rel=1e-5)
     only_mild_fixed = torch.stack([clean[0], degraded[1]])
     only_heavy_fixed = torch.stack([degraded[0], clean[1]])
-    assert relative_l1_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_l1_loss(only_heavy_fixed, degraded, clean).item())
-    assert torch.nn.functional.l1_loss(only_mild_fixed, clean) > 5 * torch.nn.functional.l1_loss(only_heavy_fixed, clean)
+    assert relative_l1_loss(only_mild_fixed, degraded, clean) == pytest.approx(
+        relative_l1_loss(only_heavy_fixed, degraded, clean).item()
+    )
+    assert torch.nn.functional.l1_loss(only_mild_fixed, clean) > 5 * torch.nn.functional.l1_loss(
+        only_heavy_fixed, clean
+    )
 
 
 def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
@@ -125,7 +145,9 @@ def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
     only_mild_fixed = torch.stack([clean[0], degraded[1]])
     only_heavy_fixed = torch.stack([degraded[0], clean[1]])
     assert fft_l1(only_heavy_fixed, clean) < fft_l1(only_mild_fixed, clean) / 2  # plain FFT loss: noise dominates
-    assert relative_fft_loss(only_mild_fixed, degraded, clean) == pytest.approx(relative_fft_loss(only_heavy_fixed, degraded, clean).item())
+    assert relative_fft_loss(only_mild_fixed, degraded, clean) == pytest.approx(
+        relative_fft_loss(only_heavy_fixed, degraded, clean).item()
+    )
     assert relative_fft_loss(clean, degraded, clean).item() == 0.0
 
 
@@ -146,7 +168,9 @@ def test_batches_come_from_their_step_seed_in_the_loop_and_in_worker_processes(t
 def test_a_time_budget_runs_the_whole_schedule_and_stops(tmp_path):
     opts = TrainOptions(data=tmp_path, out=tmp_path, iterations=1000, lr=1.0, minutes=1.0)
     assert progress(10, 30.0, opts) == 0.5  # time, not steps, sets the pace
-    assert lr_at(0.0, opts) > 0 and lr_at(0.525, opts) == pytest.approx(0.505) and lr_at(1.0, opts) == pytest.approx(0.01)
+    assert (
+        lr_at(0.0, opts) > 0 and lr_at(0.525, opts) == pytest.approx(0.505) and lr_at(1.0, opts) == pytest.approx(0.01)
+    )
     _photos(tmp_path / "photos")
     run = _opts(tmp_path, iterations=10_000)
     run.minutes = 0.02  # 1.2 s
@@ -176,7 +200,13 @@ def test_padded_expert_sub_batches_change_neither_outputs_nor_gradients(tmp_path
         model.zero_grad()
         out, balance, routes, _ = training_forward(model, x, pad_sub_batches=pad)
         (out.square().mean() + balance).backward()
-        results.append((out.detach(), [r.clone() for r in routes], [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        results.append(
+            (
+                out.detach(),
+                [r.clone() for r in routes],
+                [p.grad.clone() for p in model.parameters() if p.grad is not None],
+            )
+        )
     (out_a, routes_a, grads_a), (out_b, routes_b, grads_b) = results
     assert all(torch.equal(a, b) for a, b in zip(routes_a, routes_b))
     torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=0)

@@ -1,4 +1,4 @@
-"""`moce train` on CUDA (skipped without a GPU; both passed on an H200 in session 11)."""
+"""`moce train` on CUDA (skipped without a GPU; both passed on an H200)."""
 
 from __future__ import annotations
 

@@ -14,18 +14,6 @@ from moce.model.plan import AdapterStep, SegmentStep, Step
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-EXPERT_INPUTS = ("adapter_in", "shared", "gate")
-EXPERT_OUTPUT = "weighted_out"
-
-
-def route_name(adapter: int) -> str:
-    """Whole-network graphs output each adapter's chosen experts under this name."""
-    return f"route{adapter}"
-
-
-def probs_name(adapter: int) -> str:
-    """... and the router's softmax under this one."""
-    return f"router_probs{adapter}"
 
 
 def segment_graph(index: int) -> str:
@@ -114,7 +102,9 @@ class Manifest:
             if item["kind"] == "segment":
                 steps.append(SegmentStep(item["index"], tuple(item["inputs"]), tuple(item["outputs"])))
             else:
-                steps.append(AdapterStep(item["index"], item["level"], item["logits"], tuple(item["inputs"]), item["output"]))
+                steps.append(
+                    AdapterStep(item["index"], item["level"], item["logits"], tuple(item["inputs"]), item["output"])
+                )
         return steps
 
     def adapter(self, index: int) -> dict[str, Any]:

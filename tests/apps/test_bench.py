@@ -7,13 +7,12 @@ import re
 
 import pytest
 import torch
-
 from typer.testing import CliRunner
 
+from moce.apps import bench
+from moce.apps.bench import REFERENCE, BenchOptions, bench_device, expand_cases, from_json, to_json
 from moce.cli.main import app
 from moce.errors import InputError
-from moce.runtime import bench
-from moce.runtime.bench import REFERENCE, BenchOptions, bench_device, expand_cases, from_json, to_json
 from tests.runtime.test_allocator import keeps_freed_memory_here
 
 
@@ -29,9 +28,30 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True  # a caller's setting
     try:
-        result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime",
-                                          "--device", "cpu", "--sizes", "64", "--batch", "1,2", "--rounds", "2", "--warmup", "1",
-                                          "--json", str(out), "--chart", str(png)])
+        result = CliRunner().invoke(
+            app,
+            [
+                "bench",
+                "--model",
+                str(tiny_pkg.root),
+                "--backends",
+                "onnxruntime",
+                "--device",
+                "cpu",
+                "--sizes",
+                "64",
+                "--batch",
+                "1,2",
+                "--rounds",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+                str(out),
+                "--chart",
+                str(png),
+            ],
+        )
         assert torch.backends.cuda.matmul.allow_tf32  # the float32 GEMM turned TF32 off only while it ran
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
@@ -65,9 +85,29 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
 
 def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path, tiny_pkg):
     out = tmp_path / "b.json"
-    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "onnxruntime", "--routing",
-                                      "split", "--device", "cpu", "--sizes", "64", "--rounds", "1", "--warmup", "0", "--no-memory",
-                                      "--json", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            str(tiny_pkg.root),
+            "--backends",
+            "onnxruntime",
+            "--routing",
+            "split",
+            "--device",
+            "cpu",
+            "--sizes",
+            "64",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--no-memory",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     for row in rows:
@@ -83,23 +123,29 @@ def _machine(monkeypatch, gpu: bool, ort_cuda: bool) -> None:
     monkeypatch.setattr(bench, "ort_providers", lambda: ["CUDAExecutionProvider"] * ort_cuda + ["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize(("gpu", "ort_cuda", "backends", "device", "expected"), [
-    (False, False, ["torch", "onnxruntime"], None, "cpu"),
-    (True, False, ["torch"], None, "cuda"),
-    (True, True, ["torch", "onnxruntime"], None, "cuda"),
-    (True, False, ["torch", "onnxruntime"], "cpu", "cpu"),
-])
+@pytest.mark.parametrize(
+    ("gpu", "ort_cuda", "backends", "device", "expected"),
+    [
+        (False, False, ["torch", "onnxruntime"], None, "cpu"),
+        (True, False, ["torch"], None, "cuda"),
+        (True, True, ["torch", "onnxruntime"], None, "cuda"),
+        (True, False, ["torch", "onnxruntime"], "cpu", "cpu"),
+    ],
+)
 def test_every_case_runs_on_one_device(monkeypatch, gpu, ort_cuda, backends, device, expected):
     _machine(monkeypatch, gpu, ort_cuda)
     assert bench_device(BenchOptions(backends, ["split"], [64], [1], device=device)) == expected
 
 
-@pytest.mark.parametrize(("gpu", "backends", "device", "message"), [
-    (True, ["torch", "onnxruntime"], None, "--device cuda: onnxruntime here has no CUDAExecutionProvider"),
-    (False, ["torch"], "cuda", "--device cuda: PyTorch here sees no CUDA GPU"),
-    (False, ["tensorrt"], None, "--device cpu: TensorRT runs on a CUDA GPU only"),
-    (False, ["torch"], "tpu", "--device: 'tpu' is neither cpu nor cuda"),
-])
+@pytest.mark.parametrize(
+    ("gpu", "backends", "device", "message"),
+    [
+        (True, ["torch", "onnxruntime"], None, "--device cuda: onnxruntime here has no CUDAExecutionProvider"),
+        (False, ["torch"], "cuda", "--device cuda: PyTorch here sees no CUDA GPU"),
+        (False, ["tensorrt"], None, "--device cpu: TensorRT runs on a CUDA GPU only"),
+        (False, ["torch"], "tpu", "--device: 'tpu' is neither cpu nor cuda"),
+    ],
+)
 def test_a_bench_that_would_compare_two_devices_is_refused(monkeypatch, gpu, backends, device, message):
     _machine(monkeypatch, gpu, ort_cuda=False)
     with pytest.raises(InputError, match=re.escape(message)):
@@ -123,8 +169,26 @@ def test_bench_from_json_refuses_a_file_that_is_not_a_saved_run(tmp_path):
 @pytest.mark.gpu
 def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
     out = tmp_path / "b.json"
-    result = CliRunner().invoke(app, ["bench", "--model", str(tiny_pkg.root), "--backends", "torch", "--device", "cuda",
-                                      "--sizes", "64", "--batch", "1,2", "--rounds", "3", "--json", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            str(tiny_pkg.root),
+            "--backends",
+            "torch",
+            "--device",
+            "cuda",
+            "--sizes",
+            "64",
+            "--batch",
+            "1,2",
+            "--rounds",
+            "3",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert rows and all(row["cuda"] and row["max_abs_vs_eager"] <= 1e-4 for row in rows)

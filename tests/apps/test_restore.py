@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from moce.apps.restore import NoProgress, RestoreJob, restore
 from moce.cli.main import app
 from moce.errors import InputError, PackageError
+from moce.imageio import read_image
+from moce.package import store
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.imageio import read_image
-from moce.runtime.restore import NoProgress, RestoreJob, restore
 from moce.runtime.restorer import RestoreOptions, Restorer
 
 runner = CliRunner()
@@ -32,8 +33,10 @@ def golden_pngs(tmp_path_factory, golden_io) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("backend", "routing"), [("onnxruntime", "split"), ("onnxruntime", "conditional"),
-                                                  ("onnxruntime", "dense"), ("torch", "split")])
+@pytest.mark.parametrize(
+    ("backend", "routing"),
+    [("onnxruntime", "split"), ("onnxruntime", "conditional"), ("onnxruntime", "dense"), ("torch", "split")],
+)
 def test_backends_give_the_same_pixels_and_the_golden_routes(tiny_pkg, golden_pngs, golden_io, backend, routing):
     images = [read_image(golden_pngs / f"sample{i}.png")[0] for i in range(4)]
     with make_runner(backend, tiny_pkg).runner as r:
@@ -46,8 +49,24 @@ def test_backends_give_the_same_pixels_and_the_golden_routes(tiny_pkg, golden_pn
 @pytest.mark.parametrize("routing", ["split", "conditional", "dense"])
 def test_report_routes_equal_the_golden_routes(tmp_path, tiny_pkg, golden_pngs, golden_io, routing):
     report = tmp_path / "report.json"
-    result = runner.invoke(app, ["restore", str(golden_pngs), str(tmp_path / "out"), "--model", str(tiny_pkg.root),
-                                 "--backend", "onnxruntime", "--routing", routing, "--batch", "2", "--report", str(report)])
+    result = runner.invoke(
+        app,
+        [
+            "restore",
+            str(golden_pngs),
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_pkg.root),
+            "--backend",
+            "onnxruntime",
+            "--routing",
+            routing,
+            "--batch",
+            "2",
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["backend"] == "onnxruntime" and data["routing"] == routing and data["precision"] == "fp32"
@@ -66,8 +85,9 @@ def test_each_chosen_expert_graph_runs_once_per_batch(tiny_pkg, golden_pngs, gol
         Restorer(PlanExecutor(tiny_pkg, r), RestoreOptions(batch=4)).restore_batch(images)
         experts_run = [(g, b) for g, b in r.calls if g.startswith("adapter")]
     routes = golden_io["routes"]
-    expected = [(f"adapter{a}.expert{e}", int((routes[:, a] == e).sum()))
-                for a in range(3) for e in np.unique(routes[:, a])]
+    expected = [
+        (f"adapter{a}.expert{e}", int((routes[:, a] == e).sum())) for a in range(3) for e in np.unique(routes[:, a])
+    ]
     assert sorted(experts_run) == sorted(expected)
 
 
@@ -88,8 +108,18 @@ def _messy_folder(root: Path) -> None:
 def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_pkg):
     _messy_folder(tmp_path / "in")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["restore", str(tmp_path / "in"), str(out), "--model", str(tiny_pkg.root),
-                                 "--report", str(tmp_path / "r.json")])
+    result = runner.invoke(
+        app,
+        [
+            "restore",
+            str(tmp_path / "in"),
+            str(out),
+            "--model",
+            str(tiny_pkg.root),
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert result.exit_code == 1
     for bad in ("corrupt.png", "zero.png", "text.jpg"):
         assert f"{tmp_path / 'in' / bad}" in result.output
@@ -98,11 +128,19 @@ def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_p
     for name, original in src.items():
         restored = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
         assert restored.shape == original.shape and restored.dtype == original.dtype, name
-    np.testing.assert_array_equal(cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], src["rgba.png"][..., 3])
+    np.testing.assert_array_equal(
+        cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], src["rgba.png"][..., 3]
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert {i["input"].rsplit("/", 1)[1]: i["status"] for i in report["images"]} == {
-        "corrupt.png": "error", "zero.png": "error", "text.jpg": "error",
-        "good.png": "ok", "deep16.png": "ok", "gray.jpg": "ok", "rgba.png": "ok"}
+        "corrupt.png": "error",
+        "zero.png": "error",
+        "text.jpg": "error",
+        "good.png": "ok",
+        "deep16.png": "ok",
+        "gray.jpg": "ok",
+        "rgba.png": "ok",
+    }
 
 
 class _StopAfter(NoProgress):
@@ -156,38 +194,9 @@ def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, mon
     cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 128, np.uint8))
     summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "out", model=tiny_ckpt))
     assert summary.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
-    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1
+    assert list((tmp_path / "cache" / "packages").glob("*.moce")) == [store.cached_package_path(tiny_ckpt)]
     restore(RestoreJob(tmp_path / "a.png", tmp_path / "out1", model=tiny_ckpt))
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1  # the same code reuses the export
-    monkeypatch.setattr("moce.runtime.backends.__version__", "99.0")  # an upgrade exports again
-    restore(RestoreJob(tmp_path / "a.png", tmp_path / "out2", model=tiny_ckpt))
-    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 2
-    monkeypatch.setattr("moce.runtime.backends.exporter_fingerprint", lambda: "0123456789ab")  # so does changed code
-    restore(RestoreJob(tmp_path / "a.png", tmp_path / "out3", model=tiny_ckpt))
-    assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 3
-
-
-def test_the_exporter_fingerprint_follows_the_sources_and_the_graph_libraries(tmp_path, monkeypatch):
-    from moce.runtime import backends
-
-    def fingerprint() -> str:
-        backends.exporter_fingerprint.cache_clear()
-        return backends.exporter_fingerprint()
-
-    first = fingerprint()
-    for part in ("model", "export"):
-        (tmp_path / "moce" / part).mkdir(parents=True)
-        (tmp_path / "moce" / part / "a.py").write_text("x = 1\n")
-    (tmp_path / "moce" / "routing.py").write_text("y = 1\n")
-    monkeypatch.setattr(backends, "__file__", str(tmp_path / "moce" / "runtime" / "backends.py"))
-    copy = fingerprint()
-    (tmp_path / "moce" / "export" / "a.py").write_text("x = 2\n")
-    changed_source = fingerprint()
-    monkeypatch.setattr(backends, "_installed_version", lambda name: "9.9" if name == "torch" else "1.0")
-    changed_library = fingerprint()
-    monkeypatch.undo()
-    assert fingerprint() == first and len(first) == 12
-    assert len({copy, changed_source, changed_library}) == 3
 
 
 def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
@@ -201,9 +210,26 @@ def test_single_file_to_named_output_with_other_format(tmp_path, tiny_pkg):
 def test_tiled_restore_through_the_cli(tmp_path, tiny_pkg):
     cv2.imwrite(str(tmp_path / "big.png"), (np.random.default_rng(0).random((300, 200, 3)) * 255).astype(np.uint8))
     report = tmp_path / "r.json"
-    result = runner.invoke(app, ["restore", str(tmp_path / "big.png"), str(tmp_path / "out"), "--model",
-                                 str(tiny_pkg.root), "--tile", "128", "--overlap", "16", "--batch", "3",
-                                 "--route-per", "tile", "--report", str(report)])
+    result = runner.invoke(
+        app,
+        [
+            "restore",
+            str(tmp_path / "big.png"),
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_pkg.root),
+            "--tile",
+            "128",
+            "--overlap",
+            "16",
+            "--batch",
+            "3",
+            "--route-per",
+            "tile",
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     image = data["images"][0]

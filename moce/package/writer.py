@@ -1,9 +1,10 @@
-"""`moce export`: checkpoint -> ONNX model package (split, conditional, dense) + manifest."""
+"""Writing a model package: every graph the exporter makes, the weights and the manifest, moved into place whole."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,29 @@ from moce import __version__
 from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
-from moce.export.manifest import EXPERT_INPUTS, EXPERT_OUTPUT, SCHEMA_VERSION, Manifest, expert_graph, input_spec, segment_graph, sha256_bytes, tile_segment_graph
+from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_patches
-from moce.export.validate import DEFAULT_BATCHES, DEFAULT_SIZES, ValidationReport, validate_package
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
 from moce.model.network import MoCEIR
 from moce.model.plan import AdapterStep, SegmentStep, plan_to_dict
+from moce.package.manifest import (
+    SCHEMA_VERSION,
+    Manifest,
+    expert_graph,
+    input_spec,
+    segment_graph,
+    sha256_bytes,
+    tile_segment_graph,
+)
 
 FLOPS_REFERENCE = (256, 256)
 WEIGHTS = "weights.safetensors"
+DEFAULT_SIZES = ((64, 64), (128, 96))
+DEFAULT_BATCHES = (1, 2)
 Progress = Callable[[str], None]
+Check = Callable[[Manifest, MoCEIR], Any]
+"""Runs on the written package before it is moved into place (validation); its result is returned."""
 
 
 @dataclass
@@ -34,18 +47,19 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     conditional: bool = True
     dense: bool = True
-    validate: bool = True
     tiles: bool = True
+    overwrite: bool = False
+    # what validation (moce.runtime.validate) checks after the export
+    validate: bool = True
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
     batches: tuple[int, ...] = DEFAULT_BATCHES
     atol: float = 1e-4
-    overwrite: bool = False
 
 
 @dataclass
 class ExportResult:
     manifest: Manifest
-    report: ValidationReport | None
+    report: Any  # what the check returned: a moce.runtime.validate.ValidationReport, or None
     seconds: float
 
     def graph_rows(self) -> list[dict[str, Any]]:
@@ -55,13 +69,22 @@ class ExportResult:
 def _graph_entry(name: str, file: str, model: onnx.ModelProto, data_size: int, data: bytes) -> dict[str, Any]:
     def spec(values: Any) -> list[dict[str, Any]]:
         return [
-            {"name": v.name, "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-             "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+            {
+                "name": v.name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            }
             for v in values
         ]
 
-    return {"file": file, "inputs": spec(model.graph.input), "outputs": spec(model.graph.output),
-            "bytes": data_size, "nodes": len(model.graph.node), "sha256": sha256_bytes(data)}
+    return {
+        "file": file,
+        "inputs": spec(model.graph.input),
+        "outputs": spec(model.graph.output),
+        "bytes": data_size,
+        "nodes": len(model.graph.node),
+        "sha256": sha256_bytes(data),
+    }
 
 
 def _write_graph(root: Path, graphs: dict[str, Any], name: str, file: str, model: onnx.ModelProto) -> None:
@@ -92,11 +115,22 @@ def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
                 item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
             else:
                 assert isinstance(step, AdapterStep)
-                item.update(top_k=model.config.top_k, experts=[
-                    {"expert": e, "graph": expert_graph(step.index, e), "rank": c.rank, "patch_size": c.patch_size,
-                     "params": c.params, "complexity": c.complexity, "flops_per_pixel": c.flops / pixels}
-                    for e in range(model.config.num_experts) for c in [costs[(step.index, e)]]
-                ])
+                item.update(
+                    top_k=model.config.top_k,
+                    experts=[
+                        {
+                            "expert": e,
+                            "graph": expert_graph(step.index, e),
+                            "rank": c.rank,
+                            "patch_size": c.patch_size,
+                            "params": c.params,
+                            "complexity": c.complexity,
+                            "flops_per_pixel": c.flops / pixels,
+                        }
+                        for e in range(model.config.num_experts)
+                        for c in [costs[(step.index, e)]]
+                    ],
+                )
             entries.append(item)
         return entries
 
@@ -104,7 +138,12 @@ def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
 def _versions() -> dict[str, str]:
     import onnxruntime
 
-    return {"moce": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return {
+        "moce": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
@@ -114,8 +153,9 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
 
 
-def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options: ExportOptions,
-                  progress: Progress) -> Manifest:
+def write_package(
+    model: MoCEIR, out_dir: Path, source: dict[str, Any], options: ExportOptions, progress: Progress
+) -> Manifest:
     """Export every graph into ``out_dir`` (a fresh folder) and write the manifest."""
     config = model.config
     graphs: dict[str, Any] = {}
@@ -124,65 +164,101 @@ def write_package(model: MoCEIR, out_dir: Path, source: dict[str, Any], options:
         if isinstance(step, SegmentStep):
             progress(f"export segment {step.index}")
             segments[step.index] = export_segment(model, step, options.opset)
-            _write_graph(out_dir, graphs, segment_graph(step.index), f"split/segment{step.index}.onnx", segments[step.index])
+            _write_graph(
+                out_dir, graphs, segment_graph(step.index), f"split/segment{step.index}.onnx", segments[step.index]
+            )
             if options.tiles:
                 progress(f"export tile segment {step.index}")
                 tile_graph, size = export_tile_segment(model, step, options.opset)
-                _write_graph(out_dir, graphs, tile_segment_graph(step.index), f"tiles/segment{step.index}.onnx", tile_graph)
+                _write_graph(
+                    out_dir, graphs, tile_segment_graph(step.index), f"tiles/segment{step.index}.onnx", tile_graph
+                )
                 graphs[tile_segment_graph(step.index)]["stats_size"] = size
         else:
             for e in range(config.num_experts):
                 progress(f"export adapter {step.index} expert {e}")
                 experts[(step.index, e)] = export_expert(model, step.index, e, options.opset)
-                _write_graph(out_dir, graphs, expert_graph(step.index, e),
-                             f"split/adapter{step.index}_expert{e}.onnx", experts[(step.index, e)])
+                _write_graph(
+                    out_dir,
+                    graphs,
+                    expert_graph(step.index, e),
+                    f"split/adapter{step.index}_expert{e}.onnx",
+                    experts[(step.index, e)],
+                )
     progress("write weights.safetensors (for the PyTorch backend)")
     save_safetensors(model, out_dir / WEIGHTS)
     plan = list(model.plan)
     notes = {}
     if options.conditional and config.top_k == 1:
         progress("compose conditional graph")
-        _write_graph(out_dir, graphs, "conditional", "conditional.onnx",
-                     compose_conditional(plan, segments, experts, config.in_channels, config.num_experts))
+        _write_graph(
+            out_dir,
+            graphs,
+            "conditional",
+            "conditional.onnx",
+            compose_conditional(plan, segments, experts, config.in_channels, config.num_experts),
+        )
         notes["conditional"] = "one image per call (If branches route the whole batch); top-1 routing"
     elif options.conditional:
         notes["conditional"] = f"not written: the If form supports top-1 routing, this model uses top-{config.top_k}"
     if options.dense:
         progress("compose dense graph")
-        _write_graph(out_dir, graphs, "dense", "dense.onnx",
-                     compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k))
+        _write_graph(
+            out_dir,
+            graphs,
+            "dense",
+            "dense.onnx",
+            compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k),
+        )
         notes["dense"] = "runs every expert, weighted by the one-hot top-k gate; any batch size"
-    manifest = Manifest(out_dir, {
-        "schema_version": SCHEMA_VERSION,
-        "format": "moce-onnx-package",
-        "created_by": _versions(),
-        "source": source,
-        "config": config.to_dict(),
-        "opset": options.opset,
-        "input": input_spec(config),
-        "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
-        "routing": {"rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
-                    "top_k": config.top_k, "forms": notes},
-        "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
-        "graphs": graphs,
-        "weights": {"file": WEIGHTS, "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()), "format": "safetensors"},
-        "plan": _plan_entries(model, progress),
-        "flops_reference": {"height": FLOPS_REFERENCE[0], "width": FLOPS_REFERENCE[1],
-                            "counted": "convolutions and matrix products, 2 FLOPs per multiply-add"},
-    })
+    manifest = Manifest(
+        out_dir,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "format": "moce-onnx-package",
+            "created_by": _versions(),
+            "source": source,
+            "config": config.to_dict(),
+            "opset": options.opset,
+            "input": input_spec(config),
+            "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
+            "routing": {
+                "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
+                "top_k": config.top_k,
+                "forms": notes,
+            },
+            "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
+            "graphs": graphs,
+            "weights": {
+                "file": WEIGHTS,
+                "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()),
+                "format": "safetensors",
+            },
+            "plan": _plan_entries(model, progress),
+            "flops_reference": {
+                "height": FLOPS_REFERENCE[0],
+                "width": FLOPS_REFERENCE[1],
+                "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
+            },
+        },
+    )
     manifest.write()
     return manifest
 
 
-def export_package(checkpoint: str | Path | MoCEIR, out_dir: str | Path, options: ExportOptions | None = None,
-                   progress: Progress | None = None) -> ExportResult:
-    """Export, then (unless disabled) validate; raises :class:`ValidationError` on mismatch.
+def export_package(
+    checkpoint: str | Path | MoCEIR,
+    out_dir: str | Path,
+    options: ExportOptions | None = None,
+    progress: Progress | None = None,
+    check: Check | None = None,
+) -> ExportResult:
+    """Export every graph of ``checkpoint`` into the package ``out_dir``; ``check`` (validation)
+    runs on the written package before it is moved into place.
 
     The package is assembled in a temporary sibling folder and moved into place whole, so an
-    interrupted export never leaves a half-written package behind.
+    interrupted export, or one whose check raises, never leaves a half-written package behind.
     """
-    import time
-
     options = options or ExportOptions()
     progress = progress or (lambda message: None)
     start = time.perf_counter()
@@ -196,15 +272,7 @@ def export_package(checkpoint: str | Path | MoCEIR, out_dir: str | Path, options
     staging = _prepare_output(out_dir, options.overwrite)
     try:
         manifest = write_package(model, staging, source, options, progress)
-        report = None
-        if options.validate:
-            report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
-            manifest.data["validation"] = {
-                "passed": not report.failures, "atol": options.atol, "failures": report.failures,
-                "max_abs_error": {m: report.max_error(m) for m in sorted({c.mode for c in report.cases})},
-                "cases": [vars(c) for c in report.cases],
-            }
-            manifest.write()
+        report = check(manifest, model) if check else None
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.chmod(0o755)
@@ -213,12 +281,8 @@ def export_package(checkpoint: str | Path | MoCEIR, out_dir: str | Path, options
         shutil.rmtree(staging, ignore_errors=True)
         raise
     manifest.root = out_dir
-    result = ExportResult(manifest, report, time.perf_counter() - start)
-    if report is not None:
-        report.raise_if_failed()
-    return result
+    return ExportResult(manifest, report, time.perf_counter() - start)
 
 
 def _source(loaded: LoadedCheckpoint) -> dict[str, Any]:
     return {"checkpoint": loaded.path.name, "sha256": loaded.sha256}
-

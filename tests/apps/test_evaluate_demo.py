@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from moce.apps.evaluate import EvalOptions, _fit_predict, evaluate
 from moce.cli.main import app
 from moce.data.degrade import DEGRADATIONS, degrade
-from moce.evaluate import EvalOptions, _fit_predict, evaluate
 
 
 def test_degradations_are_reproducible_and_change_the_image():
@@ -28,9 +28,11 @@ def test_route_lookup_predicts_from_seen_and_nearest_routes():
 
 
 def test_evaluate_reports_every_degradation(tmp_path, tiny_pkg):
-    from moce.demo import SAMPLES
+    from moce.data import SAMPLES
 
-    report = evaluate(tiny_pkg.root, SAMPLES / "clean", EvalOptions(("noise25", "haze"), crops_per_image=4, crop=64, draws=1))
+    report = evaluate(
+        tiny_pkg.root, SAMPLES / "clean", EvalOptions(("noise25", "haze"), crops_per_image=4, crop=64, draws=1)
+    )
     assert [r["degradation"] for r in report.rows] == ["noise25", "haze"]
     for row in report.rows:
         assert row["psnr_input"] < 40 and np.isfinite(row["psnr_output"])
@@ -41,7 +43,9 @@ def test_evaluate_reports_every_degradation(tmp_path, tiny_pkg):
 
 def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--model", str(tiny_pkg.root), "--backend", "onnxruntime"])
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--model", str(tiny_pkg.root), "--backend", "onnxruntime"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["totals"]["ok"] == 10 and report["totals"]["errors"] == 0
@@ -54,10 +58,13 @@ def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
 
 
 def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_pkg):
-    from moce.demo import SAMPLES
+    from moce.data import SAMPLES
 
-    one = lambda seed, draws: evaluate(tiny_pkg.root, SAMPLES / "clean",  # noqa: E731
-                                       EvalOptions(("blur",), crops_per_image=2, crop=64, seed=seed, draws=draws)).rows[0]
+    one = lambda seed, draws: evaluate(
+        tiny_pkg.root,
+        SAMPLES / "clean",  # noqa: E731
+        EvalOptions(("blur",), crops_per_image=2, crop=64, seed=seed, draws=draws),
+    ).rows[0]
     first, second, both = one(0, 1), one(1, 1), one(0, 2)
     assert both["psnr_input"] == pytest.approx((first["psnr_input"] + second["psnr_input"]) / 2)
     assert both["psnr_gain"] == pytest.approx((first["psnr_gain"] + second["psnr_gain"]) / 2)
@@ -67,14 +74,33 @@ def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_p
 
 
 def test_evaluate_command_prints_the_range_over_draws_and_writes_json(tmp_path, tiny_pkg):
-    from moce.demo import SAMPLES
+    from moce.data import SAMPLES
 
     out = tmp_path / "eval.json"
-    result = CliRunner().invoke(app, ["evaluate", "--data", str(SAMPLES / "clean"), "--model", str(tiny_pkg.root),
-                                      "--degradations", "noise25,blur", "--crops", "2", "--crop", "64", "--draws", "2",
-                                      "--json", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(SAMPLES / "clean"),
+            "--model",
+            str(tiny_pkg.root),
+            "--degradations",
+            "noise25,blur",
+            "--crops",
+            "2",
+            "--crop",
+            "64",
+            "--draws",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "gain over draws" in result.output and "task predicted from the route vector alone" in result.output
     rows = json.loads(out.read_text())["per_degradation"]
     assert [r["degradation"] for r in rows] == ["noise25", "blur"] and all(r["draws"] == 2 for r in rows)
-    assert all(r["psnr_gain_min"] - 1e-9 <= r["psnr_gain"] <= r["psnr_gain_max"] + 1e-9 for r in rows)  # mean of the draws
+    assert all(
+        r["psnr_gain_min"] - 1e-9 <= r["psnr_gain"] <= r["psnr_gain_max"] + 1e-9 for r in rows
+    )  # mean of the draws

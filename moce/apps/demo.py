@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from moce.engines.compare import psnr
-from moce.evaluate import route_usage, routing_chart
-from moce.runtime.backends import DEFAULT_MODEL
-from moce.runtime.imageio import read_image
-from moce.runtime.restore import Progress, RestoreJob, RestoreSummary, restore
+from moce.apps.evaluate import route_usage, routing_chart
+from moce.apps.restore import Progress, RestoreJob, RestoreSummary, restore
+from moce.data import DEFAULT_MODEL, SAMPLES
+from moce.imageio import read_image
+from moce.metrics import psnr
 
-SAMPLES = Path(__file__).parent / "data" / "samples"
 NUM_EXPERTS = 4  # MoCE-IR's four complexity experts per adapter
 
 
@@ -40,7 +39,9 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> dict[str, tuple[float, float]]:
+def contact_sheet(
+    rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path
+) -> dict[str, tuple[float, float]]:
     """One row per sample: degraded, restored, clean, each labelled with its PSNR."""
     import cv2
 
@@ -48,8 +49,15 @@ def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pa
     for name, degraded, restored, clean in rows:
         before, after = psnr(degraded, clean), psnr(np.clip(restored, 0, 1), clean)
         scores[name] = (before, after)
-        lines.append(np.hstack([_label(degraded, f"{name}: {before:.1f} dB"),
-                                _label(restored, f"restored: {after:.1f} dB"), _label(clean, "clean")]))
+        lines.append(
+            np.hstack(
+                [
+                    _label(degraded, f"{name}: {before:.1f} dB"),
+                    _label(restored, f"restored: {after:.1f} dB"),
+                    _label(clean, "clean"),
+                ]
+            )
+        )
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +65,21 @@ def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pa
     return scores
 
 
-def run_demo(out: Path, model: str | Path | None = None, backend: str = "auto", progress: Progress | None = None) -> DemoResult:
+def run_demo(
+    out: Path, model: str | Path | None = None, backend: str = "auto", progress: Progress | None = None
+) -> DemoResult:
     restored_dir = out / "restored"
-    summary = restore(RestoreJob(SAMPLES, restored_dir, model=model or DEFAULT_MODEL, backend=backend,
-                                 report=out / "report.json", overwrite=True), progress)
+    summary = restore(
+        RestoreJob(
+            SAMPLES,
+            restored_dir,
+            model=model or DEFAULT_MODEL,
+            backend=backend,
+            report=out / "report.json",
+            overwrite=True,
+        ),
+        progress,
+    )
     rows, usage = [], defaultdict(list)
     for record in summary.restored:
         source = Path(record.input)

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
 from moce.errors import ValidationError
-from moce.export.manifest import Manifest
 from moce.model.network import MoCEIR
+from moce.package.manifest import Manifest
+from moce.package.writer import DEFAULT_BATCHES, DEFAULT_SIZES, ExportOptions, ExportResult, export_package
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
 
-DEFAULT_SIZES = ((64, 64), (128, 96))
-DEFAULT_BATCHES = (1, 2)
 FORBIDDEN_OPS = frozenset({"DFT", "STFT", "Loop", "Scan"})
 
 
@@ -69,12 +69,13 @@ def ops_in(graph: onnx.GraphProto) -> Iterable[tuple[str, str]]:
     for node in graph.node:
         yield node.op_type, node.domain
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 yield from ops_in(sub)
 
 
-def _compare(report: ValidationReport, mode: str, image: np.ndarray, got, ref, ref_routes: np.ndarray,
-             atol: float) -> None:
+def _compare(
+    report: ValidationReport, mode: str, image: np.ndarray, got, ref, ref_routes: np.ndarray, atol: float
+) -> None:
     b, _, h, w = image.shape
     label = f"{mode} batch {b} {h}x{w}"
     if got.restored.shape != ref.shape:
@@ -102,9 +103,15 @@ def _run_mode(executor: PlanExecutor, image: np.ndarray, mode: str) -> PlanResul
     return executor.run(image, "split", tiles=TileFeeds(whole.core_mask, local.tile_stats))
 
 
-def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
-                     batches: Iterable[int] = DEFAULT_BATCHES, atol: float = 1e-4, seed: int = 0,
-                     progress: Callable[[str], None] | None = None) -> ValidationReport:
+def validate_package(
+    manifest: Manifest,
+    model: MoCEIR,
+    sizes: Iterable[tuple[int, int]] = DEFAULT_SIZES,
+    batches: Iterable[int] = DEFAULT_BATCHES,
+    atol: float = 1e-4,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ValidationReport:
     """Run every routing form the package holds and compare it with PyTorch."""
     report = ValidationReport()
     for name in manifest.data["graphs"]:
@@ -130,3 +137,34 @@ def validate_package(manifest: Manifest, model: MoCEIR, sizes: Iterable[tuple[in
                         continue
                     _compare(report, mode, image, got, ref.numpy(), ref_routes, atol)
     return report
+
+
+def export_and_validate(
+    checkpoint: str | Path | MoCEIR,
+    out_dir: str | Path,
+    options: ExportOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """``moce export``: write the package, validate it (unless ``options.validate`` is off) and record
+    the outcome in its manifest; raises :class:`ValidationError` listing every failure.
+
+    A package that fails validation is still moved into place, so that it can be inspected.
+    """
+    options = options or ExportOptions()
+
+    def check(manifest: Manifest, model: MoCEIR) -> ValidationReport:
+        report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
+        manifest.data["validation"] = {
+            "passed": not report.failures,
+            "atol": options.atol,
+            "failures": report.failures,
+            "max_abs_error": {m: report.max_error(m) for m in sorted({c.mode for c in report.cases})},
+            "cases": [vars(c) for c in report.cases],
+        }
+        manifest.write()
+        return report
+
+    result = export_package(checkpoint, out_dir, options, progress, check if options.validate else None)
+    if result.report is not None:
+        result.report.raise_if_failed()
+    return result

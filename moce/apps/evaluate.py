@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
-from moce.engines.compare import psnr, ssim
 from moce.errors import InputError
-from moce.runtime.backends import make_runner, resolve_package
+from moce.imageio import SUPPORTED, read_image
+from moce.metrics import psnr, ssim
+from moce.package.store import resolve_package
+from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.imageio import SUPPORTED, read_image
 from moce.runtime.restorer import RestoreOptions, Restorer
 
 
@@ -44,8 +45,12 @@ class EvalReport:
     route_usage: dict[str, list[list[float]]] = field(default_factory=dict)  # degradation -> adapter -> expert share
 
     def to_dict(self) -> dict[str, Any]:
-        return {"per_degradation": self.rows, "route_accuracy": self.route_accuracy, "confusion": self.confusion,
-                "route_usage": self.route_usage}
+        return {
+            "per_degradation": self.rows,
+            "route_accuracy": self.route_accuracy,
+            "confusion": self.confusion,
+            "route_usage": self.route_usage,
+        }
 
 
 def load_clean_images(folder: Path) -> list[tuple[str, np.ndarray]]:
@@ -68,8 +73,9 @@ def _fit_predict(train: list[tuple[tuple, str]], test: list[tuple[tuple, str]]) 
     return predictions
 
 
-def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
-             progress: Callable[[str], None] | None = None) -> EvalReport:
+def evaluate(
+    model: str | Path | None, data: Path, options: EvalOptions, progress: Callable[[str], None] | None = None
+) -> EvalReport:
     """Evaluate a model on clean images under each degradation (seeded, reproducible)."""
     progress = progress or (lambda message: None)
     unknown = [d for d in options.degradations if d not in DEGRADATIONS]
@@ -91,28 +97,46 @@ def evaluate(model: str | Path | None, data: Path, options: EvalOptions,
             routes = _crop_routes(restorer, images, name, d_index, options)
             samples += [(r, TASK_OF[name], k) for k, r in enumerate(routes)]
             usage[name] = route_usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
-            report.rows.append({"degradation": name, "task": TASK_OF[name], "psnr_input": float(psnr_in),
-                                "psnr_output": float(psnr_out), "psnr_gain": float(psnr_out - psnr_in),
-                                "psnr_gain_min": float(gain_per_draw.min()), "psnr_gain_max": float(gain_per_draw.max()),
-                                "draws": options.draws, "ssim_input": float(ssim_in), "ssim_output": float(ssim_out),
-                                "dominant_route": list(Counter(routes).most_common(1)[0][0])})
+            report.rows.append(
+                {
+                    "degradation": name,
+                    "task": TASK_OF[name],
+                    "psnr_input": float(psnr_in),
+                    "psnr_output": float(psnr_out),
+                    "psnr_gain": float(psnr_out - psnr_in),
+                    "psnr_gain_min": float(gain_per_draw.min()),
+                    "psnr_gain_max": float(gain_per_draw.max()),
+                    "draws": options.draws,
+                    "ssim_input": float(ssim_in),
+                    "ssim_output": float(ssim_out),
+                    "dominant_route": list(Counter(routes).most_common(1)[0][0]),
+                }
+            )
     train = [(r, t) for r, t, k in samples if k % 2 == 0]
     test = [(r, t) for r, t, k in samples if k % 2 == 1]
     predicted = _fit_predict(train, test)
     report.route_accuracy = float(np.mean([p == t for p, (_, t) in zip(predicted, test)]))
     tasks = sorted({t for _, t in test})
-    report.confusion = {t: {p: sum(1 for q, (_, s) in zip(predicted, test) if s == t and q == p) for p in tasks}
-                        for t in tasks}
+    report.confusion = {
+        t: {p: sum(1 for q, (_, s) in zip(predicted, test) if s == t and q == p) for p in tasks} for t in tasks
+    }
     report.route_usage = {k: v.tolist() for k, v in usage.items()}
     return report
 
 
-def _draw_scores(restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int,
-                 options: EvalOptions) -> np.ndarray:
+def _draw_scores(
+    restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
+) -> np.ndarray:
     """``(draw, image, [PSNR in, PSNR out, SSIM in, SSIM out])``; draw k degrades as ``--seed`` + k would."""
-    return np.array([[_scores(restorer, clean, degrade(clean, name, seed=draw_seed(options.seed, k, i, d_index)))
-                      for i, (_, clean) in enumerate(images)]
-                     for k in range(options.draws)])
+    return np.array(
+        [
+            [
+                _scores(restorer, clean, degrade(clean, name, seed=draw_seed(options.seed, k, i, d_index)))
+                for i, (_, clean) in enumerate(images)
+            ]
+            for k in range(options.draws)
+        ]
+    )
 
 
 def draw_seed(seed: int, draw: int, image_index: int, degradation_index: int) -> int:
@@ -126,8 +150,9 @@ def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tupl
     return psnr(degraded, clean), psnr(restored, clean), ssim(degraded, clean), ssim(restored, clean)
 
 
-def _crop_routes(restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int,
-                 options: EvalOptions) -> list[tuple]:
+def _crop_routes(
+    restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
+) -> list[tuple]:
     rng = np.random.default_rng([options.seed, d_index])
     crops = []
     for _, clean in images:
@@ -173,7 +198,14 @@ def routing_chart(usage: dict[str, list[list[float]]], path: Path, title: str = 
             cv2.rectangle(img, (left + a * cell, y), (left + (a + 1) * cell - 3, y + cell - 3), colour, -1)
             cv2.putText(img, str(expert), (left + a * cell + 15, y + 27), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     legend_y = top + cell * len(names) + 30
-    cv2.putText(img, "cell: most used expert (0 = cheapest .. 3 = costliest); shade: share of images",
-                (10, legend_y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(
+        img,
+        "cell: most used expert (0 = cheapest .. 3 = costliest); shade: share of images",
+        (10, legend_y),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (0, 0, 0),
+        1,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from moce import files
 from moce.errors import InputError
-from moce.runtime.imageio import from_rgb_float, read_image, write_image_atomic
+from moce.imageio import from_rgb_float, read_image, write_image_atomic
 
 
-@pytest.mark.parametrize(("suffix", "dtype", "channels"), [
-    (".png", np.uint8, 3), (".png", np.uint16, 3), (".png", np.uint8, 1), (".png", np.uint16, 4),
-    (".tif", np.uint16, 3), (".tif", np.float32, 3), (".bmp", np.uint8, 3), (".webp", np.uint8, 3),
-    (".jpg", np.uint8, 3), (".jpg", np.uint8, 1),
-])
+@pytest.mark.parametrize(
+    ("suffix", "dtype", "channels"),
+    [
+        (".png", np.uint8, 3),
+        (".png", np.uint16, 3),
+        (".png", np.uint8, 1),
+        (".png", np.uint16, 4),
+        (".tif", np.uint16, 3),
+        (".tif", np.float32, 3),
+        (".bmp", np.uint8, 3),
+        (".webp", np.uint8, 3),
+        (".jpg", np.uint8, 3),
+        (".jpg", np.uint8, 1),
+    ],
+)
 def test_round_trip_keeps_depth_channels_and_alpha(tmp_path, suffix, dtype, channels):
     rng = np.random.default_rng(0)
     peak = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
@@ -41,11 +50,14 @@ def test_sixteen_bit_to_jpeg_becomes_eight_bit(tmp_path):
     assert from_rgb_float(rgb, info, ".jpg").dtype == np.uint8
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("empty.png", b"", "empty file"),
-    ("text.jpg", b"hello world", "cannot decode"),
-    ("notes.txt", b"hello", "unsupported file type"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.png", b"", "empty file"),
+        ("text.jpg", b"hello world", "cannot decode"),
+        ("notes.txt", b"hello", "unsupported file type"),
+    ],
+)
 def test_bad_files_raise_input_errors_naming_the_file(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -70,10 +82,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(Path, "unlink", Path.unlink)  # keep the real unlink
-    import moce.runtime.imageio as imageio
-
-    monkeypatch.setattr(imageio.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(OSError):
         write_image_atomic(target, np.zeros((8, 8, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from moce.demo import SAMPLES
-from moce.evaluate import EvalOptions, evaluate
+from moce.apps.evaluate import EvalOptions, evaluate
+from moce.data import DEFAULT_MODEL, SAMPLES
 
-DEMO = Path(__file__).parents[1] / "moce" / "data" / "moce_demo.ckpt"
+DEMO = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from moce.errors import InputError
-from moce.export.manifest import Manifest
-from moce.runtime.allocator import keep_freed_memory
-from moce.runtime.backends import cuda_available, make_runner, ort_providers, resolve_package
+from moce.package.manifest import Manifest
+from moce.package.store import resolve_package
+from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
+from moce.runtime.backends import cuda_available, make_runner, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
 
 REFERENCE = "torch-eager"
@@ -143,8 +144,10 @@ def bench_device(options: BenchOptions) -> str:
     if device == "cuda" and not cuda_available():
         raise InputError("--device cuda: PyTorch here sees no CUDA GPU")
     if device == "cuda" and "onnxruntime" in options.backends and "CUDAExecutionProvider" not in ort_providers():
-        raise InputError("--device cuda: onnxruntime here has no CUDAExecutionProvider (pip install 'moce[gpu]'); "
-                         "time it on the CPU with --device cpu, or leave it out of --backends")
+        raise InputError(
+            "--device cuda: onnxruntime here has no CUDAExecutionProvider (pip install 'moce[gpu]'); "
+            "time it on the CPU with --device cpu, or leave it out of --backends"
+        )
     if device == "cpu" and "tensorrt" in options.backends:
         raise InputError("--device cpu: TensorRT runs on a CUDA GPU only; leave it out of --backends")
     return device
@@ -174,7 +177,11 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
     choice = make_runner(case.backend, manifest, options.device, options.threads)
     choice.runner.activate()
     executor = PlanExecutor(manifest, choice.runner)
-    cuda = choice.name == "tensorrt" or getattr(choice.runner, "device", None) is not None and str(choice.runner.device) == "cuda"
+    cuda = (
+        choice.name == "tensorrt"
+        or getattr(choice.runner, "device", None) is not None
+        and str(choice.runner.device) == "cuda"
+    )
     return (lambda: _plan(executor, image, case.routing)), choice.runner, cuda
 
 
@@ -210,16 +217,20 @@ def gflops_of(seconds: list[float]) -> float:
     return 2 * GEMM_SIDE**3 / float(np.median(seconds)) / 1e9
 
 
-def run_bench(model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None) -> list[CaseResult]:
+def run_bench(
+    model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None
+) -> list[CaseResult]:
     """Time every case; returns results in case order (reference first for each size/batch)."""
     progress = progress or (lambda message: None)
     options = replace(options, device=bench_device(options))
-    kept = keep_freed_memory()  # MOCE_MALLOC_DEFAULTS=1 leaves glibc's defaults
+    kept = freed_memory_kept()  # the program's setting (the moce CLI keeps freed memory; see allocator)
     manifest = resolve_package(model, progress)
     rng = np.random.default_rng(options.seed)
     cases = expand_cases(options)
-    images = {(c.size, c.batch): rng.random((c.batch, manifest.config.in_channels, c.size, c.size), dtype=np.float32)
-              for c in cases}
+    images = {
+        (c.size, c.batch): rng.random((c.batch, manifest.config.in_channels, c.size, c.size), dtype=np.float32)
+        for c in cases
+    }
     for size in options.sizes:
         if size % manifest.size_multiple:
             raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")
@@ -251,8 +262,9 @@ def run_bench(model: str | Path | None, options: BenchOptions, progress: Callabl
     return [results[c] for c in cases]
 
 
-def _time_rounds(cases: list[Case], fns: dict, results: dict, outputs: dict, options: BenchOptions,
-                 progress: Callable[[str], None]) -> dict[bool, list[float]]:
+def _time_rounds(
+    cases: list[Case], fns: dict, results: dict, outputs: dict, options: BenchOptions, progress: Callable[[str], None]
+) -> dict[bool, list[float]]:
     """Every round runs every case and one float32 GEMM per device, in a fresh random order.
 
     A case without warm-up runs keeps the output of its first timed run in ``outputs``.
@@ -301,8 +313,16 @@ def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: di
 
 def measure_peak_mb(model: str | Path, case: Case, options: BenchOptions) -> float:
     """Peak memory of one warm run of ``case``, in a fresh child process."""
-    args = json.dumps({"model": str(model), "case": asdict(case), "threads": options.threads, "device": options.device})
-    out = subprocess.run([sys.executable, "-m", "moce.runtime.bench", args], capture_output=True, text=True, check=False)
+    args = json.dumps(
+        {
+            "model": str(model),
+            "case": asdict(case),
+            "threads": options.threads,
+            "device": options.device,
+            "keep_freed_memory": freed_memory_kept(),
+        }
+    )
+    out = subprocess.run([sys.executable, "-m", "moce.apps.bench", args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return float("nan")
     return float(out.stdout.strip().splitlines()[-1])
@@ -310,12 +330,16 @@ def measure_peak_mb(model: str | Path, case: Case, options: BenchOptions) -> flo
 
 def _child(spec: str) -> None:
     data = json.loads(spec)
-    keep_freed_memory()  # peak memory under the allocator setting the timings ran with (the same environment)
+    if data["keep_freed_memory"]:  # peak memory under the allocator setting the timings ran with
+        keep_freed_memory()
     case = Case(**data["case"])
-    options = BenchOptions([case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"],
-                           device=data["device"])
+    options = BenchOptions(
+        [case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"], device=data["device"]
+    )
     manifest = resolve_package(data["model"])
-    image = np.random.default_rng(0).random((case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32)
+    image = np.random.default_rng(0).random(
+        (case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32
+    )
     fn, runner, cuda = _make_case_fn(manifest, case, options, image)
     if cuda:
         import torch
@@ -347,25 +371,48 @@ def speedups(results: list[CaseResult]) -> dict[Case, float]:
 
 def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
     ups = speedups(results)
-    return [{**asdict(r.case), "median_ms": r.median_ms, "p90_ms": r.p90_ms, "images_per_s": r.images_per_s(),
-             "peak_mb": r.peak_mb, "expert_gflops": r.expert_gflops, "dense_expert_gflops": r.dense_expert_gflops,
-             "trunk_gflops": r.trunk_gflops, "gflops": r.gflops, "gflops_per_s": r.gflops_per_s(),
-             "gemm_peak_gflops": r.gemm_peak_gflops, "share_of_gemm_peak": r.share_of_peak(),
-             "speedup_vs_eager": ups[r.case], "max_abs_vs_eager": r.max_abs_vs_reference, "cuda": r.cuda,
-             "kept_freed_memory": r.kept_freed_memory, "times_s": r.times}
-            for r in results]
+    return [
+        {
+            **asdict(r.case),
+            "median_ms": r.median_ms,
+            "p90_ms": r.p90_ms,
+            "images_per_s": r.images_per_s(),
+            "peak_mb": r.peak_mb,
+            "expert_gflops": r.expert_gflops,
+            "dense_expert_gflops": r.dense_expert_gflops,
+            "trunk_gflops": r.trunk_gflops,
+            "gflops": r.gflops,
+            "gflops_per_s": r.gflops_per_s(),
+            "gemm_peak_gflops": r.gemm_peak_gflops,
+            "share_of_gemm_peak": r.share_of_peak(),
+            "speedup_vs_eager": ups[r.case],
+            "max_abs_vs_eager": r.max_abs_vs_reference,
+            "cuda": r.cuda,
+            "kept_freed_memory": r.kept_freed_memory,
+            "times_s": r.times,
+        }
+        for r in results
+    ]
 
 
 def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
     """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
     charted here. Derived columns are recomputed from the raw times."""
-    return [CaseResult(Case(r["backend"], r["routing"], r["size"], r["batch"]), times=list(r["times_s"]),
-                       peak_mb=r["peak_mb"], expert_gflops=r["expert_gflops"],
-                       dense_expert_gflops=r["dense_expert_gflops"], trunk_gflops=r["trunk_gflops"],
-                       gemm_peak_gflops=r["gemm_peak_gflops"], cuda=bool(r.get("cuda", False)),
-                       max_abs_vs_reference=r["max_abs_vs_eager"],
-                       kept_freed_memory=bool(r.get("kept_freed_memory", False)))  # runs before 0.2.1: glibc defaults
-            for r in rows]
+    return [
+        CaseResult(
+            Case(r["backend"], r["routing"], r["size"], r["batch"]),
+            times=list(r["times_s"]),
+            peak_mb=r["peak_mb"],
+            expert_gflops=r["expert_gflops"],
+            dense_expert_gflops=r["dense_expert_gflops"],
+            trunk_gflops=r["trunk_gflops"],
+            gemm_peak_gflops=r["gemm_peak_gflops"],
+            cuda=bool(r.get("cuda", False)),
+            max_abs_vs_reference=r["max_abs_vs_eager"],
+            kept_freed_memory=bool(r.get("kept_freed_memory", False)),
+        )  # runs before 0.2.1: glibc defaults
+        for r in rows
+    ]
 
 
 def chart(results: list[CaseResult], path: Path) -> None:
@@ -376,15 +423,24 @@ def chart(results: list[CaseResult], path: Path) -> None:
     row, left, width = 28, 330, 560
     img = np.full((row * len(results) + 50, left + width + 120, 3), 255, np.uint8)
     worst = max(r.median_ms for r in results)
-    cv2.putText(img, "median latency (ms), speed-up vs PyTorch eager", (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    cv2.putText(
+        img, "median latency (ms), speed-up vs PyTorch eager", (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1
+    )
     for i, r in enumerate(results):
         y = 40 + i * row
         colour = (150, 150, 150) if r.case.backend == REFERENCE else (200, 120, 40)
         cv2.putText(img, r.case.label, (10, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         bar = int(width * r.median_ms / worst)
         cv2.rectangle(img, (left, y + 4), (left + bar, y + row - 6), colour, -1)
-        cv2.putText(img, f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}", (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, (0, 0, 0), 1)
+        cv2.putText(
+            img,
+            f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}",
+            (left + bar + 6, y + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)
 

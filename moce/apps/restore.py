@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,9 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from moce.errors import InputError, MoceError
-from moce.runtime.backends import make_runner, resolve_package
+from moce.files import write_bytes_atomic
+from moce.imageio import SUPPORTED, ImageInfo, from_rgb_float, read_image, write_image_atomic
+from moce.package.store import resolve_package
+from moce.runtime.backends import make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
-from moce.runtime.imageio import SUPPORTED, ImageInfo, from_rgb_float, read_image, write_image_atomic
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
 
 
@@ -113,8 +113,11 @@ class RestoreSummary:
             "routing": self.routing,
             "tiling": self.tiling,
             "totals": {
-                "images": len(self.records), "ok": len(self.restored), "errors": len(self.failed),
-                "skipped_existing": len(self.skipped), "seconds": round(self.seconds, 3),
+                "images": len(self.records),
+                "ok": len(self.restored),
+                "errors": len(self.failed),
+                "skipped_existing": len(self.skipped),
+                "seconds": round(self.seconds, 3),
                 "images_per_second": len(self.restored) / self.seconds if self.seconds else 0.0,
                 "expert_compute_skipped": self.expert_compute_skipped,
             },
@@ -130,11 +133,15 @@ def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> tuple[P
     if inputs.is_file():
         return inputs.parent, [inputs]
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in inputs.glob(pattern) if p.is_file() and p.suffix.lower() in SUPPORTED
-                   and not p.name.startswith("."))
+    files = sorted(
+        p for p in inputs.glob(pattern) if p.is_file() and p.suffix.lower() in SUPPORTED and not p.name.startswith(".")
+    )
     if include:
-        files = [p for p in files if any(fnmatch.fnmatch(p.relative_to(inputs).as_posix(), g) or fnmatch.fnmatch(p.name, g)
-                                         for g in include)]
+        files = [
+            p
+            for p in files
+            if any(fnmatch.fnmatch(p.relative_to(inputs).as_posix(), g) or fnmatch.fnmatch(p.name, g) for g in include)
+        ]
     return inputs, files
 
 
@@ -164,8 +171,19 @@ def _record(path: Path, out: Path, result: ImageResult, seconds: float) -> Image
         gates = [[float(p[e]) for e in route] for p, route in zip(probs, result.routes)]
         margins = [float(np.diff(np.sort(p)[-2:])[0]) if p.size > 1 else float(p[0]) for p in probs]
     routes: list[Any] = [r[0] if len(r) == 1 else r for r in result.routes]
-    return ImageRecord(str(path), str(out), "ok", None, round(seconds, 4), routes, gates, margins, result.tiles,
-                       result.expert_flops, result.dense_expert_flops)
+    return ImageRecord(
+        str(path),
+        str(out),
+        "ok",
+        None,
+        round(seconds, 4),
+        routes,
+        gates,
+        margins,
+        result.tiles,
+        result.expert_flops,
+        result.dense_expert_flops,
+    )
 
 
 def _error(path: Path, out: Path | None, exc: BaseException, seconds: float) -> ImageRecord:
@@ -195,7 +213,9 @@ class _Loop:
         try:
             image, info = read_image(path)
             if min(image.shape[:2]) < 8:
-                raise InputError(f"{path}: image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 px")
+                raise InputError(
+                    f"{path}: image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 px"
+                )
         except MoceError as exc:
             self._finish(_error(path, out, exc, time.perf_counter() - started))
             return
@@ -234,7 +254,9 @@ class _Loop:
 
     def _write(self, item: _Pending, result: ImageResult) -> None:
         try:
-            write_image_atomic(item.out, from_rgb_float(result.restored, item.info, item.out.suffix), self.job.jpeg_quality)
+            write_image_atomic(
+                item.out, from_rgb_float(result.restored, item.info, item.out.suffix), self.job.jpeg_quality
+            )
         except (MoceError, OSError) as exc:
             self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
             return
@@ -252,11 +274,7 @@ def _todo(job: RestoreJob, root: Path, files: list[Path]) -> Iterator[tuple[Path
 
 
 def write_report(path: Path, summary: RestoreSummary) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(summary.to_dict(), fh, indent=2)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(summary.to_dict(), indent=2).encode())
 
 
 def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary:
@@ -287,10 +305,21 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
                 loop.add(path, out)
             loop.flush()
     finally:
-        summary = RestoreSummary(choice.name, choice.reason, job.precision, options.routing,
-                                 loop.records if loop else [], skipped, time.perf_counter() - start,
-                                 {"tile": options.tile, "overlap": options.overlap,
-                                  "route_per": options.route_per, "passes": options.passes()})
+        summary = RestoreSummary(
+            choice.name,
+            choice.reason,
+            job.precision,
+            options.routing,
+            loop.records if loop else [],
+            skipped,
+            time.perf_counter() - start,
+            {
+                "tile": options.tile,
+                "overlap": options.overlap,
+                "route_per": options.route_per,
+                "passes": options.passes(),
+            },
+        )
         if job.report:
             write_report(job.report, summary)
     return summary

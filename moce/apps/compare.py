@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 
 from moce._lazy import require
+from moce.data import SAMPLES
 from moce.errors import InputError
-from moce.export.manifest import Manifest, route_name
+from moce.export.names import route_name
+from moce.imageio import SUPPORTED, read_image
+from moce.metrics import psnr, ssim
+from moce.package.manifest import Manifest
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.imageio import SUPPORTED, read_image
 from moce.runtime.restorer import pad_nchw
-
-SAMPLES = Path(__file__).parents[1] / "data" / "samples"
 
 
 @dataclass(frozen=True)
@@ -42,24 +43,6 @@ class Spec:
     @property
     def name(self) -> str:
         return f"{self.backend}:{self.precision}"
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Structural similarity of two HWC images in [0, 1] (Gaussian window 11, sigma 1.5)."""
-    import cv2
-
-    c1, c2 = 0.01**2, 0.03**2
-    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    return float(np.mean(num / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def make_polygraphy_runner(manifest: Manifest, spec: Spec) -> Any:
@@ -131,7 +114,9 @@ def load_images(folder: Path | None) -> list[tuple[str, np.ndarray]]:
     return [(p.name, read_image(p)[0].transpose(2, 0, 1)[None].copy()) for p in files]
 
 
-def compare(manifest: Manifest, options: CompareOptions, progress: Callable[[str], None] | None = None) -> CompareReport:
+def compare(
+    manifest: Manifest, options: CompareOptions, progress: Callable[[str], None] | None = None
+) -> CompareReport:
     """Run every spec on the same images, compare each with the first, check the thresholds."""
     comparator = require("polygraphy.comparator", "dev")
     if len(options.specs) < 2:
@@ -167,8 +152,10 @@ def _compare(comparator: Any, runners: list, feeds: list, images: list, options:
     rtol = {"restored": options.rtol, "": float("inf")}
     simple = getattr(comparator, "SimpleCompareFunc", None) or comparator.CompareFunc.simple
     accuracy = comparator.Comparator.compare_accuracy(
-        results, compare_func=simple(atol=atol, rtol=rtol, check_error_stat=options.error_stat),
-        comparisons=[(0, i) for i in range(1, len(runners))])
+        results,
+        compare_func=simple(atol=atol, rtol=rtol, check_error_stat=options.error_stat),
+        comparisons=[(0, i) for i in range(1, len(runners))],
+    )
     if not hasattr(accuracy, "keys"):  # newer Polygraphy: AccuracyResults, one per comparison function
         accuracy = accuracy[0]
     report = CompareReport(reference=options.specs[0].name)
@@ -180,8 +167,15 @@ def _compare(comparator: Any, runners: list, feeds: list, images: list, options:
     return report
 
 
-def _stats(name: str, images: list[tuple[str, np.ndarray]], ref_outputs: list, outputs: list, within_tol: bool,
-           options: CompareOptions, failures: list[str]) -> dict[str, Any]:
+def _stats(
+    name: str,
+    images: list[tuple[str, np.ndarray]],
+    ref_outputs: list,
+    outputs: list,
+    within_tol: bool,
+    options: CompareOptions,
+    failures: list[str],
+) -> dict[str, Any]:
     errors, psnrs, ssims, changed, decisions, agreeing = [], [], [], [], 0, 0
     for (image_name, _), ref, got in zip(images, ref_outputs, outputs):
         a = np.clip(ref["restored"][0].transpose(1, 2, 0), 0, 1)
@@ -197,11 +191,19 @@ def _stats(name: str, images: list[tuple[str, np.ndarray]], ref_outputs: list, o
             changed.append(image_name)
     flat = np.concatenate([e.ravel() for e in errors])
     agreement = agreeing / decisions if decisions else 1.0
-    row = {"runner": name, "max_abs": float(flat.max()), "mean_abs": float(flat.mean()),
-           "p99_abs": float(np.percentile(flat, 99)), "min_psnr": float(min(psnrs)), "mean_psnr": float(np.mean(psnrs)),
-           "min_ssim": float(min(ssims)), "route_agreement": agreement, "routes_changed": changed,
-           "within_tolerance": within_tol, "per_image": [{"image": n, "psnr": p, "ssim": s}
-                                                        for (n, _), p, s in zip(images, psnrs, ssims)]}
+    row = {
+        "runner": name,
+        "max_abs": float(flat.max()),
+        "mean_abs": float(flat.mean()),
+        "p99_abs": float(np.percentile(flat, 99)),
+        "min_psnr": float(min(psnrs)),
+        "mean_psnr": float(np.mean(psnrs)),
+        "min_ssim": float(min(ssims)),
+        "route_agreement": agreement,
+        "routes_changed": changed,
+        "within_tolerance": within_tol,
+        "per_image": [{"image": n, "psnr": p, "ssim": s} for (n, _), p, s in zip(images, psnrs, ssims)],
+    }
     if not within_tol:
         failures.append(f"{name}: restored differs beyond atol {options.atol} / rtol {options.rtol}")
     if row["min_psnr"] < options.min_psnr:

@@ -6,14 +6,13 @@ grayscale, alpha) is kept in :class:`ImageInfo` so the output is written back th
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from moce.errors import InputError
+from moce.files import write_bytes_atomic
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
@@ -113,12 +112,4 @@ def write_image_atomic(path: Path, image: np.ndarray, jpeg_quality: int = 95) ->
     ok, encoded = cv2.imencode(path.suffix.lower(), image, params)
     if not ok:
         raise InputError(f"{path}: OpenCV could not encode this image as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())

@@ -1,0 +1,1 @@
+"""The package format: a typed manifest, writing packages from a model, resolving and caching them."""

@@ -1,0 +1,134 @@
+"""Running TensorRT engines: a thin layer over TensorRT's documented runtime API.
+
+Only these calls are used (TensorRT 10.x and 11): ``Runtime.deserialize_cuda_engine``,
+``create_execution_context``, ``set_input_shape``/``set_tensor_address``, the I/O tensor queries
+and ``execute_async_v3``. Engines are built by :mod:`moce.engines.tensorrt`.
+
+Everything here that needs a GPU is unverified on this project's machines (no GPU with TensorRT);
+the logic around it is tested against ``tests/engines/fake_tensorrt.py``, a test double of exactly
+these calls.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from moce.errors import MissingDependencyError, PackageError
+from moce.package.manifest import Manifest
+from moce.runtime.runners import TorchTensors
+
+ENGINES_JSON = "engines.json"
+TRT_HINT = "pip install 'moce[trt]' (TensorRT from NVIDIA's index) on a machine with an NVIDIA GPU"
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or a :class:`MissingDependencyError` naming the extra."""
+    try:
+        import tensorrt  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise MissingDependencyError(f"TensorRT is not installed ({exc}); {TRT_HINT}") from None
+    return tensorrt
+
+
+def gpu_identity() -> tuple[str, str]:
+    """``(name, compute capability)`` of the current CUDA device, via PyTorch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MissingDependencyError(f"no CUDA GPU is visible; TensorRT engines need one ({TRT_HINT})")
+    major, minor = torch.cuda.get_device_capability()
+    return torch.cuda.get_device_name(), f"{major}.{minor}"
+
+
+def read_engines(root: Path) -> dict[str, Any]:
+    path = root / ENGINES_JSON
+    return json.loads(path.read_text()) if path.is_file() else {"engines": []}
+
+
+def check_engines(manifest: Manifest, precision: str, trt_version: str, gpu: tuple[str, str]) -> dict[str, Path]:
+    """Engine files for ``precision``; refuses stale ones with the command that rebuilds them."""
+    engines = {e["graph"]: e for e in read_engines(manifest.root)["engines"] if e["precision"] == precision}
+    rebuild = (
+        f"rebuild with: moce build-engine {manifest.root} --{precision}"
+        if precision != "fp32"
+        else f"rebuild with: moce build-engine {manifest.root}"
+    )
+    needed = [n for n in manifest.graphs(precision) if n not in ("dense", "conditional")]
+    missing = [n for n in needed if n not in engines]
+    if missing:
+        raise PackageError(f"{manifest.root}: no {precision} TensorRT engine for {missing[0]}; {rebuild}")
+    out = {}
+    for name in needed:
+        key = engines[name]["key"]
+        reasons = []
+        if key["graph_sha256"] != manifest.graphs(precision)[name]["sha256"]:
+            reasons.append("its ONNX graph changed")
+        if key["trt_version"] != trt_version:
+            reasons.append(f"it was built with TensorRT {key['trt_version']}, this is {trt_version}")
+        if (key["gpu_name"], key["compute_capability"]) != gpu:
+            reasons.append(
+                f"it was built for {key['gpu_name']} (sm {key['compute_capability']}), this is {gpu[0]} (sm {gpu[1]})"
+            )
+        if reasons:
+            raise PackageError(f"{manifest.root}: stale TensorRT engine for {name}: {'; '.join(reasons)}; {rebuild}")
+        out[name] = manifest.root / engines[name]["file"]
+    return out
+
+
+class TensorRTRunner(TorchTensors):
+    """Runs the split plan's engines on one CUDA stream with torch tensors as device buffers.
+
+    Tensors stay on the GPU between plan steps; only the router logits (a few floats per
+    sample) and the final image come back to the host. Unverified here: no GPU in CI.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, manifest: Manifest, precision: str = "fp32") -> None:
+        super().__init__()
+        self.manifest, self.precision = manifest, precision
+        self._contexts: dict[str, Any] = {}
+
+    def activate(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device("cuda")
+        self.trt = import_tensorrt()
+        self.files = check_engines(self.manifest, self.precision, self.trt.__version__, gpu_identity())
+        self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
+        self._stream = torch.cuda.Stream()
+        self._engines: dict[str, Any] = {}
+
+    def _context(self, graph: str) -> Any:
+        if graph not in self._contexts:
+            engine = self._runtime.deserialize_cuda_engine(self.files[graph].read_bytes())
+            self._engines[graph] = engine
+            self._contexts[graph] = engine.create_execution_context()
+        return self._contexts[graph]
+
+    def _infer(self, graph: str, feeds: dict) -> dict:
+        torch = self._torch
+        context = self._context(graph)
+        engine = self._engines[graph]
+        inputs = {name: value.contiguous() for name, value in feeds.items()}  # kept alive until the sync
+        for name, tensor in inputs.items():
+            context.set_input_shape(name, tuple(tensor.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            if engine.get_tensor_mode(name) == self.trt.TensorIOMode.OUTPUT:
+                shape = tuple(context.get_tensor_shape(name))
+                outputs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
+                context.set_tensor_address(name, outputs[name].data_ptr())
+        if not context.execute_async_v3(self._stream.cuda_stream):
+            raise PackageError(f"TensorRT execution of {graph} failed")
+        self._stream.synchronize()
+        return outputs
+
+    def deactivate(self) -> None:
+        self._contexts.clear()
+        self._engines = {}

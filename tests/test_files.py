@@ -1,0 +1,38 @@
+"""Atomic writes: the umask's permissions, names near the file-system limit, nothing left on failure."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from moce.files import NAME_MAX, atomic_path, sha256_file, write_bytes_atomic
+
+
+def test_written_files_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_name_at_the_limit_still_gets_a_temporary_name(tmp_path):
+    target = tmp_path / ("n" * (NAME_MAX - 4) + ".png")
+    write_bytes_atomic(target, b"png")
+    assert target.read_bytes() == b"png" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_sha256_of_a_file(tmp_path):
+    (tmp_path / "a").write_bytes(b"abc")
+    assert sha256_file(tmp_path / "a") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
