@@ -2,8 +2,8 @@
 # The CUDA checks, in one call on a lent NVIDIA machine (its image: CUDA PyTorch, CPU onnxruntime,
 # no network; onnxslim and polygraphy travel as wheels in .whl/, the photos in build/photos).
 #   OUT=build/gpu BUDGET=420 bash scripts/gpu_check.sh [TRAIN_MINUTES]
-# Steps run one after another, most wanted first, each under its own timeout (session 6: training,
-# tests and exports side by side on 16 cores starved each other, docs/performance.md):
+# Steps run one after another, most wanted first, each under its own timeout (training, tests and
+# exports side by side on 16 cores starve each other):
 # 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4);
 # 3. a short training run on CUDA (step speed with the padded expert sub-batches);
 # 4. `moce evaluate` and the demo restore on the torch CUDA backend; 5. MoCE-IR bench;
@@ -34,7 +34,7 @@ if [ -z "${SKIP_GPU_TESTS:-}" ]; then
   timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests 2>&1 | tail -15
 fi
 
-step "export MoCE-IR-S (random weights) for the bench (validated in session 6: 3e-7)"
+step "export MoCE-IR-S (random weights) for the bench (validation on a GPU machine: 3e-7)"
 python3 scripts/make_random_s.py /tmp/moceir_S.safetensors S && timeout 120 moce export /tmp/moceir_S.safetensors -o /tmp/S.moce \
   --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2  # the torch backend runs the split plan
 
