@@ -69,7 +69,7 @@ def engine_key(
     manifest: Manifest, graph: str, precision: str, profile: Profile, trt_version: str, gpu: tuple[str, str]
 ) -> EngineKey:
     return EngineKey(
-        manifest.graphs(precision)[graph]["sha256"],
+        manifest.graphs(precision)[graph].sha256,
         precision,
         trt_version,
         gpu[0],
@@ -95,7 +95,7 @@ def build_engine(
     config.set_timing_cache(cache, False)
     trt_profile = builder.create_optimization_profile()
     for spec in inputs:
-        trt_profile.set_shape(spec["name"], *(profile.shape_of(spec["shape"], w) for w in ("min", "opt", "max")))
+        trt_profile.set_shape(spec.name, *(profile.shape_of(spec.shape, w) for w in ("min", "opt", "max")))
     config.add_optimization_profile(trt_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -139,7 +139,7 @@ def build_engines(
             if progress:
                 progress(f"tensorrt {precision}: build {name}")
             data = build_engine(
-                trt, manifest.graph_file(name, precision), entry["inputs"], profile, workspace_bytes, timing_cache
+                trt, manifest.graph_file(name, precision), entry.inputs, profile, workspace_bytes, timing_cache
             )
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_bytes(data)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,14 +64,10 @@ def _register(manifest: Manifest, precision: str, name: str, file: str, model: o
     path = manifest.root / file
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    entry = dict(
-        manifest.data["graphs"][name],
-        file=file,
-        bytes=len(data),
-        nodes=len(model.graph.node),
-        sha256=sha256_bytes(data),
+    entry = replace(
+        manifest.graph_entries[name], file=file, bytes=len(data), nodes=len(model.graph.node), sha256=sha256_bytes(data)
     )
-    manifest.data.setdefault("precisions", {}).setdefault(precision, {"graphs": {}})["graphs"][name] = entry
+    manifest.add_variant_graph(precision, name, entry)
 
 
 def variant_graphs(manifest: Manifest) -> list[str]:
@@ -80,7 +76,7 @@ def variant_graphs(manifest: Manifest) -> list[str]:
     Not the If graph, nor the tile segments: their image-wide sums (Gram matrices over up to
     millions of pixels) overflow float16, so tiles share sums only at fp32.
     """
-    return [n for n in manifest.data["graphs"] if n != "conditional" and not n.startswith("tile_")]
+    return [n for n in manifest.graph_entries if n != "conditional" and not n.startswith("tile_")]
 
 
 def write_fp16(manifest: Manifest, progress: Progress) -> VariantReport:
@@ -88,7 +84,7 @@ def write_fp16(manifest: Manifest, progress: Progress) -> VariantReport:
     for name in variant_graphs(manifest):
         progress(f"fp16: convert {name}")
         model = convert_fp16(onnx.load(str(manifest.graph_file(name))))
-        _register(manifest, "fp16", name, f"fp16/{Path(manifest.data['graphs'][name]['file']).name}", model)
+        _register(manifest, "fp16", name, f"fp16/{Path(manifest.graph_entries[name].file).name}", model)
         report.graphs.append(name)
     return report
 
@@ -159,7 +155,7 @@ def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress,
     progress(f"int8: record calibration inputs from {len(images)} image(s)")
     feeds = calibration_feeds(manifest, images)
     _fill_unrouted_experts(manifest, feeds, report, min_samples)
-    if "dense" in manifest.data["graphs"]:
+    if manifest.has_graph("dense"):
         feeds["dense"] = list(feeds.get("segment0", []))
     with tempfile.TemporaryDirectory() as tmp:
         for name in variant_graphs(manifest):
@@ -168,7 +164,7 @@ def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress,
             out = Path(tmp) / f"{name}.onnx"
             quantize_int8(manifest.graph_file(name), out, feeds[name])
             _register(
-                manifest, "int8", name, f"int8/{Path(manifest.data['graphs'][name]['file']).name}", onnx.load(str(out))
+                manifest, "int8", name, f"int8/{Path(manifest.graph_entries[name].file).name}", onnx.load(str(out))
             )
             report.graphs.append(name)
     return report
@@ -178,11 +174,9 @@ def _fill_unrouted_experts(
     manifest: Manifest, feeds: dict[str, list[dict]], report: VariantReport, min_samples: int
 ) -> None:
     routed = {name: list(batches) for name, batches in feeds.items()}
-    for step in manifest.data["plan"]:
-        if step["kind"] != "adapter":
-            continue
-        a = step["index"]
-        for e in range(len(step["experts"])):
+    for step in manifest.adapters():
+        a = step.index
+        for e in range(len(step.experts)):
             name = expert_graph(a, e)
             seen = sum(len(f[EXPERT_INPUTS[0]]) for f in feeds.get(name, []))
             if seen < min_samples:
@@ -191,7 +185,7 @@ def _fill_unrouted_experts(
                     + ("; calibrated on all of the adapter's inputs instead" if not seen else "")
                 )
             if not seen:
-                donors = [f for e2 in range(len(step["experts"])) for f in routed.get(expert_graph(a, e2), [])]
+                donors = [f for e2 in range(len(step.experts)) for f in routed.get(expert_graph(a, e2), [])]
                 feeds[name] = [{**f, "gate": np.ones_like(f["gate"])} for f in donors]
 
 
@@ -209,7 +203,7 @@ def build_variants(
     reports = []
     for precision in precisions:
         shutil.rmtree(manifest.root / precision, ignore_errors=True)
-        manifest.data.setdefault("precisions", {}).pop(precision, None)
+        manifest.precisions.pop(precision, None)
         if precision == "fp16":
             reports.append(write_fp16(manifest, progress))
         else:

@@ -1,12 +1,20 @@
-"""``manifest.json``: everything a runtime needs to execute a model package without PyTorch."""
+"""``manifest.json``: everything a runtime needs to execute a model package without PyTorch.
+
+The manifest is parsed into typed records (:class:`Manifest` and the entries below it); a
+malformed one is refused with one :class:`PackageError` listing what is wrong, before any work.
+The JSON layout is schema version 1; a package of another version is refused with the command
+that re-exports it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from moce.errors import PackageError
 from moce.model.config import MIN_SIDE, MoCEConfig
@@ -40,93 +48,252 @@ def sha256_bytes(data: bytes) -> str:
 
 
 @dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+@dataclass
+class GraphEntry:
+    """One ONNX graph of the package: its file (relative to the package), hash and I/O."""
+
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    bytes: int
+    nodes: int
+    stats_size: int | None = None  # tile segments: numbers of image-wide sums each tile reports
+
+
+@dataclass
+class FileEntry:
+    file: str
+    sha256: str
+    format: str = "safetensors"
+
+
+@dataclass
+class ExpertEntry:
+    expert: int
+    graph: str
+    rank: int
+    patch_size: int
+    params: int
+    complexity: float
+    flops_per_pixel: float
+
+
+@dataclass
+class SegmentEntry:
+    kind: str
+    index: int
+    inputs: list[str]
+    outputs: list[str]
+    graph: str
+    flops_per_pixel: float
+
+
+@dataclass
+class AdapterEntry:
+    kind: str
+    index: int
+    level: int
+    logits: str
+    inputs: list[str]
+    output: str
+    top_k: int
+    experts: list[ExpertEntry]
+
+
+@dataclass
+class Variant:
+    """The graphs of one precision written by ``moce build-engine`` (fp16, int8)."""
+
+    graphs: dict[str, GraphEntry]
+
+
+TYPED = ("schema_version", "config", "opset", "input", "graphs", "weights", "plan", "precisions")
+"""Top-level keys read into typed fields; every other key is kept as written (provenance, notes)."""
+
+
+@dataclass
 class Manifest:
     """A parsed manifest plus the folder it lives in."""
 
     root: Path
-    data: dict[str, Any]
+    config_data: dict[str, Any]
+    opset: int
+    input: dict[str, Any]
+    graph_entries: dict[str, GraphEntry]
+    plan_entries: list[SegmentEntry | AdapterEntry]
+    weights: FileEntry | None = None
+    precisions: dict[str, Variant] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """The other top-level keys (format, created_by, source, output, routing, validation, ...)."""
+    key_order: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, root: Path, data: Any) -> Manifest:
+        """Parse ``data`` (a decoded manifest.json); every problem is collected into one error."""
+        where = root / MANIFEST
+        if not isinstance(data, dict):
+            raise PackageError(f"{where}: a manifest is a JSON object, this is a {type(data).__name__}")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise PackageError(
+                f"{where}: schema_version {data.get('schema_version')!r}, this moce reads {SCHEMA_VERSION}; "
+                "re-export the package from its checkpoint with `moce export CKPT -o PKG`"
+            )
+        problems: list[str] = []
+        raw_plan = data.get("plan")
+        plan: list[SegmentEntry | AdapterEntry] = []
+        if not isinstance(raw_plan, list):
+            problems.append(f"plan: expected a list, got {_kind(raw_plan)}")
+        else:
+            for i, item in enumerate(raw_plan):
+                kind = item.get("kind") if isinstance(item, dict) else None
+                entry_type = {"segment": SegmentEntry, "adapter": AdapterEntry}.get(kind)
+                if entry_type is None:
+                    problems.append(f"plan[{i}].kind: expected 'segment' or 'adapter', got {kind!r}")
+                else:
+                    plan.append(_parse(entry_type, item, f"plan[{i}]", problems))
+        manifest = cls(
+            root=root,
+            config_data=_parse(dict[str, Any], data.get("config"), "config", problems),
+            opset=_parse(int, data.get("opset"), "opset", problems),
+            input=_parse(dict[str, Any], data.get("input"), "input", problems),
+            graph_entries=_parse(dict[str, GraphEntry], data.get("graphs"), "graphs", problems),
+            plan_entries=plan,
+            weights=_parse(FileEntry | None, data.get("weights"), "weights", problems),
+            precisions=_parse(dict[str, Variant], data.get("precisions", {}), "precisions", problems),
+            info={k: v for k, v in data.items() if k not in TYPED},
+            key_order=list(data),
+        )
+        if not problems:
+            problems += manifest._check()
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise PackageError(f"{where}: malformed manifest: {shown}")
+        return manifest
+
+    def _check(self) -> list[str]:
+        """Cross-field rules the types alone do not carry."""
+        problems = []
+        try:
+            MoCEConfig.from_dict(self.config_data)
+        except Exception as exc:  # noqa: BLE001 - any malformed config is reported, not raised
+            problems.append(f"config: {exc}")
+        multiple = self.input.get("size_multiple")
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+            problems.append(f"input.size_multiple: expected a positive integer, got {multiple!r}")
+        for step in self.plan_entries:
+            graphs = [step.graph] if isinstance(step, SegmentEntry) else [e.graph for e in step.experts]
+            problems += [f"plan: graph {g!r} is not in graphs" for g in graphs if g not in self.graph_entries]
+        return problems
+
+    def to_dict(self) -> dict[str, Any]:
+        typed = {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config_data,
+            "opset": self.opset,
+            "input": self.input,
+            "graphs": {n: _plain(g) for n, g in self.graph_entries.items()},
+            "weights": _plain(self.weights) if self.weights else None,
+            "plan": [_plain(s) for s in self.plan_entries],
+            "precisions": {p: _plain(v) for p, v in self.precisions.items()},
+        }
+        if self.weights is None:
+            del typed["weights"]
+        if not self.precisions:
+            del typed["precisions"]
+        merged = {**self.info, **typed}
+        order = [k for k in self.key_order if k in merged] + [k for k in merged if k not in self.key_order]
+        return {k: merged[k] for k in order}
 
     @property
     def config(self) -> MoCEConfig:
-        return MoCEConfig.from_dict(self.data["config"])
+        return MoCEConfig.from_dict(self.config_data)
 
     @property
     def top_k(self) -> int:
-        return int(self.data["config"]["top_k"])
+        return int(self.config_data["top_k"])
 
     @property
     def size_multiple(self) -> int:
-        return int(self.data["input"]["size_multiple"])
+        return int(self.input["size_multiple"])
 
-    def graphs(self, precision: str = "fp32") -> dict[str, Any]:
+    def graphs(self, precision: str = "fp32") -> dict[str, GraphEntry]:
         """The graph entries of ``precision`` (fp32: the exported graphs; others: build-engine's)."""
         if precision == "fp32":
-            return self.data["graphs"]
-        variants = self.data.get("precisions", {}).get(precision)
-        if variants is None:
+            return self.graph_entries
+        variant = self.precisions.get(precision)
+        if variant is None:
             raise PackageError(f"{self.root}: no {precision} graphs; run `moce build-engine {self.root} --{precision}`")
-        return variants["graphs"]
+        return variant.graphs
 
     def graph_file(self, name: str, precision: str = "fp32") -> Path:
         graphs = self.graphs(precision)
         if name not in graphs:
             raise PackageError(f"{self.root}: no {precision} graph '{name}'")
-        return self.root / graphs[name]["file"]
+        return self.root / graphs[name].file
 
     def has_graph(self, name: str) -> bool:
-        return name in self.data["graphs"]
+        return name in self.graph_entries
 
     def has_tile_segments(self) -> bool:
         """Whether the package has the tile segments that share image-wide sums (``--tiles``)."""
         return self.has_graph(tile_segment_graph(0))
 
+    def adapters(self) -> list[AdapterEntry]:
+        return [s for s in self.plan_entries if isinstance(s, AdapterEntry)]
+
     def expert_flops_per_pixel(self) -> list[list[float]]:
         """Per adapter, each expert's FLOPs per pixel (counted once, at export)."""
-        return [[e["flops_per_pixel"] for e in s["experts"]] for s in self.data["plan"] if s["kind"] == "adapter"]
+        return [[e.flops_per_pixel for e in a.experts] for a in self.adapters()]
 
     def trunk_flops_per_pixel(self) -> float:
         """All trunk segments' FLOPs per pixel (everything but the experts)."""
-        return sum(s["flops_per_pixel"] for s in self.data["plan"] if s["kind"] == "segment")
+        return sum(s.flops_per_pixel for s in self.plan_entries if isinstance(s, SegmentEntry))
 
     @property
     def weights_file(self) -> Path:
         """The package's safetensors weights (for the PyTorch backend and benchmarks)."""
-        path = self.root / self.data["weights"]["file"] if "weights" in self.data else None
+        path = self.root / self.weights.file if self.weights else None
         if path is None or not path.is_file():
             raise PackageError(f"{self.root}: has no weights.safetensors; the PyTorch paths need one (re-export)")
         return path
 
     def plan(self) -> list[Step]:
         steps: list[Step] = []
-        for item in self.data["plan"]:
-            if item["kind"] == "segment":
-                steps.append(SegmentStep(item["index"], tuple(item["inputs"]), tuple(item["outputs"])))
+        for s in self.plan_entries:
+            if isinstance(s, SegmentEntry):
+                steps.append(SegmentStep(s.index, tuple(s.inputs), tuple(s.outputs)))
             else:
-                steps.append(
-                    AdapterStep(item["index"], item["level"], item["logits"], tuple(item["inputs"]), item["output"])
-                )
+                steps.append(AdapterStep(s.index, s.level, s.logits, tuple(s.inputs), s.output))
         return steps
 
-    def adapter(self, index: int) -> dict[str, Any]:
-        return next(s for s in self.data["plan"] if s["kind"] == "adapter" and s["index"] == index)
+    def add_variant_graph(self, precision: str, name: str, entry: GraphEntry) -> None:
+        """Record graph ``name`` of ``precision`` (the precision step); :meth:`write` saves it."""
+        self.precisions.setdefault(precision, Variant({})).graphs[name] = entry
 
     def write(self) -> Path:
         path = self.root / MANIFEST
-        path.write_text(json.dumps(self.data, indent=2) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     def verify_files(self) -> None:
         """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
-        files = dict(self.data["graphs"])
-        for precision, variants in self.data.get("precisions", {}).items():
-            files.update({f"{precision}:{n}": g for n, g in variants["graphs"].items()})
-        if "weights" in self.data:
-            files["weights"] = self.data["weights"]
+        files: dict[str, GraphEntry | FileEntry] = dict(self.graph_entries)
+        for precision, variant in self.precisions.items():
+            files.update({f"{precision}:{n}": g for n, g in variant.graphs.items()})
+        if self.weights:
+            files["weights"] = self.weights
         for name, info in files.items():
-            path = self.root / info["file"]
+            path = self.root / info.file
             if not path.is_file():
-                raise PackageError(f"{self.root}: graph '{name}' is missing its file {info['file']}")
-            if sha256_bytes(path.read_bytes()) != info["sha256"]:
+                raise PackageError(f"{self.root}: graph '{name}' is missing its file {info.file}")
+            if sha256_bytes(path.read_bytes()) != info.sha256:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
 
 
@@ -136,12 +303,10 @@ def load_manifest(root: str | Path) -> Manifest:
     if not path.is_file():
         raise PackageError(f"{root}: not a moce package (no {MANIFEST})")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PackageError(f"{path}: invalid JSON ({exc})") from None
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise PackageError(f"{path}: schema_version {data.get('schema_version')!r}, this moce reads {SCHEMA_VERSION}")
-    return Manifest(root, data)
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise PackageError(f"{path}: invalid JSON ({str(exc).splitlines()[0][:200]})") from None
+    return Manifest.from_dict(root, data)
 
 
 def input_spec(config: MoCEConfig) -> dict[str, Any]:
@@ -155,3 +320,78 @@ def input_spec(config: MoCEConfig) -> dict[str, Any]:
         "min_side": MIN_SIDE,
         "padding": "reflect, bottom/right, cropped back after the network",
     }
+
+
+def _plain(record: Any) -> Any:
+    """A record as JSON data; optional fields left at None are left out."""
+    return {k: v for k, v in asdict(record).items() if v is not None}
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _parse(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """``value`` as ``kind`` (a dataclass, list[...], dict[str, ...], a union, int, float, str, Any);
+    a mismatch is appended to ``problems`` and parsing goes on with what it could read."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for option in args:
+            if option is type(None) and value is None:
+                return None
+        for option in args:
+            if _matches(option, value):
+                return _parse(option, value, where, problems)
+        problems.append(f"{where}: expected {' or '.join(_name(a) for a in args)}, got {_kind(value)}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {_kind(value)}")
+            return []
+        return [_parse(args[0], v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected an object, got {_kind(value)}")
+            return {}
+        return {k: _parse(args[1], v, f"{where}.{k}", problems) for k, v in value.items()}
+    if is_dataclass(kind):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected an object, got {_kind(value)}")
+            return None
+        hints = typing.get_type_hints(kind)
+        values = {}
+        for f in fields(kind):
+            if f.name not in value:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    problems.append(f"{where}.{f.name}: missing")
+                    values[f.name] = None
+                continue
+            values[f.name] = _parse(hints[f.name], value[f.name], f"{where}.{f.name}", problems)
+        return kind(**values)
+    if not _matches(kind, value):
+        problems.append(f"{where}: expected {_name(kind)}, got {_kind(value)} {value!r:.40}")
+        return value
+    return float(value) if kind is float else value
+
+
+def _matches(kind: Any, value: Any) -> bool:
+    if kind is Any:
+        return True
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in (str, bool):
+        return isinstance(value, kind)
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return isinstance(value, list)
+    if origin is dict or is_dataclass(kind):
+        return isinstance(value, dict)
+    return False
+
+
+def _name(kind: Any) -> str:
+    return "null" if kind is type(None) else getattr(kind, "__name__", str(kind))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class ExportResult:
     seconds: float
 
     def graph_rows(self) -> list[dict[str, Any]]:
-        return [{"graph": n, **g} for n, g in self.manifest.data["graphs"].items()]
+        return [{"graph": n, **asdict(g)} for n, g in self.manifest.graph_entries.items()]
 
 
 def _graph_entry(name: str, file: str, model: onnx.ModelProto, data_size: int, data: bytes) -> dict[str, Any]:
@@ -211,37 +212,35 @@ def write_package(
             compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k),
         )
         notes["dense"] = "runs every expert, weighted by the one-hot top-k gate; any batch size"
-    manifest = Manifest(
-        out_dir,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "format": "moce-onnx-package",
-            "created_by": _versions(),
-            "source": source,
-            "config": config.to_dict(),
-            "opset": options.opset,
-            "input": input_spec(config),
-            "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
-            "routing": {
-                "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
-                "top_k": config.top_k,
-                "forms": notes,
-            },
-            "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
-            "graphs": graphs,
-            "weights": {
-                "file": WEIGHTS,
-                "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()),
-                "format": "safetensors",
-            },
-            "plan": _plan_entries(model, progress),
-            "flops_reference": {
-                "height": FLOPS_REFERENCE[0],
-                "width": FLOPS_REFERENCE[1],
-                "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
-            },
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "format": "moce-onnx-package",
+        "created_by": _versions(),
+        "source": source,
+        "config": config.to_dict(),
+        "opset": options.opset,
+        "input": input_spec(config),
+        "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
+        "routing": {
+            "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
+            "top_k": config.top_k,
+            "forms": notes,
         },
-    )
+        "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
+        "graphs": graphs,
+        "weights": {
+            "file": WEIGHTS,
+            "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()),
+            "format": "safetensors",
+        },
+        "plan": _plan_entries(model, progress),
+        "flops_reference": {
+            "height": FLOPS_REFERENCE[0],
+            "width": FLOPS_REFERENCE[1],
+            "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
+        },
+    }
+    manifest = Manifest.from_dict(out_dir, json.loads(json.dumps(data)))  # parsed as a reader will see it
     manifest.write()
     return manifest
 

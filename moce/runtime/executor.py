@@ -103,7 +103,7 @@ class PlanExecutor:
                 "re-export it or restore with --tile-passes 1"
             )
         batch = tiles.core_mask.shape[0]
-        size = self.manifest.data["graphs"][name]["stats_size"]
+        size = self.manifest.graph_entries[name].stats_size
         imposed = tiles.image_stats is not None
         image_stats = np.broadcast_to(tiles.image_stats[index], (batch, size)) if imposed else np.zeros((batch, size))
         made = r.infer(

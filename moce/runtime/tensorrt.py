@@ -63,7 +63,7 @@ def check_engines(manifest: Manifest, precision: str, trt_version: str, gpu: tup
     for name in needed:
         key = engines[name]["key"]
         reasons = []
-        if key["graph_sha256"] != manifest.graphs(precision)[name]["sha256"]:
+        if key["graph_sha256"] != manifest.graphs(precision)[name].sha256:
             reasons.append("its ONNX graph changed")
         if key["trt_version"] != trt_version:
             reasons.append(f"it was built with TensorRT {key['trt_version']}, this is {trt_version}")

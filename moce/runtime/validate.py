@@ -114,7 +114,7 @@ def validate_package(
 ) -> ValidationReport:
     """Run every routing form the package holds and compare it with PyTorch."""
     report = ValidationReport()
-    for name in manifest.data["graphs"]:
+    for name in manifest.graph_entries:
         report.failures += check_graph(name, onnx.load(str(manifest.graph_file(name)), load_external_data=False))
     modes = ["split"] + [m for m in ("conditional", "dense") if manifest.has_graph(m)]
     if manifest.has_tile_segments():
@@ -154,7 +154,7 @@ def export_and_validate(
 
     def check(manifest: Manifest, model: MoCEIR) -> ValidationReport:
         report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
-        manifest.data["validation"] = {
+        manifest.info["validation"] = {
             "passed": not report.failures,
             "atol": options.atol,
             "failures": report.failures,

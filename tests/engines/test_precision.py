@@ -58,7 +58,7 @@ def test_variants_are_recorded_and_verified(tiny_variants):
     manifest.verify_files()
     for precision in ("fp16", "int8"):
         graphs = manifest.graphs(precision)
-        assert set(graphs) == {g for g in manifest.data["graphs"] if g != "conditional" and not g.startswith("tile_")}
+        assert set(graphs) == {g for g in manifest.graph_entries if g != "conditional" and not g.startswith("tile_")}
     ops8 = {n.op_type for n in onnx.load(str(manifest.graph_file("segment0", "int8"))).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops8
     int8 = next(r for r in tiny_variants.variants if r.precision == "int8")

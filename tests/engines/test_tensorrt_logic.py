@@ -28,7 +28,7 @@ def test_one_strongly_typed_engine_per_split_graph_with_level_shaped_profiles(pk
     records = build_engines(
         pkg, "fp32", Profile((1, 64, 64), (2, 256, 128), (4, 512, 512)), 1 << 30, tmp_path / "cache", trt=trt, gpu=GPU
     )
-    split = [n for n in pkg.data["graphs"] if n not in ("dense", "conditional")]
+    split = [n for n in pkg.graph_entries if n not in ("dense", "conditional")]
     assert sorted(r.graph for r in records) == sorted(split)
     assert len(trt.builds) == len(split) and all(b["strongly_typed"] and b["workspace"] == 1 << 30 for b in trt.builds)
     seg1 = next(b for b in trt.builds if b["source"].endswith("segment1.onnx"))["profiles"][0]
@@ -46,7 +46,7 @@ def test_one_strongly_typed_engine_per_split_graph_with_level_shaped_profiles(pk
 def test_engine_cache_is_keyed_by_graph_precision_profile_version_and_gpu(pkg, tmp_path):
     cache = tmp_path / "cache"
     trt = FakeTensorRT()
-    n = len([g for g in pkg.data["graphs"] if g not in ("dense", "conditional")])
+    n = len([g for g in pkg.graph_entries if g not in ("dense", "conditional")])
     build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
     build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
     assert len(trt.builds) == n  # second run: all cached
@@ -67,7 +67,7 @@ def test_stale_engines_are_refused_with_the_rebuild_command(pkg, tmp_path):
         check_engines(pkg, "fp32", "11.0.0", GPU)
     with pytest.raises(PackageError, match="built for NVIDIA H100.*this is NVIDIA L4"):
         check_engines(pkg, "fp32", FakeTensorRT.__version__, ("NVIDIA L4", "8.9"))
-    pkg.data["graphs"]["segment2"]["sha256"] = "0" * 64
+    pkg.graph_entries["segment2"].sha256 = "0" * 64
     with pytest.raises(PackageError, match="segment2: its ONNX graph changed"):
         check_engines(pkg, "fp32", FakeTensorRT.__version__, GPU)
     with pytest.raises(PackageError, match="no fp16"):

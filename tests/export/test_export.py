@@ -49,7 +49,7 @@ def test_split_plan_runs_only_the_chosen_experts(tiny_package, golden_io):
 
 def test_no_graph_has_dft_loops_or_custom_domains(tiny_package):
     m = tiny_package.manifest
-    for name in m.data["graphs"]:
+    for name in m.graph_entries:
         ops = list(ops_in(onnx.load(str(m.graph_file(name))).graph))
         assert ops, name
         assert not {op for op, _ in ops} & {"DFT", "STFT", "Loop", "Scan"}, name
@@ -136,7 +136,7 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
     model.load_state_dict(tiny_model.state_dict())
     result = export_and_validate(model, tmp_path / "k2.moce", ExportOptions(sizes=((64, 64),), batches=(2,)))
     assert not result.manifest.has_graph("conditional")
-    assert "top-1" in result.manifest.data["routing"]["forms"]["conditional"]
+    assert "top-1" in result.manifest.info["routing"]["forms"]["conditional"]
     assert {c.mode for c in result.report.cases} == {"split", "dense", "tiles-local", "tiles-imposed"}
 
 
