@@ -97,6 +97,20 @@ def from_rgb_float(rgb: np.ndarray, info: ImageInfo, suffix: str) -> np.ndarray:
     return bgr
 
 
+def image_files(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """The supported image files directly in ``folder``, sorted by name (the order fixes seeds and
+    reports); ``what`` names them in the error when there are none. Stems in ``exclude`` are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of images")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED and p.stem not in exclude
+    )
+    if not files:
+        raise InputError(f"{folder}: no {what} (supported: {', '.join(SUPPORTED)})")
+    return files
+
+
 def _convert_depth(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     peaks = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
     return (plane.astype(np.float64) / peaks[plane.dtype] * peaks[np.dtype(dtype)]).round().astype(dtype)

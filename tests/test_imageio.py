@@ -8,7 +8,7 @@ import pytest
 
 from moce import files
 from moce.errors import InputError
-from moce.imageio import from_rgb_float, read_image, write_image_atomic
+from moce.imageio import from_rgb_float, image_files, read_image, write_image_atomic
 
 
 @pytest.mark.parametrize(
@@ -86,3 +86,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_image_atomic(target, np.zeros((8, 8, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_files_are_the_supported_files_of_a_folder_by_name(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", "c.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d.png").mkdir()
+    assert [p.name for p in image_files(tmp_path, "photos")] == ["a.JPG", "b.png", "c.tif"]
+    assert [p.name for p in image_files(tmp_path, "photos", exclude=("b",))] == ["a.JPG", "c.tif"]
+
+
+def test_a_folder_without_images_is_one_error_naming_it(tmp_path):
+    with pytest.raises(InputError, match=f"{tmp_path}: no photos"):
+        image_files(tmp_path, "photos")
+    with pytest.raises(InputError, match="not a folder of images"):
+        image_files(tmp_path / "missing", "photos")

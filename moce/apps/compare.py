@@ -20,7 +20,7 @@ from moce._lazy import require
 from moce.data import SAMPLES
 from moce.errors import InputError
 from moce.export.names import route_name
-from moce.imageio import SUPPORTED, read_image
+from moce.imageio import image_files, read_image
 from moce.metrics import psnr, ssim
 from moce.package.manifest import Manifest
 from moce.runtime.backends import make_runner
@@ -107,10 +107,7 @@ class CompareReport:
 
 def load_images(folder: Path | None) -> list[tuple[str, np.ndarray]]:
     """Real images as (name, NCHW float32); the bundled degraded samples by default."""
-    folder = folder or SAMPLES
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED)
-    if not files:
-        raise InputError(f"{folder}: no images to compare on")
+    files = image_files(folder or SAMPLES, "images to compare on")
     return [(p.name, read_image(p)[0].transpose(2, 0, 1)[None].copy()) for p in files]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
-from moce.imageio import SUPPORTED, read_image
+from moce.imageio import image_files, read_image
 from moce.metrics import psnr, ssim
 from moce.package.store import resolve_package
 from moce.runtime.backends import make_runner
@@ -55,10 +55,7 @@ class EvalReport:
 
 def load_clean_images(folder: Path) -> list[tuple[str, np.ndarray]]:
     """(stem, image) of every supported image in ``folder``, sorted by name: the order fixes the seeds."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUPPORTED)
-    if not files:
-        raise InputError(f"{folder}: no clean images to evaluate on")
-    return [(p.stem, read_image(p)[0]) for p in files]
+    return [(p.stem, read_image(p)[0]) for p in image_files(folder, "clean images to evaluate on")]
 
 
 def _fit_predict(train: list[tuple[tuple, str]], test: list[tuple[tuple, str]]) -> list[str]:

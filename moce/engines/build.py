@@ -13,8 +13,8 @@ from moce.data import SAMPLES
 from moce.data.degrade import DEGRADATIONS, degrade
 from moce.engines.tensorrt import EngineRecord, Profile, build_engines
 from moce.engines.variants import VariantReport, build_variants
-from moce.errors import InputError, MissingDependencyError
-from moce.imageio import SUPPORTED, read_image
+from moce.errors import MissingDependencyError
+from moce.imageio import image_files, read_image
 from moce.package.manifest import Manifest, load_manifest
 from moce.package.store import cache_dir
 
@@ -51,10 +51,7 @@ def _square_crops(image: np.ndarray, side: int) -> np.ndarray:
 def calibration_images(folder: Path | None, side: int = CALIB_SIDE) -> list[np.ndarray]:
     """Images from ``--calib`` as they are, or the bundled samples' clean photos under every degradation."""
     if folder is not None:
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in SUPPORTED)
-        if not files:
-            raise InputError(f"{folder}: no calibration images")
-        return [_square_crops(read_image(p)[0], side) for p in files]
+        return [_square_crops(read_image(p)[0], side) for p in image_files(folder, "calibration images")]
     clean = [read_image(p)[0] for p in sorted((SAMPLES / "clean").glob("*.png"))]
     return [_square_crops(degrade(img, name, seed=i), side) for img in clean for i, name in enumerate(DEGRADATIONS)]
 

@@ -19,6 +19,7 @@ import torch
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
 from moce.files import atomic_path
+from moce.imageio import image_files, read_image
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.model.config import MoCEConfig, config_from_hyperparameters
 from moce.model.network import MoCEIR
@@ -90,13 +91,7 @@ class TrainOptions:
 
 def load_clean_images(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
     """Every readable image in ``folder`` as float32 RGB (grayscale replicated)."""
-    from moce.imageio import SUPPORTED, read_image
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED and p.stem not in exclude)
-    images = [(p.stem, read_image(p)[0]) for p in files]
-    if not images:
-        raise InputError(f"{folder}: no training images found")
-    return images
+    return [(p.stem, read_image(p)[0]) for p in image_files(folder, "training images", exclude)]
 
 
 Batch = tuple[np.ndarray, np.ndarray, list[str]]  # degraded NCHW, clean NCHW, degradation names
