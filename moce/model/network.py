@@ -6,7 +6,7 @@ adapter only the experts that some sample chose, each once on its sub-batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,13 @@ class Adapter(nn.Module):
     def expert(self, index: int) -> ComplexityExpert:
         return self.experts[index][0]
 
-    def mix(self, x: Tensor, shared: Tensor, groups: Iterable[tuple[int, Tensor, Tensor]], run_rows=None) -> Tensor:  # noqa: ANN001
+    def mix(
+        self,
+        x: Tensor,
+        shared: Tensor,
+        groups: Iterable[tuple[int, Tensor, Tensor]],
+        run_rows: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """The one expert dispatch of the PyTorch paths: for each ``(expert, rows, gates)`` group the
         expert runs once on its rows, and the gate-weighted outputs are summed into place.
 
