@@ -22,7 +22,15 @@ def sha256_file(path: Path) -> str:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without setting it where Linux reports it (``os.umask`` can only
+    be read by setting it, which would briefly change it for every thread of the process)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 

@@ -36,3 +36,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_sha256_of_a_file(tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
     assert sha256_file(tmp_path / "a") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_restrictive_umask_is_followed_and_left_in_place(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_bytes_atomic(tmp_path / "b.bin", b"x")
+        assert os.umask(0o027) == 0o027  # reading the mask did not change it
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
