@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from moce.errors import PackageError
+from moce.files import write_bytes_atomic
 from moce.package.manifest import Manifest
 from moce.runtime.tensorrt import ENGINES_JSON, gpu_identity, import_tensorrt, read_engines
 
@@ -157,4 +158,4 @@ def build_engines(
 def _write_engines_json(root: Path, precision: str, records: list[EngineRecord]) -> None:
     data = read_engines(root)
     data["engines"] = [e for e in data["engines"] if e["precision"] != precision] + [asdict(r) for r in records]
-    (root / ENGINES_JSON).write_text(json.dumps(data, indent=2) + "\n")
+    write_bytes_atomic(root / ENGINES_JSON, (json.dumps(data, indent=2) + "\n").encode())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from moce.errors import PackageError
+from moce.files import write_bytes_atomic
 from moce.model.config import MIN_SIDE, MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
 
@@ -193,20 +194,18 @@ class Manifest:
         return problems
 
     def to_dict(self) -> dict[str, Any]:
-        typed = {
+        typed: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "config": self.config_data,
             "opset": self.opset,
             "input": self.input,
             "graphs": {n: _plain(g) for n, g in self.graph_entries.items()},
-            "weights": _plain(self.weights) if self.weights else None,
             "plan": [_plain(s) for s in self.plan_entries],
-            "precisions": {p: _plain(v) for p, v in self.precisions.items()},
         }
-        if self.weights is None:
-            del typed["weights"]
-        if not self.precisions:
-            del typed["precisions"]
+        if self.weights:
+            typed["weights"] = _plain(self.weights)
+        if self.precisions:
+            typed["precisions"] = {p: _plain(v) for p, v in self.precisions.items()}
         merged = {**self.info, **typed}
         order = [k for k in self.key_order if k in merged] + [k for k in merged if k not in self.key_order]
         return {k: merged[k] for k in order}
@@ -279,7 +278,7 @@ class Manifest:
 
     def write(self) -> Path:
         path = self.root / MANIFEST
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_bytes_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
 
     def verify_files(self) -> None:
