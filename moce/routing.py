@@ -6,9 +6,13 @@ that is also where a runtime needs them to launch only the chosen expert graphs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,55 @@ class Routing:
             out.append((int(expert), rows, slots))
         return out
 
+    def gated_groups(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``(expert, rows, gates)``: :meth:`groups` with each row's gate for the expert, for :func:`dispatch`."""
+        return [(expert, rows, self.gates[rows, slots]) for expert, rows, slots in self.groups()]
+
     def repeat(self, batch: int) -> Routing:
         """This (single-row) routing applied to ``batch`` samples."""
         return Routing(*(np.repeat(a[:1], batch, axis=0) for a in (self.experts, self.gates, self.probs)))
 
     def row(self, index: int) -> Routing:
         return Routing(*(a[index : index + 1] for a in (self.experts, self.gates, self.probs)))
+
+
+class RowOps(Protocol[T]):
+    """What :func:`dispatch` needs of an array type: NumPy, torch tensors, a runner's device arrays."""
+
+    def take(self, value: T, rows: Any) -> T:
+        """``value[rows]``."""
+
+    def zeros_like(self, value: T) -> T: ...
+
+    def add_rows(self, out: T, rows: Any, value: T) -> T:
+        """``out[rows] += value``; returns the sum (in place where the array type allows)."""
+
+
+def dispatch(
+    x: T,
+    shared: T,
+    groups: Iterable[tuple[int, Any, Any]],
+    batch: int,
+    run: Callable[[int, T, T, Any], T],
+    ops: RowOps[T],
+) -> T:
+    """The one expert dispatch: each ``(expert, rows, gates)`` group runs its expert once on its rows,
+    ``run(expert, x_rows, shared_rows, gates)`` returns the gate-weighted output, and the outputs
+    are summed into their rows.
+
+    ``rows`` are sorted and unique within a group (an expert is chosen at most once per sample),
+    so a group of ``batch`` rows is the whole batch: it runs on ``x`` as it is, and with top-1
+    routing its output is the result without a copy.
+    """
+    out = None
+    for expert, rows, gates in groups:
+        whole = len(rows) == batch
+        y = run(expert, x if whole else ops.take(x, rows), shared if whole else ops.take(shared, rows), gates)
+        if out is None and whole:
+            out = y
+        else:
+            out = ops.add_rows(ops.zeros_like(x) if out is None else out, rows, y)
+    return ops.zeros_like(x) if out is None else out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

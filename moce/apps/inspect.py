@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moce.export.patches import export_patches
+from moce.export.patches import export_form
 from moce.model.checkpoint import load_model
 from moce.model.complexity import count_params, expert_costs
 
@@ -13,8 +13,7 @@ from moce.model.complexity import count_params, expert_costs
 def inspect_checkpoint(path: str | Path, height: int = 256, width: int = 256) -> dict[str, Any]:
     """Config, parameter counts and per-adapter expert costs at ``height`` x ``width``."""
     model, loaded = load_model(path)
-    with export_patches(model):  # the costs of the forms the exported graphs run
-        experts = expert_costs(model, height, width)
+    experts = expert_costs(export_form(model), height, width)  # the costs of the forms the graphs run
     expert_params = sum(c.params for c in experts)
     return {
         "checkpoint": str(loaded.path),

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from moce.export.patches import SIMILARITY_SCOPE, SPECTRAL_SCOPE
+
 KEEP_FP32 = frozenset(
     {
         "LayerNormalization",
@@ -37,7 +39,7 @@ KEEP_FP32 = frozenset(
 )
 """Ops that run in float32: normalisations, reductions over whole images, and everything routing."""
 
-KEEP_FP32_SCOPES = ("/patch_mix/", "/similarity/")
+KEEP_FP32_SCOPES = (f"/{SPECTRAL_SCOPE}/", f"/{SIMILARITY_SCOPE}/")
 """Node-name scopes kept in float32: the experts' spectral mixing (DFT as matrix products),
 whose intermediate values grow with the patch area, and the attention's Gram matrix and norms
 (sums over every pixel); both overflow float16 (see :mod:`moce.export.patches`)."""

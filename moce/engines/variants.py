@@ -22,7 +22,7 @@ from moce.engines.precision import convert_fp16
 from moce.errors import InputError
 from moce.export.names import EXPERT_INPUTS
 from moce.model.plan import RESTORED
-from moce.package.manifest import Manifest, expert_graph, sha256_bytes
+from moce.package.manifest import DENSE_GRAPH, Manifest, expert_graph, segment_graph, sha256_bytes
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
 
@@ -76,7 +76,7 @@ def variant_graphs(manifest: Manifest) -> list[str]:
     Not the If graph, nor the tile segments: their image-wide sums (Gram matrices over up to
     millions of pixels) overflow float16, so tiles share sums only at fp32.
     """
-    return [n for n in manifest.graph_entries if n != "conditional" and not n.startswith("tile_")]
+    return manifest.plan_graphs() + [DENSE_GRAPH] * manifest.has_graph(DENSE_GRAPH)
 
 
 def write_fp16(manifest: Manifest, progress: Progress) -> VariantReport:
@@ -155,8 +155,8 @@ def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress,
     progress(f"int8: record calibration inputs from {len(images)} image(s)")
     feeds = calibration_feeds(manifest, images)
     _fill_unrouted_experts(manifest, feeds, report, min_samples)
-    if manifest.has_graph("dense"):
-        feeds["dense"] = list(feeds.get("segment0", []))
+    if manifest.has_graph(DENSE_GRAPH):
+        feeds[DENSE_GRAPH] = list(feeds.get(segment_graph(0), []))
     with tempfile.TemporaryDirectory() as tmp:
         for name in variant_graphs(manifest):
             report.samples[name] = sum(len(next(iter(f.values()))) for f in feeds[name])
@@ -186,7 +186,8 @@ def _fill_unrouted_experts(
                 )
             if not seen:
                 donors = [f for e2 in range(len(step.experts)) for f in routed.get(expert_graph(a, e2), [])]
-                feeds[name] = [{**f, "gate": np.ones_like(f["gate"])} for f in donors]
+                gate = EXPERT_INPUTS[2]
+                feeds[name] = [{**f, gate: np.ones_like(f[gate])} for f in donors]
 
 
 def build_variants(

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.export.patches import export_patches
+from moce.export.patches import export_form
 from moce.export.shapes import propagate_symbolic_dims
-from moce.model.global_stats import run_tile_segment, stats_size
+from moce.model.global_stats import TileSegments
 from moce.model.network import ComplexityExpert, MoCEIR
 from moce.model.plan import (
     CORE_MASK,
@@ -28,7 +28,9 @@ from moce.model.plan import (
     TILE_INPUTS,
     TILE_STATS,
     USE_IMAGE_STATS,
+    AdapterTensors,
     SegmentStep,
+    tensor_levels,
 )
 
 DEFAULT_OPSET = 17
@@ -48,11 +50,17 @@ class SegmentGraph(nn.Module):
         return tuple(made[name] for name in self.step.outputs)
 
 
-class TileSegmentGraph(SegmentGraph):
+class TileSegmentGraph(nn.Module):
     """A segment that also takes image-wide sums and reports its tile's share of them."""
 
+    def __init__(self, tiles: TileSegments, step: SegmentStep) -> None:
+        super().__init__()
+        self.model = tiles.model  # the module tree (and weight names) traced, as in SegmentGraph
+        self.tiles = tiles
+        self.step = step
+
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
-        made = run_tile_segment(self.model, self.step.index, dict(zip((*self.step.inputs, *TILE_INPUTS), tensors)))
+        made = self.tiles.run(self.step.index, dict(zip((*self.step.inputs, *TILE_INPUTS), tensors)))
         return tuple(made[name] for name in (*self.step.outputs, TILE_STATS))
 
 
@@ -67,22 +75,11 @@ class ExpertGraph(nn.Module):
         return self.expert(adapter_in, shared) * gate.reshape(-1, 1, 1, 1)
 
 
-def tensor_level(model: MoCEIR, name: str) -> int | None:
-    """Resolution level of a plan tensor (0 = full size), or None for [batch, features] ones."""
-    if name in (IMAGE, RESTORED):
-        return 0
-    if name == FREQ_EMB or name.startswith("router_logits"):
-        return None
-    if name.startswith("skip"):
-        return int(name[len("skip") :])
-    index = int("".join(ch for ch in name if ch.isdigit()))
-    return model.config.adapter_levels()[index]
-
-
 def dynamic_axes_for(model: MoCEIR, names: list[str]) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {}
+    levels = tensor_levels(model.config)
     for name in names:
-        level = tensor_level(model, name)
+        level = levels[name]
         axes[name] = {0: "batch"} if level is None else {0: "batch", 2: f"height_{level}", 3: f"width_{level}"}
     return axes
 
@@ -94,7 +91,7 @@ def sample_tensor(model: MoCEIR, name: str, batch: int, height: int, width: int)
         return torch.rand(batch, c.in_channels, height, width)
     if name == FREQ_EMB:
         return torch.randn(batch, c.freq_dim)
-    level = tensor_level(model, name)
+    level = tensor_levels(c)[name]
     assert level is not None
     return torch.randn(batch, c.level_dim(level), height // 2**level, width // 2**level)
 
@@ -142,15 +139,8 @@ def export_segment(
     """Trunk segment ``step`` as an ONNX graph whose tensor names are the plan's."""
     args = tuple(sample_tensor(model, n, 2, *trace_size) for n in step.inputs)
     names = [*step.inputs, *step.outputs]
-    with export_patches(model):
-        return _to_onnx(
-            SegmentGraph(model, step),
-            args,
-            list(step.inputs),
-            list(step.outputs),
-            dynamic_axes_for(model, names),
-            opset,
-        )
+    graph = SegmentGraph(export_form(model), step)
+    return _to_onnx(graph, args, list(step.inputs), list(step.outputs), dynamic_axes_for(model, names), opset)
 
 
 def export_tile_segment(
@@ -159,7 +149,8 @@ def export_tile_segment(
     """Segment ``step`` for tiles (see :mod:`moce.model.global_stats`) and its stats size."""
     env = {n: sample_tensor(model, n, 2, *trace_size) for n in step.inputs}
     env[CORE_MASK] = torch.ones(2, 1, *trace_size)
-    size = stats_size(model, step.index, env)
+    tiles = TileSegments(export_form(model))
+    size = tiles.stats_size(step.index, env)
     env[USE_IMAGE_STATS] = torch.ones(1)
     env[IMAGE_STATS] = torch.randn(2, size)
     inputs, outputs = [*step.inputs, *TILE_INPUTS], [*step.outputs, TILE_STATS]
@@ -167,8 +158,7 @@ def export_tile_segment(
     axes.update(
         {CORE_MASK: {0: "batch", 2: "height_0", 3: "width_0"}, IMAGE_STATS: {0: "batch"}, TILE_STATS: {0: "batch"}}
     )
-    with export_patches(model):
-        graph = _to_onnx(TileSegmentGraph(model, step), tuple(env[n] for n in inputs), inputs, outputs, axes, opset)
+    graph = _to_onnx(TileSegmentGraph(tiles, step), tuple(env[n] for n in inputs), inputs, outputs, axes, opset)
     return graph, size
 
 
@@ -177,17 +167,13 @@ def export_expert(
 ) -> onnx.ModelProto:
     """Expert ``expert`` of ``adapter`` with inputs ``adapter_in``, ``shared``, ``gate``."""
     level = model.config.adapter_levels()[adapter]
-    feats = sample_tensor(model, f"adapter_in{adapter}", 2, *trace_size)
+    feats = sample_tensor(model, AdapterTensors(adapter).adapter_in, 2, *trace_size)
     args = (feats, torch.randn_like(feats), torch.rand(2, 1))
-    axes = {
-        "adapter_in": {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
-        "shared": {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
-        "gate": {0: "batch"},
-        EXPERT_OUTPUT: {0: "batch", 2: f"height_{level}", 3: f"width_{level}"},
-    }
-    graph = ExpertGraph(model.adapter(adapter).expert(expert))
-    with export_patches(graph):
-        return _to_onnx(graph, args, list(EXPERT_INPUTS), [EXPERT_OUTPUT], axes, opset)
+    image_axes = {0: "batch", 2: f"height_{level}", 3: f"width_{level}"}
+    adapter_in, shared, gate = EXPERT_INPUTS
+    axes = {adapter_in: image_axes, shared: image_axes, gate: {0: "batch"}, EXPERT_OUTPUT: image_axes}
+    graph = ExpertGraph(export_form(model.adapter(adapter).expert(expert)))
+    return _to_onnx(graph, args, list(EXPERT_INPUTS), [EXPERT_OUTPUT], axes, opset)
 
 
 def save(model: onnx.ModelProto, path: Path) -> int:

@@ -1,6 +1,6 @@
-"""Export-time rewrites of the model (in the spirit of optimum's ``ModelPatcher``).
-
-Each computes what the model computes, in a form that exports or runs better; float32 error ~1e-6.
+"""Export forms of the model: :func:`export_form` returns a copy whose layers compute what the
+model computes, in a form that exports or runs better (float32 error ~1e-6); see
+:mod:`moce.model.rewrite` for how the copy's layers take them.
 
 * Spectral mixing: the experts mix queries and keys by ``irfft2(rfft2(q) * rfft2(k))`` over
   p x p patches. ONNX ``DFT`` is missing from TensorRT before 11.2, fragile in FP16, and torch's
@@ -21,11 +21,9 @@ Each computes what the model computes, in a form that exports or runs better; fl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,19 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moce.model.layers import (
-    Attention,
-    CrossAttention,
-    Downsample,
-    FeedForward,
-    FFTAttention,
-    conv_unshuffle,
-    cosine_scores,
-    fft_patch_mix,
-    fused_projection,
-    gram_cosine,
-    pad_to_patches,
-)
+from moce.model.layers import ChannelAttention, Downsample, FFTAttention, Projecting, gram_cosine, pad_to_patches
+from moce.model.rewrite import Rewrite, rewritten
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -208,28 +197,56 @@ def strided_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return F.conv2d(x, traced_constant(strided).to(x.device, x.dtype), stride=2, padding=1)
 
 
-_REWRITES: tuple[tuple[tuple[type[nn.Module], ...], str, Callable[..., Any], Callable[[], Any]], ...] = (
-    ((FFTAttention,), SPECTRAL_SCOPE, fft_patch_mix, DftPatchMix),
-    ((Attention, CrossAttention), SIMILARITY_SCOPE, cosine_scores, GramScores),
-    ((FeedForward, Attention, CrossAttention, FFTAttention), "project", fused_projection, lambda: split_projection),
-    ((Downsample,), "down", conv_unshuffle, lambda: strided_unshuffle),
-)
-"""(module types, attribute, the model's own function, factory of the export form)."""
+class SplitProjection(Rewrite):
+    """Projections as one 1x1 + depth-wise convolution pair per part (:func:`split_projection`)."""
+
+    def project(self, pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:
+        return split_projection(pointwise, depthwise, x, parts)
 
 
-@contextmanager
-def export_patches(module: nn.Module | None) -> Iterator[None]:
-    """Within the block, every module in ``module`` uses the export forms above."""
-    patched: list[tuple[nn.Module, str, Callable[..., Any]]] = []
-    try:
-        for m in module.modules() if module is not None else []:
-            for kinds, attribute, original, export_form in _REWRITES:
-                if isinstance(m, kinds):
-                    setattr(m, attribute, export_form())
-                    patched.append((m, attribute, original))
-        yield
-    finally:
-        for m, attribute, original in patched:
-            if attribute in m._modules:
-                delattr(m, attribute)
-            setattr(m, attribute, original)
+class GramSimilarity(Rewrite):
+    """Attention scores by :class:`GramScores`, under the ``similarity`` scope."""
+
+    similarity: GramScores
+
+    @classmethod
+    def attach(cls, module: nn.Module) -> None:
+        module.similarity = GramScores()
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.similarity(q, k)
+
+
+class DftSpectralMix(Rewrite):
+    """Spectral mixing by :class:`DftPatchMix`, under the ``patch_mix`` scope."""
+
+    patch_mix: DftPatchMix
+    patch_size: int
+
+    @classmethod
+    def attach(cls, module: nn.Module) -> None:
+        module.patch_mix = DftPatchMix()
+
+    def mix_patches(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.patch_mix(q, k, self.patch_size)
+
+
+class StridedDownsample(Rewrite):
+    """Down-sampling as one strided convolution (:func:`strided_unshuffle`)."""
+
+    def down(self, conv: nn.Conv2d, x: Tensor) -> Tensor:
+        return strided_unshuffle(conv, x)
+
+
+EXPORT_RULES = {
+    Projecting: (SplitProjection,),
+    ChannelAttention: (GramSimilarity,),
+    FFTAttention: (DftSpectralMix,),
+    Downsample: (StridedDownsample,),
+}
+
+
+def export_form(module: ModuleT) -> ModuleT:
+    """A copy of ``module`` (a model, an expert, any part) in the forms the exported graphs run;
+    ``module`` itself is left as it is. Applying it again changes nothing more."""
+    return rewritten(module, EXPORT_RULES)

@@ -37,8 +37,8 @@ def count_params(module: torch.nn.Module) -> int:
 def count_flops(fn, *args) -> int:  # noqa: ANN001 - any callable on tensors
     """FLOPs of one call, counted on meta-free real tensors under ``FlopCounterMode``.
 
-    Counts the form that runs: callers wanting the exported graphs' cost run it inside
-    :func:`moce.export.patches.export_patches` (``torch.fft`` ops are not counted at all).
+    Counts the form that runs: callers wanting the exported graphs' cost count a model made by
+    :func:`moce.export.patches.export_form` (``torch.fft`` ops are not counted at all).
     """
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         fn(*args)

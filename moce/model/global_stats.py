@@ -11,22 +11,21 @@ sums exactly. Run again with those image sums imposed, every tile computes what 
 image would, up to what those sums depended on in the previous pass: a fixed-point
 iteration that converges in a few passes (66 dB with the exact sums imposed).
 
-:func:`run_tile_segment` runs one plan segment this way; the exporter traces the same function
-into the ``tile_segment*`` graphs, so every backend does the same arithmetic.
+:class:`TileSegments` runs plan segments this way, on a copy of the model whose image-wide
+reductions report to one :class:`TileStatistics` (see :mod:`moce.model.rewrite`); the exporter
+traces the same object into the ``tile_segment*`` graphs, so every backend does the same arithmetic.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moce.model.layers import Attention, CrossAttention, FrequencyEmbedding
-from moce.model.network import Router
+from moce.model.layers import ChannelAttention, FrequencyEmbedding, gram_cosine
+from moce.model.network import MoCEIR, Router
 from moce.model.plan import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
+from moce.model.rewrite import Rewrite, rewritten
 
 
 class TileStatistics(nn.Module):
@@ -38,10 +37,14 @@ class TileStatistics(nn.Module):
     attached under the layers gives its nodes a ``/stats/`` scope in exported graphs.
     """
 
-    def __init__(
+    def __init__(self) -> None:
+        super().__init__()
+        self.begin(torch.ones(1, 1, 1, 1))
+
+    def begin(
         self, core_mask: Tensor, use_image_stats: Tensor | None = None, image_stats: Tensor | None = None
     ) -> None:
-        super().__init__()
+        """Start a segment run of the tiles whose cores are ``core_mask``."""
         self.core_mask = core_mask
         self.use_image_stats = use_image_stats
         self.image_stats = image_stats
@@ -88,35 +91,57 @@ class TileStatistics(nn.Module):
         return torch.cat(self.parts, dim=1)
 
 
-def _holders(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, Attention | CrossAttention | FrequencyEmbedding | Router)]
+class TileRewrite(Rewrite):
+    """Image-wide reductions through the :class:`TileStatistics` that :class:`TileSegments` attaches."""
+
+    order = 0  # over the export forms of the same methods
+    stats: TileStatistics
 
 
-@contextmanager
-def tile_statistics(model: nn.Module, stats: TileStatistics) -> Iterator[TileStatistics]:
-    """Route every image-wide reduction of ``model`` through ``stats`` for the duration."""
-    holders = _holders(model)
-    for m in holders:
-        m.stats = stats
-    try:
-        yield stats
-    finally:
-        for m in holders:
-            m.stats = None
+class TileScores(TileRewrite):
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        gram, q_sq, k_sq = self.stats.attention(q, k)
+        return gram_cosine(gram, q_sq.sqrt(), k_sq.sqrt())
 
 
-def run_tile_segment(model: nn.Module, index: int, env: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Segment ``index`` of a tile: ``env`` holds the plan tensors plus :data:`moce.model.plan.TILE_INPUTS`
-    (``image_stats`` may be absent: local sums only); the result adds :data:`moce.model.plan.TILE_STATS`."""
-    stats = TileStatistics(env[CORE_MASK], env.get(USE_IMAGE_STATS), env.get(IMAGE_STATS))
-    with tile_statistics(model, stats):
-        out = model.run_segment(index, env)
-    out[TILE_STATS] = stats.report()
-    return out
+class TileEmbeddingMean(TileRewrite):
+    def pool(self, high: Tensor) -> Tensor:
+        return self.stats.mean(high)
 
 
-def stats_size(model: nn.Module, index: int, env: dict[str, Tensor]) -> int:
-    """How many numbers segment ``index`` reports per tile (independent of the tile's size)."""
-    plain = {k: v for k, v in env.items() if k not in (USE_IMAGE_STATS, IMAGE_STATS)}
-    with torch.no_grad():
-        return int(run_tile_segment(model, index, plain)[TILE_STATS].shape[1])
+class TileRouterMean(TileRewrite):
+    def gate_logits(self, x: Tensor) -> Tensor:
+        return self.gate[2](self.stats.mean(x))
+
+
+TILE_RULES = {
+    ChannelAttention: (TileScores,),
+    FrequencyEmbedding: (TileEmbeddingMean,),
+    Router: (TileRouterMean,),
+}
+
+
+class TileSegments:
+    """Plan segments of tiles: a copy of ``model`` whose image-wide reductions go through one
+    :class:`TileStatistics` (``model`` itself is left as it is)."""
+
+    def __init__(self, model: MoCEIR) -> None:
+        self.model = rewritten(model, TILE_RULES)
+        self.stats = TileStatistics()
+        for module in self.model.modules():
+            if isinstance(module, TileRewrite):
+                module.stats = self.stats
+
+    def run(self, index: int, env: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Segment ``index``: ``env`` holds the plan tensors plus :data:`moce.model.plan.TILE_INPUTS`
+        (``image_stats`` may be absent: local sums only); the result adds :data:`moce.model.plan.TILE_STATS`."""
+        self.stats.begin(env[CORE_MASK], env.get(USE_IMAGE_STATS), env.get(IMAGE_STATS))
+        out = self.model.run_segment(index, env)
+        out[TILE_STATS] = self.stats.report()
+        return out
+
+    def stats_size(self, index: int, env: dict[str, Tensor]) -> int:
+        """How many numbers segment ``index`` reports per tile (independent of the tile's size)."""
+        plain = {k: v for k, v in env.items() if k not in (USE_IMAGE_STATS, IMAGE_STATS)}
+        with torch.no_grad():
+            return int(self.run(index, plain)[TILE_STATS].shape[1])

@@ -6,8 +6,6 @@ unchanged; the arithmetic is re-derived from the paper's code, written for infer
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,42 +56,38 @@ def gram_cosine(gram: Tensor, q_norm: Tensor, k_norm: Tensor) -> Tensor:
 
 
 def fused_projection(pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:
-    """A 1x1 then a depth-wise convolution, cut into ``parts`` tensors along channels.
-
-    Modules call it through an instance attribute, so that export-time patchers can swap in
-    a form that suits a runtime better without forking the module.
-    """
+    """A 1x1 then a depth-wise convolution, cut into ``parts`` tensors along channels."""
     return depthwise(pointwise(x)).chunk(parts, dim=1)
 
 
-def channel_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    temperature: Tensor,
-    stats: nn.Module | None = None,
-    similarity: Callable[[Tensor, Tensor], Tensor] = cosine_scores,
-) -> Tensor:
+class Projecting(nn.Module):
+    """A layer whose inputs pass through a 1x1 + depth-wise convolution pair cut into parts."""
+
+    def project(self, pointwise: nn.Conv2d, depthwise: nn.Conv2d, x: Tensor, parts: int) -> tuple[Tensor, ...]:
+        return fused_projection(pointwise, depthwise, x, parts)
+
+
+class ChannelAttention(Projecting):
     """Transposed (channel-to-channel) attention with L2-normalised queries and keys.
 
-    The normalisation and the channel Gram matrix are sums over every pixel of the image, so
-    a tile alone sees other values; ``stats`` (see :mod:`moce.model.global_stats`) lets a
-    tile use the whole image's sums instead. ``similarity`` computes the cosine scores of a
-    whole image (exporters swap in an equal form).
+    The normalisation and the channel Gram matrix are sums over every pixel of the image, so a
+    tile alone sees other values (tiles override :meth:`scores`, see :mod:`moce.model.global_stats`).
     """
-    b, c, h, w = v.shape
-    heads = temperature.shape[0]
-    q, k = _split_heads(q, heads), _split_heads(k, heads)
-    if stats is None:
-        scores = similarity(q, k)
-    else:
-        gram, q_sq, k_sq = stats.attention(q, k)
-        scores = gram_cosine(gram, q_sq.sqrt(), k_sq.sqrt())
-    attn = torch.softmax(scores * temperature, dim=-1)
-    return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
+
+    temperature: nn.Parameter
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """Cosine scores of ``[N, heads, c, pixels]`` queries and keys."""
+        return cosine_scores(q, k)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, c, h, w = v.shape
+        heads = self.temperature.shape[0]
+        attn = torch.softmax(self.scores(_split_heads(q, heads), _split_heads(k, heads)) * self.temperature, dim=-1)
+        return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
 
 
-class FeedForward(nn.Module):
+class FeedForward(Projecting):
     """Gated depth-wise convolutional feed-forward network (GDFN)."""
 
     def __init__(self, dim: int, hidden: int, bias: bool) -> None:
@@ -101,14 +95,13 @@ class FeedForward(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
-        self.project = fused_projection
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.project(self.project_in, self.dwconv, x, 2)
         return self.project_out(F.gelu(x1) * x2)
 
 
-class Attention(nn.Module):
+class Attention(ChannelAttention):
     """Multi-Dconv head transposed self-attention (MDTA)."""
 
     def __init__(self, dim: int, heads: int, bias: bool) -> None:
@@ -117,16 +110,13 @@ class Attention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
-        self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
-        self.project = fused_projection
-        self.similarity = cosine_scores
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.project(self.qkv, self.qkv_dwconv, x, 3)
-        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats, self.similarity))
+        return self.project_out(self.attend(q, k, v))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(ChannelAttention):
     """Transposed attention whose queries come from ``x`` and keys/values from ``y``."""
 
     def __init__(self, dim: int, heads: int, bias: bool) -> None:
@@ -137,14 +127,11 @@ class CrossAttention(nn.Module):
         self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
-        self.stats: nn.Module | None = None  # image-wide sums for tiles; see moce.model.global_stats
-        self.project = fused_projection
-        self.similarity = cosine_scores
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(x))
         k, v = self.project(self.kv, self.kv_dwconv, y, 2)
-        return self.project_out(channel_attention(q, k, v, self.temperature, self.stats, self.similarity))
+        return self.project_out(self.attend(q, k, v))
 
 
 def pad_to_patches(x: Tensor, p: int) -> Tensor:
@@ -157,7 +144,7 @@ def fft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
     """Circular convolution of ``q`` and ``k`` inside each p x p patch (the original's math).
 
     ``irfft2(rfft2(q) * rfft2(k))`` over zero-padded patches, cropped back to the input size.
-    The exporter swaps in an exact DFT-matrix form (ONNX has no usable inverse real FFT).
+    The exported graphs run an exact DFT-matrix form (ONNX has no usable inverse real FFT).
     """
     b, c, h, w = q.shape
     qp, kp = pad_to_patches(q.float(), p), pad_to_patches(k.float(), p)
@@ -167,12 +154,8 @@ def fft_patch_mix(q: Tensor, k: Tensor, p: int) -> Tensor:
     return mixed.permute(0, 1, 2, 4, 3, 5).reshape(b, c, nh * p, nw * p)[:, :, :h, :w]
 
 
-class FFTAttention(nn.Module):
-    """Expert body: query/key mixing by circular convolution inside p x p patches.
-
-    ``patch_mix`` is an instance attribute so that export-time patchers can replace the FFT
-    without forking this class.
-    """
+class FFTAttention(Projecting):
+    """Expert body: query/key mixing by circular convolution inside p x p patches."""
 
     def __init__(self, dim: int, patch_size: int) -> None:
         super().__init__()
@@ -183,13 +166,14 @@ class FFTAttention(nn.Module):
         self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 7, padding=3, groups=dim * 2)
         self.norm = ChannelLayerNorm(dim, with_bias=True)
         self.proj_out = nn.Conv2d(dim, dim, 1)
-        self.patch_mix = fft_patch_mix
-        self.project = fused_projection
+
+    def mix_patches(self, q: Tensor, k: Tensor) -> Tensor:
+        return fft_patch_mix(q, k, self.patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
         q = self.q_dwconv(self.q(x))
         k, v = self.project(self.kv, self.kv_dwconv, x, 2)
-        return self.proj_out(self.norm(self.patch_mix(q, k, self.patch_size)) * v)
+        return self.proj_out(self.norm(self.mix_patches(q, k)) * v)
 
 
 class HighPassConv2d(nn.Module):
@@ -214,28 +198,28 @@ class FrequencyEmbedding(nn.Module):
         super().__init__()
         self.high_conv = nn.Sequential(HighPassConv2d(dim), nn.GELU())
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.stats: nn.Module | None = None  # image-wide means for tiles; see moce.model.global_stats
+
+    def pool(self, high: Tensor) -> Tensor:
+        """Per-channel mean over the image (tiles override it, see :mod:`moce.model.global_stats`)."""
+        return high.mean(dim=(-2, -1))
 
     def forward(self, x: Tensor) -> Tensor:
-        high = self.high_conv(x)
-        return self.mlp(high.mean(dim=(-2, -1)) if self.stats is None else self.stats.mean(high))
+        return self.mlp(self.pool(self.high_conv(x)))
 
 
 def conv_unshuffle(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """The original's down-sampling: a 3x3 convolution, then a 2x pixel-unshuffle.
-
-    Called through an instance attribute, like :func:`fused_projection`, so the exporter can
-    swap in a single strided convolution.
-    """
+    """The original's down-sampling: a 3x3 convolution, then a 2x pixel-unshuffle."""
     return F.pixel_unshuffle(conv(x), 2)
 
 
 class Downsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        # a Sequential for the original's ``body.0.weight`` key; ``down`` does the unshuffle
+        # a Sequential for the original's ``body.0.weight`` key; :meth:`down` does the unshuffle
         self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False))
-        self.down = conv_unshuffle
+
+    def down(self, conv: nn.Conv2d, x: Tensor) -> Tensor:
+        return conv_unshuffle(conv, x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(self.body[0], x)

@@ -6,7 +6,7 @@ adapter only the experts that some sample chose, each once on its sub-batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from moce.model.plan import (
     skip_name,
     walk,
 )
-from moce.routing import Routing, route
+from moce.routing import Routing, RowOps, dispatch, route
 
 
 class ComplexityExpert(nn.Module):
@@ -72,11 +72,13 @@ class Router(nn.Module):
         self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(dim, num_experts, bias=False))
         self.freq_gate = nn.Linear(freq_dim, num_experts, bias=False)
         self.register_buffer("complexity", complexity)
-        self.stats: nn.Module | None = None  # image-wide means for tiles; see moce.model.global_stats
+
+    def gate_logits(self, x: Tensor) -> Tensor:
+        """Logits from the image-wide mean of ``x`` (tiles override it, see :mod:`moce.model.global_stats`)."""
+        return self.gate(x)
 
     def forward(self, x: Tensor, freq_emb: Tensor) -> Tensor:
-        gate = self.gate(x) if self.stats is None else self.gate[2](self.stats.mean(x))
-        return gate + self.freq_gate(freq_emb)
+        return self.gate_logits(x) + self.freq_gate(freq_emb)
 
 
 class Adapter(nn.Module):
@@ -93,25 +95,19 @@ class Adapter(nn.Module):
         return self.experts[index][0]
 
     def mix(
-        self,
-        x: Tensor,
-        shared: Tensor,
-        groups: Iterable[tuple[int, Tensor, Tensor]],
-        run_rows: Callable[[Tensor], Tensor] | None = None,
+        self, x: Tensor, shared: Tensor, groups: Iterable[tuple[int, Tensor, Tensor]], ops: RowOps[Tensor] | None = None
     ) -> Tensor:
-        """The one expert dispatch of the PyTorch paths: for each ``(expert, rows, gates)`` group the
-        expert runs once on its rows, and the gate-weighted outputs are summed into place.
+        """:func:`moce.routing.dispatch` of ``(expert, rows, gates)`` groups on torch tensors.
 
-        ``run_rows(rows)`` picks the rows an expert is run on (training pads them, see
-        ``moce.train.objective.bucketed``); outputs past ``len(rows)`` are dropped.
+        ``ops`` may hand an expert more rows than it was given (training pads them, see
+        ``moce.train.objective.PaddedRows``); outputs past the group's rows are dropped.
         """
-        out = torch.zeros_like(x)
-        for expert, rows, gates in groups:
-            rows = rows.to(x.device)
-            run = rows if run_rows is None else run_rows(rows)
-            y = self.expert(expert)(x[run], shared[run])[: rows.numel()]
-            out = out.index_add(0, rows, y * gates.to(x.device, x.dtype).view(-1, 1, 1, 1))
-        return out
+
+        def run(expert: int, xs: Tensor, shared_rows: Tensor, gates: Tensor) -> Tensor:
+            y = self.expert(expert)(xs, shared_rows)[: gates.numel()]
+            return y * gates.to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+        return dispatch(x, shared, groups, x.shape[0], run, ops or TorchRows())
 
 
 class DecoderBlock(nn.Module):
@@ -145,11 +141,24 @@ class DecoderGroup(nn.Module):
         self.layers = nn.ModuleList(blocks)
 
 
+class TorchRows:
+    """:class:`moce.routing.RowOps` on torch tensors, out of place (autograd may need the inputs)."""
+
+    def take(self, value: Tensor, rows: Tensor) -> Tensor:
+        return value[rows.to(value.device)]
+
+    def zeros_like(self, value: Tensor) -> Tensor:
+        return torch.zeros_like(value)
+
+    def add_rows(self, out: Tensor, rows: Tensor, value: Tensor) -> Tensor:
+        return out.index_add(0, rows.to(out.device), value)
+
+
 def torch_groups(routing: Routing, device: torch.device) -> list[tuple[int, Tensor, Tensor]]:
-    """``routing.groups()`` as ``(expert, rows, gates)`` tensors on ``device``, for :meth:`Adapter.mix`."""
+    """:meth:`Routing.gated_groups` as tensors on ``device``, for :meth:`Adapter.mix`."""
     return [
-        (expert, torch.as_tensor(rows, device=device), torch.as_tensor(routing.gates[rows, slots], device=device))
-        for expert, rows, slots in routing.groups()
+        (expert, torch.as_tensor(rows, device=device), torch.as_tensor(gates, device=device))
+        for expert, rows, gates in routing.gated_groups()
     ]
 
 

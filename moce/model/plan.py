@@ -76,6 +76,16 @@ class AdapterStep:
 Step = SegmentStep | AdapterStep
 
 
+def tensor_levels(config: MoCEConfig) -> dict[str, int | None]:
+    """Resolution level of every plan tensor (0 = full size), None for ``[batch, features]`` ones."""
+    levels: dict[str, int | None] = {IMAGE: 0, RESTORED: 0, FREQ_EMB: None}
+    levels.update({skip_name(level): level for level in range(config.levels - 1)})
+    for a, level in enumerate(config.adapter_levels()):
+        t = AdapterTensors(a)
+        levels.update({t.shortcut: level, t.adapter_in: level, t.shared: level, t.adapter_out: level, t.logits: None})
+    return levels
+
+
 def first_adapter_of_level(config: MoCEConfig) -> dict[int, int]:
     """For each decoder level, the adapter index of its first block (where its skip joins)."""
     firsts: dict[int, int] = {}

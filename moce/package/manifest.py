@@ -24,6 +24,12 @@ from moce.model.plan import AdapterStep, SegmentStep, Step
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
+CONDITIONAL_GRAPH = "conditional"
+"""The whole network with ``If`` nodes choosing the experts (one image per call)."""
+DENSE_GRAPH = "dense"
+"""The whole network running every expert, weighted by the one-hot top-k gate."""
+WHOLE_GRAPHS = (CONDITIONAL_GRAPH, DENSE_GRAPH)
+
 
 def segment_graph(index: int) -> str:
     return f"segment{index}"
@@ -36,12 +42,6 @@ def tile_segment_graph(index: int) -> str:
 
 def expert_graph(adapter: int, expert: int) -> str:
     return f"adapter{adapter}.expert{expert}"
-
-
-def parse_expert_graph(name: str) -> tuple[int, int]:
-    """Inverse of :func:`expert_graph`: ``adapter3.expert1`` -> ``(3, 1)``."""
-    adapter, _, expert = name.partition(".expert")
-    return int(adapter.removeprefix("adapter")), int(expert)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -115,7 +115,23 @@ class Variant:
     graphs: dict[str, GraphEntry]
 
 
-TYPED = ("schema_version", "config", "opset", "input", "graphs", "weights", "plan", "precisions")
+@dataclass
+class EngineEntry:
+    """A TensorRT engine of one graph and precision: its file, hash, and what it was built from and for."""
+
+    graph: str
+    precision: str
+    file: str
+    sha256: str
+    graph_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+    profile: list[list[int]]  # min, opt, max image shapes (batch, height, width)
+    digest: str  # the engine cache's key
+
+
+TYPED = ("schema_version", "config", "opset", "input", "graphs", "weights", "plan", "precisions", "engines")
 """Top-level keys read into typed fields; every other key is kept as written (provenance, notes)."""
 
 
@@ -131,6 +147,7 @@ class Manifest:
     plan_entries: list[SegmentEntry | AdapterEntry]
     weights: FileEntry | None = None
     precisions: dict[str, Variant] = field(default_factory=dict)
+    engines: list[EngineEntry] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     """The other top-level keys (format, created_by, source, output, routing, validation, ...)."""
     key_order: list[str] = field(default_factory=list)
@@ -168,6 +185,7 @@ class Manifest:
             plan_entries=plan,
             weights=_parse(FileEntry | None, data.get("weights"), "weights", problems),
             precisions=_parse(dict[str, Variant], data.get("precisions", {}), "precisions", problems),
+            engines=_parse(list[EngineEntry], data.get("engines", []), "engines", problems),
             info={k: v for k, v in data.items() if k not in TYPED},
             key_order=list(data),
         )
@@ -188,9 +206,11 @@ class Manifest:
         multiple = self.input.get("size_multiple")
         if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
             problems.append(f"input.size_multiple: expected a positive integer, got {multiple!r}")
-        for step in self.plan_entries:
-            graphs = [step.graph] if isinstance(step, SegmentEntry) else [e.graph for e in step.experts]
-            problems += [f"plan: graph {g!r} is not in graphs" for g in graphs if g not in self.graph_entries]
+        problems += [f"plan: graph {g!r} is not in graphs" for g in self.plan_graphs() if g not in self.graph_entries]
+        for e in self.engines:
+            known = e.precision == "fp32" or e.precision in self.precisions
+            if not known or e.graph not in self.graphs(e.precision):
+                problems.append(f"engines: {e.precision} graph {e.graph!r} is not in the package")
         return problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +226,8 @@ class Manifest:
             typed["weights"] = _plain(self.weights)
         if self.precisions:
             typed["precisions"] = {p: _plain(v) for p, v in self.precisions.items()}
+        if self.engines:
+            typed["engines"] = [_plain(e) for e in self.engines]
         merged = {**self.info, **typed}
         order = [k for k in self.key_order if k in merged] + [k for k in merged if k not in self.key_order]
         return {k: merged[k] for k in order}
@@ -243,6 +265,26 @@ class Manifest:
     def has_tile_segments(self) -> bool:
         """Whether the package has the tile segments that share image-wide sums (``--tiles``)."""
         return self.has_graph(tile_segment_graph(0))
+
+    def plan_graphs(self) -> list[str]:
+        """The split plan's graphs in plan order: each segment, then each of an adapter's experts."""
+        names = []
+        for step in self.plan_entries:
+            names += [step.graph] if isinstance(step, SegmentEntry) else [e.graph for e in step.experts]
+        return names
+
+    def tile_graphs(self) -> list[str]:
+        """The tile segments the package holds, in plan order."""
+        names = [tile_segment_graph(s.index) for s in self.plan_entries if isinstance(s, SegmentEntry)]
+        return [n for n in names if n in self.graph_entries]
+
+    def engines_of(self, precision: str) -> dict[str, EngineEntry]:
+        """The TensorRT engines recorded for ``precision``, by graph name."""
+        return {e.graph: e for e in self.engines if e.precision == precision}
+
+    def set_engines(self, precision: str, entries: list[EngineEntry]) -> None:
+        """Replace the engines recorded for ``precision``; :meth:`write` saves them."""
+        self.engines = [e for e in self.engines if e.precision != precision] + entries
 
     def adapters(self) -> list[AdapterEntry]:
         return [s for s in self.plan_entries if isinstance(s, AdapterEntry)]
@@ -283,15 +325,16 @@ class Manifest:
 
     def verify_files(self) -> None:
         """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
-        files: dict[str, GraphEntry | FileEntry] = dict(self.graph_entries)
+        files: dict[str, GraphEntry | FileEntry | EngineEntry] = dict(self.graph_entries)
         for precision, variant in self.precisions.items():
             files.update({f"{precision}:{n}": g for n, g in variant.graphs.items()})
         if self.weights:
             files["weights"] = self.weights
+        files.update({f"{e.precision} engine:{e.graph}": e for e in self.engines})
         for name, info in files.items():
             path = self.root / info.file
             if not path.is_file():
-                raise PackageError(f"{self.root}: graph '{name}' is missing its file {info.file}")
+                raise PackageError(f"{self.root}: '{name}' is missing its file {info.file}")
             if sha256_bytes(path.read_bytes()) != info.sha256:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
 

@@ -19,12 +19,14 @@ from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
 from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.export.patches import export_patches
+from moce.export.patches import export_form
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
 from moce.model.network import MoCEIR
 from moce.model.plan import AdapterStep, SegmentStep, plan_to_dict
 from moce.package.manifest import (
+    CONDITIONAL_GRAPH,
+    DENSE_GRAPH,
     SCHEMA_VERSION,
     Manifest,
     expert_graph,
@@ -106,34 +108,34 @@ def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
     Counted on the exported forms, which is what the graphs run (the DFT-matrix spectral mixing;
     the strided down-sampling costs more than the model's own).
     """
-    with export_patches(model):
-        pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
-        costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
-        entries = []
-        for item, step in zip(plan_to_dict(model.plan), model.plan):
-            if isinstance(step, SegmentStep):
-                progress(f"count FLOPs of segment {step.index}")
-                item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
-            else:
-                assert isinstance(step, AdapterStep)
-                item.update(
-                    top_k=model.config.top_k,
-                    experts=[
-                        {
-                            "expert": e,
-                            "graph": expert_graph(step.index, e),
-                            "rank": c.rank,
-                            "patch_size": c.patch_size,
-                            "params": c.params,
-                            "complexity": c.complexity,
-                            "flops_per_pixel": c.flops / pixels,
-                        }
-                        for e in range(model.config.num_experts)
-                        for c in [costs[(step.index, e)]]
-                    ],
-                )
-            entries.append(item)
-        return entries
+    model = export_form(model)
+    pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
+    costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
+    entries = []
+    for item, step in zip(plan_to_dict(model.plan), model.plan):
+        if isinstance(step, SegmentStep):
+            progress(f"count FLOPs of segment {step.index}")
+            item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
+        else:
+            assert isinstance(step, AdapterStep)
+            item.update(
+                top_k=model.config.top_k,
+                experts=[
+                    {
+                        "expert": e,
+                        "graph": expert_graph(step.index, e),
+                        "rank": c.rank,
+                        "patch_size": c.patch_size,
+                        "params": c.params,
+                        "complexity": c.complexity,
+                        "flops_per_pixel": c.flops / pixels,
+                    }
+                    for e in range(model.config.num_experts)
+                    for c in [costs[(step.index, e)]]
+                ],
+            )
+        entries.append(item)
+    return entries
 
 
 def _versions() -> dict[str, str]:
@@ -195,7 +197,7 @@ def write_package(
         _write_graph(
             out_dir,
             graphs,
-            "conditional",
+            CONDITIONAL_GRAPH,
             "conditional.onnx",
             compose_conditional(plan, segments, experts, config.in_channels, config.num_experts),
         )
@@ -207,7 +209,7 @@ def write_package(
         _write_graph(
             out_dir,
             graphs,
-            "dense",
+            DENSE_GRAPH,
             "dense.onnx",
             compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k),
         )

@@ -20,11 +20,11 @@ from moce.model.plan import (
     SegmentStep,
     walk,
 )
-from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_segment_graph
-from moce.routing import Routing, route
+from moce.package.manifest import DENSE_GRAPH, WHOLE_GRAPHS, Manifest, expert_graph, segment_graph, tile_segment_graph
+from moce.routing import Routing, dispatch, route
 from moce.runtime.runners import GraphRunner
 
-ROUTING_MODES = ("split", "conditional", "dense")
+ROUTING_MODES = ("split", *WHOLE_GRAPHS)  # the whole-network modes run the graphs of those names
 
 
 @dataclass
@@ -87,7 +87,7 @@ class PlanExecutor:
             return self._run_split(image, forced, tiles)
         if forced is not None or tiles is not None:
             raise ValueError("forced routes and tile statistics need the split routing mode")
-        if mode in ("conditional", "dense"):
+        if mode in WHOLE_GRAPHS:
             return self._run_whole(image, mode)
         raise ValueError(f"unknown routing mode {mode!r}; choose from {ROUTING_MODES}")
 
@@ -138,31 +138,22 @@ class PlanExecutor:
         env = walk(self.plan, {IMAGE: r.from_host(image)}, segment, adapter)
         return PlanResult(r.to_host(env[RESTORED]), routings, calls, stats)
 
-    def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]):  # noqa: ANN202
-        """Each chosen expert runs once on the rows that chose it; the rest never run."""
+    def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]) -> Any:
+        """Each chosen expert graph runs once on the rows that chose it (:func:`moce.routing.dispatch`);
+        the gate is one of the graph's inputs. The other experts never run."""
         r = self.runner
+
+        def run(expert: int, x: Any, shared: Any, gates: np.ndarray) -> Any:
+            calls.append((step.index, expert, len(gates)))
+            gate = r.from_host(gates.reshape(-1, 1).astype(np.float32))
+            return r.infer(expert_graph(step.index, expert), dict(zip(EXPERT_INPUTS, (x, shared, gate))))[EXPERT_OUTPUT]
+
         x, shared = (env[n] for n in step.inputs)
-        batch = routing.experts.shape[0]
-        out = None
-        for expert, rows, slots in routing.groups():
-            whole = len(rows) == batch and np.array_equal(rows, np.arange(batch))
-            gate = r.from_host(routing.gates[rows, slots].reshape(-1, 1).astype(np.float32))
-            feeds = dict(
-                zip(EXPERT_INPUTS, (x if whole else r.take(x, rows), shared if whole else r.take(shared, rows), gate))
-            )
-            y = r.infer(expert_graph(step.index, expert), feeds)[EXPERT_OUTPUT]
-            calls.append((step.index, expert, len(rows)))
-            if out is None and whole:
-                out = y
-                continue
-            if out is None:
-                out = r.zeros_like(x)
-            r.add_rows(out, rows, y)
-        return out
+        return dispatch(x, shared, routing.gated_groups(), routing.experts.shape[0], run, r)
 
     def _run_whole(self, image: np.ndarray, mode: str) -> PlanResult:
         """One call per batch (dense) or per image (conditional: ``If`` graphs take batch 1)."""
-        chunks = [image] if mode == "dense" else [image[i : i + 1] for i in range(image.shape[0])]
+        chunks = [image] if mode == DENSE_GRAPH else [image[i : i + 1] for i in range(image.shape[0])]
         results = [self.runner.infer(mode, {IMAGE: chunk}) for chunk in chunks]
         adapters = [s.index for s in self.plan if isinstance(s, AdapterStep)]
         routings = []

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from types import TracebackType
 
 import numpy as np
 
 from moce._lazy import require
-from moce.package.manifest import Manifest, parse_expert_graph
+from moce.errors import PackageError
+from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
+from moce.model.plan import AdapterStep, SegmentStep
+from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_segment_graph
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -59,8 +63,9 @@ class GraphRunner(ABC):
     def zeros_like(self, value):  # noqa: ANN001, ANN201
         return np.zeros_like(value)
 
-    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
+    def add_rows(self, out, rows: np.ndarray, value):  # noqa: ANN001, ANN201
         out[rows] += value
+        return out
 
     def __enter__(self) -> GraphRunner:
         self.activate()
@@ -178,14 +183,15 @@ class TorchTensors(GraphRunner):
         with torch.inference_mode():
             return torch.zeros_like(value)
 
-    def add_rows(self, out, rows: np.ndarray, value) -> None:  # noqa: ANN001
+    def add_rows(self, out, rows: np.ndarray, value):  # noqa: ANN001, ANN201
         torch = self._torch_module()
         with torch.inference_mode():
-            out.index_add_(0, torch.as_tensor(rows, device=out.device), value)
+            return out.index_add_(0, torch.as_tensor(rows, device=out.device), value)
 
 
 class TorchRunner(TorchTensors):
-    """The PyTorch reference as a runner: graph names map to the model's segments and experts."""
+    """The PyTorch reference as a runner: each graph name of the package is bound to the model's
+    segment, tile segment or expert it was exported from."""
 
     name = "torch"
 
@@ -195,16 +201,30 @@ class TorchRunner(TorchTensors):
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
+        self._graphs: dict[str, Callable[[dict], dict]] = {}
+        for step in self.model.plan:
+            if isinstance(step, SegmentStep):
+                self._graphs[segment_graph(step.index)] = partial(self.model.run_segment, step.index)
+                self._graphs[tile_segment_graph(step.index)] = partial(self._tile_segment, step.index)
+            else:
+                assert isinstance(step, AdapterStep)
+                for e in range(self.model.config.num_experts):
+                    self._graphs[expert_graph(step.index, e)] = partial(self._expert, step.index, e)
+
+    def _tile_segment(self, index: int, feeds: dict) -> dict:
+        from moce.model.global_stats import TileSegments  # PyTorch only for this backend
+
+        if self._tiles is None:
+            self._tiles = TileSegments(self.model)
+        return self._tiles.run(index, feeds)
+
+    def _expert(self, adapter: int, expert: int, feeds: dict) -> dict:
+        x, shared, gate = (feeds[n] for n in EXPERT_INPUTS)
+        return {EXPERT_OUTPUT: self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}
 
     def _infer(self, graph: str, feeds: dict) -> dict:
-        torch = self._torch_module()
-        with torch.inference_mode():
-            if graph.startswith("segment"):
-                return self.model.run_segment(int(graph[len("segment") :]), feeds)
-            if graph.startswith("tile_segment"):
-                from moce.model.global_stats import run_tile_segment
-
-                return run_tile_segment(self.model, int(graph[len("tile_segment") :]), feeds)
-            adapter, expert = parse_expert_graph(graph)
-            x, shared, gate = feeds["adapter_in"], feeds["shared"], feeds["gate"]
-            return {"weighted_out": self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}
+        if graph not in self._graphs:
+            raise PackageError(f"the torch backend runs the split plan's graphs; it has no graph '{graph}'")
+        with self._torch_module().inference_mode():
+            return self._graphs[graph](feeds)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moce.model.network import MoCEIR
+from moce.model.network import MoCEIR, TorchRows
 from moce.model.plan import IMAGE, RESTORED, AdapterStep, walk
 
 
@@ -46,6 +46,13 @@ def route_contrast_loss(probs: list[Tensor], tasks: Tensor, eps: float = 1e-4) -
     if pairs.numel() == 0:
         return same_route.new_zeros(())
     return F.binary_cross_entropy(pairs, same_task[off_diagonal].to(pairs.dtype))
+
+
+class PaddedRows(TorchRows):
+    """Each expert runs on its rows padded by :func:`bucketed` (the extra outputs are dropped)."""
+
+    def take(self, value: Tensor, rows: Tensor) -> Tensor:
+        return super().take(value, bucketed(rows.to(value.device)))
 
 
 def bucketed(rows: Tensor) -> Tensor:
@@ -88,7 +95,7 @@ def training_forward(
         for e in chosen.unique().tolist():
             rows, slots = (chosen == e).nonzero(as_tuple=True)
             groups.append((e, rows, gates[rows, slots]))
-        return adapter.mix(*(env[n] for n in step.inputs), groups, bucketed if pad else None)
+        return adapter.mix(*(env[n] for n in step.inputs), groups, PaddedRows() if pad else None)
 
     env = walk(model.plan, {IMAGE: image}, lambda step, env: model.run_segment(step.index, env), adapter_step)
     return env[RESTORED], balance / model.config.num_adapters, routes, route_probs

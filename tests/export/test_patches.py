@@ -7,13 +7,23 @@ import torch
 from torch import nn
 
 from moce.export.graphs import export_segment
-from moce.export.patches import GramScores, export_patches, split_projection, strided_unshuffle
+from moce.export.patches import (
+    DftSpectralMix,
+    GramScores,
+    GramSimilarity,
+    SplitProjection,
+    StridedDownsample,
+    export_form,
+    split_projection,
+    strided_unshuffle,
+)
+from moce.model.complexity import expert_costs
+from moce.model.global_stats import TileScores, TileSegments
 from moce.model.layers import (
-    Attention,
-    CrossAttention,
+    ChannelAttention,
     Downsample,
-    FeedForward,
     FFTAttention,
+    Projecting,
     conv_unshuffle,
     cosine_scores,
     fused_projection,
@@ -51,21 +61,47 @@ def test_gram_scores_equal_cosine_scores_including_an_all_zero_channel():
     torch.testing.assert_close(GramScores()(q, k), cosine_scores(q, k), rtol=0, atol=1e-6)
 
 
-def test_patches_apply_inside_the_block_and_are_undone_after(tiny_model):
-    keys = set(tiny_model.state_dict())
-    kinds = (FeedForward, Attention, CrossAttention, FFTAttention)
-    modules = [m for m in tiny_model.modules() if isinstance(m, kinds)]
-    assert {type(m) for m in modules} == set(kinds)
-    with export_patches(tiny_model):
-        assert all(m.project is split_projection for m in modules)
-        assert all(isinstance(m.similarity, GramScores) for m in modules if isinstance(m, Attention | CrossAttention))
-    assert all(m.project is fused_projection for m in modules)
-    downs = [m for m in tiny_model.modules() if isinstance(m, Downsample)]
-    with export_patches(tiny_model):
-        assert downs and all(m.down is strided_unshuffle for m in downs)
-    assert all(m.down is conv_unshuffle for m in downs)
-    assert all(m.similarity is cosine_scores for m in modules if isinstance(m, Attention | CrossAttention))
-    assert set(tiny_model.state_dict()) == keys
+def test_export_form_is_a_rewritten_copy_and_the_model_is_left_alone(tiny_model):
+    classes = [type(m) for m in tiny_model.modules()]
+    exported = export_form(tiny_model)
+    assert [type(m) for m in tiny_model.modules()] == classes
+    expected = {
+        Projecting: SplitProjection,
+        ChannelAttention: GramSimilarity,
+        FFTAttention: DftSpectralMix,
+        Downsample: StridedDownsample,
+    }
+    for layer, rewrite in expected.items():
+        modules = [m for m in exported.modules() if isinstance(m, layer)]
+        assert modules and all(isinstance(m, rewrite) for m in modules), layer
+    assert all(isinstance(m.similarity, GramScores) for m in exported.modules() if isinstance(m, ChannelAttention))
+    assert set(exported.state_dict()) == set(tiny_model.state_dict())
+    again = export_form(exported)
+    assert [type(m) for m in again.modules()] == [type(m) for m in exported.modules()]
+
+
+def test_export_form_restores_like_the_model(tiny_model):
+    image = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    want, want_routes = tiny_model.restore(image)
+    got, got_routes = export_form(tiny_model).restore(image)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert all((a.experts == b.experts).all() for a, b in zip(got_routes, want_routes))
+
+
+def test_flops_are_counted_on_whichever_form_is_given(tiny_model):
+    """No context to remember: the model counts its FFT form (uncounted FFTs), the export form its
+    DFT matrix products."""
+    own = expert_costs(tiny_model, 64, 64)
+    exported = expert_costs(export_form(tiny_model), 64, 64)
+    assert all(e.flops > o.flops for o, e in zip(own, exported))
+    assert expert_costs(tiny_model, 64, 64) == own
+
+
+def test_tile_statistics_win_over_the_export_form_of_the_scores(tiny_model):
+    tiles = TileSegments(export_form(tiny_model))
+    attention = [m for m in tiles.model.modules() if isinstance(m, ChannelAttention)]
+    assert attention and all(isinstance(m, GramSimilarity) and isinstance(m, TileScores) for m in attention)
+    assert all(type(m).scores is TileScores.scores for m in attention)
 
 
 def test_exported_segments_have_no_split_and_no_pixel_wide_normalisation(tiny_model):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from moce.model.global_stats import run_tile_segment
+from moce.model.global_stats import TileSegments
 from moce.model.network import torch_groups
 from moce.model.plan import CORE_MASK, IMAGE, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS, SegmentStep
 from moce.routing import route
@@ -30,12 +30,12 @@ def _walk(model, image: torch.Tensor):
 def test_whole_image_tile_matches_the_segment_with_its_own_or_imposed_sums(tiny_model):
     image = torch.rand(2, 3, 64, 96)
     mask = torch.ones(2, 1, 64, 96)
+    tiles = TileSegments(tiny_model)
     for step, env in _walk(tiny_model, image):
         with torch.inference_mode():
             want = tiny_model.run_segment(step.index, env)
-            local = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask})
-            imposed = run_tile_segment(
-                tiny_model,
+            local = tiles.run(step.index, {**env, CORE_MASK: mask})
+            imposed = tiles.run(
                 step.index,
                 {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.ones(1), IMAGE_STATS: local[TILE_STATS]},
             )
@@ -49,9 +49,10 @@ def test_shares_of_two_halves_add_up_to_the_whole(tiny_model):
     step, env = next(_walk(tiny_model, torch.rand(1, 3, 64, 96)))
     left, right = torch.zeros(1, 1, 64, 96), torch.zeros(1, 1, 64, 96)
     left[..., :48], right[..., 48:] = 1, 1
+    tiles = TileSegments(tiny_model)
     with torch.inference_mode():
-        whole = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: left + right})[TILE_STATS]
-        halves = [run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: m})[TILE_STATS] for m in (left, right)]
+        whole = tiles.run(step.index, {**env, CORE_MASK: left + right})[TILE_STATS]
+        halves = [tiles.run(step.index, {**env, CORE_MASK: m})[TILE_STATS] for m in (left, right)]
     # the halves' own sums drive their attention, so only the first reduction (the first
     # block's Gram matrix, computed before any attention) is comparable
     dim, heads = tiny_model.config.dim, tiny_model.config.heads[0]
@@ -63,10 +64,10 @@ def test_imposed_sums_change_what_a_tile_computes(tiny_model):
     """The imposed path is live: other sums give other outputs (a test that can fail)."""
     step, env = next(_walk(tiny_model, torch.rand(1, 3, 64, 64)))
     mask = torch.ones(1, 1, 64, 64)
+    tiles = TileSegments(tiny_model)
     with torch.inference_mode():
-        local = run_tile_segment(tiny_model, step.index, {**env, CORE_MASK: mask})
-        other = run_tile_segment(
-            tiny_model,
+        local = tiles.run(step.index, {**env, CORE_MASK: mask})
+        other = tiles.run(
             step.index,
             {
                 **env,
@@ -75,8 +76,7 @@ def test_imposed_sums_change_what_a_tile_computes(tiny_model):
                 IMAGE_STATS: local[TILE_STATS] * torch.rand_like(local[TILE_STATS]),
             },
         )
-        unused = run_tile_segment(
-            tiny_model,
+        unused = tiles.run(
             step.index,
             {**env, CORE_MASK: mask, USE_IMAGE_STATS: torch.zeros(1), IMAGE_STATS: torch.rand_like(local[TILE_STATS])},
         )
@@ -111,3 +111,15 @@ def test_tile_segments_agree_across_backends(tiny_pkg, tiny_model, backend):
     np.testing.assert_allclose(first.restored, ref.restored, atol=1e-4)
     for s in ref.tile_stats:
         np.testing.assert_allclose(first.tile_stats[s], ref.tile_stats[s], rtol=1e-3, atol=1e-2)
+
+
+def test_tile_segments_leave_the_model_as_it_was(tiny_model):
+    """The tile forms live on a copy: the model keeps its classes, and a copy of a copy is the same."""
+    classes = [type(m) for m in tiny_model.modules()]
+    tiles = TileSegments(tiny_model)
+    assert [type(m) for m in tiny_model.modules()] == classes
+    assert not any(hasattr(m, "stats") for m in tiny_model.modules())
+    again = TileSegments(tiles.model)
+    assert [type(m) for m in again.model.modules() if not isinstance(m, type(tiles.stats))] == [
+        type(m) for m in tiles.model.modules() if not isinstance(m, type(tiles.stats))
+    ]
