@@ -29,10 +29,10 @@ import numpy as np
 
 from moce.errors import InputError
 from moce.package.manifest import Manifest
-from moce.package.store import resolve_package
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
 from moce.runtime.backends import cuda_available, make_runner, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
+from moce.runtime.resolve import resolve_model
 
 REFERENCE = "torch-eager"
 
@@ -224,7 +224,7 @@ def run_bench(
     progress = progress or (lambda message: None)
     options = replace(options, device=bench_device(options))
     kept = freed_memory_kept()  # the program's setting (the moce CLI keeps freed memory; see allocator)
-    manifest = resolve_package(model, progress)
+    manifest = resolve_model(model, progress)
     rng = np.random.default_rng(options.seed)
     cases = expand_cases(options)
     images = {
@@ -336,7 +336,7 @@ def _child(spec: str) -> None:
     options = BenchOptions(
         [case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"], device=data["device"]
     )
-    manifest = resolve_package(data["model"])
+    manifest = resolve_model(data["model"])
     image = np.random.default_rng(0).random(
         (case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32
     )

@@ -21,9 +21,9 @@ from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
 from moce.imageio import image_files, read_image
 from moce.metrics import psnr, ssim
-from moce.package.store import resolve_package
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
+from moce.runtime.resolve import resolve_model
 from moce.runtime.restorer import RestoreOptions, Restorer
 
 
@@ -78,7 +78,7 @@ def evaluate(
     unknown = [d for d in options.degradations if d not in DEGRADATIONS]
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
-    manifest = resolve_package(model, progress)
+    manifest = resolve_model(model, progress)
     images = load_clean_images(data)
     report = EvalReport()
     samples: list[tuple[tuple, str, int]] = []

@@ -20,9 +20,9 @@ import numpy as np
 from moce.errors import InputError, MoceError
 from moce.files import write_bytes_atomic
 from moce.imageio import SUPPORTED, ImageInfo, from_rgb_float, read_image, write_image_atomic
-from moce.package.store import resolve_package
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
+from moce.runtime.resolve import resolve_model
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
 
 
@@ -283,7 +283,7 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     start = time.perf_counter()
     _check_paths(job)
     root, files = discover(job.inputs, job.recursive, job.include)
-    manifest = resolve_package(job.model, progress.message)
+    manifest = resolve_model(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
     progress.message(f"backend: {choice.name} ({choice.reason})")
     options = job.options

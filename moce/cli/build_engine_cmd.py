@@ -10,6 +10,7 @@ from moce.cli.common import render_table, user_errors
 from moce.engines.build import BuildOptions, build
 from moce.engines.tensorrt import Profile
 from moce.errors import InputError
+from moce.package.manifest import MANIFEST
 
 
 def _bhw(text: str) -> tuple[int, int, int]:
@@ -42,7 +43,7 @@ def build_engine(
     if rows:
         typer.echo(render_table(["precision", "ONNX graphs", "warnings"], rows))
     if result.engines:
-        typer.echo(f"{len(result.engines)} TensorRT engine(s) recorded in {package / 'engines.json'}")
+        typer.echo(f"{len(result.engines)} TensorRT engine(s) recorded in {package / MANIFEST}")
     if result.tensorrt_error:
         typer.echo(
             f"error: TensorRT engines not built: {result.tensorrt_error}; the ONNX variants above are written "

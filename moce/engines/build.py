@@ -11,11 +11,11 @@ import numpy as np
 
 from moce.data import SAMPLES
 from moce.data.degrade import DEGRADATIONS, degrade
-from moce.engines.tensorrt import EngineRecord, Profile, build_engines
+from moce.engines.tensorrt import Profile, build_engines
 from moce.engines.variants import VariantReport, build_variants
 from moce.errors import MissingDependencyError
 from moce.imageio import image_files, read_image
-from moce.package.manifest import Manifest, load_manifest
+from moce.package.manifest import EngineEntry, Manifest, load_manifest
 from moce.package.store import cache_dir
 
 CALIB_SIDE = 128
@@ -35,7 +35,7 @@ class BuildOptions:
 class BuildResult:
     manifest: Manifest
     variants: list[VariantReport]
-    engines: list[EngineRecord]
+    engines: list[EngineEntry]
     tensorrt_error: str | None
 
 
@@ -66,7 +66,7 @@ def build(package: Path, options: BuildOptions, progress: Callable[[str], None] 
     for report in variants:
         for warning in report.warnings:
             progress(f"warning: {warning}")
-    engines: list[EngineRecord] = []
+    engines: list[EngineEntry] = []
     error = None
     if not options.onnx_only:
         try:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from moce.errors import PackageError
-from moce.files import write_bytes_atomic
-from moce.package.manifest import Manifest
-from moce.runtime.tensorrt import ENGINES_JSON, gpu_identity, import_tensorrt, read_engines
+from moce.files import sha256_file, write_bytes_atomic
+from moce.package.manifest import EngineEntry, Manifest
+from moce.runtime.tensorrt import engine_graphs, gpu_identity, import_tensorrt
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,6 @@ def build_engine(
     return bytes(serialized)
 
 
-@dataclass
-class EngineRecord:
-    graph: str
-    precision: str
-    file: str
-    key: dict[str, Any]
-    digest: str
-
-
 def build_engines(
     manifest: Manifest,
     precision: str,
@@ -124,14 +115,15 @@ def build_engines(
     progress=None,
     trt: Any | None = None,  # noqa: ANN001
     gpu: tuple[str, str] | None = None,
-) -> list[EngineRecord]:
-    """One engine per split-plan graph; cached by :class:`EngineKey`, recorded in engines.json."""
+) -> list[EngineEntry]:
+    """One engine per graph of :func:`moce.runtime.tensorrt.engine_graphs`; cached by :class:`EngineKey`,
+    recorded in the manifest."""
     trt = trt or import_tensorrt()
     gpu = gpu or gpu_identity()
     timing_cache = cache_dir / f"timing-{gpu[0].replace(' ', '_')}-{trt.__version__}.cache"
     records = []
-    graphs = {n: g for n, g in manifest.graphs(precision).items() if n not in ("dense", "conditional")}
-    for name, entry in graphs.items():
+    for name in engine_graphs(manifest, precision):
+        entry = manifest.graphs(precision)[name]
         key = engine_key(manifest, name, precision, profile, trt.__version__, gpu)
         cached = cache_dir / f"{key.digest()}.engine"
         if cached.is_file():
@@ -147,15 +139,25 @@ def build_engines(
             status = "built"
         target = manifest.root / "engines" / precision / f"{name}.engine"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(cached.read_bytes())
-        records.append(EngineRecord(name, precision, str(target.relative_to(manifest.root)), asdict(key), key.digest()))
+        write_bytes_atomic(target, cached.read_bytes())
+        records.append(_entry(key, name, target.relative_to(manifest.root).as_posix(), sha256_file(target)))
         if progress:
             progress(f"tensorrt {precision}: {name} {status}")
-    _write_engines_json(manifest.root, precision, records)
+    manifest.set_engines(precision, records)
+    manifest.write()
     return records
 
 
-def _write_engines_json(root: Path, precision: str, records: list[EngineRecord]) -> None:
-    data = read_engines(root)
-    data["engines"] = [e for e in data["engines"] if e["precision"] != precision] + [asdict(r) for r in records]
-    write_bytes_atomic(root / ENGINES_JSON, (json.dumps(data, indent=2) + "\n").encode())
+def _entry(key: EngineKey, graph: str, file: str, sha256: str) -> EngineEntry:
+    return EngineEntry(
+        graph=graph,
+        precision=key.precision,
+        file=file,
+        sha256=sha256,
+        graph_sha256=key.graph_sha256,
+        trt_version=key.trt_version,
+        gpu_name=key.gpu_name,
+        compute_capability=key.compute_capability,
+        profile=[list(p) for p in key.profile],
+        digest=key.digest(),
+    )

@@ -8,12 +8,16 @@ from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moce import __version__
 from moce.data import DEFAULT_MODEL
 from moce.errors import PackageError
 from moce.files import sha256_file
 from moce.package.manifest import MANIFEST, Manifest, load_manifest
+
+if TYPE_CHECKING:  # the writer needs PyTorch; a package folder does not
+    from moce.package.writer import Check
 
 GRAPH_LIBRARIES = ("torch", "onnx", "onnxslim")
 """Libraries whose versions change what an export writes (the tracer, the proto, the simplifier)."""
@@ -23,13 +27,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MOCE_CACHE", Path.home() / ".cache" / "moce"))
 
 
-def resolve_package(model: str | Path | None, progress: Callable[[str], None] | None = None) -> Manifest:
-    """A package folder as is; a checkpoint exported once into the cache (see :func:`cached_package_path`)."""
+def resolve_package(
+    model: str | Path | None, progress: Callable[[str], None] | None = None, check: Check | None = None
+) -> Manifest:
+    """A package folder as is; a checkpoint exported once into the cache (see :func:`cached_package_path`).
+
+    ``check`` runs on a fresh export before it enters the cache (validation, which belongs to the
+    runtime: see ``moce.runtime.resolve``); if it raises, nothing is cached.
+    """
     path = Path(model) if model else DEFAULT_MODEL
     if path.is_dir():
         manifest = load_manifest(path)
     elif path.is_file():
-        manifest = _cached_export(path, progress)
+        manifest = _cached_export(path, progress, check)
     else:
         raise PackageError(f"{path}: no such model package or checkpoint")
     manifest.verify_files()
@@ -73,7 +83,7 @@ def cached_package_path(checkpoint: Path) -> Path:
     return cache_dir() / "packages" / name
 
 
-def _cached_export(checkpoint: Path, progress: Callable[[str], None] | None) -> Manifest:
+def _cached_export(checkpoint: Path, progress: Callable[[str], None] | None, check: Check | None) -> Manifest:
     target = cached_package_path(checkpoint)
     if (target / MANIFEST).is_file():
         return load_manifest(target)
@@ -82,4 +92,4 @@ def _cached_export(checkpoint: Path, progress: Callable[[str], None] | None) -> 
     # Exporting needs PyTorch and ONNX; a package folder needs neither, so this import waits until here.
     from moce.package.writer import ExportOptions, export_package
 
-    return export_package(checkpoint, target, ExportOptions(overwrite=True)).manifest
+    return export_package(checkpoint, target, ExportOptions(overwrite=True), check=check).manifest

@@ -9,7 +9,7 @@ from pathlib import Path
 from moce.errors import MissingDependencyError, MoceError
 from moce.package.manifest import Manifest
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
-from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt, read_engines
+from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt
 
 
 def nvidia_gpu_present() -> bool:
@@ -70,7 +70,7 @@ def _make_tensorrt(
 
 def _auto_tensorrt(manifest: Manifest, device: str | None, precision: str) -> str | None:
     """TensorRT importable, a GPU visible and engines of this precision recorded in the package."""
-    if device == "cpu" or not any(e["precision"] == precision for e in read_engines(manifest.root)["engines"]):
+    if device == "cpu" or not manifest.engines_of(precision):
         return None
     try:
         import_tensorrt()

@@ -11,15 +11,13 @@ these calls.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from moce.errors import MissingDependencyError, PackageError
-from moce.package.manifest import Manifest
+from moce.package.manifest import WHOLE_GRAPHS, Manifest
 from moce.runtime.runners import TorchTensors
 
-ENGINES_JSON = "engines.json"
 TRT_HINT = "pip install 'moce[trt]' (TensorRT from NVIDIA's index) on a machine with an NVIDIA GPU"
 
 
@@ -42,38 +40,38 @@ def gpu_identity() -> tuple[str, str]:
     return torch.cuda.get_device_name(), f"{major}.{minor}"
 
 
-def read_engines(root: Path) -> dict[str, Any]:
-    path = root / ENGINES_JSON
-    return json.loads(path.read_text()) if path.is_file() else {"engines": []}
+def engine_graphs(manifest: Manifest, precision: str) -> list[str]:
+    """The graphs that get a TensorRT engine: all of ``precision`` but the whole-network ones."""
+    return [n for n in manifest.graphs(precision) if n not in WHOLE_GRAPHS]
 
 
 def check_engines(manifest: Manifest, precision: str, trt_version: str, gpu: tuple[str, str]) -> dict[str, Path]:
     """Engine files for ``precision``; refuses stale ones with the command that rebuilds them."""
-    engines = {e["graph"]: e for e in read_engines(manifest.root)["engines"] if e["precision"] == precision}
+    engines = manifest.engines_of(precision)
     rebuild = (
         f"rebuild with: moce build-engine {manifest.root} --{precision}"
         if precision != "fp32"
         else f"rebuild with: moce build-engine {manifest.root}"
     )
-    needed = [n for n in manifest.graphs(precision) if n not in ("dense", "conditional")]
+    needed = engine_graphs(manifest, precision)
     missing = [n for n in needed if n not in engines]
     if missing:
         raise PackageError(f"{manifest.root}: no {precision} TensorRT engine for {missing[0]}; {rebuild}")
     out = {}
     for name in needed:
-        key = engines[name]["key"]
+        engine = engines[name]
         reasons = []
-        if key["graph_sha256"] != manifest.graphs(precision)[name].sha256:
+        if engine.graph_sha256 != manifest.graphs(precision)[name].sha256:
             reasons.append("its ONNX graph changed")
-        if key["trt_version"] != trt_version:
-            reasons.append(f"it was built with TensorRT {key['trt_version']}, this is {trt_version}")
-        if (key["gpu_name"], key["compute_capability"]) != gpu:
+        if engine.trt_version != trt_version:
+            reasons.append(f"it was built with TensorRT {engine.trt_version}, this is {trt_version}")
+        if (engine.gpu_name, engine.compute_capability) != gpu:
             reasons.append(
-                f"it was built for {key['gpu_name']} (sm {key['compute_capability']}), this is {gpu[0]} (sm {gpu[1]})"
+                f"it was built for {engine.gpu_name} (sm {engine.compute_capability}), this is {gpu[0]} (sm {gpu[1]})"
             )
         if reasons:
             raise PackageError(f"{manifest.root}: stale TensorRT engine for {name}: {'; '.join(reasons)}; {rebuild}")
-        out[name] = manifest.root / engines[name]["file"]
+        out[name] = manifest.root / engine.file
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 
 from moce.errors import ValidationError
 from moce.model.network import MoCEIR
-from moce.package.manifest import Manifest
+from moce.package.manifest import WHOLE_GRAPHS, Manifest
 from moce.package.writer import DEFAULT_BATCHES, DEFAULT_SIZES, ExportOptions, ExportResult, export_package
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -116,7 +116,7 @@ def validate_package(
     report = ValidationReport()
     for name in manifest.graph_entries:
         report.failures += check_graph(name, onnx.load(str(manifest.graph_file(name)), load_external_data=False))
-    modes = ["split"] + [m for m in ("conditional", "dense") if manifest.has_graph(m)]
+    modes = ["split"] + [m for m in WHOLE_GRAPHS if manifest.has_graph(m)]
     if manifest.has_tile_segments():
         modes += ["tiles-local", "tiles-imposed"]
     rng = np.random.default_rng(seed)
@@ -151,6 +151,18 @@ def export_and_validate(
     A package that fails validation is still moved into place, so that it can be inspected.
     """
     options = options or ExportOptions()
+    check = validation_check(options, progress) if options.validate else None
+    result = export_package(checkpoint, out_dir, options, progress, check)
+    if result.report is not None:
+        result.report.raise_if_failed()
+    return result
+
+
+def validation_check(
+    options: ExportOptions, progress: Callable[[str], None] | None = None
+) -> Callable[[Manifest, MoCEIR], ValidationReport]:
+    """The check ``moce export`` runs on a written package: :func:`validate_package` with the export's
+    sizes, batches and tolerance, its outcome recorded in the manifest."""
 
     def check(manifest: Manifest, model: MoCEIR) -> ValidationReport:
         report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
@@ -164,7 +176,4 @@ def export_and_validate(
         manifest.write()
         return report
 
-    result = export_package(checkpoint, out_dir, options, progress, check if options.validate else None)
-    if result.report is not None:
-        result.report.raise_if_failed()
-    return result
+    return check

@@ -1,6 +1,6 @@
 """A test double of the TensorRT calls moce makes (moce/engines/tensorrt.py).
 
-It proves moce's logic around TensorRT (profiles, caching, engines.json, staleness), not
+It proves moce's logic around TensorRT (profiles, caching, engine records in the manifest, staleness), not
 TensorRT itself: "engines" are JSON records of what the builder was asked to do.
 """
 

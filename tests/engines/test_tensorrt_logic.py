@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from moce.engines.build import BuildOptions, build
 from moce.engines.tensorrt import Profile, build_engines
 from moce.errors import MissingDependencyError, PackageError
-from moce.package.manifest import load_manifest
+from moce.package.manifest import WHOLE_GRAPHS, load_manifest
 from moce.runtime.tensorrt import check_engines
 from tests.engines.fake_tensorrt import FakeTensorRT
 
@@ -28,7 +27,7 @@ def test_one_strongly_typed_engine_per_split_graph_with_level_shaped_profiles(pk
     records = build_engines(
         pkg, "fp32", Profile((1, 64, 64), (2, 256, 128), (4, 512, 512)), 1 << 30, tmp_path / "cache", trt=trt, gpu=GPU
     )
-    split = [n for n in pkg.graph_entries if n not in ("dense", "conditional")]
+    split = [n for n in pkg.graph_entries if n not in WHOLE_GRAPHS]
     assert sorted(r.graph for r in records) == sorted(split)
     assert len(trt.builds) == len(split) and all(b["strongly_typed"] and b["workspace"] == 1 << 30 for b in trt.builds)
     seg1 = next(b for b in trt.builds if b["source"].endswith("segment1.onnx"))["profiles"][0]
@@ -38,15 +37,20 @@ def test_one_strongly_typed_engine_per_split_graph_with_level_shaped_profiles(pk
     assert seg1["freq_emb"] == [[1, 64], [2, 64], [4, 64]]
     expert = next(b for b in trt.builds if b["source"].endswith("adapter2_expert1.onnx"))["profiles"][0]
     assert expert["gate"] == [[1, 1], [2, 1], [4, 1]]
-    data = json.loads((pkg.root / "engines.json").read_text())
-    assert {e["key"]["gpu_name"] for e in data["engines"]} == {GPU[0]}
-    assert all((pkg.root / e["file"]).is_file() for e in data["engines"])
+    recorded = load_manifest(pkg.root)  # engines are recorded in the manifest, each file with its hash
+    assert {e.gpu_name for e in recorded.engines} == {GPU[0]}
+    assert sorted(e.graph for e in recorded.engines) == sorted(split)
+    recorded.verify_files()
+    engine = recorded.root / recorded.engines[0].file
+    engine.write_bytes(engine.read_bytes() + b"x")
+    with pytest.raises(PackageError, match="does not match the manifest"):
+        recorded.verify_files()
 
 
 def test_engine_cache_is_keyed_by_graph_precision_profile_version_and_gpu(pkg, tmp_path):
     cache = tmp_path / "cache"
     trt = FakeTensorRT()
-    n = len([g for g in pkg.graph_entries if g not in ("dense", "conditional")])
+    n = len([g for g in pkg.graph_entries if g not in WHOLE_GRAPHS])
     build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
     build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
     assert len(trt.builds) == n  # second run: all cached
