@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from moce.data import TINY_MODEL
+from moce.engines.build import BuildOptions, build
 from moce.package.writer import export_package
 
 DATA = Path(__file__).parent / "data"
@@ -41,6 +43,14 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_pkg(tmp_path_factory, tiny_ckpt):
     return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce").manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tmp_path_factory, tiny_pkg):
+    """A copy of the tiny package with its fp16 and int8 variants (ONNX only)."""
+    root = tmp_path_factory.mktemp("variants") / "tiny.moce"
+    shutil.copytree(tiny_pkg.root, root)
+    return build(root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,60 @@
+"""The backend table: what each name makes, what `auto` picks on a machine without a GPU, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from moce.errors import MissingDependencyError, MoceError
+from moce.package.manifest import EngineEntry
+from moce.runtime import backends
+from moce.runtime.backends import BACKENDS, make_runner
+from moce.runtime.runners import OnnxRuntimeRunner, TorchRunner
+
+
+@pytest.fixture()
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(backends, "nvidia_gpu_present", lambda: False)
+
+
+def test_auto_without_a_gpu_runs_onnxruntime_on_the_cpu(tiny_pkg, no_gpu):
+    choice = make_runner("auto", tiny_pkg)
+    assert choice.name == "onnxruntime" and isinstance(choice.runner, OnnxRuntimeRunner)
+    assert choice.runner.providers == ["CPUExecutionProvider"] and "no GPU" in choice.reason
+
+
+def test_auto_passes_over_tensorrt_engines_without_tensorrt(tiny_pkg, no_gpu, monkeypatch):
+    monkeypatch.setattr(
+        tiny_pkg, "engines", [EngineEntry("segment0", "fp32", "e", "0" * 64, "0" * 64, "10", "gpu", "9.0", [], "d")]
+    )
+    assert make_runner("auto", tiny_pkg).name == "onnxruntime"
+
+
+def test_each_named_backend_makes_its_runner(tiny_pkg):
+    assert isinstance(make_runner("onnxruntime", tiny_pkg, device="cpu").runner, OnnxRuntimeRunner)
+    torch_choice = make_runner("torch", tiny_pkg, device="cpu")
+    assert isinstance(torch_choice.runner, TorchRunner) and torch_choice.reason == "requested"
+    assert list(BACKENDS) == ["tensorrt", "onnxruntime", "torch"]  # the order auto tries them in
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "message"),
+    [
+        ("tensorflow", "fp32", "unknown backend 'tensorflow'"),
+        ("onnxruntime", "fp8", "unknown precision 'fp8'"),
+        ("torch", "fp16", "the torch backend is the float32 reference"),
+        ("onnxruntime", "fp16", "no fp16 graphs; run `moce build-engine"),
+    ],
+)
+def test_impossible_choices_are_refused_in_one_line(tiny_pkg, backend, precision, message):
+    with pytest.raises(MoceError, match=message) as caught:
+        make_runner(backend, tiny_pkg, precision=precision)
+    assert "\n" not in str(caught.value)
+
+
+def test_tensorrt_without_tensorrt_names_the_extra(tiny_pkg, monkeypatch):
+    def missing():
+        raise MissingDependencyError("TensorRT is not installed; pip install 'moce[trt]'")
+
+    monkeypatch.setattr(backends, "import_tensorrt", missing)
+    with pytest.raises(MissingDependencyError, match=r"moce\[trt\]"):
+        make_runner("tensorrt", tiny_pkg)
