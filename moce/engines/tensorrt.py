@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from moce.errors import PackageError
+from moce.export.names import BATCH_DIM, image_dims
 from moce.files import sha256_file, write_bytes_atomic
 from moce.package.manifest import EngineEntry, Manifest
 from moce.runtime.tensorrt import engine_graphs, gpu_identity, import_tensorrt
+
+MAX_LEVELS = 8
+"""Resolution levels a profile has sizes for (MoCE-IR has 4)."""
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,16 @@ class Profile:
     max: tuple[int, int, int] = (4, 1024, 1024)
 
     def shape_of(self, dims: list[Any], which: str) -> tuple[int, ...]:
-        """A graph input's shape at this profile point, from its manifest dims (batch/height_L/width_L)."""
+        """A graph input's shape at this profile point, from its manifest dims (see :mod:`moce.export.names`)."""
         b, h, w = getattr(self, which)
+        sizes: dict[str, int] = {BATCH_DIM: b}
+        for level in range(MAX_LEVELS):
+            sizes.update(zip(image_dims(level), (h >> level, w >> level)))
         out = []
         for d in dims:
-            if d == "batch":
-                out.append(b)
-            elif isinstance(d, str) and d.startswith(("height_", "width_")):
-                level = int(d.rsplit("_", 1)[1])
-                out.append((h if d.startswith("height") else w) >> level)
-            elif isinstance(d, str):
+            if isinstance(d, str) and d not in sizes:
                 raise PackageError(f"dynamic dimension {d!r} has no profile rule")
-            else:
-                out.append(int(d))
+            out.append(sizes[d] if isinstance(d, str) else int(d))
         return tuple(out)
 
 

@@ -14,7 +14,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
+from moce.export.names import BATCH_DIM, EXPERT_INPUTS, EXPERT_OUTPUT, image_axes
 from moce.export.patches import export_form
 from moce.export.shapes import propagate_symbolic_dims
 from moce.model.global_stats import TileSegments
@@ -80,7 +80,7 @@ def dynamic_axes_for(model: MoCEIR, names: list[str]) -> dict[str, dict[int, str
     levels = tensor_levels(model.config)
     for name in names:
         level = levels[name]
-        axes[name] = {0: "batch"} if level is None else {0: "batch", 2: f"height_{level}", 3: f"width_{level}"}
+        axes[name] = {0: BATCH_DIM} if level is None else image_axes(level)
     return axes
 
 
@@ -155,9 +155,7 @@ def export_tile_segment(
     env[IMAGE_STATS] = torch.randn(2, size)
     inputs, outputs = [*step.inputs, *TILE_INPUTS], [*step.outputs, TILE_STATS]
     axes = dynamic_axes_for(model, [*step.inputs, *step.outputs])
-    axes.update(
-        {CORE_MASK: {0: "batch", 2: "height_0", 3: "width_0"}, IMAGE_STATS: {0: "batch"}, TILE_STATS: {0: "batch"}}
-    )
+    axes.update({CORE_MASK: image_axes(0), IMAGE_STATS: {0: BATCH_DIM}, TILE_STATS: {0: BATCH_DIM}})
     graph = _to_onnx(TileSegmentGraph(tiles, step), tuple(env[n] for n in inputs), inputs, outputs, axes, opset)
     return graph, size
 
@@ -169,9 +167,9 @@ def export_expert(
     level = model.config.adapter_levels()[adapter]
     feats = sample_tensor(model, AdapterTensors(adapter).adapter_in, 2, *trace_size)
     args = (feats, torch.randn_like(feats), torch.rand(2, 1))
-    image_axes = {0: "batch", 2: f"height_{level}", 3: f"width_{level}"}
     adapter_in, shared, gate = EXPERT_INPUTS
-    axes = {adapter_in: image_axes, shared: image_axes, gate: {0: "batch"}, EXPERT_OUTPUT: image_axes}
+    axes = {name: image_axes(level) for name in (adapter_in, shared, EXPERT_OUTPUT)}
+    axes[gate] = {0: BATCH_DIM}
     graph = ExpertGraph(export_form(model.adapter(adapter).expert(expert)))
     return _to_onnx(graph, args, list(EXPERT_INPUTS), [EXPERT_OUTPUT], axes, opset)
 
