@@ -7,6 +7,11 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks (in a file name, say) written as ``\\n``, not cut or kept."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class MoceError(Exception):
     """Base class of user-facing errors; ``exit_code`` is what the CLI exits with."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,8 @@ from pathlib import Path
 
 TEMP_SUFFIX = ".part"
 NAME_MAX = 255
+_TEMP_NAME = re.compile(r"^\..*\.moce(\d+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+"""``.NAME.moce<pid>.<8 random>.part``: what :func:`atomic_path` names its temporaries."""
 
 
 def sha256_file(path: Path) -> str:
@@ -44,8 +48,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary name stays within ``NAME_MAX`` however long ``path``'s name is.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    stem = path.name[: NAME_MAX - len(TEMP_SUFFIX) - 12]
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    tag = f".moce{os.getpid()}."
+    stem = path.name[: NAME_MAX - len(TEMP_SUFFIX) - len(tag) - 10]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}{tag}", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -54,6 +59,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, recursive: bool = True, name: str = "") -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` left in ``folder`` when its process was killed
+    (their writer's pid is not running), only those for file ``name`` if one is given; files of any
+    other name, and those of live writers, stay."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    pattern = f".{glob.escape(name)}*{TEMP_SUFFIX}"
+    for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
+        match = _TEMP_NAME.match(path.name)
+        if match and path.is_file() and not path.is_symlink() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -6,6 +6,7 @@ grayscale, alpha) is kept in :class:`ImageInfo` so the output is written back th
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from moce.files import write_bytes_atomic
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Images with more pixels are refused before decoding (``--max-pixels``): a 64 MP image takes
+about 0.8 GB as float32 RGB, and a forged header must not make the decoder allocate gigabytes."""
 
 
 def _cv2():  # noqa: ANN202 - the cv2 module
@@ -42,8 +46,90 @@ def _check_complete(path: Path, data: bytes) -> None:
         raise InputError(f"{path}: truncated PNG (no IEND chunk)")
 
 
-def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    """Decode ``path`` to float32 RGB HWC in [0, 1]; raise :class:`InputError` naming the file."""
+def _be(data: bytes, offset: int, size: int) -> int:
+    return int.from_bytes(data[offset : offset + size], "big")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first start-of-frame marker."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _be(data, i + 7, 2), _be(data, i + 5, 2)
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        i += 2 + _be(data, i + 2, 2)
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first image file directory (classic TIFF)."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    if ifd + 2 > len(data):
+        return None
+    dims = {}
+    for n in range(struct.unpack(order + "H", data[ifd : ifd + 2])[0]):
+        entry = data[ifd + 2 + 12 * n : ifd + 14 + 12 * n]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            dims[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+    return (dims[256], dims[257]) if len(dims) == 2 else None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` as the file's header states it, read without decoding; None when the
+    format or its header is not recognised (the decoder then decides)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return _be(data, 16, 4), _be(data, 20, 4)
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 core header: 16-bit sides
+            return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+        return abs(struct.unpack("<i", data[18:22])[0]), abs(struct.unpack("<i", data[22:26])[0])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
+    return _tiff_size(data)
+
+
+def check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"{path}: image is {width}x{height} ({width * height / 1e6:.1f} MP), over the limit of "
+            f"{max_pixels / 1e6:g} MP; raise --max-pixels to restore it in tiles"
+        )
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Decode ``path`` to float32 RGB HWC in [0, 1]; raise :class:`InputError` naming the file.
+
+    The header's size is checked against ``max_pixels`` before anything is decoded, every decoder
+    error is an :class:`InputError`, and float images holding NaN or infinity are refused.
+    """
     cv2 = _cv2()
     if path.suffix.lower() not in SUPPORTED:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
@@ -54,10 +140,21 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     if not data:
         raise InputError(f"{path}: empty file")
     _check_complete(path, data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = header_size(data)
+    if size is not None:
+        check_pixels(path, *size, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1][:200]
+        raise InputError(f"{path}: cannot decode as {path.suffix.lstrip('.').upper()} ({reason})") from None
     if image is None:
         raise InputError(f"{path}: cannot decode as {path.suffix.lstrip('.').upper()} (corrupt or not an image)")
-    return to_rgb_float(path, image)
+    check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    rgb, info = to_rgb_float(path, image)
+    if info.dtype == "float32" and not np.isfinite(rgb).all():
+        raise InputError(f"{path}: holds NaN or infinite pixel values")
+    return rgb, info
 
 
 def to_rgb_float(path: Path, image: np.ndarray) -> tuple[np.ndarray, ImageInfo]:

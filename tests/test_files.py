@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from moce.files import NAME_MAX, atomic_path, sha256_file, write_bytes_atomic
+from moce.files import NAME_MAX, atomic_path, remove_stale_temporaries, sha256_file, write_bytes_atomic
 
 
 def test_written_files_get_the_umask_permissions(tmp_path):
@@ -46,3 +46,27 @@ def test_a_restrictive_umask_is_followed_and_left_in_place(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path):
+    import subprocess
+
+    dead = subprocess.run(["true"]).returncode or subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "sub").mkdir()
+    stale = [
+        tmp_path / f".a.png.moce{dead.pid}.abcd1234.part",
+        tmp_path / "sub" / f".b.png.moce{dead.pid}.zz_z9999.part",
+    ]
+    live = tmp_path / f".c.png.moce{os.getpid()}.abcd1234.part"  # this process still writes it
+    others = [tmp_path / ".d.png.x.part", tmp_path / "e.part", tmp_path / "f.png"]
+    for path in [*stale, live, *others]:
+        path.write_bytes(b"x")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in [live, *others]) and not any(p.exists() for p in stale)
+
+
+def test_temporaries_are_named_for_the_stale_pattern(tmp_path):
+    with atomic_path(tmp_path / "x.png") as tmp:
+        tmp.write_bytes(b"x")
+        assert tmp.name.startswith(f".x.png.moce{os.getpid()}.") and tmp.name.endswith(".part")

@@ -8,7 +8,7 @@ import pytest
 
 from moce import files
 from moce.errors import InputError
-from moce.imageio import from_rgb_float, image_files, read_image, write_image_atomic
+from moce.imageio import from_rgb_float, header_size, image_files, read_image, write_image_atomic
 
 
 @pytest.mark.parametrize(
@@ -101,3 +101,55 @@ def test_a_folder_without_images_is_one_error_naming_it(tmp_path):
         image_files(tmp_path, "photos")
     with pytest.raises(InputError, match="not a folder of images"):
         image_files(tmp_path / "missing", "photos")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "dtype"),
+    [(s, np.uint8) for s in (".png", ".jpg", ".bmp", ".webp", ".tif")] + [(".png", np.uint16), (".tif", np.uint16)],
+)
+def test_the_header_gives_the_size_without_decoding(suffix, dtype):
+    ok, encoded = cv2.imencode(suffix, np.zeros((23, 37, 3), dtype))
+    assert ok and header_size(encoded.tobytes()) == (37, 23)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header with the given size and a little pixel data (IHDR only; the decoder must fail)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: (  # noqa: E731
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_header_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(30_000, 30_000))
+    with pytest.raises(InputError, match=r"bomb.png: image is 30000x30000 \(900.0 MP\), over the limit of 64 MP"):
+        read_image(path)
+
+
+def test_decoder_errors_are_input_errors_naming_the_file(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_claiming(70_000, 70_000))  # past OpenCV's own limit: cv2.error inside imdecode
+    with pytest.raises(InputError, match="huge.png: cannot decode as PNG"):
+        read_image(path, max_pixels=10**12)
+
+
+def test_a_decoded_image_over_the_limit_is_refused_too(tmp_path):
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(InputError, match="30x20"):
+        read_image(path, max_pixels=500)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_float_images_with_non_finite_pixels_are_refused(tmp_path, value):
+    data = np.full((16, 16, 3), 0.5, np.float32)
+    data[3, 4, 1] = value
+    path = tmp_path / "f.tif"
+    assert cv2.imwrite(str(path), data)
+    with pytest.raises(InputError, match="f.tif: holds NaN or infinite pixel values"):
+        read_image(path)

@@ -1,25 +1,36 @@
 """`moce restore`: restore a file or a folder of images, resumably, with a report.
 
 Every image is independent: one that cannot be read or written is reported with its path and
-reason and the others go on. Outputs are written atomically and existing ones are skipped, so
-an interrupted run resumes where it stopped.
+reason and the others go on. Every file seen in the input is accounted for in the report (ok,
+skipped with the reason, or error with the message). Outputs are written atomically, existing
+ones are skipped and temporaries of a killed run are removed at start, so an interrupted run
+resumes where it stopped with the same outputs. Memory does not grow with the number of inputs:
+at most ``--batch`` decoded images are held, each bounded by ``--max-pixels``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from moce.errors import InputError, MoceError
-from moce.files import write_bytes_atomic
-from moce.imageio import SUPPORTED, ImageInfo, from_rgb_float, read_image, write_image_atomic
+from moce.errors import InputError, MoceError, one_line
+from moce.files import remove_stale_temporaries, write_bytes_atomic
+from moce.imageio import (
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED,
+    ImageInfo,
+    from_rgb_float,
+    header_size,
+    read_image,
+    write_image_atomic,
+)
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
 from moce.runtime.resolve import resolve_model
@@ -60,13 +71,14 @@ class RestoreJob:
     report: Path | None = None
     threads: int | None = None
     jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
 class ImageRecord:
     input: str
     output: str | None
-    status: str  # "ok" | "error"
+    status: str  # "ok" | "error" | "skipped"
     error: str | None
     seconds: float
     routes: list[Any] | None = None
@@ -75,6 +87,14 @@ class ImageRecord:
     tiles: int = 0
     expert_flops: float = 0.0
     dense_expert_flops: float = 0.0
+    reason: str | None = None  # why a file was skipped
+
+
+def _skipped(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
+    return ImageRecord(str(path), str(out) if out else None, "skipped", None, 0.0, reason=reason)
+
+
+OUTPUT_EXISTS = "output exists (--overwrite redoes it)"
 
 
 @dataclass
@@ -84,7 +104,6 @@ class RestoreSummary:
     precision: str
     routing: str
     records: list[ImageRecord]
-    skipped: list[str]
     seconds: float
     tiling: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +114,10 @@ class RestoreSummary:
     @property
     def restored(self) -> list[ImageRecord]:
         return [r for r in self.records if r.status == "ok"]
+
+    @property
+    def skipped(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.status == "skipped"]
 
     @property
     def expert_compute_skipped(self) -> float:
@@ -113,36 +136,53 @@ class RestoreSummary:
             "routing": self.routing,
             "tiling": self.tiling,
             "totals": {
-                "images": len(self.records),
+                "files": len(self.records),
+                "images": len(self.restored) + len(self.failed),
                 "ok": len(self.restored),
                 "errors": len(self.failed),
-                "skipped_existing": len(self.skipped),
+                "skipped": len(self.skipped),
+                "skipped_existing": sum(r.reason == OUTPUT_EXISTS for r in self.skipped),
                 "seconds": round(self.seconds, 3),
                 "images_per_second": len(self.restored) / self.seconds if self.seconds else 0.0,
                 "expert_compute_skipped": self.expert_compute_skipped,
             },
             "images": [vars(r) for r in self.records],
-            "skipped": self.skipped,
+            "skipped": [r.input for r in self.skipped if r.reason == OUTPUT_EXISTS],
         }
 
 
-def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> tuple[Path, list[Path]]:
-    """The root that output paths are relative to, and the image files to process (sorted)."""
+def _why_not(path: Path, root: Path, include: tuple[str, ...]) -> str | None:
+    """Why a file found in the input folder is not an image to restore, or None when it is one."""
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() not in SUPPORTED:
+        return f"not an image type moce reads ({path.suffix or 'no extension'})"
+    if not path.is_file():
+        return "not a regular file"
+    relative = path.relative_to(root).as_posix()
+    if include and not any(fnmatch.fnmatch(relative, g) or fnmatch.fnmatch(path.name, g) for g in include):
+        return "not matched by --include"
+    return None
+
+
+def discover(
+    inputs: Path, recursive: bool, include: tuple[str, ...]
+) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
+    """The root that output paths are relative to, the image files to process (sorted), and every
+    other file seen in the input with the reason it is passed over."""
     if not inputs.exists():
-        raise InputError(f"{inputs}: no such file or folder")
+        raise InputError(f"{one_line(str(inputs))}: no such file or folder")
     if inputs.is_file():
-        return inputs.parent, [inputs]
-    pattern = "**/*" if recursive else "*"
-    files = sorted(
-        p for p in inputs.glob(pattern) if p.is_file() and p.suffix.lower() in SUPPORTED and not p.name.startswith(".")
-    )
-    if include:
-        files = [
-            p
-            for p in files
-            if any(fnmatch.fnmatch(p.relative_to(inputs).as_posix(), g) or fnmatch.fnmatch(p.name, g) for g in include)
-        ]
-    return inputs, files
+        return inputs.parent, [inputs], []
+    if not inputs.is_dir():
+        raise InputError(f"{one_line(str(inputs))}: not a regular file or a folder")
+    files, passed = [], []
+    for path in sorted(inputs.rglob("*") if recursive else inputs.iterdir()):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        reason = _why_not(path, inputs, include)
+        (passed.append((path, reason)) if reason else files.append(path))
+    return inputs, files, passed
 
 
 def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
@@ -161,6 +201,48 @@ def _check_paths(job: RestoreJob) -> None:
             raise InputError(f"{job.output}: the output folder is inside the input tree {job.inputs}; choose another")
     if job.options.routing not in ROUTING_MODES:
         raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}")
+    if job.max_pixels < 64:
+        raise InputError(f"--max-pixels must be at least 64, got {job.max_pixels}")
+    if job.report is not None:
+        check_report_path(job.report)
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse, before any work, a report path that cannot be written: a folder, or under a file."""
+    if path.is_dir():
+        raise InputError(f"{path}: --report names a folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: --report cannot be written: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: --report cannot be written: no permission to write in {parent}")
+
+
+def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
+    """Temporaries of an earlier, killed run: under the output folder, or beside a single output file."""
+    if job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED:
+        return remove_stale_temporaries(job.output.parent, recursive=False, name=job.output.name)
+    return remove_stale_temporaries(job.output)
+
+
+def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
+    """Tiles run the split plan only: with another routing form, refuse before work any image whose
+    header says it is larger than the tile."""
+    if job.options.routing == "split":
+        return
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                size = header_size(fh.read(1 << 20))
+        except OSError:
+            continue  # reported when the image is read
+        if size and max(size) > job.options.tile:
+            raise InputError(
+                f"{one_line(str(path))}: {size[0]}x{size[1]} needs tiles (--tile {job.options.tile}), which run "
+                f"the split plan only; use --routing split or a larger --tile"
+            )
 
 
 def _record(path: Path, out: Path, result: ImageResult, seconds: float) -> ImageRecord:
@@ -188,7 +270,7 @@ def _record(path: Path, out: Path, result: ImageResult, seconds: float) -> Image
 
 def _error(path: Path, out: Path | None, exc: BaseException, seconds: float) -> ImageRecord:
     message = str(exc) if isinstance(exc, MoceError) else f"{path}: {type(exc).__name__}: {exc}"
-    return ImageRecord(str(path), str(out) if out else None, "error", message.splitlines()[0], round(seconds, 4))
+    return ImageRecord(str(path), str(out) if out else None, "error", one_line(message), round(seconds, 4))
 
 
 @dataclass
@@ -211,7 +293,7 @@ class _Loop:
     def add(self, path: Path, out: Path) -> None:
         started = time.perf_counter()
         try:
-            image, info = read_image(path)
+            image, info = read_image(path, self.job.max_pixels)
             if min(image.shape[:2]) < 8:
                 raise InputError(
                     f"{path}: image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 px"
@@ -262,19 +344,34 @@ class _Loop:
             return
         self._finish(_record(item.path, item.out, result, time.perf_counter() - item.started))
 
+    def skip(self, path: Path, reason: str, out: Path | None = None) -> None:
+        self.records.append(_skipped(path, reason, out))
+        self.progress.image_done(path, "skipped")
+
+    def run(self, root: Path, files: list[Path]) -> None:
+        """Restore ``files``: an existing output is skipped (or redone with --overwrite); an output
+        path taken by a folder or another non-file is an error."""
+        for path in files:
+            out = output_path(self.job, root, path)
+            if out.is_symlink() or (out.exists() and not out.is_file()):
+                self._finish(_error(path, out, InputError(f"{out}: the output path is taken by a non-file"), 0.0))
+            elif out.exists() and not self.job.overwrite:
+                self.skip(path, OUTPUT_EXISTS, out)
+            else:
+                self.add(path, out)
+        self.flush()
+
     def _finish(self, record: ImageRecord) -> None:
         self.records.append(record)
         self.progress.image_done(Path(record.input), record.status)
 
 
-def _todo(job: RestoreJob, root: Path, files: list[Path]) -> Iterator[tuple[Path, Path] | tuple[Path, None]]:
-    for path in files:
-        out = output_path(job, root, path)
-        yield (path, None) if out.exists() and not job.overwrite else (path, out)
-
-
 def write_report(path: Path, summary: RestoreSummary) -> None:
-    write_bytes_atomic(path, json.dumps(summary.to_dict(), indent=2).encode())
+    """Write the JSON report atomically; a failure (a full disk, say) is an :class:`InputError`."""
+    try:
+        write_bytes_atomic(path, json.dumps(summary.to_dict(), indent=2).encode())
+    except OSError as exc:
+        raise InputError(f"{one_line(str(path))}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary:
@@ -282,7 +379,8 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     progress = progress or NoProgress()
     start = time.perf_counter()
     _check_paths(job)
-    root, files = discover(job.inputs, job.recursive, job.include)
+    root, files, passed = discover(job.inputs, job.recursive, job.include)
+    _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
     progress.message(f"backend: {choice.name} ({choice.reason})")
@@ -290,20 +388,18 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     if job.precision != "fp32" and options.tile_passes > 1:
         progress.message(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {job.precision})")
         options = replace(options, tile_passes=1)  # the caller's options stay as given
-    skipped: list[str] = []
+    removed = _remove_stale_temporaries(job)
+    if removed:
+        progress.message(f"removed {len(removed)} temporary file(s) left by an interrupted run")
     loop: _Loop | None = None
     try:
         with choice.runner as runner:
             restorer = Restorer(PlanExecutor(manifest, runner), options)
             loop = _Loop(job, restorer, progress)
-            progress.start(len(files))
-            for path, out in _todo(job, root, files):
-                if out is None:
-                    skipped.append(str(path))
-                    progress.image_done(path, "skipped")
-                    continue
-                loop.add(path, out)
-            loop.flush()
+            progress.start(len(files) + len(passed))
+            for path, reason in passed:
+                loop.skip(path, reason)
+            loop.run(root, files)
     finally:
         summary = RestoreSummary(
             choice.name,
@@ -311,7 +407,6 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
             job.precision,
             options.routing,
             loop.records if loop else [],
-            skipped,
             time.perf_counter() - start,
             {
                 "tile": options.tile,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import cv2
+import cv2.utils.logging
 import typer
 
 from moce import __version__
@@ -43,10 +45,12 @@ def _root(
 
 def configure_process() -> None:
     """What the program, not a library call, decides for its whole process: malloc keeps freed
-    memory for reuse (moce.runtime.allocator; ``MOCE_MALLOC_DEFAULTS=1`` opts out), and only errors
-    from other libraries' loggers reach the terminal (ONNX Runtime's quantiser logs a hint per graph)."""
+    memory for reuse (moce.runtime.allocator; ``MOCE_MALLOC_DEFAULTS=1`` opts out), only errors
+    from other libraries' loggers reach the terminal (ONNX Runtime's quantiser logs a hint per graph),
+    and OpenCV logs nothing (its decoder errors become moce's per-file errors)."""
     keep_freed_memory()
     logging.getLogger().setLevel(logging.ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 app.command()(inspect)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from moce.errors import one_line
+
 
 class CliProgress:
     """Images and tiles; falls back to one line per image when stderr is not a terminal."""
@@ -40,7 +42,7 @@ class CliProgress:
             self._bar.advance(self._images)
             self._bar.update(self._tiles, visible=False)
         else:
-            typer.echo(f"[{self.done}/{self.total}] {status:<7} {path}", err=True)
+            typer.echo(f"[{self.done}/{self.total}] {status:<7} {one_line(str(path))}", err=True)
 
     def tiles(self, total: int) -> None:
         if self._bar is not None:

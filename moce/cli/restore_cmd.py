@@ -10,6 +10,7 @@ from moce.apps.restore import RestoreJob, RestoreSummary
 from moce.apps.restore import restore as run_restore
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
+from moce.imageio import DEFAULT_MAX_PIXELS
 from moce.runtime.restorer import RestoreOptions
 
 
@@ -40,6 +41,9 @@ def restore(
     overwrite: bool = typer.Option(False, help="Redo images whose output exists (default: skip them, so runs resume)"),
     report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
     threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, help="Refuse larger images before decoding them (raise it to restore them in tiles)"
+    ),
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""
     options = RestoreOptions(
@@ -65,6 +69,7 @@ def restore(
         overwrite=overwrite,
         report=report,
         threads=threads,
+        max_pixels=max_pixels,
     )
     progress = CliProgress()
     try:
@@ -85,7 +90,7 @@ def _print_summary(summary: RestoreSummary) -> None:
             totals["images"],
             totals["ok"],
             totals["errors"],
-            totals["skipped_existing"],
+            totals["skipped"],
             f"{totals['seconds']:.2f}",
             f"{totals['images_per_second']:.2f}",
             f"{100 * totals['expert_compute_skipped']:.1f}%",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -104,6 +106,11 @@ def _messy_folder(root: Path) -> None:
     cv2.imwrite(str(root / "deep16.png"), (rng.random((48, 40, 3)) * 65535).astype(np.uint16))
     cv2.imwrite(str(root / "gray.jpg"), (rng.random((40, 40)) * 255).astype(np.uint8))
     cv2.imwrite(str(root / "rgba.png"), (rng.random((32, 48, 4)) * 255).astype(np.uint8))
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden.png").write_bytes(data)
+    (root / "line\nbreak.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    os.mkfifo(root / "pipe.png")
+    (root / "folder.png").mkdir()  # a folder is not a file: not listed
 
 
 def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_pkg):
@@ -122,7 +129,7 @@ def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_p
         ],
     )
     assert result.exit_code == 1
-    for bad in ("corrupt.png", "zero.png", "text.jpg"):
+    for bad in ("corrupt.png", "zero.png", "text.jpg", "line\\nbreak.png"):
         assert f"{tmp_path / 'in' / bad}" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["deep16.png", "good.png", "gray.jpg", "rgba.png"]
     src = {p.name: cv2.imread(str(tmp_path / "in" / p.name), cv2.IMREAD_UNCHANGED) for p in out.iterdir()}
@@ -133,14 +140,30 @@ def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_p
         cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3], src["rgba.png"][..., 3]
     )
     report = json.loads((tmp_path / "r.json").read_text())
-    assert {i["input"].rsplit("/", 1)[1]: i["status"] for i in report["images"]} == {
-        "corrupt.png": "error",
-        "zero.png": "error",
-        "text.jpg": "error",
-        "good.png": "ok",
-        "deep16.png": "ok",
-        "gray.jpg": "ok",
-        "rgba.png": "ok",
+    assert {i["input"].rsplit("/", 1)[1]: (i["status"], i["reason"]) for i in report["images"]} == {
+        "corrupt.png": ("error", None),
+        "zero.png": ("error", None),
+        "text.jpg": ("error", None),
+        "line\nbreak.png": ("error", None),
+        "good.png": ("ok", None),
+        "deep16.png": ("ok", None),
+        "gray.jpg": ("ok", None),
+        "rgba.png": ("ok", None),
+        "notes.txt": ("skipped", "not an image type moce reads (.txt)"),
+        ".hidden.png": ("skipped", "hidden file"),
+        "pipe.png": ("skipped", "not a regular file"),
+    }
+    assert all("\n" not in i["error"] for i in report["images"] if i["error"])
+    assert report["totals"] | {"seconds": 0, "images_per_second": 0, "expert_compute_skipped": 0} == {
+        "files": 11,
+        "images": 8,
+        "ok": 4,
+        "errors": 4,
+        "skipped": 3,
+        "skipped_existing": 0,
+        "seconds": 0,
+        "images_per_second": 0,
+        "expert_compute_skipped": 0,
     }
 
 
@@ -167,7 +190,7 @@ def test_interrupted_run_resumes_without_redoing_finished_images(tmp_path, tiny_
     assert sorted(done) == ["img0.png", "img1.png"]  # complete files only, no temporaries
     assert json.loads((tmp_path / "r.json").read_text())["totals"]["ok"] == 2
     summary = restore(job)
-    assert sorted(Path(s).name for s in summary.skipped) == ["img0.png", "img1.png"]
+    assert sorted(Path(r.input).name for r in summary.skipped) == ["img0.png", "img1.png"]
     assert sorted(Path(r.input).name for r in summary.restored) == ["img2.png", "img3.png", "img4.png"]
     assert all((tmp_path / "out" / n).stat().st_mtime_ns == t for n, t in done.items())
 
@@ -238,3 +261,116 @@ def test_tiled_restore_through_the_cli(tmp_path, tiny_pkg):
     assert image["tiles"] == 6 and image["gates"] is None and len(image["routes"]) == 3
     # tiles that route themselves share no sums: one pass, whatever --tile-passes says
     assert data["tiling"] == {"tile": 128, "overlap": 16, "route_per": "tile", "passes": 1}
+
+
+def _two_images(src: Path) -> None:
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), np.full((24, 24, 3), 100, np.uint8))
+
+
+def test_an_output_path_taken_by_a_folder_is_an_error_not_a_skip(tmp_path, tiny_pkg):
+    _two_images(tmp_path / "in")
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime"))
+    assert summary.exit_code == 1
+    assert {Path(r.input).name: r.status for r in summary.records} == {"a.png": "error", "b.png": "ok"}
+    assert "taken by a non-file" in summary.failed[0].error
+
+
+def test_inputs_that_are_not_files_or_folders_are_refused(tmp_path, tiny_pkg):
+    os.mkfifo(tmp_path / "pipe.png")
+    for source in (Path("/dev/null"), tmp_path / "pipe.png"):
+        with pytest.raises(InputError, match="not a regular file or a folder"):
+            restore(RestoreJob(source, tmp_path / "out", model=tiny_pkg.root))
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_a_report_that_cannot_be_written_is_refused_before_work(tmp_path, tiny_pkg, where):
+    _two_images(tmp_path / "in")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "file").write_text("x")
+    report = tmp_path / "taken" if where == "folder" else tmp_path / "file" / "r.json"
+    job = RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, report=report)
+    with pytest.raises(InputError, match="--report"):
+        restore(job)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_report_write_failure_is_one_line_exit_2_and_leaves_no_temporary(tmp_path, tiny_pkg, monkeypatch):
+    _two_images(tmp_path / "in")
+
+    def full_disk(path, data):  # noqa: ANN001 - the signature of files.write_bytes_atomic
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("moce.apps.restore.write_bytes_atomic", full_disk)
+    result = runner.invoke(
+        app,
+        [
+            "restore",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "-m",
+            str(tiny_pkg.root),
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert result.exit_code == 2 and "cannot write the report (No space left on device)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_whole_network_routing_refuses_images_that_need_tiles_before_work(tmp_path, tiny_pkg):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "big.png"), np.zeros((40, 80, 3), np.uint8))
+    job = RestoreJob(src, tmp_path / "out", model=tiny_pkg.root, options=RestoreOptions(routing="dense", tile=64))
+    with pytest.raises(InputError, match=r"big.png: 80x40 needs tiles \(--tile 64\).*--routing split"):
+        restore(job)
+    assert not (tmp_path / "out").exists()
+
+
+def test_temporaries_left_by_a_killed_run_are_removed_at_start(tmp_path, tiny_pkg):
+    _two_images(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / "out" / f".a.png.moce{dead.pid}.k3j4h5g6.part"
+    stale.write_bytes(b"half an image")
+    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime"))
+    assert summary.exit_code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_kill_9_at_any_moment_then_the_same_command_gives_the_uninterrupted_outputs(tmp_path, tiny_pkg):
+    """SIGKILL the real command while it writes, several times, then run it to the end: the outputs
+    are bit-identical to one uninterrupted run and no temporary is left."""
+    import signal
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        cv2.imwrite(str(src / f"img{i:02d}.png"), (rng.random((48, 56, 3)) * 255).astype(np.uint8))
+    moce = str(Path(sys.executable).with_name("moce"))
+
+    def command(out: Path) -> list[str]:
+        return [moce, "restore", str(src), str(out), "-m", str(tiny_pkg.root), "--backend", "onnxruntime"]
+
+    subprocess.run(command(tmp_path / "ref"), check=True, capture_output=True)
+    out = tmp_path / "out"
+    for after in (1, 5, 9):  # outputs finished before the kill
+        proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.is_dir() and sum(p.suffix == ".png" for p in out.iterdir()) >= after:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run(command(out), capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
+    for path in (tmp_path / "ref").iterdir():
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
