@@ -94,7 +94,16 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    hparams = json.loads(meta[SAFETENSORS_CONFIG_KEY]) if SAFETENSORS_CONFIG_KEY in meta else {}
+    if SAFETENSORS_CONFIG_KEY not in meta:
+        return tensors, {}
+    try:
+        hparams = json.loads(meta[SAFETENSORS_CONFIG_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata '{SAFETENSORS_CONFIG_KEY}' is not JSON ({exc.msg})") from None
+    if not isinstance(hparams, dict):
+        raise CheckpointError(
+            f"{path}: metadata '{SAFETENSORS_CONFIG_KEY}' is a JSON {type(hparams).__name__}, expected an object"
+        )
     return tensors, hparams
 
 
@@ -106,24 +115,40 @@ def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _hyper_parameters(blob: Mapping[str, Any]) -> dict[str, Any]:
+def _hyper_parameters(path: Path, blob: Mapping[str, Any]) -> dict[str, Any]:
     """Flatten Lightning's ``hyper_parameters`` (possibly ``{'opt': Namespace}``) into a dict."""
     hp = blob.get("hyper_parameters") or {}
     if isinstance(hp, argparse.Namespace):
         hp = vars(hp)
+    if not isinstance(hp, Mapping):
+        raise CheckpointError(f"{path}: 'hyper_parameters' is a {type(hp).__name__}, expected a mapping")
     if isinstance(hp.get("opt"), argparse.Namespace):
         hp = {**{k: v for k, v in hp.items() if k != "opt"}, **vars(hp["opt"])}
     return dict(hp)
 
 
-def _state_from_blob(path: Path, blob: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _state_from_blob(path: Path, blob: Any) -> tuple[Mapping[str, Any], dict[str, Any]]:
     if not isinstance(blob, Mapping):
         raise CheckpointError(
             f"{path}: expected a dict of tensors or a Lightning checkpoint, got {type(blob).__name__}"
         )
-    if "state_dict" in blob:
-        return blob["state_dict"], _hyper_parameters(blob)
-    return dict(blob), {}
+    if "state_dict" not in blob:
+        return blob, {}
+    if not isinstance(blob["state_dict"], Mapping):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(blob['state_dict']).__name__}, expected a mapping")
+    return blob["state_dict"], _hyper_parameters(path, blob)
+
+
+def _declared_top_k(path: Path, hparams: Mapping[str, Any]) -> int:
+    """``topk`` (the original's name) or ``top_k`` of the hyper-parameters: a positive integer, default 1."""
+    for name in ("topk", "top_k"):
+        if name in hparams:
+            value = hparams[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                kind = f"{type(value).__name__} {value!r:.40}"
+                raise CheckpointError(f"{path}: hyper-parameter '{name}' is {kind}, expected a positive integer")
+            return value
+    return 1
 
 
 def _check_tensors(path: Path, state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -170,14 +195,23 @@ def load_checkpoint(path: str | Path, top_k: int | None = None) -> LoadedCheckpo
         raw, hparams = _state_from_blob(path, _read_pickle(path))
     state = _check_tensors(path, _strip_prefixes(raw))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    declared_k = int(hparams.get("topk", hparams.get("top_k", 1)))
+    declared_k = _declared_top_k(path, hparams)
     try:
         config = derive_config({k: tuple(v.shape) for k, v in state.items()}, top_k=top_k or declared_k)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as exc:  # shapes of another network
+        raise CheckpointError(
+            f"{path}: not a MoCE-IR checkpoint: its tensor shapes do not derive one ({exc!r:.120})"
+        ) from None
+    try:
         declared = _declared_config(hparams)
         if declared is not None:
             cross_check(config, declared)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, IndexError, ValueError, TypeError) as exc:  # hyper-parameters of the wrong types
+        raise CheckpointError(f"{path}: hyper-parameters do not describe a MoCE-IR config ({exc!r:.120})") from None
     _match_model(path, config, state)
     return LoadedCheckpoint(
         path=path, state_dict=state, config=config, sha256=sha256_file(path), hyper_parameters=hparams

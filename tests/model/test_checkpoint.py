@@ -135,3 +135,48 @@ def test_hyper_parameters_that_contradict_the_weights_are_refused(tmp_path, tiny
 def test_top_k_comes_from_hyper_parameters_and_can_be_overridden(tiny_ckpt):
     assert load_checkpoint(tiny_ckpt).config.top_k == 1
     assert load_checkpoint(tiny_ckpt, top_k=2).config.top_k == 2
+
+
+def _tiny_blob(tiny_ckpt: Path) -> dict:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(tiny_ckpt, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: vars(b["hyper_parameters"]["opt"]).update(topk="two"), "hyper-parameter 'topk' is str 'two'"),
+        (lambda b: vars(b["hyper_parameters"]["opt"]).update(topk=0), "hyper-parameter 'topk' is int 0"),
+        (lambda b: b.update(hyper_parameters=[1, 2]), "'hyper_parameters' is a list, expected a mapping"),
+        (lambda b: b.update(state_dict=[1, 2]), "'state_dict' is a list, expected a mapping"),
+        (
+            lambda b: vars(b["hyper_parameters"]["opt"]).update(dim="wide"),
+            "hyper_parameters are incomplete or malformed",
+        ),
+        (
+            lambda b: b.update(state_dict={"net.patch_embed.proj.weight": torch.zeros(3)}),
+            "not a MoCE-IR checkpoint",
+        ),
+    ],
+    ids=["topk-str", "topk-zero", "hparams-list", "state-list", "dim-str", "other-shapes"],
+)
+def test_metadata_of_the_wrong_type_is_one_line_naming_the_field(tmp_path, tiny_ckpt, change, message):
+    blob = _tiny_blob(tiny_ckpt)
+    change(blob)
+    torch.save(blob, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(tmp_path / "odd.ckpt")
+    assert str(tmp_path / "odd.ckpt") in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("meta", "message"), [("{not json", "is not JSON"), ("[1, 2]", "is a JSON list")])
+def test_safetensors_metadata_must_be_a_json_object(tmp_path, tiny_model, meta, message):
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.contiguous() for k, v in tiny_model.state_dict().items()},
+        str(tmp_path / "m.safetensors"),
+        {"moce.config": meta},
+    )
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "m.safetensors")
