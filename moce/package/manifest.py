@@ -4,6 +4,11 @@ The manifest is parsed into typed records (:class:`Manifest` and the entries bel
 malformed one is refused with one :class:`PackageError` listing what is wrong, before any work.
 The JSON layout is schema version 1; a package of another version is refused with the command
 that re-exports it.
+
+Packages are untrusted and sealed: every file the manifest names is a relative path that stays
+inside the package folder (no ``..``, no absolute path, no symlink leading out), is covered by a
+SHA-256, and graphs keep their weights inside themselves (ONNX external data is refused), all
+checked by :meth:`Manifest.verify_files` before any work.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Union
+
+import onnx
 
 from moce.errors import PackageError
 from moce.files import write_bytes_atomic
@@ -198,7 +206,7 @@ class Manifest:
 
     def _check(self) -> list[str]:
         """Cross-field rules the types alone do not carry."""
-        problems = []
+        problems = [f"{where}: {why}" for where, entry in self._files() if (why := unsafe_path(entry.file))]
         try:
             MoCEConfig.from_dict(self.config_data)
         except Exception as exc:  # noqa: BLE001 - any malformed config is reported, not raised
@@ -323,20 +331,72 @@ class Manifest:
         write_bytes_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return path
 
-    def verify_files(self) -> None:
-        """Refuse a package whose graph files are missing or differ from the manifest's hashes."""
-        files: dict[str, GraphEntry | FileEntry | EngineEntry] = dict(self.graph_entries)
+    def _files(self) -> Iterator[tuple[str, GraphEntry | FileEntry | EngineEntry]]:
+        """Every file the manifest names, with where in the manifest it is named."""
+        yield from ((f"graphs.{n}.file", g) for n, g in self.graph_entries.items())
         for precision, variant in self.precisions.items():
-            files.update({f"{precision}:{n}": g for n, g in variant.graphs.items()})
+            yield from ((f"precisions.{precision}.graphs.{n}.file", g) for n, g in variant.graphs.items())
         if self.weights:
-            files["weights"] = self.weights
-        files.update({f"{e.precision} engine:{e.graph}": e for e in self.engines})
-        for name, info in files.items():
+            yield "weights.file", self.weights
+        yield from ((f"engines[{i}].file", e) for i, e in enumerate(self.engines))
+
+    def verify_files(self) -> None:
+        """Refuse, before any work, a package whose files are missing, lead outside the package
+        folder, differ from the manifest's hashes, or (graphs) read weights from outside themselves."""
+        inside = self.root.resolve()
+        for where, info in self._files():
             path = self.root / info.file
+            if not path.resolve().is_relative_to(inside):
+                raise PackageError(f"{path}: leads outside the package (a symlink?); refused ({where})")
             if not path.is_file():
-                raise PackageError(f"{self.root}: '{name}' is missing its file {info.file}")
-            if sha256_bytes(path.read_bytes()) != info.sha256:
+                raise PackageError(f"{self.root}: {where} names {info.file}, which is missing or not a file")
+            data = path.read_bytes()
+            if sha256_bytes(data) != info.sha256:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
+            if isinstance(info, GraphEntry) and (external := _external_data(path, data)):
+                raise PackageError(
+                    f"{path}: reads weights from external data ({external}); moce packages keep weights "
+                    "inside each graph, so nothing outside the hashed files is loaded: re-export the package"
+                )
+
+
+def unsafe_path(file: str) -> str | None:
+    """Why ``file`` may not be named by a manifest (absolute, ``..``, empty), or None when it is a
+    plain relative path inside the package."""
+    parts = PurePosixPath(file).parts
+    if not file or "\\" in file or "\0" in file:
+        return f"{file!r} is not a plain relative path"
+    if PurePosixPath(file).is_absolute():
+        return f"{file!r} is an absolute path; files must lie inside the package"
+    if ".." in parts:
+        return f"{file!r} leads outside the package"
+    return None
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in ``graph``: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    yield from (s.values for s in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            yield from [attr.t] if attr.HasField("t") else attr.tensors
+            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+                yield from _tensors(sub)
+
+
+def _external_data(path: Path, data: bytes) -> str | None:
+    """The location of the first tensor of the ONNX graph ``data`` kept in external data, if any."""
+    if b"location" not in data:  # external data must name its location: none here, no need to parse
+        return None
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - a hostile file can fail the parser anyhow
+        raise PackageError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "?")
+            return f"tensor '{tensor.name}' in {location!r}"
+    return None
 
 
 def load_manifest(root: str | Path) -> Manifest:

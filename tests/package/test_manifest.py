@@ -86,3 +86,62 @@ def test_another_schema_version_says_how_to_re_export(package):
     _rewrite(package, _set(["schema_version"], 0))
     with pytest.raises(PackageError, match="schema_version 0, this moce reads 1; re-export .*moce export"):
         load_manifest(package)
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ("../x.onnx", "graphs.segment0.file: '../x.onnx' leads outside the package"),
+        ("split/../../x.onnx", "leads outside the package"),
+        ("/etc/passwd", "graphs.segment0.file: '/etc/passwd' is an absolute path"),
+        ("", "is not a plain relative path"),
+    ],
+)
+def test_a_file_outside_the_package_is_refused_by_the_schema(package, file, message):
+    _rewrite(package, _set(["graphs", "segment0", "file"], file))
+    with pytest.raises(PackageError, match="malformed manifest") as info:
+        load_manifest(package)
+    assert message in str(info.value)
+
+
+def test_a_symlink_leading_out_is_refused_even_with_the_right_hash(package, tmp_path):
+    outside = tmp_path / "outside.onnx"
+    shutil.copy(package / "split" / "segment0.onnx", outside)  # a genuine graph, same hash
+    (package / "split" / "segment0.onnx").unlink()
+    (package / "split" / "segment0.onnx").symlink_to(outside)
+    with pytest.raises(PackageError, match="leads outside the package"):
+        load_manifest(package).verify_files()
+
+
+@pytest.mark.parametrize("location", ["segment0.weights", "../segment0.weights"])
+def test_graphs_that_read_external_data_are_refused_even_when_hashed(package, location):
+    """External data is covered by no hash, so it is refused wherever it lies."""
+    import onnx
+
+    from moce.package.manifest import sha256_bytes
+
+    path = package / "split" / "segment0.onnx"
+    model = onnx.load(str(path))
+    onnx.external_data_helper.convert_model_to_external_data(model, location="segment0.weights", size_threshold=0)
+    onnx.save_model(model, str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:  # point it where onnx itself would not write it
+        for entry in tensor.external_data:
+            entry.value = location if entry.key == "location" else entry.value
+    path.write_bytes(model.SerializeToString())
+    _rewrite(package, _set(["graphs", "segment0", "sha256"], sha256_bytes(path.read_bytes())))
+    with pytest.raises(PackageError, match=f"segment0.onnx: reads weights from external data .*{location}"):
+        load_manifest(package).verify_files()
+
+
+def test_a_hostile_package_stops_restore_before_any_work_with_exit_2(package, tmp_path):
+    from typer.testing import CliRunner
+
+    from moce.cli.main import app
+
+    _rewrite(package, _set(["weights", "file"], "/etc/passwd"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"")
+    result = CliRunner().invoke(app, ["restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(package)])
+    assert result.exit_code == 2 and "weights.file: '/etc/passwd' is an absolute path" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
