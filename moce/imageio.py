@@ -25,7 +25,7 @@ about 0.8 GB as float32 RGB, and a forged header must not make the decoder alloc
 def _cv2():  # noqa: ANN202 - the cv2 module
     from moce._lazy import require
 
-    return require("cv2", "dev")
+    return require("cv2", "opencv-python-headless")
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,27 @@ class ImageInfo:
 
 
 def _check_complete(path: Path, data: bytes) -> None:
-    """Catch truncation that decoders forgive (a JPEG without its end marker decodes grey)."""
+    """Catch truncation that decoders forgive (a JPEG without its end marker decodes grey), and
+    length fields that claim more than the file holds (a decoder may allocate what they claim:
+    OpenCV's PNG reader took 3 GB for one forged chunk length)."""
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
         raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
-    if suffix == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        _check_png_chunks(path, data)
+    if data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 > len(data):
+        raise InputError(f"{path}: truncated or corrupt RIFF/WebP (its header claims more bytes than the file has)")
+
+
+def _check_png_chunks(path: Path, data: bytes) -> None:
+    """Every chunk's length fits in the file, and the last chunk is IEND."""
+    i, kind = 8, b""
+    while i + 8 <= len(data) and kind != b"IEND":
+        length, kind = _be(data, i, 4), data[i + 4 : i + 8]
+        if i + 12 + length > len(data):
+            raise InputError(f"{path}: truncated or corrupt PNG (chunk {kind!r} claims {length} bytes past the end)")
+        i += 12 + length
+    if kind != b"IEND":
         raise InputError(f"{path}: truncated PNG (no IEND chunk)")
 
 

@@ -153,3 +153,17 @@ def test_float_images_with_non_finite_pixels_are_refused(tmp_path, value):
     assert cv2.imwrite(str(path), data)
     with pytest.raises(InputError, match="f.tif: holds NaN or infinite pixel values"):
         read_image(path)
+
+
+def test_length_fields_past_the_end_are_refused_before_the_decoder_allocates_them(tmp_path):
+    ok, encoded = cv2.imencode(".png", np.zeros((20, 8, 3), np.uint8))
+    data = bytearray(encoded.tobytes())
+    idat = data.index(b"IDAT") - 4
+    data[idat : idat + 4] = (3_070_230_719).to_bytes(4, "big")  # OpenCV once allocated 3 GB for this
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"a.png: truncated or corrupt PNG \(chunk b'IDAT' claims 3070230719 bytes"):
+        read_image(tmp_path / "a.png")
+    ok, encoded = cv2.imencode(".webp", np.zeros((20, 8, 3), np.uint8))
+    (tmp_path / "b.webp").write_bytes(encoded.tobytes()[:-10])
+    with pytest.raises(InputError, match="b.webp: truncated or corrupt RIFF/WebP"):
+        read_image(tmp_path / "b.webp")

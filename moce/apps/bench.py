@@ -145,8 +145,8 @@ def bench_device(options: BenchOptions) -> str:
         raise InputError("--device cuda: PyTorch here sees no CUDA GPU")
     if device == "cuda" and "onnxruntime" in options.backends and "CUDAExecutionProvider" not in ort_providers():
         raise InputError(
-            "--device cuda: onnxruntime here has no CUDAExecutionProvider (pip install 'moce[gpu]'); "
-            "time it on the CPU with --device cpu, or leave it out of --backends"
+            "--device cuda: onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu in place of "
+            "onnxruntime); time it on the CPU with --device cpu, or leave it out of --backends"
         )
     if device == "cpu" and "tensorrt" in options.backends:
         raise InputError("--device cpu: TensorRT runs on a CUDA GPU only; leave it out of --backends")

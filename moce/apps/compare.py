@@ -47,7 +47,7 @@ class Spec:
 
 def make_polygraphy_runner(manifest: Manifest, spec: Spec) -> Any:
     """A Polygraphy runner restoring one image per feed with the split plan of ``spec``."""
-    base = require("polygraphy.backend.base", "dev")
+    base = require("polygraphy.backend.base", "polygraphy")
 
     class MoceRunner(base.BaseRunner):
         def __init__(self) -> None:
@@ -115,7 +115,7 @@ def compare(
     manifest: Manifest, options: CompareOptions, progress: Callable[[str], None] | None = None
 ) -> CompareReport:
     """Run every spec on the same images, compare each with the first, check the thresholds."""
-    comparator = require("polygraphy.comparator", "dev")
+    comparator = require("polygraphy.comparator", "polygraphy")
     if len(options.specs) < 2:
         raise InputError("compare needs a reference and at least one other backend/precision")
     images = load_images(options.images)

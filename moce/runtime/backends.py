@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from moce._lazy import require
 from moce.errors import MissingDependencyError, MoceError
 from moce.package.manifest import Manifest
-from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
+from moce.runtime.runners import ORT_HINT, GraphRunner, OnnxRuntimeRunner, TorchRunner
 from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt
 
 
@@ -31,9 +32,7 @@ def cuda_available() -> bool:
 
 
 def ort_providers() -> list[str]:
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
+    available = require("onnxruntime", ORT_HINT).get_available_providers()
     return (
         ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if "CUDAExecutionProvider" in available

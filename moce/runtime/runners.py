@@ -27,6 +27,10 @@ from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_se
 ORT_SESSION_CONFIG: Mapping[str, str] = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
 
 
+ORT_HINT = "onnxruntime (or onnxruntime-gpu in its place, for CUDA)"
+"""What to install when ``onnxruntime`` is missing (it comes with moce; see the README's "Installing")."""
+
+
 class GraphRunner(ABC):
     """``activate`` / ``infer`` / ``deactivate``, usable as a context manager."""
 
@@ -104,7 +108,7 @@ class OnnxRuntimeRunner(GraphRunner):
         self._sessions: dict[str, object] = {}
 
     def activate(self) -> None:
-        self._ort = require("onnxruntime", "gpu" if "CUDAExecutionProvider" in self.providers else "dev")
+        self._ort = require("onnxruntime", ORT_HINT)
 
     _arena_registered = False
 

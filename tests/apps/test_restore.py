@@ -374,3 +374,44 @@ def test_kill_9_at_any_moment_then_the_same_command_gives_the_uninterrupted_outp
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
     for path in (tmp_path / "ref").iterdir():
         assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A 96 KiB tmpfs (root with mount rights only; skipped elsewhere)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()[:80]}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_filesystem_fails_images_one_by_one_and_leaves_no_partial_file(tmp_path, tiny_pkg, full_disk):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(8):  # about 30 KB each as PNG: the disk takes two or three
+        cv2.imwrite(str(src / f"n{i}.png"), (rng.random((96, 104, 3)) * 255).astype(np.uint8))
+    summary = restore(
+        RestoreJob(src, full_disk / "out", model=tiny_pkg.root, backend="onnxruntime", report=tmp_path / "r.json")
+    )
+    assert summary.exit_code == 1 and summary.restored and summary.failed
+    assert all("No space left on device" in r.error for r in summary.failed)
+    written = sorted(p.name for p in (full_disk / "out").iterdir())
+    assert written == sorted(Path(r.output).name for r in summary.restored)  # complete files only
+    for name in written:
+        assert cv2.imread(str(full_disk / "out" / name)) is not None
+    args = [
+        "restore",
+        str(src),
+        str(tmp_path / "out2"),
+        "-m",
+        str(tiny_pkg.root),
+        "--report",
+        str(full_disk / "r.json"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "cannot write the report" in result.output
+    assert not any(p.name.endswith(".part") for p in full_disk.rglob("*"))
