@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -58,6 +59,13 @@ def _refusal(path: Path, exc: Exception) -> CheckpointError:
         return CheckpointError(
             f"{path}: refused to load: the file needs the Python global '{found.group(1)}', which is not "
             "on the allow-list of tensors and plain containers (untrusted pickles can run code)"
+        )
+    opcode = re.search(r"Unsupported operand (\d+)", text)
+    if opcode:
+        name = {ord(op.code): op.name for op in pickletools.opcodes}.get(int(opcode.group(1)), "unknown")
+        return CheckpointError(
+            f"{path}: refused to load: the pickle uses opcode {name} ({opcode.group(1)}), which the weights-only "
+            "reader does not accept (a file written by pickle.dump, not torch.save?)"
         )
     detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
     reason = (detail.group(1) if detail else text.splitlines()[0] if text else type(exc).__name__)[:160]

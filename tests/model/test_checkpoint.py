@@ -180,3 +180,9 @@ def test_safetensors_metadata_must_be_a_json_object(tmp_path, tiny_model, meta, 
     )
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_a_refused_pickle_opcode_is_named(tmp_path):
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"w": bytearray(b"xy")}, protocol=5))
+    with pytest.raises(CheckpointError, match=r"plain.pt: refused to load: the pickle uses opcode FRAME \(149\)"):
+        load_checkpoint(tmp_path / "plain.pt")
