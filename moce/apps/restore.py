@@ -31,6 +31,7 @@ from moce.imageio import (
     read_image,
     write_image_atomic,
 )
+from moce.package.manifest import Manifest
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
 from moce.runtime.resolve import resolve_model
@@ -227,6 +228,21 @@ def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
     return remove_stale_temporaries(job.output)
 
 
+def _check_routing_form(job: RestoreJob, manifest: Manifest, backend: str) -> None:
+    """A whole-network routing form needs its graph in the package at the requested precision, and
+    a backend that runs graphs (the torch backend runs the model's split plan only)."""
+    routing = job.options.routing
+    if routing == "split":
+        return
+    if backend == "torch":
+        raise InputError(f"--routing {routing}: the torch backend runs the split plan only; use --routing split")
+    if routing not in manifest.graphs(job.precision):
+        raise InputError(
+            f"--routing {routing}: {manifest.root} has no {job.precision} {routing} graph "
+            f"({manifest.info.get('routing', {}).get('forms', {}).get(routing, 'not exported')}); use --routing split"
+        )
+
+
 def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
     """Tiles run the split plan only: with another routing form, refuse before work any image whose
     header says it is larger than the tile."""
@@ -383,6 +399,7 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
+    _check_routing_form(job, manifest, choice.name)
     progress.message(f"backend: {choice.name} ({choice.reason})")
     options = job.options
     if job.precision != "fp32" and options.tile_passes > 1:

@@ -415,3 +415,21 @@ def test_a_full_filesystem_fails_images_one_by_one_and_leaves_no_partial_file(tm
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "cannot write the report" in result.output
     assert not any(p.name.endswith(".part") for p in full_disk.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "message"),
+    [
+        ("torch", "fp32", "the torch backend runs the split plan only"),
+        ("onnxruntime", "fp16", "has no fp16 conditional graph"),
+    ],
+)
+def test_a_routing_form_the_package_or_backend_lacks_is_refused_before_work(
+    tmp_path, tiny_variants, backend, precision, message
+):
+    _two_images(tmp_path / "in")
+    options = RestoreOptions(routing="conditional")
+    job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_variants.manifest.root, backend, None, precision, options)
+    with pytest.raises(InputError, match=message):
+        restore(job)
+    assert not (tmp_path / "out").exists()
