@@ -12,6 +12,12 @@ def one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def listed(items: list[str], limit: int) -> str:
+    """The first ``limit`` of ``items`` joined by "; ", and how many more there are."""
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
 class MoceError(Exception):
     """Base class of user-facing errors; ``exit_code`` is what the CLI exits with."""
 

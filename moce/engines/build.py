@@ -12,11 +12,13 @@ import numpy as np
 from moce.data import SAMPLES
 from moce.data.degrade import DEGRADATIONS, degrade
 from moce.engines.tensorrt import Profile, build_engines
+from moce.engines.tensorrt_ops import check_package
 from moce.engines.variants import VariantReport, build_variants
-from moce.errors import MissingDependencyError
+from moce.errors import MissingDependencyError, PackageError, listed
 from moce.imageio import image_files, read_image
 from moce.package.manifest import EngineEntry, Manifest, load_manifest
 from moce.package.store import cache_dir
+from moce.runtime.tensorrt import engine_graphs
 
 CALIB_SIDE = 128
 
@@ -56,6 +58,16 @@ def calibration_images(folder: Path | None, side: int = CALIB_SIDE) -> list[np.n
     return [_square_crops(degrade(img, name, seed=i), side) for img in clean for i, name in enumerate(DEGRADATIONS)]
 
 
+def check_tensorrt_support(manifest: Manifest, precisions: list[str]) -> None:
+    """Refuse, before TensorRT is even imported, graphs its ONNX parser would refuse (naming each)."""
+    problems = [
+        p for precision in precisions for p in check_package(manifest, [precision], engine_graphs(manifest, precision))
+    ]
+    if problems:
+        shown = listed([str(p) for p in problems], 3)
+        raise PackageError(f"{manifest.root}: TensorRT's ONNX parser would refuse {len(problems)} node(s): {shown}")
+
+
 def build(package: Path, options: BuildOptions, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Write precision variants into the package; build TensorRT engines unless ``onnx_only``."""
     progress = progress or (lambda message: None)
@@ -69,6 +81,7 @@ def build(package: Path, options: BuildOptions, progress: Callable[[str], None] 
     engines: list[EngineEntry] = []
     error = None
     if not options.onnx_only:
+        check_tensorrt_support(manifest, options.precisions or ["fp32"])
         try:
             for precision in options.precisions or ["fp32"]:
                 engines += build_engines(

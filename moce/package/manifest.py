@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import onnx
 
-from moce.errors import PackageError
+from moce.errors import PackageError, listed
 from moce.files import write_bytes_atomic
 from moce.model.config import MIN_SIDE, MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
@@ -200,8 +200,7 @@ class Manifest:
         if not problems:
             problems += manifest._check()
         if problems:
-            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-            raise PackageError(f"{where}: malformed manifest: {shown}")
+            raise PackageError(f"{where}: malformed manifest: {listed(problems, 5)}")
         return manifest
 
     def _check(self) -> list[str]:
