@@ -18,6 +18,41 @@ from moce.errors import MissingDependencyError, PackageError
 from moce.package.manifest import WHOLE_GRAPHS, Manifest
 from moce.runtime.runners import TorchTensors
 
+TENSORRT_API: dict[str, tuple[str, ...]] = {
+    "tensorrt": (
+        "__version__",
+        "Logger",
+        "Builder",
+        "NetworkDefinitionCreationFlag",
+        "OnnxParser",
+        "MemoryPoolType",
+        "Runtime",
+        "TensorIOMode",
+    ),
+    "Logger": ("WARNING",),
+    "NetworkDefinitionCreationFlag": ("STRONGLY_TYPED",),
+    "MemoryPoolType": ("WORKSPACE",),
+    "TensorIOMode": ("OUTPUT",),
+    "Builder": ("create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"),
+    "INetworkDefinition": (),
+    "OnnxParser": ("parse_from_file", "num_errors", "get_error"),
+    "IBuilderConfig": (
+        "set_memory_pool_limit",
+        "create_timing_cache",
+        "set_timing_cache",
+        "get_timing_cache",
+        "add_optimization_profile",
+    ),
+    "ITimingCache": ("serialize",),
+    "IOptimizationProfile": ("set_shape",),
+    "Runtime": ("deserialize_cuda_engine",),
+    "ICudaEngine": ("create_execution_context", "num_io_tensors", "get_tensor_name", "get_tensor_mode"),
+    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"),
+}
+"""Every TensorRT class and member moce's builder and runner use (class -> members; "tensorrt" is the
+module). tests/engines/test_tensorrt_api.py checks each against the real bindings of TensorRT 10.x
+and 11.x, and that the test double defines nothing else."""
+
 TRT_HINT = "pip install 'moce[trt]' (TensorRT from NVIDIA's index) on a machine with an NVIDIA GPU"
 
 
