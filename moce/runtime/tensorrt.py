@@ -1,8 +1,7 @@
 """Running TensorRT engines: a thin layer over TensorRT's documented runtime API.
 
-Only these calls are used (TensorRT 10.x and 11): ``Runtime.deserialize_cuda_engine``,
-``create_execution_context``, ``set_input_shape``/``set_tensor_address``, the I/O tensor queries
-and ``execute_async_v3``. Engines are built by :mod:`moce.engines.tensorrt`.
+Only the calls listed in :data:`TENSORRT_API` are used (TensorRT 10.x and 11), here and in the
+builder (:mod:`moce.engines.tensorrt`); a test checks them against the real bindings.
 
 Everything here that needs a GPU is unverified on this project's machines (no GPU with TensorRT);
 the logic around it is tested against ``tests/engines/fake_tensorrt.py``, a test double of exactly
@@ -14,9 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from moce.errors import MissingDependencyError, PackageError
 from moce.package.manifest import WHOLE_GRAPHS, Manifest
 from moce.runtime.runners import TorchTensors
+
+TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32"}
+TORCH_DTYPES |= {"INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
+"""TensorRT ``DataType`` member -> torch dtype name, for output buffers of the engine's own types."""
+
 
 TENSORRT_API: dict[str, tuple[str, ...]] = {
     "tensorrt": (
@@ -28,11 +34,13 @@ TENSORRT_API: dict[str, tuple[str, ...]] = {
         "MemoryPoolType",
         "Runtime",
         "TensorIOMode",
+        "DataType",
     ),
     "Logger": ("WARNING",),
     "NetworkDefinitionCreationFlag": ("STRONGLY_TYPED",),
     "MemoryPoolType": ("WORKSPACE",),
     "TensorIOMode": ("OUTPUT",),
+    "DataType": tuple(TORCH_DTYPES),
     "Builder": ("create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"),
     "INetworkDefinition": (),
     "OnnxParser": ("parse_from_file", "num_errors", "get_error"),
@@ -46,7 +54,13 @@ TENSORRT_API: dict[str, tuple[str, ...]] = {
     "ITimingCache": ("serialize",),
     "IOptimizationProfile": ("set_shape",),
     "Runtime": ("deserialize_cuda_engine",),
-    "ICudaEngine": ("create_execution_context", "num_io_tensors", "get_tensor_name", "get_tensor_mode"),
+    "ICudaEngine": (
+        "create_execution_context",
+        "num_io_tensors",
+        "get_tensor_name",
+        "get_tensor_mode",
+        "get_tensor_dtype",
+    ),
     "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"),
 }
 """Every TensorRT class and member moce's builder and runner use (class -> members; "tensorrt" is the
@@ -110,30 +124,79 @@ def check_engines(manifest: Manifest, precision: str, trt_version: str, gpu: tup
     return out
 
 
-class TensorRTRunner(TorchTensors):
-    """Runs the split plan's engines on one CUDA stream with torch tensors as device buffers.
+class CudaStream:
+    """The CUDA work of the TensorRT runner, all on one stream of its own (PyTorch's CUDA API).
 
-    Tensors stay on the GPU between plan steps; only the router logits (a few floats per
-    sample) and the final image come back to the host. Unverified here: no GPU in CI.
+    Uploads, row gathers, scatters and engine launches are enqueued on this stream, so they run in
+    order without the host waiting. The host waits only in :meth:`download` (router logits, and the
+    final image): one pinned, asynchronous copy and one event per call, counted in ``syncs``.
+    """
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+        self.stream = torch.cuda.Stream()
+        self.syncs = 0
+
+    @property
+    def handle(self) -> int:
+        return int(self.stream.cuda_stream)
+
+    def scope(self) -> Any:
+        """A context in which PyTorch enqueues (and allocates for) this stream."""
+        return self.torch.cuda.stream(self.stream)
+
+    def wait_for_caller(self) -> None:
+        """Make this stream wait for what the caller's stream has enqueued (tensors it made and passed in)."""
+        self.stream.wait_stream(self.torch.cuda.current_stream())
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.empty(shape, dtype=dtype, device="cuda")
+
+    def upload(self, array: np.ndarray) -> Any:
+        with self.scope():
+            return self.torch.from_numpy(np.ascontiguousarray(array)).pin_memory().to("cuda", non_blocking=True)
+
+    def download(self, tensor: Any) -> np.ndarray:
+        with self.scope():
+            pinned = self.torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
+            pinned.copy_(tensor, non_blocking=True)
+            done = self.torch.cuda.Event()
+            done.record(self.stream)
+        done.synchronize()
+        self.syncs += 1
+        return pinned.numpy()
+
+
+class TensorRTRunner(TorchTensors):
+    """Runs the split plan's engines on one CUDA stream (:class:`CudaStream`), torch tensors as buffers.
+
+    Tensors stay on the GPU between plan steps and no engine launch waits for the host: the host
+    waits once per adapter (its router logits) and once for the final image. Output buffers take
+    the dtypes the engine declares; the caller's feeds are never changed. Unverified on a GPU here;
+    tested against the double in tests/engines/fake_tensorrt.py with a CPU stand-in stream.
     """
 
     name = "tensorrt"
 
-    def __init__(self, manifest: Manifest, precision: str = "fp32") -> None:
+    def __init__(self, manifest: Manifest, precision: str = "fp32", stream: Any = None, trt: Any = None) -> None:
         super().__init__()
         self.manifest, self.precision = manifest, precision
+        self.stream, self.trt = stream, trt  # given by tests; made in activate otherwise
         self._contexts: dict[str, Any] = {}
+        self._engines: dict[str, Any] = {}
 
     def activate(self) -> None:
         import torch
 
         self._torch = torch
-        self.device = torch.device("cuda")
-        self.trt = import_tensorrt()
-        self.files = check_engines(self.manifest, self.precision, self.trt.__version__, gpu_identity())
+        if self.trt is None:
+            self.trt = import_tensorrt()
+            self.files = check_engines(self.manifest, self.precision, self.trt.__version__, gpu_identity())
+        else:
+            self.files = {n: self.manifest.root / e.file for n, e in self.manifest.engines_of(self.precision).items()}
+        self.stream = self.stream or CudaStream(torch)
+        self.device = torch.device("cuda") if isinstance(self.stream, CudaStream) else None
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
-        self._stream = torch.cuda.Stream()
-        self._engines: dict[str, Any] = {}
 
     def _context(self, graph: str) -> Any:
         if graph not in self._contexts:
@@ -142,25 +205,48 @@ class TensorRTRunner(TorchTensors):
             self._contexts[graph] = engine.create_execution_context()
         return self._contexts[graph]
 
+    def _dtype(self, engine: Any, name: str) -> Any:
+        kind = engine.get_tensor_dtype(name)
+        member = next(m for m in TORCH_DTYPES if getattr(self.trt.DataType, m, None) == kind)
+        return getattr(self._torch, TORCH_DTYPES[member])
+
     def _infer(self, graph: str, feeds: dict) -> dict:
-        torch = self._torch
         context = self._context(graph)
         engine = self._engines[graph]
-        inputs = {name: value.contiguous() for name, value in feeds.items()}  # kept alive until the sync
-        for name, tensor in inputs.items():
-            context.set_input_shape(name, tuple(tensor.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-        outputs = {}
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            if engine.get_tensor_mode(name) == self.trt.TensorIOMode.OUTPUT:
-                shape = tuple(context.get_tensor_shape(name))
-                outputs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
-                context.set_tensor_address(name, outputs[name].data_ptr())
-        if not context.execute_async_v3(self._stream.cuda_stream):
-            raise PackageError(f"TensorRT execution of {graph} failed")
-        self._stream.synchronize()
+        self.stream.wait_for_caller()
+        with self.stream.scope():
+            inputs = {name: value.contiguous() for name, value in feeds.items()}  # alive until launched
+            for name, tensor in inputs.items():
+                context.set_input_shape(name, tuple(tensor.shape))
+                context.set_tensor_address(name, tensor.data_ptr())
+            outputs = {}
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                if engine.get_tensor_mode(name) == self.trt.TensorIOMode.OUTPUT:
+                    shape = tuple(context.get_tensor_shape(name))
+                    outputs[name] = self.stream.empty(shape, self._dtype(engine, name))
+                    context.set_tensor_address(name, outputs[name].data_ptr())
+            if not context.execute_async_v3(self.stream.handle):
+                raise PackageError(f"TensorRT execution of {graph} failed")
         return outputs
+
+    def from_host(self, value: np.ndarray) -> Any:
+        return self.stream.upload(value)
+
+    def to_host(self, value: Any) -> np.ndarray:
+        return self.stream.download(value).astype(np.float32, copy=False)
+
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        with self.stream.scope():
+            return super().take(value, rows)
+
+    def zeros_like(self, value: Any) -> Any:
+        with self.stream.scope():
+            return super().zeros_like(value)
+
+    def add_rows(self, out: Any, rows: np.ndarray, value: Any) -> Any:
+        with self.stream.scope():
+            return super().add_rows(out, rows, value.to(out.dtype))
 
     def deactivate(self) -> None:
         self._contexts.clear()
