@@ -23,7 +23,9 @@ def restore(
     ),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     routing: str = typer.Option("split", help="split | conditional | dense"),
-    precision: str = typer.Option("fp32", help="fp32 (fp16/int8 need `moce build-engine`)"),
+    precision: str = typer.Option(
+        "fp32", help="fp32 | fp16 | bf16 | int8 (ONNX fp16/int8 need `moce build-engine`; bf16: torch backend)"
+    ),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
     tile: int = typer.Option(512, help="Tile side for images larger than this (multiple of 8)"),
     overlap: int = typer.Option(32, help="Overlap between tiles, feather-blended"),

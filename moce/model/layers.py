@@ -80,11 +80,14 @@ class ChannelAttention(Projecting):
         """Cosine scores of ``[N, heads, c, pixels]`` queries and keys."""
         return cosine_scores(q, k)
 
+    def weights(self, q: Tensor, k: Tensor) -> Tensor:
+        """Softmax weights ``[N, heads, c, c]`` of ``[N, C, H, W]`` queries and keys."""
+        heads = self.temperature.shape[0]
+        return torch.softmax(self.scores(_split_heads(q, heads), _split_heads(k, heads)) * self.temperature, dim=-1)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         b, c, h, w = v.shape
-        heads = self.temperature.shape[0]
-        attn = torch.softmax(self.scores(_split_heads(q, heads), _split_heads(k, heads)) * self.temperature, dim=-1)
-        return (attn @ _split_heads(v, heads)).reshape(b, c, h, w)
+        return (self.weights(q, k) @ _split_heads(v, self.temperature.shape[0])).reshape(b, c, h, w)
 
 
 class FeedForward(Projecting):

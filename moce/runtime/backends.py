@@ -93,27 +93,32 @@ def _auto_onnxruntime(manifest: Manifest, device: str | None, precision: str) ->
 
 def _make_torch(manifest: Manifest, device: str | None, threads: int | None, precision: str) -> tuple[GraphRunner, str]:
     from moce.model.checkpoint import load_model  # PyTorch only for this backend
+    from moce.model.half import half_form
 
     model, _ = load_model(manifest.weights_file, top_k=manifest.top_k)
-    return TorchRunner(model, device), device or "default device"
+    return TorchRunner(
+        model if precision == "fp32" else half_form(model, precision), device
+    ), device or "default device"
 
 
 def _auto_torch(manifest: Manifest, device: str | None, precision: str) -> str | None:
-    if device != "cpu" and precision == "fp32" and cuda_available():
+    if device != "cpu" and precision != "int8" and cuda_available():
         return "CUDA GPU via PyTorch, no CUDA onnxruntime"
     return None
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
+"""What the package's ONNX graphs come in (``moce build-engine``); bf16 is the torch backend's alone."""
 BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
-    "tensorrt": Backend("tensorrt", PRECISIONS, _make_tensorrt, _auto_tensorrt),
-    "onnxruntime": Backend("onnxruntime", PRECISIONS, _make_onnxruntime, _auto_onnxruntime),
+    "tensorrt": Backend("tensorrt", GRAPH_PRECISIONS, _make_tensorrt, _auto_tensorrt),
+    "onnxruntime": Backend("onnxruntime", GRAPH_PRECISIONS, _make_onnxruntime, _auto_onnxruntime),
     "torch": Backend(
         "torch",
-        ("fp32",),
+        ("fp32", "fp16", "bf16"),
         _make_torch,
         _auto_torch,
-        "the torch backend is the float32 reference; use onnxruntime or tensorrt for fp16/int8",
+        "the torch backend runs fp32, fp16 and bf16 (float32 islands); int8 needs onnxruntime or tensorrt",
     ),
 }
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -134,6 +139,8 @@ def make_runner(
             reason = row.auto(manifest, device, precision)
             if reason:
                 return BackendChoice(row.make(manifest, device, threads, precision)[0], row.name, f"auto: {reason}")
+        if precision not in BACKENDS[FALLBACK].precisions:
+            raise MoceError(f"--precision {precision} runs on the torch backend only; pass --backend torch")
         runner, _ = BACKENDS[FALLBACK].make(manifest, "cpu", threads, precision)
         return BackendChoice(runner, FALLBACK, "auto: no GPU; ONNX Runtime CPU (see `moce bench`)")
     row = BACKENDS[backend]

@@ -205,6 +205,7 @@ class TorchRunner(TorchTensors):
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.dtype = model.patch_embed.proj.weight.dtype  # float32, or the half of moce.model.half.half_form
         self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
         self._graphs: dict[str, Callable[[dict], dict]] = {}
         for step in self.model.plan:
@@ -226,6 +227,9 @@ class TorchRunner(TorchTensors):
     def _expert(self, adapter: int, expert: int, feeds: dict) -> dict:
         x, shared, gate = (feeds[n] for n in EXPERT_INPUTS)
         return {EXPERT_OUTPUT: self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}
+
+    def from_host(self, value: np.ndarray):  # noqa: ANN201
+        return super().from_host(value).to(self.dtype)
 
     def _infer(self, graph: str, feeds: dict) -> dict:
         if graph not in self._graphs:

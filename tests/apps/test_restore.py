@@ -433,3 +433,12 @@ def test_a_routing_form_the_package_or_backend_lacks_is_refused_before_work(
     with pytest.raises(InputError, match=message):
         restore(job)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_torch_backend_restores_in_bf16(tmp_path, tiny_pkg):
+    _two_images(tmp_path / "in")
+    args = ["restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(tiny_pkg.root), "--backend", "torch"]
+    result = runner.invoke(app, [*args, "--precision", "bf16", "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["precision"] == "bf16" and report["totals"]["ok"] == 2

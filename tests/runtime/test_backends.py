@@ -41,11 +41,13 @@ def test_each_named_backend_makes_its_runner(tiny_pkg):
     [
         ("tensorflow", "fp32", "unknown backend 'tensorflow'"),
         ("onnxruntime", "fp8", "unknown precision 'fp8'"),
-        ("torch", "fp16", "the torch backend is the float32 reference"),
+        ("torch", "int8", "int8 needs onnxruntime or tensorrt"),
+        ("onnxruntime", "bf16", "the onnxruntime backend runs fp32, fp16, int8, not bf16"),
+        ("auto", "bf16", "runs on the torch backend only"),
         ("onnxruntime", "fp16", "no fp16 graphs; run `moce build-engine"),
     ],
 )
-def test_impossible_choices_are_refused_in_one_line(tiny_pkg, backend, precision, message):
+def test_impossible_choices_are_refused_in_one_line(tiny_pkg, no_gpu, backend, precision, message):
     with pytest.raises(MoceError, match=message) as caught:
         make_runner(backend, tiny_pkg, precision=precision)
     assert "\n" not in str(caught.value)
