@@ -5,7 +5,7 @@
 # Steps run one after another, most wanted first, each under its own timeout (training, tests and
 # exports side by side on 16 cores starve each other):
 # 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4);
-# 3. a short training run on CUDA (step speed with the padded expert sub-batches);
+# 2b. the torch backend in fp16/bf16 and with TF32 (scripts/precision_check.py); 3. a short training run on CUDA (step speed with the padded expert sub-batches);
 # 4. `moce evaluate` and the demo restore on the torch CUDA backend; 5. MoCE-IR bench;
 # 6. the whole suite with CUDA visible, in what is left of BUDGET seconds (failures named as they happen).
 # SKIP_GPU_TESTS=1 / SKIP_L=1 leave out steps 1 / 5 (a second call after a cut-off first one).
@@ -41,6 +41,12 @@ python3 scripts/make_random_s.py /tmp/moceir_S.safetensors S && timeout 120 moce
 step "bench on CUDA (S: batch 1 and 4; the torch backend runs the split plan only)"
 timeout 150 moce bench --model /tmp/S.moce --backends torch --routing split --sizes 256,512 --batch 1,4 --device cuda \
   --rounds 10 --json "$OUT/bench_S_cuda.json" --chart "$OUT/bench_S_cuda.png"
+
+step "torch backend in fp16/bf16 and TF32 (quality on the samples, demo model; speed on S)"
+timeout 120 python3 scripts/precision_check.py --speed-model /tmp/moceir_S.safetensors --sizes 256:1,512:4 2>&1 | tail -12
+
+step "TensorRT operator support of every exported graph (no TensorRT needed)"
+timeout 60 python3 -m pytest -q -p no:cacheprovider tests/engines/test_tensorrt_ops.py 2>&1 | tail -3
 
 if [ "$MINUTES" != 0 ]; then
   step "training: $MINUTES minutes (step speed with padded expert sub-batches)"
