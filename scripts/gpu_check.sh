@@ -38,8 +38,8 @@ step "export MoCE-IR-S (random weights) for the bench (validation on a GPU machi
 python3 scripts/make_random_s.py /tmp/moceir_S.safetensors S && timeout 120 moce export /tmp/moceir_S.safetensors -o /tmp/S.moce \
   --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2  # the torch backend runs the split plan
 
-step "bench on CUDA (S: batch 1 and 4; the torch backend runs the split plan only)"
-timeout 150 moce bench --model /tmp/S.moce --backends torch --routing split --sizes 256,512 --batch 1,4 --device cuda \
+step "bench on CUDA (S: batch 1 and 4; the torch backend plain and replaying CUDA graphs)"
+timeout 200 moce bench --model /tmp/S.moce --backends torch,torch-graphs --routing split --sizes 256,512 --batch 1,4 --device cuda \
   --rounds 10 --json "$OUT/bench_S_cuda.json" --chart "$OUT/bench_S_cuda.png"
 
 step "torch backend in fp16/bf16 and TF32 (quality on the samples, demo model; speed on S)"

@@ -35,6 +35,8 @@ from moce.runtime.executor import PlanExecutor, expert_flops
 from moce.runtime.resolve import resolve_model
 
 REFERENCE = "torch-eager"
+TORCH_GRAPHS = "torch-graphs"
+"""The torch backend replaying CUDA graphs (moce.runtime.cuda_graphs), timed beside the plain one."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def expand_cases(options: BenchOptions) -> list[Case]:
             cases.append(Case(REFERENCE, "split", size, batch))
             for backend in options.backends:
                 for routing in options.routings:
-                    if backend == "torch" and routing != "split":
+                    if backend in ("torch", TORCH_GRAPHS) and routing != "split":
                         continue  # the PyTorch runner executes the split plan only
                     cases.append(Case(backend, routing, size, batch))
     return cases
@@ -148,6 +150,8 @@ def bench_device(options: BenchOptions) -> str:
             "--device cuda: onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu in place of "
             "onnxruntime); time it on the CPU with --device cpu, or leave it out of --backends"
         )
+    if device == "cpu" and TORCH_GRAPHS in options.backends:
+        raise InputError(f"--device cpu: {TORCH_GRAPHS} replays CUDA graphs, on a CUDA GPU only")
     if device == "cpu" and "tensorrt" in options.backends:
         raise InputError("--device cpu: TensorRT runs on a CUDA GPU only; leave it out of --backends")
     return device
@@ -174,7 +178,10 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
         model = load_reference(manifest, options.threads, options.device)
         tensor = torch.from_numpy(image).to(options.device)
         return (lambda: _eager(model, tensor)), None, options.device == "cuda"
-    choice = make_runner(case.backend, manifest, options.device, options.threads)
+    graphs = case.backend == TORCH_GRAPHS
+    choice = make_runner(
+        "torch" if graphs else case.backend, manifest, options.device, options.threads, cuda_graphs=graphs
+    )
     choice.runner.activate()
     executor = PlanExecutor(manifest, choice.runner)
     cuda = (

@@ -73,6 +73,7 @@ class RestoreJob:
     threads: int | None = None
     jpeg_quality: int = 95
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cuda_graphs: bool = False
 
 
 @dataclass
@@ -398,7 +399,7 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     root, files, passed = discover(job.inputs, job.recursive, job.include)
     _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
-    choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision)
+    choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
     _check_routing_form(job, manifest, choice.name)
     progress.message(f"backend: {choice.name} ({choice.reason})")
     options = job.options

@@ -30,7 +30,9 @@ def _saved(path: Path) -> list[CaseResult]:
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
-    backends: str = typer.Option("torch,onnxruntime", help="torch, onnxruntime, tensorrt (comma-separated)"),
+    backends: str = typer.Option(
+        "torch,onnxruntime", help="torch, torch-graphs (CUDA graphs), onnxruntime, tensorrt (comma-separated)"
+    ),
     routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
     sizes: str = typer.Option("256,512", help="Square image sides"),
     batch: str = typer.Option("1", help="Batch sizes"),

@@ -43,6 +43,9 @@ def restore(
     overwrite: bool = typer.Option(False, help="Redo images whose output exists (default: skip them, so runs resume)"),
     report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
     threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
+    cuda_graphs: bool = typer.Option(
+        False, "--cuda-graphs", help="torch backend on CUDA: replay each segment and expert as a CUDA graph"
+    ),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, help="Refuse larger images before decoding them (raise it to restore them in tiles)"
     ),
@@ -72,6 +75,7 @@ def restore(
         report=report,
         threads=threads,
         max_pixels=max_pixels,
+        cuda_graphs=cuda_graphs,
     )
     progress = CliProgress()
     try:

@@ -127,9 +127,28 @@ FALLBACK = "onnxruntime"
 
 
 def make_runner(
-    backend: str, manifest: Manifest, device: str | None = None, threads: int | None = None, precision: str = "fp32"
+    backend: str,
+    manifest: Manifest,
+    device: str | None = None,
+    threads: int | None = None,
+    precision: str = "fp32",
+    cuda_graphs: bool = False,
 ) -> BackendChoice:
-    """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here."""
+    """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here.
+
+    ``cuda_graphs``: the torch backend on a CUDA device replays CUDA graphs (moce.runtime.cuda_graphs).
+    """
+    choice = _make_runner(backend, manifest, device, threads, precision)
+    if cuda_graphs:
+        if not isinstance(choice.runner, TorchRunner) or choice.runner.device.type != "cuda":
+            raise MoceError("--cuda-graphs needs the torch backend on a CUDA device (--backend torch --device cuda)")
+        choice.runner.use_cuda_graphs()
+    return choice
+
+
+def _make_runner(
+    backend: str, manifest: Manifest, device: str | None, threads: int | None, precision: str
+) -> BackendChoice:
     if backend not in BACKEND_NAMES:
         raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKEND_NAMES)}")
     if precision not in PRECISIONS:

@@ -19,6 +19,7 @@ from moce.errors import PackageError
 from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.model.plan import AdapterStep, SegmentStep
 from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_segment_graph
+from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_cuda
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -207,15 +208,26 @@ class TorchRunner(TorchTensors):
         self.model = model.to(self.device).eval()
         self.dtype = model.patch_embed.proj.weight.dtype  # float32, or the half of moce.model.half.half_form
         self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
+        self._graph_cache: GraphCache | None = None  # see use_cuda_graphs
+        self._experts: set[str] = set()
+        self._captured: set[str] = set()  # what CUDA graphs may run: segments and experts, not tile segments
         self._graphs: dict[str, Callable[[dict], dict]] = {}
         for step in self.model.plan:
             if isinstance(step, SegmentStep):
                 self._graphs[segment_graph(step.index)] = partial(self.model.run_segment, step.index)
+                self._captured.add(segment_graph(step.index))
                 self._graphs[tile_segment_graph(step.index)] = partial(self._tile_segment, step.index)
             else:
                 assert isinstance(step, AdapterStep)
                 for e in range(self.model.config.num_experts):
                     self._graphs[expert_graph(step.index, e)] = partial(self._expert, step.index, e)
+                    self._experts.add(expert_graph(step.index, e))
+        self._captured |= self._experts
+
+    def use_cuda_graphs(self, capture: Capture | None = None) -> None:
+        """Replay segments and experts from CUDA graphs captured per input shape (tile segments run
+        as they are); ``capture`` stands in for :func:`moce.runtime.cuda_graphs.capture_cuda` in tests."""
+        self._graph_cache = GraphCache(capture or capture_cuda)
 
     def _tile_segment(self, index: int, feeds: dict) -> dict:
         from moce.model.global_stats import TileSegments  # PyTorch only for this backend
@@ -235,4 +247,12 @@ class TorchRunner(TorchTensors):
         if graph not in self._graphs:
             raise PackageError(f"the torch backend runs the split plan's graphs; it has no graph '{graph}'")
         with self._torch_module().inference_mode():
-            return self._graphs[graph](feeds)
+            if self._graph_cache is None or graph not in self._captured:
+                return self._graphs[graph](feeds)
+            if graph not in self._experts:
+                return self._graph_cache.run(graph, self._graphs[graph], feeds)
+            rows = next(iter(feeds.values())).shape[0]
+            pad = [0] * (bucket_rows(rows) - rows)  # extra rows repeat the first; their outputs are dropped
+            padded = {name: value[list(range(rows)) + pad] if pad else value for name, value in feeds.items()}
+            out = self._graph_cache.run(graph, self._graphs[graph], padded)
+            return {name: value[:rows] for name, value in out.items()}

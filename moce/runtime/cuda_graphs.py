@@ -1,0 +1,79 @@
+"""CUDA graphs for the PyTorch backend: each graph of the plan captured once per shape, then replayed.
+
+At batch 1 the PyTorch CUDA path is bound by kernel launches (thousands of small kernels per image);
+a CUDA graph launches a whole segment or expert as one. :class:`GraphCache` captures a graph of the
+package per key (its name and its inputs' shapes and dtypes) on first use and replays it after;
+experts run on row counts padded to a power of two (:func:`bucket_rows`), so a batch of N images
+needs at most log2(N) + 1 captures per expert. The host still reads each adapter's router logits
+(one wait per adapter) to choose the experts whose graphs to replay.
+
+Capturing needs a CUDA device: :func:`capture_cuda` uses PyTorch's documented ``torch.cuda.CUDAGraph``
+and ``torch.cuda.graph``. Unverified on a GPU here; the cache and the padding are tested on the CPU
+with a stand-in capture.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+Feeds = dict[str, Any]
+Replay = Callable[[Feeds], Feeds]
+Capture = Callable[[Callable[[Feeds], Feeds], Feeds], Replay]
+
+
+def bucket_rows(rows: int) -> int:
+    """The power of two at or above ``rows``: the batch an expert's captured graph runs at."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+class GraphCache:
+    """Replays of captured graphs, keyed by graph name and input shapes and dtypes, least recently
+    used dropped past ``limit`` (each capture holds its static buffers on the device)."""
+
+    def __init__(self, capture: Capture, limit: int = 128) -> None:
+        self.capture = capture
+        self.limit = limit
+        self.replays: OrderedDict[tuple, Replay] = OrderedDict()
+        self.captures = 0
+
+    @staticmethod
+    def key(graph: str, feeds: Feeds) -> tuple:
+        return (graph, *((name, tuple(v.shape), str(v.dtype)) for name, v in sorted(feeds.items())))
+
+    def run(self, graph: str, fn: Callable[[Feeds], Feeds], feeds: Feeds) -> Feeds:
+        key = self.key(graph, feeds)
+        if key not in self.replays:
+            self.replays[key] = self.capture(fn, feeds)
+            self.captures += 1
+            if len(self.replays) > self.limit:
+                self.replays.popitem(last=False)
+        self.replays.move_to_end(key)
+        return self.replays[key](feeds)
+
+
+def capture_cuda(fn: Callable[[Feeds], Feeds], feeds: Feeds) -> Replay:
+    """Capture ``fn`` on copies of ``feeds`` as a CUDA graph (after two warm-up runs on a side stream,
+    as PyTorch's documentation prescribes); the replay copies new feeds in and the outputs out."""
+    import torch
+
+    static_in = {name: value.clone() for name, value in feeds.items()}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(2):
+            fn(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        static_out = fn(static_in)
+
+    def replay(new: Feeds) -> Feeds:
+        with torch.inference_mode():
+            for name, value in new.items():
+                static_in[name].copy_(value)
+            graph.replay()
+            return {name: value.clone() for name, value in static_out.items()}  # the next replay overwrites
+
+    return replay
