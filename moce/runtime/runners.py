@@ -200,12 +200,16 @@ class TorchRunner(TorchTensors):
 
     name = "torch"
 
-    def __init__(self, model, device: str | None = None) -> None:  # noqa: ANN001 - moce.model.MoCEIR
+    def __init__(self, model, device: str | None = None, channels_last: bool | None = None) -> None:  # noqa: ANN001
+        """``model``: a moce.model.MoCEIR; ``channels_last`` (default: on CUDA) keeps weights and image
+        batches in NHWC memory, the layout GPU convolution kernels run fastest on."""
         super().__init__()
         import torch
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self._format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self._format).eval()
         self.dtype = model.patch_embed.proj.weight.dtype  # float32, or the half of moce.model.half.half_form
         self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
         self._graph_cache: GraphCache | None = None  # see use_cuda_graphs
@@ -241,7 +245,8 @@ class TorchRunner(TorchTensors):
         return {EXPERT_OUTPUT: self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}
 
     def from_host(self, value: np.ndarray):  # noqa: ANN201
-        return super().from_host(value).to(self.dtype)
+        tensor = super().from_host(value).to(self.dtype)
+        return tensor.contiguous(memory_format=self._format) if tensor.ndim == 4 else tensor
 
     def _infer(self, graph: str, feeds: dict) -> dict:
         if graph not in self._graphs:

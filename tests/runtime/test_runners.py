@@ -1,14 +1,16 @@
-"""ONNX Runtime runner: the session options every plan session gets."""
+"""The runners: ONNX Runtime session options and profiling, the torch runner's memory layout."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.runners import ORT_SESSION_CONFIG, OnnxRuntimeRunner
+from moce.runtime.runners import ORT_SESSION_CONFIG, OnnxRuntimeRunner, TorchRunner
 
 
 def test_sessions_get_the_default_config_plus_the_callers_entries(tiny_pkg):
@@ -36,3 +38,14 @@ def test_profiling_writes_one_trace_per_graph_with_its_kernels(tiny_pkg, tmp_pat
         events = json.loads(Path(trace).read_text())
         assert any(e.get("cat") == "Node" and e["args"].get("op_name") == "Conv" for e in events)
     assert OnnxRuntimeRunner(tiny_pkg).end_profiling() == {}
+
+
+def test_channels_last_gives_the_same_restoration(tiny_model, tiny_pkg, golden_io):
+    nhwc_model = copy.deepcopy(tiny_model)  # runners move the model they are given in place
+    with TorchRunner(tiny_model, "cpu") as plain, TorchRunner(nhwc_model, "cpu", channels_last=True) as nhwc:
+        want = PlanExecutor(tiny_pkg, plain).run(golden_io["input"])
+        got = PlanExecutor(tiny_pkg, nhwc).run(golden_io["input"])
+        assert nhwc.model.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not plain.channels_last  # the default off CUDA
+    np.testing.assert_allclose(got.restored, want.restored, atol=1e-5)
+    assert [r.experts.tolist() for r in got.routings] == [r.experts.tolist() for r in want.routings]
