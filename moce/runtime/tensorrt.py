@@ -158,6 +158,8 @@ class CudaStream:
 
     def download(self, tensor: Any) -> np.ndarray:
         with self.scope():
+            if tensor.dtype == self.torch.bfloat16:  # NumPy has no bfloat16
+                tensor = tensor.float()
             pinned = self.torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
             pinned.copy_(tensor, non_blocking=True)
             done = self.torch.cuda.Event()
