@@ -146,13 +146,18 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.nda
     The header's size is checked against ``max_pixels`` before anything is decoded, every decoder
     error is an :class:`InputError`, and float images holding NaN or infinity are refused.
     """
-    cv2 = _cv2()
     if path.suffix.lower() not in SUPPORTED:
         raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'}; supported: {', '.join(SUPPORTED)}")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(path, data, max_pixels)
+
+
+def decode_image(path: Path, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` on the bytes of the file ``path`` (read already, or fetched from a cluster's storage)."""
+    cv2 = _cv2()
     if not data:
         raise InputError(f"{path}: empty file")
     _check_complete(path, data)

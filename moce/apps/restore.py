@@ -26,13 +26,14 @@ from moce.imageio import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED,
     ImageInfo,
+    decode_image,
     from_rgb_float,
     header_size,
     read_image,
     write_image_atomic,
 )
 from moce.package.manifest import Manifest
-from moce.runtime.backends import make_runner
+from moce.runtime.backends import BackendChoice, make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
 from moce.runtime.resolve import resolve_model
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
@@ -299,7 +300,7 @@ class _Pending:
     started: float
 
 
-class _Loop:
+class ImageLoop:
     """The per-image loop: read, batch same-sized untiled images, restore, write."""
 
     def __init__(self, job: RestoreJob, restorer: Restorer, progress: Progress) -> None:
@@ -307,10 +308,14 @@ class _Loop:
         self.records: list[ImageRecord] = []
         self.pending: list[_Pending] = []
 
-    def add(self, path: Path, out: Path) -> None:
+    def add(self, path: Path, out: Path, data: bytes | None = None) -> None:
+        """Restore ``path`` (or its bytes ``data``, read elsewhere) into ``out``, batched with its peers."""
         started = time.perf_counter()
         try:
-            image, info = read_image(path, self.job.max_pixels)
+            if data is None:
+                image, info = read_image(path, self.job.max_pixels)
+            else:
+                image, info = decode_image(path, data, self.job.max_pixels)
             if min(image.shape[:2]) < 8:
                 raise InputError(
                     f"{path}: image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 px"
@@ -366,21 +371,34 @@ class _Loop:
         self.progress.image_done(path, "skipped")
 
     def run(self, root: Path, files: list[Path]) -> None:
-        """Restore ``files``: an existing output is skipped (or redone with --overwrite); an output
-        path taken by a folder or another non-file is an error."""
-        for path in files:
-            out = output_path(self.job, root, path)
-            if out.is_symlink() or (out.exists() and not out.is_file()):
-                self._finish(_error(path, out, InputError(f"{out}: the output path is taken by a non-file"), 0.0))
-            elif out.exists() and not self.job.overwrite:
-                self.skip(path, OUTPUT_EXISTS, out)
-            else:
-                self.add(path, out)
+        """Restore ``files`` whose outputs are to be written (see :func:`outputs_to_write`)."""
+        todo, records = outputs_to_write(self.job, root, files)
+        for record in records:
+            self._finish(record)
+        for path, out in todo:
+            self.add(path, out)
         self.flush()
 
     def _finish(self, record: ImageRecord) -> None:
         self.records.append(record)
         self.progress.image_done(Path(record.input), record.status)
+
+
+def outputs_to_write(
+    job: RestoreJob, root: Path, files: list[Path]
+) -> tuple[list[tuple[Path, Path]], list[ImageRecord]]:
+    """``(input, output)`` pairs to restore, and the records of the others: an existing output is
+    skipped (or redone with --overwrite); an output path taken by a folder or another non-file is an error."""
+    todo, records = [], []
+    for path in files:
+        out = output_path(job, root, path)
+        if out.is_symlink() or (out.exists() and not out.is_file()):
+            records.append(_error(path, out, InputError(f"{out}: the output path is taken by a non-file"), 0.0))
+        elif out.exists() and not job.overwrite:
+            records.append(_skipped(path, OUTPUT_EXISTS, out))
+        else:
+            todo.append((path, out))
+    return todo, records
 
 
 def write_report(path: Path, summary: RestoreSummary) -> None:
@@ -391,10 +409,20 @@ def write_report(path: Path, summary: RestoreSummary) -> None:
         raise InputError(f"{one_line(str(path))}: cannot write the report ({exc.strerror or exc})") from None
 
 
-def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary:
-    """Restore every image of ``job``; problems with single images never stop the run."""
-    progress = progress or NoProgress()
-    start = time.perf_counter()
+@dataclass
+class Prepared:
+    """A restore job checked and set up, before any image is read (shared with the cluster path)."""
+
+    root: Path
+    files: list[Path]
+    passed: list[tuple[Path, str]]
+    manifest: Manifest
+    choice: BackendChoice
+    options: RestoreOptions
+
+
+def prepare(job: RestoreJob, progress: Progress) -> Prepared:
+    """Everything a job refuses before work, the model resolved and the runner made (not activated)."""
     _check_paths(job)
     root, files, passed = discover(job.inputs, job.recursive, job.include)
     _check_tile_free(job, files)
@@ -409,30 +437,38 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     removed = _remove_stale_temporaries(job)
     if removed:
         progress.message(f"removed {len(removed)} temporary file(s) left by an interrupted run")
-    loop: _Loop | None = None
+    return Prepared(root, files, passed, manifest, choice, options)
+
+
+def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], seconds: float) -> RestoreSummary:
+    options = prepared.options
+    tiling = {"tile": options.tile, "overlap": options.overlap, "route_per": options.route_per}
+    return RestoreSummary(
+        prepared.choice.name,
+        prepared.choice.reason,
+        job.precision,
+        options.routing,
+        records,
+        seconds,
+        {**tiling, "passes": options.passes()},
+    )
+
+
+def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary:
+    """Restore every image of ``job``; problems with single images never stop the run."""
+    progress = progress or NoProgress()
+    start = time.perf_counter()
+    prepared = prepare(job, progress)
+    loop: ImageLoop | None = None
     try:
-        with choice.runner as runner:
-            restorer = Restorer(PlanExecutor(manifest, runner), options)
-            loop = _Loop(job, restorer, progress)
-            progress.start(len(files) + len(passed))
-            for path, reason in passed:
+        with prepared.choice.runner as runner:
+            loop = ImageLoop(job, Restorer(PlanExecutor(prepared.manifest, runner), prepared.options), progress)
+            progress.start(len(prepared.files) + len(prepared.passed))
+            for path, reason in prepared.passed:
                 loop.skip(path, reason)
-            loop.run(root, files)
+            loop.run(prepared.root, prepared.files)
     finally:
-        summary = RestoreSummary(
-            choice.name,
-            choice.reason,
-            job.precision,
-            options.routing,
-            loop.records if loop else [],
-            time.perf_counter() - start,
-            {
-                "tile": options.tile,
-                "overlap": options.overlap,
-                "route_per": options.route_per,
-                "passes": options.passes(),
-            },
-        )
+        summary = summarize(prepared, job, loop.records if loop else [], time.perf_counter() - start)
         if job.report:
             write_report(job.report, summary)
     return summary

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.cluster import local_path, restore_on_cluster
 from moce.apps.restore import RestoreJob, RestoreSummary
 from moce.apps.restore import restore as run_restore
 from moce.cli.common import render_table, user_errors
@@ -16,8 +17,8 @@ from moce.runtime.restorer import RestoreOptions
 
 @user_errors
 def restore(
-    inputs: Path = typer.Argument(..., help="An image file or a folder of images"),
-    output: Path = typer.Argument(..., help="Output folder (or file name for a single input)"),
+    inputs: str = typer.Argument(..., help="An image file or a folder of images (with --cluster, a file:// URI too)"),
+    output: str = typer.Argument(..., help="Output folder (or file name for a single input)"),
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled tiny model]"
     ),
@@ -46,6 +47,10 @@ def restore(
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="torch backend on CUDA: replay each segment and expert as a CUDA graph"
     ),
+    cluster: str = typer.Option(
+        None, help="Run on Ray: local (this machine), auto or ray://HOST:PORT (a running cluster)"
+    ),
+    workers: int = typer.Option(2, help="With --cluster: Ray actors, one model each (a GPU each where there are)"),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, help="Refuse larger images before decoding them (raise it to restore them in tiles)"
     ),
@@ -61,8 +66,8 @@ def restore(
         tile_passes=tile_passes,
     )
     job = RestoreJob(
-        inputs=inputs,
-        output=output,
+        inputs=local_path(inputs),
+        output=local_path(output),
         model=model,
         backend=backend,
         device=device,
@@ -79,7 +84,7 @@ def restore(
     )
     progress = CliProgress()
     try:
-        summary = run_restore(job, progress)
+        summary = run_restore(job, progress) if cluster is None else restore_on_cluster(job, cluster, workers, progress)
     finally:
         progress.stop()
     _print_summary(summary)

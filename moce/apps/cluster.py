@@ -1,0 +1,138 @@
+"""`moce restore --cluster`: the same restore on a Ray cluster, through Ray Data.
+
+The driver checks the job, resolves the model and lists the work exactly as a local restore does
+(:func:`moce.apps.restore.prepare`); Ray Data reads the files as bytes and hands them to actors of
+:class:`ImageWorker`, one model and runner each, which decode with moce's own image I/O, restore
+with the same code as a local run and write each output atomically under its relative name. The
+driver merges their records into the same report. :func:`restore_dataset` is the step in between,
+for users composing it with their own Ray pipelines.
+
+Workers read the package and write the outputs by path, so on a multi-machine cluster both must
+be on storage every node mounts at the same path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from moce._lazy import require
+from moce.apps.restore import (
+    ImageLoop,
+    ImageRecord,
+    NoProgress,
+    Progress,
+    RestoreJob,
+    RestoreSummary,
+    outputs_to_write,
+    prepare,
+    summarize,
+    write_report,
+)
+from moce.errors import InputError
+from moce.package.manifest import load_manifest
+from moce.runtime.backends import make_runner
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.restorer import Restorer
+
+RAY_HINT = "'ray[data]'"
+
+
+def local_path(where: str | Path) -> Path:
+    """A local path, or the path of a ``file://`` URI; other schemes are not read yet."""
+    text = str(where)
+    if "://" not in text:
+        return Path(text)
+    parsed = urlparse(text)
+    if parsed.scheme != "file":
+        raise InputError(f"{text}: only local paths and file:// URIs are read so far")
+    return Path(parsed.path)
+
+
+class ImageWorker:
+    """One Ray actor: the package's runner made once, then every batch of rows restored and written."""
+
+    def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
+        manifest = load_manifest(package)
+        self.runner = make_runner(job.backend, manifest, job.device, job.threads, job.precision).runner
+        self.runner.activate()
+        self.loop = ImageLoop(job, Restorer(PlanExecutor(manifest, self.runner), job.options), NoProgress())
+        self.outputs = outputs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.loop.records = []
+        contents = batch.get("bytes", [None] * len(batch["path"]))  # None: the worker reads the file itself
+        for path, data in zip(batch["path"], contents):
+            self.loop.add(Path(str(path)), Path(self.outputs[str(path)]), None if data is None else bytes(data))
+        self.loop.flush()
+        return {"record": np.array([json.dumps(vars(r)) for r in self.loop.records])}
+
+
+def restore_dataset(ds: Any, job: RestoreJob, package: str, outputs: dict[str, str], workers: int) -> Any:
+    """``ds`` (rows with a ``path``, and the file's ``bytes`` where the dataset read them, as
+    ``ray.data.read_binary_files(..., include_paths=True)`` gives) mapped to rows with one ``record``
+    each: the JSON of the image's report record; ``outputs`` maps each path to its output. Each of
+    ``workers`` actors takes a GPU where the cluster has them, a CPU otherwise."""
+    ray = require("ray", RAY_HINT)
+    gpus = ray.cluster_resources().get("GPU", 0) >= 1
+    return ds.map_batches(
+        ImageWorker,
+        fn_constructor_kwargs={"job": job, "package": package, "outputs": outputs},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(outputs)))),  # no idle actors
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+    )
+
+
+def restore_on_cluster(
+    job: RestoreJob, address: str = "local", workers: int = 2, progress: Progress | None = None
+) -> RestoreSummary:
+    """`moce restore --cluster ADDRESS`: ``local`` starts Ray on this machine with ``workers`` CPUs,
+    ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.threads`` (default
+    1) CPU threads. Returns the summary a local restore would, report included."""
+    ray = require("ray", RAY_HINT)
+    progress = progress or NoProgress()
+    start = time.perf_counter()
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    job = _cluster_job(job)
+    prepared = prepare(job, progress)
+    todo, records = outputs_to_write(job, prepared.root, prepared.files)
+    records = [ImageRecord(str(p), None, "skipped", None, 0.0, reason=r) for p, r in prepared.passed] + records
+    if todo:
+        if not ray.is_initialized():
+            _start_ray(ray, address, workers)
+        outputs = {str(path): str(out) for path, out in todo}
+        rows = [{"path": str(path)} for path, _ in todo]  # each worker reads its files (shared storage)
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64 * workers))
+        mapped = restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers)
+        records += [ImageRecord(**json.loads(row["record"])) for row in mapped.iter_rows()]
+    summary = summarize(prepared, job, _in_input_order(records, prepared.files), time.perf_counter() - start)
+    if job.report:
+        write_report(job.report, summary)
+    return summary
+
+
+def _start_ray(ray: Any, address: str, workers: int) -> None:
+    """A local Ray on the loopback address with a CPU per worker, or the cluster at ``address``."""
+    if address == "local":
+        ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+
+
+def _cluster_job(job: RestoreJob) -> RestoreJob:
+    return replace(job, inputs=local_path(job.inputs), output=local_path(job.output), threads=job.threads or 1)
+
+
+def _in_input_order(records: list[ImageRecord], files: list[Path]) -> list[ImageRecord]:
+    order = {str(path): i for i, path in enumerate(files)}
+    return sorted(records, key=lambda r: (r.input in order, order.get(r.input, -1)))
