@@ -7,7 +7,11 @@ that is hard to handle (spaces, unicode, a line break, near the file-system limi
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -83,3 +87,28 @@ def make_corpus(folder: Path, count: int, seed: int = 0) -> dict[str, str]:
         (folder / name).write_bytes(data)
         made[name] = kind
     return made
+
+
+_MEASURED = """
+import atexit, os, sys
+def _report():
+    with open('/proc/self/status') as status, open(os.environ['MOCE_PEAK_FILE'], 'w') as out:
+        out.write(next(line for line in status if line.startswith('VmHWM')).split()[1])
+atexit.register(_report)
+from moce.cli.main import main
+sys.argv[0] = 'moce'
+main()
+"""
+
+
+def run_moce_measured(args: list[str]) -> tuple[int, float]:
+    """Run ``moce ARGS`` in a child process; its exit code and its own peak RSS in MB.
+
+    The peak is the child's VmHWM after exec: the kernel's ``ru_maxrss`` of a child also counts the
+    pages it shared with its parent between fork and exec (a test runner's gigabyte, say).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        env = {**os.environ, "MOCE_PEAK_FILE": str(peak)}
+        done = subprocess.run([sys.executable, "-c", _MEASURED, *args], env=env, capture_output=True)
+        return done.returncode, int(peak.read_text()) / 1024

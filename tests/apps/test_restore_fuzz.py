@@ -4,15 +4,11 @@ file is accounted for, and memory stays bounded."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 
 from moce.errors import one_line
-from tests.apps.fuzz_corpus import make_corpus
+from tests.apps.fuzz_corpus import make_corpus, run_moce_measured
 
 PEAK_RSS_LIMIT_MB = 1500  # measured 319-376 MB with the tiny model (docs/performance.md)
 
@@ -20,13 +16,10 @@ PEAK_RSS_LIMIT_MB = 1500  # measured 319-376 MB with the tiny model (docs/perfor
 def test_fuzzed_files_are_restored_or_reported_one_by_one(tmp_path, tiny_pkg):
     made = make_corpus(tmp_path / "in", 300, seed=1)
     out, report = tmp_path / "out", tmp_path / "r.json"
-    moce = str(Path(sys.executable).with_name("moce"))
-    args = [moce, "restore", str(tmp_path / "in"), str(out), "-m", str(tiny_pkg.root), "--backend", "onnxruntime"]
-    proc = subprocess.Popen([*args, "--report", str(report)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 1  # some files failed, none stopped the run
-    assert usage.ru_maxrss / 1024 < PEAK_RSS_LIMIT_MB
+    args = ["restore", str(tmp_path / "in"), str(out), "-m", str(tiny_pkg.root), "--backend", "onnxruntime"]
+    code, peak_mb = run_moce_measured([*args, "--report", str(report)])
+    assert code == 1  # some files failed, none stopped the run
+    assert peak_mb < PEAK_RSS_LIMIT_MB
     records = json.loads(report.read_text())["images"]
     by_name = {r["input"].rsplit("/", 1)[1]: r for r in records}
     assert sorted(by_name) == sorted(made) and len(records) == len(made)  # every file, once, by its exact name
