@@ -60,7 +60,8 @@ class ImageWorker:
 
     def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
         manifest = load_manifest(package)
-        self.runner = make_runner(job.backend, manifest, job.device, job.threads, job.precision).runner
+        choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
+        self.runner = choice.runner
         self.runner.activate()
         self.loop = ImageLoop(job, Restorer(PlanExecutor(manifest, self.runner), job.options), NoProgress())
         self.outputs = outputs
