@@ -280,11 +280,6 @@ class Manifest:
             names += [step.graph] if isinstance(step, SegmentEntry) else [e.graph for e in step.experts]
         return names
 
-    def tile_graphs(self) -> list[str]:
-        """The tile segments the package holds, in plan order."""
-        names = [tile_segment_graph(s.index) for s in self.plan_entries if isinstance(s, SegmentEntry)]
-        return [n for n in names if n in self.graph_entries]
-
     def engines_of(self, precision: str) -> dict[str, EngineEntry]:
         """The TensorRT engines recorded for ``precision``, by graph name."""
         return {e.graph: e for e in self.engines if e.precision == precision}
