@@ -32,6 +32,7 @@ from moce.apps.restore import (
     RestoreSummary,
     outputs_to_write,
     prepare,
+    skipped_record,
     summarize,
     write_report,
 )
@@ -107,7 +108,7 @@ def restore_on_cluster(
     job = _cluster_job(job)
     prepared = prepare(job, progress)
     todo, records = outputs_to_write(job, prepared.root, prepared.files)
-    records = [ImageRecord(str(p), None, "skipped", None, 0.0, reason=r) for p, r in prepared.passed] + records
+    records = [skipped_record(path, reason) for path, reason in prepared.passed] + records
     if todo:
         if not ray.is_initialized():
             _start_ray(ray, address, workers)

@@ -93,7 +93,8 @@ class ImageRecord:
     reason: str | None = None  # why a file was skipped
 
 
-def _skipped(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
+def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
+    """The report record of a file seen and passed over, with the reason."""
     return ImageRecord(str(path), str(out) if out else None, "skipped", None, 0.0, reason=reason)
 
 
@@ -367,7 +368,7 @@ class ImageLoop:
         self._finish(_record(item.path, item.out, result, time.perf_counter() - item.started))
 
     def skip(self, path: Path, reason: str, out: Path | None = None) -> None:
-        self.records.append(_skipped(path, reason, out))
+        self.records.append(skipped_record(path, reason, out))
         self.progress.image_done(path, "skipped")
 
     def run(self, root: Path, files: list[Path]) -> None:
@@ -395,7 +396,7 @@ def outputs_to_write(
         if out.is_symlink() or (out.exists() and not out.is_file()):
             records.append(_error(path, out, InputError(f"{out}: the output path is taken by a non-file"), 0.0))
         elif out.exists() and not job.overwrite:
-            records.append(_skipped(path, OUTPUT_EXISTS, out))
+            records.append(skipped_record(path, OUTPUT_EXISTS, out))
         else:
             todo.append((path, out))
     return todo, records

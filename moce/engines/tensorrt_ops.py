@@ -69,7 +69,7 @@ def _attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def _node_rules(g: _Graph, node: onnx.NodeProto, opset: int) -> Iterator[str]:
+def _node_rules(g: _Graph, node: onnx.NodeProto) -> Iterator[str]:
     """The restrictions of the support matrix (and of explicit quantisation) that ``node`` breaks."""
     op = node.op_type
     if op == "TopK":
@@ -126,7 +126,7 @@ def _if_rules(node: onnx.NodeProto) -> Iterator[str]:
             yield f"If: both branches name an output '{a.name}'; they must differ"
 
 
-def _check_graph(name: str, g: _Graph, opset: int) -> Iterator[Problem]:
+def _check_graph(name: str, g: _Graph) -> Iterator[Problem]:
     table = support_table()
     supported, unsupported = set(table["supported"]), set(table["unsupported"])
     for index, node in enumerate(g.graph.node):
@@ -138,13 +138,13 @@ def _check_graph(name: str, g: _Graph, opset: int) -> Iterator[Problem]:
             why = "unsupported" if node.op_type in unsupported else "not in TensorRT's operator table"
             yield Problem(name, label, f"{node.op_type} is {why} (TensorRT {table['tensorrt']})")
             continue
-        for rule in _node_rules(g, node, opset):
+        for rule in _node_rules(g, node):
             yield Problem(name, label, rule)
         if node.op_type == "If":
             yield from (Problem(name, label, rule) for rule in _if_rules(node))
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _check_graph(name, _Graph(attr.g, g.constants), opset)
+                yield from _check_graph(name, _Graph(attr.g, g.constants))
 
 
 def check_model(name: str, model: onnx.ModelProto) -> list[Problem]:
@@ -155,7 +155,7 @@ def check_model(name: str, model: onnx.ModelProto) -> list[Problem]:
     problems = []
     if not low <= opset <= high:
         problems.append(Problem(name, "(graph)", f"opset {opset} is outside TensorRT's {low}-{high}"))
-    return problems + list(_check_graph(name, _Graph(model.graph), opset))
+    return problems + list(_check_graph(name, _Graph(model.graph)))
 
 
 def check_package(manifest: Manifest, precisions: list[str], graphs: list[str] | None = None) -> list[Problem]:
