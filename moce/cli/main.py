@@ -16,6 +16,7 @@ from moce.cli.evaluate_cmd import demo, evaluate
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
 from moce.cli.restore_cmd import restore
+from moce.cli.serve_cmd import install_tritonserver, serve_command, triton
 from moce.cli.train_cmd import train
 from moce.runtime.allocator import keep_freed_memory
 
@@ -62,6 +63,9 @@ app.command()(compare)
 app.command()(bench)
 app.command()(evaluate)
 app.command()(demo)
+app.command()(triton)
+app.command("serve")(serve_command)
+app.command("install-tritonserver")(install_tritonserver)
 
 
 def main() -> None:

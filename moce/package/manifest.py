@@ -334,6 +334,10 @@ class Manifest:
             yield "weights.file", self.weights
         yield from ((f"engines[{i}].file", e) for i, e in enumerate(self.engines))
 
+    def file_names(self) -> list[str]:
+        """Every file the manifest names, relative to the package folder."""
+        return [info.file for _, info in self._files()]
+
     def verify_files(self) -> None:
         """Refuse, before any work, a package whose files are missing, lead outside the package
         folder, differ from the manifest's hashes, or (graphs) read weights from outside themselves."""

@@ -1,0 +1,336 @@
+"""Serving with NVIDIA Triton Inference Server: a model repository whose Python-backend model runs
+moce's runtime on a package, and the server process started on it.
+
+The repository holds one model (``moce`` by default): ``config.pbtxt`` (batching, instances,
+the options below as parameters), ``1/model.py`` (a few lines that hand over to
+:class:`TritonModel`) and ``1/package/`` (a verified copy of the model package). Inputs are
+images ``[N, H, W, C]`` in RGB order, C = 1 (gray), 3 or 4 (RGBA: alpha passed through), as
+``IMAGE`` (UINT8) or ``IMAGE_UINT16`` (UINT16), one of them per request; H and W vary between
+requests. Outputs are ``RESTORED`` / ``RESTORED_UINT16`` in the input's type and layout, and
+``ROUTES`` (INT32 ``[N, adapters, k]``: the experts each adapter ran). Images are converted with
+moce's own image I/O, so a served image matches ``moce restore`` of the same PNG.
+
+Tensors cross the Python backend through DLPack: the stubs bundled with ``nvidia-pytriton`` 0.7
+are built against NumPy 1's ABI, and under NumPy 2 their ``as_numpy()`` reads zeros and
+``Tensor(name, array)`` fails; DLPack works with either.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moce.errors import InputError, MoceError, one_line
+from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, from_rgb_float, to_rgb_float
+from moce.package.manifest import MANIFEST, Manifest, load_manifest, sha256_bytes
+from moce.package.store import cache_dir
+from moce.runtime.backends import make_runner
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.resolve import resolve_model
+from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
+
+MODEL_NAME = "moce"
+INPUTS = {"IMAGE": np.dtype(np.uint8), "IMAGE_UINT16": np.dtype(np.uint16)}
+OUTPUTS = {"IMAGE": "RESTORED", "IMAGE_UINT16": "RESTORED_UINT16"}
+ROUTES = "ROUTES"
+TRITON_TYPES = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.uint16): "TYPE_UINT16"}
+MIN_SIDE = 8
+PACKAGE_DIR = "package"
+INSTANCE_KINDS = ("cpu", "gpu")
+
+MODEL_PY = '''"""Triton Python-backend model written by `moce triton`: moce's runtime on ./package."""
+
+import os
+import site
+
+# Where moce is installed, when the server's Python does not see it (`moce serve` sets this).
+for _folder in os.environ.get("MOCE_PYTHONPATH", "").split(os.pathsep):
+    if _folder:
+        site.addsitedir(_folder)
+
+import triton_python_backend_utils as pb_utils  # noqa: E402 - provided by the Python backend
+
+from moce.apps.triton import TritonModel  # noqa: E402
+
+
+class TritonPythonModel(TritonModel):
+    pb = pb_utils
+'''
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the served model runs; written into ``config.pbtxt`` as parameters."""
+
+    backend: str = "auto"
+    precision: str = "fp32"
+    routing: str = "split"
+    tile: int = 512
+    overlap: int = 32
+    threads: int = 0  # runtime threads per instance (0: the backend's default)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch_size: int = 8
+    instances: int = 1
+    instance_kind: str = "cpu"  # cpu or gpu (one instance per GPU, each on its own device)
+    queue_delay_us: int = 2000  # how long the dynamic batcher waits to fill a batch
+
+    def __post_init__(self) -> None:
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise MoceError(f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
+        for name in ("max_batch_size", "instances", "tile"):
+            if getattr(self, name) < 1:
+                raise MoceError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    def restore_options(self) -> RestoreOptions:
+        return RestoreOptions(
+            routing=self.routing, tile=self.tile, overlap=self.overlap, batch=self.max_batch_size, tile_passes=1
+        )
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> ServeOptions:
+        """Read back what :func:`config_pbtxt` wrote (Triton hands parameters over as strings)."""
+        values = {k: v["string_value"] for k, v in parameters.items() if isinstance(v, dict)}
+        kinds = {f.name: f.type for f in fields(cls)}
+        typed = {k: int(v) if kinds[k] == "int" else v for k, v in values.items() if k in kinds}
+        return cls(**typed)
+
+
+# -- images in and out --------------------------------------------------------------------------
+
+
+def decode_array(image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
+    """An ``[H, W, C]`` RGB(A)/gray integer image as the float RGB the runtime restores, and how it
+    was stored: the very conversion ``moce restore`` applies to a decoded file."""
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise InputError(f"{label}: expected [H, W, C] with C = 1, 3 or 4, got shape {list(image.shape)}")
+    bgr = image[:, :, [2, 1, 0, 3][: image.shape[2]]] if image.shape[2] > 1 else image
+    return to_rgb_float(Path(label), np.ascontiguousarray(bgr))
+
+
+def encode_array(rgb: np.ndarray, info: ImageInfo) -> np.ndarray:
+    """The restored float RGB back in the input's type and layout (``[H, W, C]``, RGB order)."""
+    out = from_rgb_float(rgb, info, ".png")
+    if info.gray:
+        return out[:, :, None]
+    return np.ascontiguousarray(out[:, :, [2, 1, 0, 3][: out.shape[2]]])
+
+
+def check_batch(batch: np.ndarray, label: str, max_pixels: int) -> None:
+    """Refuse, with one line naming the request, what the model cannot restore."""
+    if batch.dtype not in TRITON_TYPES:
+        raise InputError(f"{label}: sample type {batch.dtype} (UINT8 or UINT16 only)")
+    if batch.ndim != 4 or batch.shape[3] not in (1, 3, 4):
+        raise InputError(f"{label}: expected [N, H, W, C] with C = 1, 3 or 4, got shape {list(batch.shape)}")
+    h, w = batch.shape[1:3]
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"{label}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+    if h * w > max_pixels:
+        raise InputError(f"{label}: image is {w}x{h} = {h * w} pixels, over the limit of {max_pixels}")
+
+
+@dataclass
+class Restored:
+    """One request's answer: images in the input's type and layout, and the routes per image."""
+
+    images: np.ndarray  # [N, H, W, C]
+    routes: np.ndarray  # int32 [N, adapters, k]
+
+
+class ImageService:
+    """The served model without Triton: integer image batches in, restored batches and routes out."""
+
+    def __init__(self, manifest: Manifest, options: ServeOptions, device: str | None = None) -> None:
+        manifest.verify_files()
+        threads = options.threads or None
+        self.choice = make_runner(options.backend, manifest, device, threads, options.precision)
+        self.options = options
+        self.routes_shape = (manifest.config.num_adapters, manifest.config.top_k)
+        self.choice.runner.activate()
+        self.restorer = Restorer(PlanExecutor(manifest, self.choice.runner), options.restore_options())
+
+    def close(self) -> None:
+        self.choice.runner.deactivate()
+
+    def restore(self, batches: list[tuple[np.ndarray, str]]) -> list[Restored | MoceError]:
+        """Restore each ``(batch, label)``; a bad batch gets its error and the others still run.
+        Untiled images of the same size and type are restored together, across batches."""
+        answers: list[Restored | MoceError | None] = [None] * len(batches)
+        decoded: dict[int, list[tuple[np.ndarray, ImageInfo]]] = {}
+        for i, (batch, label) in enumerate(batches):
+            try:
+                check_batch(batch, label, self.options.max_pixels)
+                decoded[i] = [decode_array(image, f"{label} image {k}") for k, image in enumerate(batch)]
+            except MoceError as exc:
+                answers[i] = exc
+        results = self._restore_images(
+            [(i, k, rgb) for i, images in decoded.items() for k, (rgb, _) in enumerate(images)]
+        )
+        for i, images in decoded.items():
+            try:
+                done = [results[(i, k)] for k in range(len(images))]
+                out = [encode_array(r.restored, info) for r, (_, info) in zip(done, images)]
+                routes = np.array([r.routes for r in done], np.int32).reshape(len(done), *self.routes_shape)
+                answers[i] = Restored(np.stack(out), routes)
+            except MoceError as exc:
+                answers[i] = exc
+        return answers  # type: ignore[return-value] - every slot is filled above
+
+    def _restore_images(self, images: list[tuple[int, int, np.ndarray]]) -> dict[tuple[int, int], ImageResult]:
+        results: dict[tuple[int, int], ImageResult] = {}
+        same_size: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = defaultdict(list)
+        for i, k, rgb in images:
+            if self.restorer.needs_tiling(rgb):
+                results[(i, k)] = self.restorer.restore_tiled(rgb)
+            else:
+                same_size[rgb.shape].append((i, k, rgb))
+        step = self.options.max_batch_size
+        for group in same_size.values():
+            for start in range(0, len(group), step):
+                chunk = group[start : start + step]
+                for (i, k, _), result in zip(chunk, self.restorer.restore_batch([rgb for _, _, rgb in chunk])):
+                    results[(i, k)] = result
+        return results
+
+
+# -- the Python backend ---------------------------------------------------------------------------
+
+
+class TritonModel:
+    """What the repository's ``model.py`` runs (Triton's ``TritonPythonModel`` interface).
+
+    ``pb`` is ``triton_python_backend_utils``, set by ``model.py``; tests set a double of it.
+    """
+
+    pb: Any = None
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        options = ServeOptions.from_parameters(config.get("parameters", {}))
+        root = Path(args["model_repository"]) / args["model_version"] / PACKAGE_DIR
+        gpu = args.get("model_instance_kind") == "GPU"
+        device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else None
+        self.service = ImageService(load_manifest(root), options, device)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        batches: list[tuple[np.ndarray, str]] = []
+        outputs: list[str | MoceError] = []
+        for n, request in enumerate(requests):
+            label = f"request {request.request_id() or n}"
+            given = {name: self.pb.get_input_tensor_by_name(request, name) for name in INPUTS}
+            given = {name: tensor for name, tensor in given.items() if tensor is not None}
+            output = _output_for(list(given), request.requested_output_names(), label)
+            outputs.append(output)
+            tensor = next(iter(given.values())) if isinstance(output, str) else None
+            batches.append((np.from_dlpack(tensor), label) if tensor is not None else (EMPTY, label))
+        answers = self.service.restore([b for b, o in zip(batches, outputs) if isinstance(o, str)])
+        answered = iter(answers)
+        return [self._response(next(answered) if isinstance(o, str) else o, o) for o in outputs]
+
+    def _response(self, answer: Restored | MoceError, output: str | MoceError) -> Any:
+        if isinstance(answer, MoceError):
+            code = getattr(self.pb.TritonError, "INVALID_ARG", None)
+            error = self.pb.TritonError(one_line(str(answer)), *([code] if code is not None else []))
+            return self.pb.InferenceResponse(output_tensors=[], error=error)
+        tensors = [
+            self.pb.Tensor.from_dlpack(output, np.ascontiguousarray(answer.images)),
+            self.pb.Tensor.from_dlpack(ROUTES, np.ascontiguousarray(answer.routes)),
+        ]
+        return self.pb.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self) -> None:
+        self.service.close()
+
+
+EMPTY = np.zeros((0, 0, 0, 0), np.uint8)
+
+
+def _output_for(inputs: list[str], requested: list[str], label: str) -> str | MoceError:
+    """The image output answering a request with ``inputs``, or why the request cannot be answered."""
+    if len(inputs) != 1:
+        return InputError(f"{label}: send exactly one of the inputs {', '.join(INPUTS)}, not {len(inputs)}")
+    output = OUTPUTS[inputs[0]]
+    others = [name for name in requested if name in OUTPUTS.values() and name != output]
+    if others and output not in requested:  # (no outputs named: Triton lists them all)
+        return InputError(f"{label}: an {inputs[0]} request is answered in {output} and {ROUTES}, not {others[0]}")
+    return output
+
+
+# -- the repository -------------------------------------------------------------------------------
+
+
+def config_pbtxt(manifest: Manifest, options: ServeOptions, name: str = MODEL_NAME) -> str:
+    """The model's ``config.pbtxt``: variable-sized images, dynamic batching, instances, options."""
+    adapters, k = manifest.config.num_adapters, manifest.config.top_k
+    tensor = '    {{ name: "{}" data_type: {} dims: [ -1, -1, -1 ]{} }}'
+    inputs = ",\n".join(tensor.format(n, TRITON_TYPES[t], " optional: true") for n, t in INPUTS.items())
+    outputs = ",\n".join(tensor.format(OUTPUTS[n], TRITON_TYPES[t], "") for n, t in INPUTS.items())
+    outputs += f',\n    {{ name: "{ROUTES}" data_type: TYPE_INT32 dims: [ {adapters}, {k} ] }}'
+    kind = "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"
+    params = ",\n".join(
+        f'    {{ key: "{key}" value: {{ string_value: "{value}" }} }}' for key, value in asdict(options).items()
+    )
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {options.max_batch_size}\n'
+        f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
+        f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}\n"
+        f"instance_group [ {{ kind: {kind} count: {options.instances} }} ]\n"
+        f"parameters [\n{params}\n]\n"
+    )
+
+
+def write_repository(package: Path, out: Path, options: ServeOptions, name: str = MODEL_NAME) -> Path:
+    """Write a Triton model repository serving ``package`` into ``out`` (created or replaced whole:
+    a half-written repository is never left behind). Returns the model's folder."""
+    manifest = load_manifest(package)
+    manifest.verify_files()
+    out = Path(out)
+    if out.exists() and not (out / name / "config.pbtxt").is_file():
+        raise MoceError(f"{out}: exists and is not a moce Triton repository; choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model = staging / name
+        (model / "1").mkdir(parents=True)
+        _copy_package(manifest, model / "1" / PACKAGE_DIR)
+        (model / "config.pbtxt").write_text(config_pbtxt(manifest, options, name))
+        (model / "1" / "model.py").write_text(MODEL_PY)
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / name
+
+
+def _copy_package(manifest: Manifest, dest: Path) -> None:
+    """The manifest and the files it names (already verified), nothing else from the folder."""
+    dest.mkdir(parents=True)
+    shutil.copy2(manifest.root / MANIFEST, dest / MANIFEST)
+    for file in manifest.file_names():
+        (dest / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(manifest.root / file, dest / file)
+
+
+def repository_key(package: Path, options: ServeOptions) -> str:
+    """What names a cached repository: the package's manifest and the options."""
+    manifest_bytes = (Path(package) / MANIFEST).read_bytes()
+    return sha256_bytes(manifest_bytes + json.dumps(asdict(options), sort_keys=True).encode())[:16]
+
+
+def cached_repository(model: str | Path | None, options: ServeOptions, progress: Any = None) -> Path:
+    """A repository for ``model`` (package or checkpoint) under the cache, written once per package
+    and options; returns the repository folder."""
+    manifest = resolve_model(model, progress)
+    root = cache_dir() / "triton" / repository_key(manifest.root, options)
+    if not (root / MODEL_NAME / "config.pbtxt").is_file():
+        write_repository(manifest.root, root, options)
+    return root
