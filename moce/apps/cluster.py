@@ -7,8 +7,10 @@ with the same code as a local run and write each output atomically under its rel
 driver merges their records into the same report. :func:`restore_dataset` is the step in between,
 for users composing it with their own Ray pipelines.
 
-Workers read the package and write the outputs by path, so on a multi-machine cluster both must
-be on storage every node mounts at the same path.
+Inputs given as a URI (``s3://``, ``gs://``, ``file://``: any pyarrow file system) are listed with
+pyarrow and read by Ray Data as bytes; local inputs are read by the workers themselves. Workers
+read the package and write the outputs by path, so on a multi-machine cluster both (and local
+inputs) must be on storage every node mounts at the same path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from moce._lazy import require
 from moce.apps.restore import (
     ImageLoop,
     ImageRecord,
+    Listing,
     NoProgress,
     Progress,
     RestoreJob,
@@ -34,9 +37,10 @@ from moce.apps.restore import (
     prepare,
     skipped_record,
     summarize,
+    why_not,
     write_report,
 )
-from moce.errors import InputError
+from moce.errors import InputError, one_line
 from moce.package.manifest import load_manifest
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
@@ -46,14 +50,52 @@ RAY_HINT = "'ray[data]'"
 
 
 def local_path(where: str | Path) -> Path:
-    """A local path, or the path of a ``file://`` URI; other schemes are not read yet."""
+    """A local path, or the path of a ``file://`` URI (other file systems: inputs of --cluster only)."""
     text = str(where)
     if "://" not in text:
         return Path(text)
     parsed = urlparse(text)
     if parsed.scheme != "file":
-        raise InputError(f"{text}: only local paths and file:// URIs are read so far")
+        raise InputError(
+            f"{one_line(text)}: outputs, and inputs without --cluster, are local paths or file:// URIs; "
+            "--cluster reads inputs from any pyarrow file system URI (s3://, gs://, ...)"
+        )
     return Path(parsed.path)
+
+
+def input_location(where: str) -> tuple[Any, Path]:
+    """``(pyarrow file system, path on it)`` of a URI (``file://``, ``s3://``, ``gs://``, ...), or
+    ``(None, path)`` for a local path, which workers read themselves."""
+    if "://" not in where:
+        return None, Path(where)
+    fs = require("pyarrow.fs", RAY_HINT)
+    try:
+        filesystem, path = fs.FileSystem.from_uri(where)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{one_line(where)}: not a file system URI pyarrow reads ({one_line(str(exc))})") from None
+    return filesystem, Path(path)
+
+
+def list_inputs(filesystem: Any, inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing:
+    """:func:`moce.apps.restore.discover` on a pyarrow file system."""
+    fs = require("pyarrow.fs", RAY_HINT)
+    try:
+        info = filesystem.get_file_info(str(inputs))
+        if info.type == fs.FileType.File:
+            return inputs.parent, [inputs], []
+        if info.type != fs.FileType.Directory:
+            raise InputError(f"{one_line(str(inputs))}: no such file or folder on {filesystem.type_name}")
+        entries = filesystem.get_file_info(fs.FileSelector(str(inputs), recursive=recursive))
+    except OSError as exc:
+        raise InputError(f"{one_line(str(inputs))}: cannot list ({one_line(str(exc))})") from None
+    files, passed = [], []
+    for entry in sorted(entries, key=lambda e: e.path):
+        if entry.type == fs.FileType.Directory:
+            continue
+        path = Path(entry.path)
+        reason = why_not(path, inputs, include, regular=entry.type == fs.FileType.File)
+        (passed.append((path, reason)) if reason else files.append(path))
+    return inputs, files, passed
 
 
 class ImageWorker:
@@ -106,21 +148,32 @@ def restore_on_cluster(
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     job = _cluster_job(job)
-    prepared = prepare(job, progress)
+    listing = None if job.filesystem is None else list_inputs(job.filesystem, job.inputs, job.recursive, job.include)
+    prepared = prepare(job, progress, listing)
     todo, records = outputs_to_write(job, prepared.root, prepared.files)
     records = [skipped_record(path, reason) for path, reason in prepared.passed] + records
     if todo:
         if not ray.is_initialized():
             _start_ray(ray, address, workers)
         outputs = {str(path): str(out) for path, out in todo}
-        rows = [{"path": str(path)} for path, _ in todo]  # each worker reads its files (shared storage)
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64 * workers))
+        ds = _input_dataset(ray, job, [str(path) for path, _ in todo], workers)
         mapped = restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers)
         records += [ImageRecord(**json.loads(row["record"])) for row in mapped.iter_rows()]
     summary = summarize(prepared, job, _in_input_order(records, prepared.files), time.perf_counter() - start)
     if job.report:
         write_report(job.report, summary)
     return summary
+
+
+def _input_dataset(ray: Any, job: RestoreJob, paths: list[str], workers: int) -> Any:
+    """Rows of ``path`` (local inputs: each worker reads its files, on shared storage) or of ``path``
+    and ``bytes`` (inputs on a pyarrow file system, read by Ray Data)."""
+    blocks = min(len(paths), 64 * workers)
+    if job.filesystem is None:
+        return ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+    return ray.data.read_binary_files(
+        paths, filesystem=job.filesystem, include_paths=True, override_num_blocks=blocks, num_cpus=0
+    )
 
 
 def _start_ray(ray: Any, address: str, workers: int) -> None:
@@ -132,7 +185,8 @@ def _start_ray(ray: Any, address: str, workers: int) -> None:
 
 
 def _cluster_job(job: RestoreJob) -> RestoreJob:
-    return replace(job, inputs=local_path(job.inputs), output=local_path(job.output), threads=job.threads or 1)
+    inputs = job.inputs if job.filesystem is not None else local_path(job.inputs)
+    return replace(job, inputs=inputs, output=local_path(job.output), threads=job.threads or 1)
 
 
 def _in_input_order(records: list[ImageRecord], files: list[Path]) -> list[ImageRecord]:

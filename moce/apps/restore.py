@@ -75,6 +75,7 @@ class RestoreJob:
     jpeg_quality: int = 95
     max_pixels: int = DEFAULT_MAX_PIXELS
     cuda_graphs: bool = False
+    filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
 
 
 @dataclass
@@ -155,13 +156,14 @@ class RestoreSummary:
         }
 
 
-def _why_not(path: Path, root: Path, include: tuple[str, ...]) -> str | None:
-    """Why a file found in the input folder is not an image to restore, or None when it is one."""
+def why_not(path: Path, root: Path, include: tuple[str, ...], regular: bool | None = None) -> str | None:
+    """Why a file found in the input folder is not an image to restore, or None when it is one;
+    ``regular``: whether it is a regular file, when known (files listed on another file system)."""
     if path.name.startswith("."):
         return "hidden file"
     if path.suffix.lower() not in SUPPORTED:
         return f"not an image type moce reads ({path.suffix or 'no extension'})"
-    if not path.is_file():
+    if not (path.is_file() if regular is None else regular):
         return "not a regular file"
     relative = path.relative_to(root).as_posix()
     if include and not any(fnmatch.fnmatch(relative, g) or fnmatch.fnmatch(path.name, g) for g in include):
@@ -169,9 +171,11 @@ def _why_not(path: Path, root: Path, include: tuple[str, ...]) -> str | None:
     return None
 
 
-def discover(
-    inputs: Path, recursive: bool, include: tuple[str, ...]
-) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
+Listing = tuple[Path, list[Path], list[tuple[Path, str]]]
+"""What :func:`discover` finds: the root, the images to restore, the files passed over with why."""
+
+
+def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing:
     """The root that output paths are relative to, the image files to process (sorted), and every
     other file seen in the input with the reason it is passed over."""
     if not inputs.exists():
@@ -184,7 +188,7 @@ def discover(
     for path in sorted(inputs.rglob("*") if recursive else inputs.iterdir()):
         if path.is_dir() and not path.is_symlink():
             continue
-        reason = _why_not(path, inputs, include)
+        reason = why_not(path, inputs, include)
         (passed.append((path, reason)) if reason else files.append(path))
     return inputs, files, passed
 
@@ -422,11 +426,13 @@ class Prepared:
     options: RestoreOptions
 
 
-def prepare(job: RestoreJob, progress: Progress) -> Prepared:
-    """Everything a job refuses before work, the model resolved and the runner made (not activated)."""
+def prepare(job: RestoreJob, progress: Progress, listing: Listing | None = None) -> Prepared:
+    """Everything a job refuses before work, the model resolved and the runner made (not activated).
+    ``listing``: the inputs as listed elsewhere (another file system); by default :func:`discover`'s."""
     _check_paths(job)
-    root, files, passed = discover(job.inputs, job.recursive, job.include)
-    _check_tile_free(job, files)
+    root, files, passed = listing or discover(job.inputs, job.recursive, job.include)
+    if listing is None:
+        _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
     _check_routing_form(job, manifest, choice.name)
@@ -459,6 +465,10 @@ def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary
     """Restore every image of ``job``; problems with single images never stop the run."""
     progress = progress or NoProgress()
     start = time.perf_counter()
+    if job.filesystem is not None:
+        raise InputError(
+            f"{one_line(str(job.inputs))}: inputs on a {job.filesystem.type_name} file system need --cluster"
+        )
     prepared = prepare(job, progress)
     loop: ImageLoop | None = None
     try:

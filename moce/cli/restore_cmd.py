@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.cluster import local_path, restore_on_cluster
+from moce.apps.cluster import input_location, local_path, restore_on_cluster
 from moce.apps.restore import RestoreJob, RestoreSummary
 from moce.apps.restore import restore as run_restore
 from moce.cli.common import render_table, user_errors
@@ -17,7 +17,9 @@ from moce.runtime.restorer import RestoreOptions
 
 @user_errors
 def restore(
-    inputs: str = typer.Argument(..., help="An image file or a folder of images (with --cluster, a file:// URI too)"),
+    inputs: str = typer.Argument(
+        ..., help="An image file or a folder of images (with --cluster, any pyarrow URI too: file://, s3://, gs://)"
+    ),
     output: str = typer.Argument(..., help="Output folder (or file name for a single input)"),
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled tiny model]"
@@ -65,8 +67,10 @@ def restore(
         route_size=route_size,
         tile_passes=tile_passes,
     )
+    filesystem, where = input_location(inputs) if cluster else (None, local_path(inputs))
     job = RestoreJob(
-        inputs=local_path(inputs),
+        inputs=where,
+        filesystem=filesystem,
         output=local_path(output),
         model=model,
         backend=backend,

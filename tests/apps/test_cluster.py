@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moce.apps.cluster import local_path, restore_on_cluster
-from moce.apps.restore import RestoreJob, restore
+from moce.apps.cluster import input_location, list_inputs, local_path, restore_on_cluster
+from moce.apps.restore import RestoreJob, discover, restore
 from moce.cli.main import app
 from moce.errors import InputError
 
@@ -56,7 +56,29 @@ def test_ray_restores_like_a_local_run_and_resumes(tmp_path, tiny_pkg, local_ray
     ]
 
 
-def test_only_local_paths_and_file_uris_are_read():
+def test_outputs_are_local_and_inputs_may_be_on_any_pyarrow_file_system(tmp_path):
     assert local_path("file:///data/in") == Path("/data/in") and local_path("in") == Path("in")
-    with pytest.raises(InputError, match="s3://bucket/in: only local paths and file:// URIs"):
-        local_path("s3://bucket/in")
+    with pytest.raises(InputError, match="s3://bucket/out: outputs, and inputs without --cluster, are local"):
+        local_path("s3://bucket/out")
+    assert input_location("in") == (None, Path("in"))
+    filesystem, path = input_location(f"file://{tmp_path}")
+    assert filesystem.type_name == "local" and path == tmp_path
+    with pytest.raises(InputError, match="nosuch://x: not a file system URI pyarrow reads"):
+        input_location("nosuch://x")
+    with pytest.raises(InputError, match="need --cluster"):
+        restore(RestoreJob(path, tmp_path / "out", filesystem=filesystem))
+
+
+def test_listing_on_a_pyarrow_file_system_matches_the_local_one(tmp_path):
+    root = tmp_path / "in"
+    _folder(root)
+    (root / "sub").mkdir()
+    cv2.imwrite(str(root / "sub" / "deep.png"), np.zeros((16, 16, 3), np.uint8))
+    (root / ".hidden.png").write_bytes(b"")
+    filesystem, path = input_location(f"file://{root}")
+    for recursive in (False, True):
+        for include in ((), ("img1*", "sub/*")):
+            assert list_inputs(filesystem, path, recursive, include) == discover(root, recursive, include)
+    assert list_inputs(filesystem, path / "img0.png", False, ()) == (root, [root / "img0.png"], [])
+    with pytest.raises(InputError, match="no such file or folder on local"):
+        list_inputs(filesystem, path / "missing", False, ())
