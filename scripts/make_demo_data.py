@@ -1,59 +1,164 @@
-"""Write the photos the demo model trains and is evaluated on, from the scikit-image wheel.
+"""Write the colour photos the demo model trains and is evaluated on, with their sources and licences.
 
-Only public-domain / CC0 images are used (licences as stated in ``skimage.data``'s docstrings).
-``chelsea`` and ``coffee`` are held out for evaluation and the README demo samples.
+Sources, all offline-reproducible (Debian packages through ``apt-get download`` + ``dpkg -x``, no
+root needed; the two Python wheels from PyPI):
 
+* training: the photographic wallpapers of Debian's ``plasma-workspace-wallpapers`` (LGPL-3 per
+  their metadata), scikit-learn's two sample photos (CC BY 2.0) and scikit-image's colour photos
+  (public domain / CC0 / no known restrictions);
+* held out for the demo samples: scikit-image's ``chelsea`` and ``coffee``;
+* independent evaluation: four nature photos of Debian's ``mate-backgrounds`` (GPL-2+), a package
+  nothing trains on.
+
+``ukui-wallpapers`` holds no photographs (every file is an illustration or a 3-D render), and
+plasma's ``ColdRipple`` and ``Grey`` are black-and-white, so none of them is used.
+Wallpapers are downscaled (area filter) to ``--long-side`` pixels, so that a training crop shows
+about as much of a scene as it does on the scikit-image photos. ``manifest.json`` records each
+file's source, original path, author and licence.
+
+    pip install 'moce[data]'
     python scripts/make_demo_data.py build/photos
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-TRAIN = {
+PLASMA = "plasma-workspace-wallpapers"
+MATE = "mate-backgrounds"
+PLASMA_PHOTOS = (
+    "Autumn BytheWater ColorfulCups DarkestHour EveningGlow FallenLeaf Kite OneStandsOut Path summer_1am"
+).split()
+MATE_EVAL = {  # file -> author, from the package's copyright file
+    "Dune": "Marco Cogoni, Hylke Bons",
+    "GreenMeadow": "Timothy Schellhase, Lapo Calamandrei",
+    "LadyBird": "Charles Barbin",
+    "Storm": "Sergey Nazarov",
+}
+SKIMAGE_TRAIN = {
     "astronaut": "public domain (NASA)",
     "rocket": "public domain (SpaceX)",
     "hubble_deep_field": "public domain (NASA)",
     "immunohistochemistry": "no known copyright restrictions",
     "retina": "CC0",
-    "camera": "CC0 (Lav Varshney)",
-    "brick": "CC0 (CC0Textures)",
-    "grass": "CC0 (CC0Textures)",
-    "gravel": "CC0 (CC0Textures)",
-    "coins": "no known copyright restrictions",
-    "text": "public domain",
 }
-HELDOUT = {"chelsea": "CC0 (Stefan van der Walt)", "coffee": "CC0 (Rachel Michetti)"}
+SKIMAGE_HELDOUT = {"chelsea": "CC0 (Stefan van der Walt)", "coffee": "CC0 (Rachel Michetti)"}
+SKLEARN = {"china": "CC BY 2.0 (danielbuechele, Flickr)", "flower": "CC BY 2.0 (vultilion, Flickr)"}
 
 
-def write(folder: Path, names: dict[str, str]) -> None:
+@dataclass
+class Entry:
+    file: str
+    split: str
+    source: str
+    original: str
+    licence: str
+    author: str
+    size: tuple[int, int]
+
+
+def unpack(package: str, work: Path) -> tuple[Path, str]:
+    """``apt-get download`` one package into ``work`` and extract it; returns the tree and the version."""
+    subprocess.run(["apt-get", "download", "-q", package], cwd=work, check=True, capture_output=True)
+    deb = next(work.glob(f"{package}_*.deb"))
+    tree = work / package
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True, text=True)
+    return tree, version.stdout.strip()
+
+
+def pixels(path: Path) -> int:
+    """Pixel count from a KDE wallpaper's file name (``2560x1600.jpg``)."""
+    width, height = path.stem.split("x")
+    return int(width) * int(height)
+
+
+def downscaled(image: np.ndarray, long_side: int) -> np.ndarray:
+    scale = long_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def save(image_rgb: np.ndarray, path: Path) -> tuple[int, int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    return image_rgb.shape[0], image_rgb.shape[1]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def plasma_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
+    tree, version = unpack(PLASMA, work)
+    entries = []
+    for name in PLASMA_PHOTOS:
+        folder = tree / "usr/share/wallpapers" / name
+        meta = json.loads((folder / "metadata.json").read_text())
+        plugin = meta.get("KPlugin", meta)
+        largest = max((folder / "contents/images").glob("*.jpg"), key=pixels)
+        size = save(downscaled(read_rgb(largest), long_side), root / "train" / f"{name}.png")
+        authors = ", ".join(a.get("Name", "") for a in plugin.get("Authors", []))
+        original = str(largest.relative_to(tree))
+        entries.append(
+            Entry(f"train/{name}.png", "train", f"{PLASMA} {version}", original, plugin["License"], authors, size)
+        )
+    return entries
+
+
+def mate_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
+    tree, version = unpack(MATE, work)
+    entries = []
+    for name, author in MATE_EVAL.items():
+        original = tree / "usr/share/backgrounds/mate/nature" / f"{name}.jpg"
+        size = save(downscaled(read_rgb(original), long_side), root / "eval" / f"{name}.png")
+        rel = str(original.relative_to(tree))
+        entries.append(Entry(f"eval/{name}.png", "eval", f"{MATE} {version}", rel, "GPL-2+", author, size))
+    return entries
+
+
+def wheel_photos(root: Path) -> list[Entry]:
+    import skimage
     import skimage.data
+    import sklearn
+    from sklearn.datasets import load_sample_image
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        image = getattr(skimage.data, name)()
-        if image.ndim == 2:
-            image = np.stack([image] * 3, -1)
-        image = image[..., :3]
-        if image.dtype != np.uint8:
-            image = (
-                (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-                if image.dtype.kind == "f"
-                else image.astype(np.uint8)
-            )
-        cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    entries = []
+    for split, names in (("train", SKIMAGE_TRAIN), ("heldout", SKIMAGE_HELDOUT)):
+        for name, licence in names.items():
+            size = save(getattr(skimage.data, name)()[..., :3], root / split / f"{name}.png")
+            source = f"scikit-image {skimage.__version__}"
+            entries.append(Entry(f"{split}/{name}.png", split, source, f"skimage.data.{name}", licence, "", size))
+    for name, licence in SKLEARN.items():
+        size = save(load_sample_image(f"{name}.jpg"), root / "train" / f"{name}.png")
+        source = f"scikit-learn {sklearn.__version__}"
+        entries.append(Entry(f"train/{name}.png", "train", source, f"datasets/images/{name}.jpg", licence, "", size))
+    return entries
 
 
-def main(out: str) -> None:
-    root = Path(out)
-    write(root / "train", TRAIN)
-    write(root / "heldout", HELDOUT)
-    print(f"wrote {len(TRAIN)} training and {len(HELDOUT)} held-out photos under {root}")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="build/photos", type=Path)
+    parser.add_argument("--long-side", type=int, default=800, help="wallpapers are downscaled to this long side")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        entries = plasma_photos(args.out, work, args.long_side) + mate_photos(args.out, work, args.long_side)
+    entries += wheel_photos(args.out)
+    (args.out / "manifest.json").write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n")
+    counts = {s: sum(e.split == s for e in entries) for s in ("train", "heldout", "eval")}
+    print(f"wrote {counts} photos and manifest.json under {args.out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "build/photos")
+    main()

@@ -16,6 +16,7 @@ KNOWN_MODULES = {
     # distributions that may not be installed here, with the top-level modules their wheels install
     "tensorrt": {"tensorrt"},
     "scikit-image": {"skimage"},
+    "scikit-learn": {"sklearn"},
     "onnxruntime-gpu": {"onnxruntime"},
     "onnxruntime-directml": {"onnxruntime"},
     "opencv-python": {"cv2"},

@@ -1,10 +1,13 @@
 """`moce evaluate`: PSNR/SSIM per degradation and how well routes identify the degradation.
 
 Protocol as in the paper: float images in [0, 1], outputs clamped, PSNR over all pixels and
-channels. Route discriminability: restore many random crops of each degradation, then predict
-the task of each held-out crop from its route vector alone (one expert index per adapter) with
-a lookup table learnt on the other half of the crops (nearest route vector by Hamming distance
-for route vectors never seen) — the accuracy says how task-discriminative routing is.
+channels. Colour: mean HSV saturation of the restored image against the clean one's (a greyed
+restoration scores well below 1) and the mean CIEDE2000 difference from the clean image.
+
+Route discriminability: restore many random crops of each degradation, then predict the task
+of each held-out crop from its route vector alone (one expert index per adapter) with a lookup
+table learnt on the other half of the crops (nearest route vector by Hamming distance for route
+vectors never seen): the accuracy says how task-discriminative routing is.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
 from moce.imageio import image_files, read_image
-from moce.metrics import psnr, ssim
+from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import resolve_model
@@ -53,9 +57,9 @@ class EvalReport:
         }
 
 
-def load_clean_images(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """(stem, image) of every supported image in ``folder``, sorted by name: the order fixes the seeds."""
-    return [(p.stem, read_image(p)[0]) for p in image_files(folder, "clean images to evaluate on")]
+def load_clean_images(folders: list[Path]) -> list[tuple[str, np.ndarray]]:
+    """(stem, image) of every supported image in ``folders``, each sorted by name: the order fixes the seeds."""
+    return [(p.stem, read_image(p)[0]) for f in folders for p in image_files(f, "clean images to evaluate on")]
 
 
 def _fit_predict(train: list[tuple[tuple, str]], test: list[tuple[tuple, str]]) -> list[str]:
@@ -71,15 +75,18 @@ def _fit_predict(train: list[tuple[tuple, str]], test: list[tuple[tuple, str]]) 
 
 
 def evaluate(
-    model: str | Path | None, data: Path, options: EvalOptions, progress: Callable[[str], None] | None = None
+    model: str | Path | None,
+    data: Path | list[Path],
+    options: EvalOptions,
+    progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Evaluate a model on clean images under each degradation (seeded, reproducible)."""
+    """Evaluate a model on the clean images of one or more folders under each degradation (seeded)."""
     progress = progress or (lambda message: None)
     unknown = [d for d in options.degradations if d not in DEGRADATIONS]
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
     manifest = resolve_model(model, progress)
-    images = load_clean_images(data)
+    images = load_clean_images(data if isinstance(data, list) else [data])
     report = EvalReport()
     samples: list[tuple[tuple, str, int]] = []
     usage: dict[str, np.ndarray] = {}
@@ -89,26 +96,11 @@ def evaluate(
         for d_index, name in enumerate(options.degradations):
             progress(f"evaluate {name}")
             scores = _draw_scores(restorer, images, name, d_index, options)
-            psnr_in, psnr_out, ssim_in, ssim_out = scores.mean(axis=(0, 1))
-            gain_per_draw = (scores[..., 1] - scores[..., 0]).mean(axis=1)
             routes = _crop_routes(restorer, images, name, d_index, options)
             samples += [(r, TASK_OF[name], k) for k, r in enumerate(routes)]
             usage[name] = route_usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
-            report.rows.append(
-                {
-                    "degradation": name,
-                    "task": TASK_OF[name],
-                    "psnr_input": float(psnr_in),
-                    "psnr_output": float(psnr_out),
-                    "psnr_gain": float(psnr_out - psnr_in),
-                    "psnr_gain_min": float(gain_per_draw.min()),
-                    "psnr_gain_max": float(gain_per_draw.max()),
-                    "draws": options.draws,
-                    "ssim_input": float(ssim_in),
-                    "ssim_output": float(ssim_out),
-                    "dominant_route": list(Counter(routes).most_common(1)[0][0]),
-                }
-            )
+            row = {"degradation": name, "task": TASK_OF[name], **score_summary(scores, [n for n, _ in images])}
+            report.rows.append(row | {"dominant_route": list(Counter(routes).most_common(1)[0][0])})
     train = [(r, t) for r, t, k in samples if k % 2 == 0]
     test = [(r, t) for r, t, k in samples if k % 2 == 1]
     predicted = _fit_predict(train, test)
@@ -121,10 +113,44 @@ def evaluate(
     return report
 
 
+SCORES = ("psnr_in", "psnr_out", "ssim_in", "ssim_out", "sat_clean", "sat_in", "sat_out", "de_in", "de_out")
+"""What :func:`_scores` measures per restored image, in order."""
+
+
+def score_summary(scores: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """One report row from ``(draw, image, SCORES)``: means over draws and images, gain ranges over draws,
+    the photo that gains least, and the restored saturation as a fraction of the clean photo's."""
+    s = {key: scores[..., i] for i, key in enumerate(SCORES)}
+    gain = s["psnr_out"] - s["psnr_in"]
+    per_image_gain = gain.mean(axis=0)
+    ratio = s["sat_out"].mean(axis=0) / np.maximum(s["sat_clean"].mean(axis=0), 1e-6)
+    worst_ratio = int(np.argmax(np.abs(ratio - 1)))
+    return {
+        "psnr_input": float(s["psnr_in"].mean()),
+        "psnr_output": float(s["psnr_out"].mean()),
+        "psnr_gain": float(gain.mean()),
+        "psnr_gain_min": float(gain.mean(axis=1).min()),
+        "psnr_gain_max": float(gain.mean(axis=1).max()),
+        "draws": int(scores.shape[0]),
+        "worst_image": names[int(np.argmin(per_image_gain))],
+        "worst_image_gain": float(per_image_gain.min()),
+        "ssim_input": float(s["ssim_in"].mean()),
+        "ssim_output": float(s["ssim_out"].mean()),
+        "saturation_clean": float(s["sat_clean"].mean()),
+        "saturation_input": float(s["sat_in"].mean()),
+        "saturation_output": float(s["sat_out"].mean()),
+        "saturation_ratio": float(s["sat_out"].mean() / max(float(s["sat_clean"].mean()), 1e-6)),
+        "saturation_ratio_worst": float(ratio[worst_ratio]),
+        "saturation_ratio_worst_image": names[worst_ratio],
+        "ciede2000_input": float(s["de_in"].mean()),
+        "ciede2000_output": float(s["de_out"].mean()),
+    }
+
+
 def _draw_scores(
     restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
 ) -> np.ndarray:
-    """``(draw, image, [PSNR in, PSNR out, SSIM in, SSIM out])``; draw k degrades as ``--seed`` + k would."""
+    """``(draw, image, SCORES)``; draw k degrades as ``--seed`` + k would."""
     return np.array(
         [
             [
@@ -141,10 +167,20 @@ def draw_seed(seed: int, draw: int, image_index: int, degradation_index: int) ->
     return (seed + draw) * 1000 + 97 * image_index + degradation_index
 
 
-def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, float, float, float]:
-    """PSNR and SSIM of the degraded input and of its clamped restoration, against ``clean``."""
+def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, ...]:
+    """:data:`SCORES` of the degraded input and of its clamped restoration, against ``clean``."""
     restored = np.clip(restorer.restore_batch([degraded])[0].restored, 0, 1)
-    return psnr(degraded, clean), psnr(restored, clean), ssim(degraded, clean), ssim(restored, clean)
+    return (
+        psnr(degraded, clean),
+        psnr(restored, clean),
+        ssim(degraded, clean),
+        ssim(restored, clean),
+        mean_saturation(clean),
+        mean_saturation(degraded),
+        mean_saturation(restored),
+        mean_ciede2000(degraded, clean),
+        mean_ciede2000(restored, clean),
+    )
 
 
 def _crop_routes(
@@ -173,36 +209,79 @@ def route_usage(routes: list[tuple], adapters: int, experts: int) -> np.ndarray:
     return share / max(1, len(routes))
 
 
-def routing_chart(usage: dict[str, list[list[float]]], path: Path, title: str = "expert chosen per adapter") -> None:
-    """A grid: one row per degradation, one cell per adapter, coloured by the expert most used."""
-    import cv2
+PALETTE = [(90, 180, 90), (60, 160, 230), (40, 90, 220), (160, 60, 160)]  # BGR per expert 0..3
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-    palette = [(90, 180, 90), (60, 160, 230), (40, 90, 220), (160, 60, 160)]  # BGR per expert 0..3
+
+def routing_chart(usage: dict[str, list[list[float]]], path: Path, title: str = "expert chosen per adapter") -> None:
+    """Write :func:`routing_grid` as a PNG."""
+    _write_png(routing_grid(usage, title), path)
+
+
+def evaluation_chart(report: EvalReport, path: Path, title: str) -> None:
+    """Quality and colour per degradation (:func:`quality_panel`) above the routing grid, as one PNG."""
+    top = quality_panel(report.rows)
+    routes = routing_grid(
+        report.route_usage, f"expert use per adapter; routes predict the task {100 * report.route_accuracy:.0f}%"
+    )
+    width = max(top.shape[1], routes.shape[1])
+    pad = lambda img: np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
+    header = np.full((34, width, 3), 255, np.uint8)
+    cv2.putText(header, title, (10, 24), FONT, 0.6, (0, 0, 0), 1)
+    _write_png(np.vstack([header, pad(top), pad(routes)]), path)
+
+
+def quality_panel(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per degradation: PSNR gain as a bar (dB), and mean saturation of the degraded and restored images
+    as a fraction of the clean photo's (a greyed restoration ends far left of the 1.0 line)."""
+    row_h, left, bar_w, gap = 30, 130, 300, 60
+    height, width = 70 + row_h * len(rows) + 30, left + 2 * bar_w + gap + 40
+    img = np.full((height, width, 3), 255, np.uint8)
+    max_gain = max([12.0, *(abs(r["psnr_gain"]) for r in rows)])
+    x_sat = left + bar_w + gap
+    cv2.putText(img, f"PSNR gain, dB (bar: 0 .. {max_gain:.0f})", (left, 20), FONT, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "saturation / clean: o degraded  # restored", (x_sat, 20), FONT, 0.45, (0, 0, 0), 1)
+    for x, label in ((x_sat, "0"), (x_sat + bar_w // 2, "1.0"), (x_sat + bar_w - 20, "2.0")):
+        cv2.putText(img, label, (x, 50), FONT, 0.4, (80, 80, 80), 1)
+    cv2.line(img, (x_sat + bar_w // 2, 56), (x_sat + bar_w // 2, height - 30), (150, 150, 150), 1)
+    for i, r in enumerate(rows):
+        y = 60 + i * row_h
+        cv2.putText(img, r["degradation"], (10, y + 19), FONT, 0.48, (0, 0, 0), 1)
+        length = int(bar_w * min(1.0, abs(r["psnr_gain"]) / max_gain))
+        colour = (90, 170, 90) if r["psnr_gain"] >= 0 else (60, 60, 220)
+        cv2.rectangle(img, (left, y + 4), (left + length, y + row_h - 6), colour, -1)
+        cv2.putText(img, f"{r['psnr_gain']:+.2f}", (left + length + 4, y + 19), FONT, 0.42, (0, 0, 0), 1)
+        clean = max(r["saturation_clean"], 1e-6)
+        for key, marker in (("saturation_input", "o"), ("saturation_output", "#")):
+            x = x_sat + int(bar_w / 2 * min(2.0, r[key] / clean))
+            cv2.putText(img, marker, (x - 5, y + 19), FONT, 0.5, (40, 40, 40) if marker == "o" else (200, 90, 30), 2)
+        cv2.putText(img, f"{r['saturation_ratio']:.2f}", (x_sat + bar_w + 6, y + 19), FONT, 0.42, (0, 0, 0), 1)
+    return img
+
+
+def routing_grid(usage: dict[str, list[list[float]]], title: str) -> np.ndarray:
+    """A grid: one row per degradation, one cell per adapter, coloured by the expert most used."""
     names = list(usage)
     adapters = len(next(iter(usage.values())))
     cell, left, top = 44, 130, 60
     img = np.full((top + cell * len(names) + 60, max(left + cell * adapters + 20, 640), 3), 255, np.uint8)
-    cv2.putText(img, title, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    cv2.putText(img, title, (10, 24), FONT, 0.55, (0, 0, 0), 1)
     for a in range(adapters):
-        cv2.putText(img, f"a{a}", (left + a * cell + 10, top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
+        cv2.putText(img, f"a{a}", (left + a * cell + 10, top - 8), FONT, 0.42, (0, 0, 0), 1)
     for r, name in enumerate(names):
         y = top + r * cell
-        cv2.putText(img, name, (10, y + 27), cv2.FONT_HERSHEY_SIMPLEX, 0.48, (0, 0, 0), 1)
+        cv2.putText(img, name, (10, y + 27), FONT, 0.48, (0, 0, 0), 1)
         for a, shares in enumerate(usage[name]):
             expert = int(np.argmax(shares))
             strength = float(shares[expert])
-            colour = tuple(int(255 - (255 - c) * (0.35 + 0.65 * strength)) for c in palette[expert % len(palette)])
+            colour = tuple(int(255 - (255 - c) * (0.35 + 0.65 * strength)) for c in PALETTE[expert % len(PALETTE)])
             cv2.rectangle(img, (left + a * cell, y), (left + (a + 1) * cell - 3, y + cell - 3), colour, -1)
-            cv2.putText(img, str(expert), (left + a * cell + 15, y + 27), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    legend_y = top + cell * len(names) + 30
-    cv2.putText(
-        img,
-        "cell: most used expert (0 = cheapest .. 3 = costliest); shade: share of images",
-        (10, legend_y),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.4,
-        (0, 0, 0),
-        1,
-    )
+            cv2.putText(img, str(expert), (left + a * cell + 15, y + 27), FONT, 0.5, (0, 0, 0), 1)
+    legend = "cell: most used expert (0 = cheapest .. 3 = costliest); shade: share of images"
+    cv2.putText(img, legend, (10, top + cell * len(names) + 30), FONT, 0.4, (0, 0, 0), 1)
+    return img
+
+
+def _write_png(img: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.evaluate import EvalOptions, routing_chart
+from moce.apps.evaluate import EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
@@ -15,7 +15,7 @@ from moce.cli.progress import CliProgress
 
 @user_errors
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="Folder of clean images (held out from training)"),
+    data: list[Path] = typer.Option(..., "--data", help="Folder of clean images (held out from training); repeatable"),
     model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled model]"),
     degradations: str = typer.Option("noise15,noise25,noise50,rain,haze,blur,lowlight", help="Degradations"),
     crops: int = typer.Option(24, help="Random crops per image and degradation for the routing analysis"),
@@ -26,9 +26,9 @@ def evaluate(
         4, help="Degradations drawn per image (draw k uses seed + k); the table gives the gain's range over draws"
     ),
     json_out: Path = typer.Option(None, "--json", help="Write the results as JSON"),
-    chart: Path = typer.Option(None, help="Write a PNG of the experts each degradation uses"),
+    chart: Path = typer.Option(None, help="Write a PNG of gain, colour and the experts each degradation uses"),
 ) -> None:
-    """PSNR/SSIM per degradation and how well routes alone identify the degradation."""
+    """PSNR/SSIM and colour per degradation, and how well routes alone identify the degradation."""
     options = EvalOptions(tuple(degradations.split(",")), crops, crop, backend, seed, draws)
     report = run_evaluate(model, data, options, lambda m: typer.echo(m, err=True))
     rows = [
@@ -40,16 +40,17 @@ def evaluate(
             f"{r['psnr_gain_min']:+.2f} .. {r['psnr_gain_max']:+.2f}",
             f"{r['ssim_input']:.3f}",
             f"{r['ssim_output']:.3f}",
+            f"{r['worst_image_gain']:+.2f} {r['worst_image']}",
+            f"{r['saturation_input'] / max(r['saturation_clean'], 1e-6):.2f} -> {r['saturation_ratio']:.2f}",
+            f"{r['saturation_ratio_worst']:.2f} {r['saturation_ratio_worst_image']}",
+            f"{r['ciede2000_input']:.1f} -> {r['ciede2000_output']:.1f}",
             "-".join(map(str, r["dominant_route"])),
         ]
         for r in report.rows
     ]
-    typer.echo(
-        render_table(
-            ["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out", "usual route"],
-            rows,
-        )
-    )
+    header = ["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out"]
+    header += ["least-gaining photo", "saturation / clean", "farthest photo", "CIEDE2000", "usual route"]
+    typer.echo(render_table(header, rows))
     typer.echo(f"task predicted from the route vector alone: {100 * report.route_accuracy:.1f}% of held-out crops")
     tasks = list(report.confusion)
     typer.echo(
@@ -58,11 +59,7 @@ def evaluate(
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
     if chart:
-        routing_chart(
-            report.route_usage,
-            chart,
-            f"expert use per adapter; routes predict the task {100 * report.route_accuracy:.0f}%",
-        )
+        evaluation_chart(report, chart, f"{model or 'bundled model'} on {', '.join(map(str, data))}")
 
 
 @user_errors

@@ -54,6 +54,12 @@ def train(
         "mild degradations (blur) count as much as heavy ones (not in the paper)",
     ),
     relative_fft: bool = typer.Option(False, help="The same per-sample weighting for the FFT loss (not in the paper)"),
+    colour_weight: float = typer.Option(
+        0.0, help="Weight of a colour loss on per-image channel means and chroma (not in the paper; 0 = off)"
+    ),
+    colour_jitter: float = typer.Option(
+        0.0, help="Scale the saturation and channel gains of clean crops by up to +-this fraction (0 = off)"
+    ),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     opts = TrainOptions(
@@ -81,6 +87,8 @@ def train(
         route_weight=route_weight,
         relative_l1=relative_l1,
         relative_fft=relative_fft,
+        colour_weight=colour_weight,
+        colour_jitter=colour_jitter,
     )
     start = time.perf_counter()
     average: dict[str, float] = {}
@@ -97,6 +105,7 @@ def train(
                 f"step {step}/{iterations}{budget}  loss {average['loss']:.4f}  l1 {average['l1']:.4f}  "
                 f"balance {average['balance']:.3f}  "
                 + (f"route {average['route']:+.3f}  " if "route" in average else "")
+                + (f"colour {average['colour']:.4f}  " if "colour" in average else "")
                 + f"lr {parts['lr']:.2e}  {rate:.2f} it/s",
                 err=True,
             )

@@ -47,6 +47,8 @@ class TrainOptions:
     route_weight: float = 0.0  # task-discriminative route contrast (not in the paper; 0 = the paper's objective)
     relative_l1: bool = False  # weight each sample's L1 by its input's error (not in the paper)
     relative_fft: bool = False  # the same weighting for the FFT term (not in the paper)
+    colour_weight: float = 0.0  # weight of the colour loss on channel means and chroma (not in the paper)
+    colour_jitter: float = 0.0  # random saturation and channel gains of clean crops, +-this fraction
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
@@ -84,6 +86,8 @@ class TrainOptions:
             route_loss_weight=self.route_weight,
             relative_l1=self.relative_l1,
             relative_fft=self.relative_fft,
+            colour_loss_weight=self.colour_weight,
+            colour_jitter=self.colour_jitter,
             seed=self.seed,
             minutes=self.minutes,
         )
@@ -106,12 +110,23 @@ def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Ge
         top, left = int(rng.integers(h - opts.crop + 1)), int(rng.integers(w - opts.crop + 1))
         crop = np.rot90(img[top : top + opts.crop, left : left + opts.crop], int(rng.integers(4)))
         crop = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+        if opts.colour_jitter > 0:
+            crop = colour_jittered(crop, opts.colour_jitter, rng)
         name = opts.degradations[int(rng.integers(len(opts.degradations)))]
         clean.append(crop)
         degraded.append(degrade(crop, name, rng))
         names.append(name)
     to_nchw = lambda xs: np.stack(xs).transpose(0, 3, 1, 2).copy()  # noqa: E731
     return to_nchw(degraded), to_nchw(clean), names
+
+
+def colour_jittered(crop: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Saturation scaled and each channel's gain changed by up to ``amount`` (a fraction), clipped to
+    [0, 1]: a few photos then stand for many colour balances."""
+    grey = crop.mean(axis=2, keepdims=True)
+    saturation = rng.uniform(1 - amount, 1 + amount)
+    gains = rng.uniform(1 - amount / 2, 1 + amount / 2, 3).astype(np.float32)
+    return np.clip((grey + (crop - grey) * saturation) * gains, 0.0, 1.0).astype(np.float32)
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -245,6 +260,7 @@ def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] 
             route_weight=opts.route_weight,
             relative_l1=opts.relative_l1,
             relative_fft=opts.relative_fft,
+            colour_weight=opts.colour_weight,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moce.apps.evaluate import EvalOptions, _fit_predict, evaluate
+from moce.apps.evaluate import EvalOptions, _fit_predict, evaluate, score_summary
 from moce.cli.main import app
 from moce.data.degrade import DEGRADATIONS, degrade
 
@@ -104,3 +104,44 @@ def test_evaluate_command_prints_the_range_over_draws_and_writes_json(tmp_path, 
     assert all(
         r["psnr_gain_min"] - 1e-9 <= r["psnr_gain"] <= r["psnr_gain_max"] + 1e-9 for r in rows
     )  # mean of the draws
+
+
+def test_score_summary_names_the_least_gaining_photo_and_the_farthest_saturation():
+    # (draw, image, SCORES): psnr_in, psnr_out, ssim_in, ssim_out, sat_clean, sat_in, sat_out, de_in, de_out
+    scores = np.array(
+        [
+            [[20, 30, 0.5, 0.8, 0.40, 0.30, 0.38, 9, 3], [25, 24, 0.5, 0.6, 0.20, 0.20, 0.10, 5, 6]],
+            [[20, 28, 0.5, 0.8, 0.40, 0.30, 0.42, 9, 3], [25, 23, 0.5, 0.6, 0.20, 0.20, 0.12, 5, 6]],
+        ],
+        dtype=float,
+    )
+    row = score_summary(scores, ["sunny", "grass"])
+    assert row["worst_image"] == "grass" and row["worst_image_gain"] == pytest.approx(-1.5)
+    assert row["psnr_gain"] == pytest.approx((10 - 1 + 8 - 2) / 4)
+    assert row["psnr_gain_min"] == pytest.approx(3.0) and row["psnr_gain_max"] == pytest.approx(4.5)
+    assert row["saturation_ratio"] == pytest.approx(0.255 / 0.30)
+    assert row["saturation_ratio_worst_image"] == "grass" and row["saturation_ratio_worst"] == pytest.approx(0.55)
+    assert row["ciede2000_input"] == pytest.approx(7) and row["ciede2000_output"] == pytest.approx(4.5)
+
+
+def test_evaluate_reads_several_folders_and_charts_gain_colour_and_routes(tmp_path, tiny_pkg):
+    from moce.data import SAMPLES
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    (one / "chelsea.png").write_bytes((SAMPLES / "clean" / "chelsea.png").read_bytes())
+    (two / "coffee.png").write_bytes((SAMPLES / "clean" / "coffee.png").read_bytes())
+    chart, out = tmp_path / "eval.png", tmp_path / "eval.json"
+    args = ["evaluate", "--data", str(one), "--data", str(two), "--model", str(tiny_pkg.root)]
+    args += ["--degradations", "haze", "--crops", "2", "--crop", "64", "--draws", "1", "--chart", str(chart)]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "saturation / clean" in result.output and "CIEDE2000" in result.output
+    (row,) = json.loads(out.read_text())["per_degradation"]
+    assert row["worst_image"] in ("chelsea", "coffee") and row["saturation_clean"] > 0.1
+    assert row["saturation_input"] < row["saturation_clean"]  # haze washes colours out
+    assert row["ciede2000_input"] > 5
+    import cv2
+
+    picture = cv2.imread(str(chart))
+    assert picture is not None and picture.shape[0] > 300

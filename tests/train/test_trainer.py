@@ -14,6 +14,7 @@ from moce.model import load_checkpoint
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.train.objective import (
     bucketed,
+    colour_loss,
     fft_l1,
     objective,
     relative_fft_loss,
@@ -21,7 +22,15 @@ from moce.train.objective import (
     route_contrast_loss,
     training_forward,
 )
-from moce.train.trainer import TrainOptions, batch_stream, build_model, lr_at, progress, train
+from moce.train.trainer import (
+    TrainOptions,
+    batch_stream,
+    build_model,
+    colour_jittered,
+    lr_at,
+    progress,
+    train,
+)
 
 
 def _photos(folder: Path) -> Path:
@@ -149,6 +158,31 @@ def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
         relative_fft_loss(only_heavy_fixed, degraded, clean).item()
     )
     assert relative_fft_loss(clean, degraded, clean).item() == 0.0
+
+
+def test_colour_loss_counts_colour_errors_and_not_luminance_errors():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 16, 16, generator=gen)
+    grey = clean.mean(1, keepdim=True)
+    greyed = grey + 0.5 * (clean - grey)  # half the saturation, luminance kept
+    cast = clean + torch.tensor([0.05, 0.0, -0.05]).view(1, 3, 1, 1)  # a colour cast
+    brighter = clean + 0.05  # no change of colour
+    assert colour_loss(clean, clean).item() == 0.0
+    l1 = torch.nn.functional.l1_loss
+    assert colour_loss(greyed, clean) > l1(greyed, clean)  # its whole error is chroma, plus shifted channel means
+    assert colour_loss(cast, clean).item() == pytest.approx(2 * 0.1 / 3, rel=1e-5)  # means + chroma
+    assert colour_loss(brighter, clean).item() == pytest.approx(0.05, rel=1e-4)  # means only
+
+
+def test_colour_jitter_keeps_range_and_grey_and_changes_saturation():
+    rng = np.random.default_rng(0)
+    crop = rng.random((8, 8, 3)).astype(np.float32)
+    jittered = [colour_jittered(crop, 0.2, np.random.default_rng(s)) for s in range(20)]
+    assert all(j.dtype == np.float32 and j.min() >= 0 and j.max() <= 1 for j in jittered)
+    spread = [np.std(j - j.mean(2, keepdims=True)) / np.std(crop - crop.mean(2, keepdims=True)) for j in jittered]
+    assert 0.75 < min(spread) < 0.97 and 1.03 < max(spread) < 1.3
+    grey = np.full((4, 4, 3), 0.5, np.float32)
+    assert np.allclose(colour_jittered(grey, 0.2, rng).std(axis=2), 0, atol=0.06)  # only gains tint grey
 
 
 def test_batches_come_from_their_step_seed_in_the_loop_and_in_worker_processes(tmp_path):
