@@ -13,7 +13,8 @@ root needed; the two Python wheels from PyPI):
 ``ukui-wallpapers`` holds no photographs (every file is an illustration or a 3-D render), and
 plasma's ``ColdRipple`` and ``Grey`` are black-and-white, so none of them is used.
 Wallpapers are downscaled (area filter) to ``--long-side`` pixels, so that a training crop shows
-about as much of a scene as it does on the scikit-image photos. ``manifest.json`` records each
+about as much of a scene as it does on the scikit-image photos, and evaluation photos to
+``--eval-long-side`` (600: the size of the held-out demo photos). ``manifest.json`` records each
 file's source, original path, author and licence.
 
     pip install 'moce[data]'
@@ -117,6 +118,7 @@ def plasma_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
 
 
 def mate_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
+    """The independent evaluation photos (nothing trains on this package)."""
     tree, version = unpack(MATE, work)
     entries = []
     for name, author in MATE_EVAL.items():
@@ -149,11 +151,12 @@ def wheel_photos(root: Path) -> list[Entry]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="build/photos", type=Path)
-    parser.add_argument("--long-side", type=int, default=800, help="wallpapers are downscaled to this long side")
+    parser.add_argument("--long-side", type=int, default=800, help="training wallpapers' long side after downscaling")
+    parser.add_argument("--eval-long-side", type=int, default=600, help="evaluation photos' long side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        entries = plasma_photos(args.out, work, args.long_side) + mate_photos(args.out, work, args.long_side)
+        entries = plasma_photos(args.out, work, args.long_side) + mate_photos(args.out, work, args.eval_long_side)
     entries += wheel_photos(args.out)
     (args.out / "manifest.json").write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n")
     counts = {s: sum(e.split == s for e in entries) for s in ("train", "heldout", "eval")}

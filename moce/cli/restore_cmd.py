@@ -22,7 +22,7 @@ def restore(
     ),
     output: str = typer.Argument(..., help="Output folder (or file name for a single input)"),
     model: str = typer.Option(
-        None, "--model", "-m", help="Model package folder or checkpoint [default: bundled tiny model]"
+        None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
     ),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
     routing: str = typer.Option("split", help="split | conditional | dense"),

@@ -58,7 +58,7 @@ def triton(
 
 @user_errors
 def serve_command(
-    model: str = typer.Argument(None, help="Model package folder or checkpoint [default: bundled tiny model]"),
+    model: str = typer.Argument(None, help="Model package folder or checkpoint [default: bundled demo model]"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)"),
     http_port: int = typer.Option(8000, help="HTTP/REST port"),
     grpc_port: int = typer.Option(8001, help="gRPC port"),
