@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from moce.apps.restore import RestoreJob, restore
-from moce.apps.triton import ServeOptions, write_repository
+from moce.apps.triton import OUTPUTS, ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, ServerError, TritonServer, find_server
 
 http = pytest.importorskip("tritonclient.http", reason="needs tritonclient: pip install 'moce[dev]'")
@@ -37,26 +37,24 @@ def server(tmp_path_factory, tiny_pkg):
     assert not running.ready()
 
 
-def _infer_http(server, image: np.ndarray, name: str = "IMAGE") -> dict[str, np.ndarray]:
-    client = http.InferenceServerClient(server.http_url)
-    tensor = http.InferInput(name, list(image.shape), "UINT16" if image.dtype == np.uint16 else "UINT8")
+def _infer(module, url: str, image: np.ndarray, name: str = "IMAGE") -> dict[str, np.ndarray]:
+    """One request through ``module`` (tritonclient.http or .grpc): the image output and the routes."""
+    client = module.InferenceServerClient(url)
+    tensor = module.InferInput(name, list(image.shape), "UINT16" if image.dtype == np.uint16 else "UINT8")
     tensor.set_data_from_numpy(image)
     try:
         result = client.infer("moce", [tensor])
     finally:
         client.close()
-    return {o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]}
+    return {output: result.as_numpy(output) for output in (OUTPUTS[name], "ROUTES")}
+
+
+def _infer_http(server, image: np.ndarray, name: str = "IMAGE") -> dict[str, np.ndarray]:
+    return _infer(http, server.http_url, image, name)
 
 
 def _infer_grpc(server, image: np.ndarray, name: str = "IMAGE") -> dict[str, np.ndarray]:
-    client = grpc.InferenceServerClient(server.grpc_url)
-    tensor = grpc.InferInput(name, list(image.shape), "UINT16" if image.dtype == np.uint16 else "UINT8")
-    tensor.set_data_from_numpy(image)
-    try:
-        result = client.infer("moce", [tensor])
-    finally:
-        client.close()
-    return {o.name: result.as_numpy(o.name) for o in result.get_response().outputs}
+    return _infer(grpc, server.grpc_url, image, name)
 
 
 def _local(tmp_path: Path, images: dict[str, np.ndarray], tiny_pkg) -> dict[str, np.ndarray]:
