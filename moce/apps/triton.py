@@ -18,6 +18,7 @@ are built against NumPy 1's ABI, and under NumPy 2 their ``as_numpy()`` reads ze
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -214,8 +215,12 @@ class TritonModel:
         config = json.loads(args["model_config"])
         options = ServeOptions.from_parameters(config.get("parameters", {}))
         root = Path(args["model_repository"]) / args["model_version"] / PACKAGE_DIR
-        gpu = args.get("model_instance_kind") == "GPU"
-        device = f"cuda:{args.get('model_instance_device_id', '0')}" if gpu else None
+        device = None
+        if args.get("model_instance_kind") == "GPU":
+            # Each instance runs in its own stub process: showing it only its GPU before any CUDA
+            # library starts puts every backend (TensorRT, ONNX Runtime, PyTorch) on that GPU.
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(args.get("model_instance_device_id", "0"))
+            device = "cuda"
         self.service = ImageService(load_manifest(root), options, device)
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -4,6 +4,7 @@ of ``triton_python_backend_utils`` (tests/apps/fake_triton.py). The real server:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -169,3 +170,13 @@ def test_triton_command_writes_a_repository(tmp_path, tiny_pkg):
 
 def test_config_names_the_model(tiny_pkg):
     assert config_pbtxt(tiny_pkg, ServeOptions(), "restorer").startswith('name: "restorer"')
+
+
+def test_a_gpu_instance_sees_only_its_own_gpu(repository, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    model = FakeModel()
+    config = json.dumps({"parameters": _parameters(repository / "config.pbtxt")})
+    args = {"model_config": config, "model_repository": str(repository), "model_version": "1"}
+    model.initialize({**args, "model_instance_kind": "GPU", "model_instance_device_id": "2"})
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    model.finalize()
