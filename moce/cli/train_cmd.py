@@ -60,6 +60,9 @@ def train(
     colour_jitter: float = typer.Option(
         0.0, help="Scale the saturation and channel gains of clean crops by up to +-this fraction (0 = off)"
     ),
+    channel_shuffle: bool = typer.Option(
+        False, help="Put the RGB channels of clean crops in a random order: hues the photos lack"
+    ),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     opts = TrainOptions(
@@ -89,6 +92,7 @@ def train(
         relative_fft=relative_fft,
         colour_weight=colour_weight,
         colour_jitter=colour_jitter,
+        channel_shuffle=channel_shuffle,
     )
     start = time.perf_counter()
     average: dict[str, float] = {}

@@ -49,6 +49,7 @@ class TrainOptions:
     relative_fft: bool = False  # the same weighting for the FFT term (not in the paper)
     colour_weight: float = 0.0  # weight of the colour loss on channel means and chroma (not in the paper)
     colour_jitter: float = 0.0  # random saturation and channel gains of clean crops, +-this fraction
+    channel_shuffle: bool = False  # clean crops' RGB channels in a random order (hues the photos lack)
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
@@ -88,6 +89,7 @@ class TrainOptions:
             relative_fft=self.relative_fft,
             colour_loss_weight=self.colour_weight,
             colour_jitter=self.colour_jitter,
+            channel_shuffle=self.channel_shuffle,
             seed=self.seed,
             minutes=self.minutes,
         )
@@ -112,6 +114,8 @@ def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Ge
         crop = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
         if opts.colour_jitter > 0:
             crop = colour_jittered(crop, opts.colour_jitter, rng)
+        if opts.channel_shuffle:
+            crop = np.ascontiguousarray(crop[:, :, rng.permutation(3)])
         name = opts.degradations[int(rng.integers(len(opts.degradations)))]
         clean.append(crop)
         degraded.append(degrade(crop, name, rng))

@@ -29,6 +29,7 @@ from moce.train.trainer import (
     colour_jittered,
     lr_at,
     progress,
+    sample_batch,
     train,
 )
 
@@ -183,6 +184,16 @@ def test_colour_jitter_keeps_range_and_grey_and_changes_saturation():
     assert 0.75 < min(spread) < 0.97 and 1.03 < max(spread) < 1.3
     grey = np.full((4, 4, 3), 0.5, np.float32)
     assert np.allclose(colour_jittered(grey, 0.2, rng).std(axis=2), 0, atol=0.06)  # only gains tint grey
+
+
+def test_channel_shuffle_reorders_the_clean_crops_channels(tmp_path):
+    image = np.zeros((32, 32, 3), np.float32)
+    image[..., 1] = 0.8  # all green
+    opts = TrainOptions(data=tmp_path, out=tmp_path, batch=12, crop=16, degradations=("blur",), channel_shuffle=True)
+    _, clean, _ = sample_batch([image], opts, np.random.default_rng(0))
+    dominant = {int(np.argmax(c.mean(axis=(1, 2)))) for c in clean}
+    assert dominant == {0, 1, 2}  # green moved to red and blue too
+    assert all(np.isclose(c.max(), 0.8) and np.isclose(c.sum(), 0.8 * 16 * 16) for c in clean)
 
 
 def test_batches_come_from_their_step_seed_in_the_loop_and_in_worker_processes(tmp_path):
