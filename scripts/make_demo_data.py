@@ -8,7 +8,9 @@ root needed; the two Python wheels from PyPI):
   (public domain / CC0 / no known restrictions);
 * held out for the demo samples: scikit-image's ``chelsea`` and ``coffee``;
 * independent evaluation: four nature photos of Debian's ``mate-backgrounds`` (GPL-2+), a package
-  nothing trains on.
+  nothing trains on;
+* ``train-first``: the eleven scikit-image photos, mostly grey, that the model's first training
+  stages used (kept so that the whole recipe in docs/MODEL_CARD.md can be rerun).
 
 ``ukui-wallpapers`` holds no photographs (every file is an illustration or a 3-D render), and
 plasma's ``ColdRipple`` and ``Grey`` are black-and-white, so none of them is used.
@@ -52,6 +54,19 @@ SKIMAGE_TRAIN = {
     "retina": "CC0",
 }
 SKIMAGE_HELDOUT = {"chelsea": "CC0 (Stefan van der Walt)", "coffee": "CC0 (Rachel Michetti)"}
+FIRST_TRAIN = {  # what the first seven stages trained on (docs/MODEL_CARD.md): mostly grey
+    "astronaut": "public domain (NASA)",
+    "rocket": "public domain (SpaceX)",
+    "hubble_deep_field": "public domain (NASA)",
+    "immunohistochemistry": "no known copyright restrictions",
+    "retina": "CC0",
+    "camera": "CC0 (Lav Varshney)",
+    "brick": "CC0 (CC0Textures)",
+    "grass": "CC0 (CC0Textures)",
+    "gravel": "CC0 (CC0Textures)",
+    "coins": "no known copyright restrictions",
+    "text": "public domain",
+}
 SKLEARN = {"china": "CC BY 2.0 (danielbuechele, Flickr)", "flower": "CC BY 2.0 (vultilion, Flickr)"}
 
 
@@ -129,6 +144,16 @@ def mate_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
     return entries
 
 
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """8-bit RGB from a scikit-image sample (some are gray, float or RGBA)."""
+    if image.ndim == 2:
+        image = np.stack([image] * 3, -1)
+    image = image[..., :3]
+    if image.dtype.kind == "f":
+        return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return image.astype(np.uint8)
+
+
 def wheel_photos(root: Path) -> list[Entry]:
     import skimage
     import skimage.data
@@ -136,9 +161,9 @@ def wheel_photos(root: Path) -> list[Entry]:
     from sklearn.datasets import load_sample_image
 
     entries = []
-    for split, names in (("train", SKIMAGE_TRAIN), ("heldout", SKIMAGE_HELDOUT)):
+    for split, names in (("train", SKIMAGE_TRAIN), ("heldout", SKIMAGE_HELDOUT), ("train-first", FIRST_TRAIN)):
         for name, licence in names.items():
-            size = save(getattr(skimage.data, name)()[..., :3], root / split / f"{name}.png")
+            size = save(as_rgb8(getattr(skimage.data, name)()), root / split / f"{name}.png")
             source = f"scikit-image {skimage.__version__}"
             entries.append(Entry(f"{split}/{name}.png", split, source, f"skimage.data.{name}", licence, "", size))
     for name, licence in SKLEARN.items():
@@ -159,7 +184,7 @@ def main() -> None:
         entries = plasma_photos(args.out, work, args.long_side) + mate_photos(args.out, work, args.eval_long_side)
     entries += wheel_photos(args.out)
     (args.out / "manifest.json").write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n")
-    counts = {s: sum(e.split == s for e in entries) for s in ("train", "heldout", "eval")}
+    counts = {s: sum(e.split == s for e in entries) for s in ("train", "heldout", "eval", "train-first")}
     print(f"wrote {counts} photos and manifest.json under {args.out}")
 
 
