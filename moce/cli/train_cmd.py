@@ -57,6 +57,9 @@ def train(
     colour_weight: float = typer.Option(
         0.0, help="Weight of a colour loss on per-image channel means and chroma (not in the paper; 0 = off)"
     ),
+    saturation_weight: float = typer.Option(
+        0.0, help="Weight of a loss on each image's overall colourfulness (not in the paper; 0 = off)"
+    ),
     colour_jitter: float = typer.Option(
         0.0, help="Scale the saturation and channel gains of clean crops by up to +-this fraction (0 = off)"
     ),
@@ -91,6 +94,7 @@ def train(
         relative_l1=relative_l1,
         relative_fft=relative_fft,
         colour_weight=colour_weight,
+        saturation_weight=saturation_weight,
         colour_jitter=colour_jitter,
         channel_shuffle=channel_shuffle,
     )
@@ -110,6 +114,7 @@ def train(
                 f"balance {average['balance']:.3f}  "
                 + (f"route {average['route']:+.3f}  " if "route" in average else "")
                 + (f"colour {average['colour']:.4f}  " if "colour" in average else "")
+                + (f"saturation {average['saturation']:.4f}  " if "saturation" in average else "")
                 + f"lr {parts['lr']:.2e}  {rate:.2f} it/s",
                 err=True,
             )

@@ -158,6 +158,17 @@ def colour_loss(restored: Tensor, clean: Tensor) -> Tensor:
     return means + (chroma(restored) - chroma(clean)).abs().mean()
 
 
+def saturation_loss(restored: Tensor, clean: Tensor) -> Tensor:
+    """L1 between per-image mean chroma magnitudes: how colourful the image is overall.
+
+    Where a degradation leaves a pixel's colour uncertain (dark, hazy), the pixel losses are lowest
+    for a colour between the candidates, that is a greyer one; this term asks only that the image
+    as a whole be as colourful as the clean one. Not in the paper (an option of moce train).
+    """
+    magnitude = lambda x: (x - x.mean(1, keepdim=True)).abs().sum(1).mean((1, 2))  # noqa: E731
+    return (magnitude(restored) - magnitude(clean)).abs().mean()
+
+
 def objective(
     model: MoCEIR,
     degraded: Tensor,
@@ -169,10 +180,11 @@ def objective(
     relative_l1: bool = False,
     relative_fft: bool = False,
     colour_weight: float = 0.0,
+    saturation_weight: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """The paper's loss (L1 + FFT + load balance), plus the route contrast when ``route_weight`` > 0;
     ``relative_l1`` / ``relative_fft`` swap the L1 / FFT terms for their per-sample weighted forms;
-    ``colour_weight`` > 0 adds :func:`colour_loss`.
+    ``colour_weight`` > 0 adds :func:`colour_loss`, ``saturation_weight`` > 0 :func:`saturation_loss`.
 
     ``tasks`` holds one integer task label per sample; it is needed only for the route contrast.
     """
@@ -185,6 +197,10 @@ def objective(
         colour = colour_loss(restored, clean)
         loss = loss + colour_weight * colour
         parts["colour"] = colour.item()
+    if saturation_weight > 0:
+        saturation = saturation_loss(restored, clean)
+        loss = loss + saturation_weight * saturation
+        parts["saturation"] = saturation.item()
     if route_weight > 0:
         if tasks is None:
             raise ValueError("route_weight > 0 needs the task label of every sample")

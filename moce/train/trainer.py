@@ -48,6 +48,7 @@ class TrainOptions:
     relative_l1: bool = False  # weight each sample's L1 by its input's error (not in the paper)
     relative_fft: bool = False  # the same weighting for the FFT term (not in the paper)
     colour_weight: float = 0.0  # weight of the colour loss on channel means and chroma (not in the paper)
+    saturation_weight: float = 0.0  # weight of the loss on each image's overall colourfulness (not in the paper)
     colour_jitter: float = 0.0  # random saturation and channel gains of clean crops, +-this fraction
     channel_shuffle: bool = False  # clean crops' RGB channels in a random order (hues the photos lack)
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
@@ -88,6 +89,7 @@ class TrainOptions:
             relative_l1=self.relative_l1,
             relative_fft=self.relative_fft,
             colour_loss_weight=self.colour_weight,
+            saturation_loss_weight=self.saturation_weight,
             colour_jitter=self.colour_jitter,
             channel_shuffle=self.channel_shuffle,
             seed=self.seed,
@@ -265,6 +267,7 @@ def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] 
             relative_l1=opts.relative_l1,
             relative_fft=opts.relative_fft,
             colour_weight=opts.colour_weight,
+            saturation_weight=opts.saturation_weight,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

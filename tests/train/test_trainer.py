@@ -20,6 +20,7 @@ from moce.train.objective import (
     relative_fft_loss,
     relative_l1_loss,
     route_contrast_loss,
+    saturation_loss,
     training_forward,
 )
 from moce.train.trainer import (
@@ -173,6 +174,17 @@ def test_colour_loss_counts_colour_errors_and_not_luminance_errors():
     assert colour_loss(greyed, clean) > l1(greyed, clean)  # its whole error is chroma, plus shifted channel means
     assert colour_loss(cast, clean).item() == pytest.approx(2 * 0.1 / 3, rel=1e-5)  # means + chroma
     assert colour_loss(brighter, clean).item() == pytest.approx(0.05, rel=1e-4)  # means only
+
+
+def test_saturation_loss_asks_for_colourfulness_not_for_the_exact_colours():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 16, 16, generator=gen)
+    grey = clean.mean(1, keepdim=True)
+    greyed = grey + 0.5 * (clean - grey)
+    swapped = clean[:, [2, 0, 1]]  # other hues, the same colourfulness
+    assert saturation_loss(greyed, clean) > 0.1
+    assert saturation_loss(swapped, clean).item() == pytest.approx(0.0, abs=1e-6)
+    assert colour_loss(swapped, clean) > 0.1  # where the colour loss sees every hue
 
 
 def test_colour_jitter_keeps_range_and_grey_and_changes_saturation():
