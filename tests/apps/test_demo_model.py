@@ -23,3 +23,8 @@ def test_demo_model_denoises_by_more_than_6_db(demo_eval):
 @pytest.mark.parametrize("name", ["lowlight", "haze", "rain", "blur"])
 def test_demo_model_gains_2_db_on_every_other_task(demo_eval, name):
     assert demo_eval[name]["psnr_gain"] >= 2.0
+
+
+@pytest.mark.parametrize("name", ["noise25", "lowlight", "haze", "rain", "blur"])
+def test_demo_model_keeps_colour(demo_eval, name):
+    assert 0.8 <= demo_eval[name]["saturation_ratio"] <= 1.35  # restored saturation against the clean photo's
