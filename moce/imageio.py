@@ -132,7 +132,17 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return _tiff_size(data)
 
 
-def check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+MIN_SIDE = 8
+"""The smallest image side the network restores (its three down-samplings)."""
+
+
+def check_min_side(path: Path | str, width: int, height: int) -> None:
+    """Refuse, naming ``path``, an image too small for the network."""
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{path}: image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
+
+
+def check_pixels(path: Path | str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise InputError(
             f"{path}: image is {width}x{height} ({width * height / 1e6:.1f} MP), over the limit of "

@@ -26,6 +26,7 @@ from moce.imageio import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED,
     ImageInfo,
+    check_min_side,
     decode_image,
     from_rgb_float,
     header_size,
@@ -321,10 +322,7 @@ class ImageLoop:
                 image, info = read_image(path, self.job.max_pixels)
             else:
                 image, info = decode_image(path, data, self.job.max_pixels)
-            if min(image.shape[:2]) < 8:
-                raise InputError(
-                    f"{path}: image is {image.shape[1]}x{image.shape[0]}; both sides must be at least 8 px"
-                )
+            check_min_side(path, image.shape[1], image.shape[0])
         except MoceError as exc:
             self._finish(_error(path, out, exc, time.perf_counter() - started))
             return

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from moce.errors import InputError, MoceError, one_line
-from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, from_rgb_float, to_rgb_float
+from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, check_min_side, check_pixels, from_rgb_float, to_rgb_float
 from moce.package.manifest import MANIFEST, Manifest, load_manifest, sha256_bytes
 from moce.package.store import cache_dir
 from moce.runtime.backends import make_runner
@@ -42,7 +42,6 @@ INPUTS = {"IMAGE": np.dtype(np.uint8), "IMAGE_UINT16": np.dtype(np.uint16)}
 OUTPUTS = {"IMAGE": "RESTORED", "IMAGE_UINT16": "RESTORED_UINT16"}
 ROUTES = "ROUTES"
 TRITON_TYPES = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.uint16): "TYPE_UINT16"}
-MIN_SIDE = 8
 PACKAGE_DIR = "package"
 INSTANCE_KINDS = ("cpu", "gpu")
 
@@ -111,16 +110,18 @@ def decode_array(image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
     was stored: the very conversion ``moce restore`` applies to a decoded file."""
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
         raise InputError(f"{label}: expected [H, W, C] with C = 1, 3 or 4, got shape {list(image.shape)}")
-    bgr = image[:, :, [2, 1, 0, 3][: image.shape[2]]] if image.shape[2] > 1 else image
-    return to_rgb_float(Path(label), np.ascontiguousarray(bgr))
+    return to_rgb_float(Path(label), _swap_red_blue(image))
 
 
 def encode_array(rgb: np.ndarray, info: ImageInfo) -> np.ndarray:
     """The restored float RGB back in the input's type and layout (``[H, W, C]``, RGB order)."""
     out = from_rgb_float(rgb, info, ".png")
-    if info.gray:
-        return out[:, :, None]
-    return np.ascontiguousarray(out[:, :, [2, 1, 0, 3][: out.shape[2]]])
+    return _swap_red_blue(out[:, :, None] if info.gray else out)
+
+
+def _swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> BGR(A), the channel order of moce's image I/O (OpenCV's); gray stays as it is."""
+    return np.ascontiguousarray(image[:, :, [2, 1, 0, 3][: image.shape[2]]] if image.shape[2] > 1 else image)
 
 
 def check_batch(batch: np.ndarray, label: str, max_pixels: int) -> None:
@@ -130,10 +131,8 @@ def check_batch(batch: np.ndarray, label: str, max_pixels: int) -> None:
     if batch.ndim != 4 or batch.shape[3] not in (1, 3, 4):
         raise InputError(f"{label}: expected [N, H, W, C] with C = 1, 3 or 4, got shape {list(batch.shape)}")
     h, w = batch.shape[1:3]
-    if min(h, w) < MIN_SIDE:
-        raise InputError(f"{label}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
-    if h * w > max_pixels:
-        raise InputError(f"{label}: image is {w}x{h} = {h * w} pixels, over the limit of {max_pixels}")
+    check_min_side(label, w, h)
+    check_pixels(label, w, h, max_pixels)
 
 
 @dataclass
@@ -232,10 +231,9 @@ class TritonModel:
             given = {name: tensor for name, tensor in given.items() if tensor is not None}
             output = _output_for(list(given), request.requested_output_names(), label)
             outputs.append(output)
-            tensor = next(iter(given.values())) if isinstance(output, str) else None
-            batches.append((np.from_dlpack(tensor), label) if tensor is not None else (EMPTY, label))
-        answers = self.service.restore([b for b, o in zip(batches, outputs) if isinstance(o, str)])
-        answered = iter(answers)
+            if isinstance(output, str):
+                batches.append((np.from_dlpack(next(iter(given.values()))), label))
+        answered = iter(self.service.restore(batches))
         return [self._response(next(answered) if isinstance(o, str) else o, o) for o in outputs]
 
     def _response(self, answer: Restored | MoceError, output: str | MoceError) -> Any:
@@ -251,9 +249,6 @@ class TritonModel:
 
     def finalize(self) -> None:
         self.service.close()
-
-
-EMPTY = np.zeros((0, 0, 0, 0), np.uint8)
 
 
 def _output_for(inputs: list[str], requested: list[str], label: str) -> str | MoceError:

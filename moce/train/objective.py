@@ -146,6 +146,11 @@ def relative_fft_loss(restored: Tensor, degraded: Tensor, clean: Tensor) -> Tens
     return _inverse_error_weighted(per_sample(restored), per_sample(degraded))
 
 
+def _chroma(x: Tensor) -> Tensor:
+    """Each pixel's deviation from its own grey level (``x - mean over channels``)."""
+    return x - x.mean(1, keepdim=True)
+
+
 def colour_loss(restored: Tensor, clean: Tensor) -> Tensor:
     """L1 between per-image channel means (colour casts) plus L1 between chroma maps (saturation).
 
@@ -154,8 +159,7 @@ def colour_loss(restored: Tensor, clean: Tensor) -> Tensor:
     extra, while a brightness error costs nothing here. Not in the paper (an option of moce train).
     """
     means = (restored.mean((2, 3)) - clean.mean((2, 3))).abs().mean()
-    chroma = lambda x: x - x.mean(1, keepdim=True)  # noqa: E731
-    return means + (chroma(restored) - chroma(clean)).abs().mean()
+    return means + (_chroma(restored) - _chroma(clean)).abs().mean()
 
 
 def saturation_loss(restored: Tensor, clean: Tensor) -> Tensor:
@@ -165,7 +169,7 @@ def saturation_loss(restored: Tensor, clean: Tensor) -> Tensor:
     for a colour between the candidates, that is a greyer one; this term asks only that the image
     as a whole be as colourful as the clean one. Not in the paper (an option of moce train).
     """
-    magnitude = lambda x: (x - x.mean(1, keepdim=True)).abs().sum(1).mean((1, 2))  # noqa: E731
+    magnitude = lambda x: _chroma(x).abs().sum(1).mean((1, 2))  # noqa: E731
     return (magnitude(restored) - magnitude(clean)).abs().mean()
 
 
