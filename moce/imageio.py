@@ -239,6 +239,11 @@ def image_files(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[
     return files
 
 
+def read_images(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
+    """``(stem, float RGB)`` of every image :func:`image_files` lists, in its order."""
+    return [(p.stem, read_image(p)[0]) for p in image_files(folder, what, exclude)]
+
+
 def _convert_depth(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     peaks = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
     return (plane.astype(np.float64) / peaks[plane.dtype] * peaks[np.dtype(dtype)]).round().astype(dtype)

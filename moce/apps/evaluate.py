@@ -23,7 +23,7 @@ import numpy as np
 
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
-from moce.imageio import image_files, read_image
+from moce.imageio import read_images
 from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
@@ -59,7 +59,7 @@ class EvalReport:
 
 def load_clean_images(folders: list[Path]) -> list[tuple[str, np.ndarray]]:
     """(stem, image) of every supported image in ``folders``, each sorted by name: the order fixes the seeds."""
-    return [(p.stem, read_image(p)[0]) for f in folders for p in image_files(f, "clean images to evaluate on")]
+    return [image for folder in folders for image in read_images(folder, "clean images to evaluate on")]
 
 
 def _fit_predict(train: list[tuple[tuple, str]], test: list[tuple[tuple, str]]) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
 from moce.files import atomic_path
-from moce.imageio import image_files, read_image
+from moce.imageio import read_images
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.model.config import MoCEConfig, config_from_hyperparameters
 from moce.model.network import MoCEIR
@@ -95,11 +95,6 @@ class TrainOptions:
             seed=self.seed,
             minutes=self.minutes,
         )
-
-
-def load_clean_images(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
-    """Every readable image in ``folder`` as float32 RGB (grayscale replicated)."""
-    return [(p.stem, read_image(p)[0]) for p in image_files(folder, "training images", exclude)]
 
 
 Batch = tuple[np.ndarray, np.ndarray, list[str]]  # degraded NCHW, clean NCHW, degradation names
@@ -232,7 +227,8 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
 
 def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images = [img for _, img in load_clean_images(Path(opts.data), opts.exclude) if min(img.shape[:2]) >= opts.crop]
+    photos = read_images(Path(opts.data), "training images", opts.exclude)
+    images = [img for _, img in photos if min(img.shape[:2]) >= opts.crop]
     torch.manual_seed(opts.seed)
     model = build_model(opts).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
