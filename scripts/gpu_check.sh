@@ -4,7 +4,8 @@
 #   OUT=build/gpu BUDGET=420 bash scripts/gpu_check.sh [TRAIN_MINUTES]
 # Steps run one after another, most wanted first, each under its own timeout (training, tests and
 # exports side by side on 16 cores starve each other):
-# 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4);
+# 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4;
+#    host dispatch of per-graph replays against one graph with IF nodes);
 # 2b. the torch backend in fp16/bf16 and with TF32 (scripts/precision_check.py); 3. a short training run on CUDA (step speed with the padded expert sub-batches);
 # 4. `moce evaluate` and the demo restore on the torch CUDA backend; 5. MoCE-IR bench;
 # 6. the whole suite with CUDA visible, in what is left of BUDGET seconds (failures named as they happen).
@@ -38,8 +39,9 @@ step "export MoCE-IR-S (random weights) for the bench (validation on a GPU machi
 python3 scripts/make_random_s.py /tmp/moceir_S.safetensors S && timeout 120 moce export /tmp/moceir_S.safetensors -o /tmp/S.moce \
   --no-validate --no-conditional --no-dense --no-tiles 2>&1 | tail -2  # the torch backend runs the split plan
 
-step "bench on CUDA (S: batch 1 and 4; the torch backend plain and replaying CUDA graphs)"
-timeout 200 moce bench --model /tmp/S.moce --backends torch,torch-graphs --routing split --sizes 256,512 --batch 1,4 --device cuda \
+step "bench on CUDA (S: batch 1 and 4; the torch backend plain and replaying CUDA graphs; split: the host
+# launches each chosen expert's graph, conditional: one graph per batch whose IF nodes choose on the GPU)"
+timeout 240 moce bench --model /tmp/S.moce --backends torch,torch-graphs --routing split,conditional --sizes 256,512 --batch 1,4 --device cuda \
   --rounds 10 --json "$OUT/bench_S_cuda.json" --chart "$OUT/bench_S_cuda.png"
 
 step "torch backend in fp16/bf16 and TF32 (quality on the samples, demo model; speed on S)"

@@ -30,7 +30,7 @@ import numpy as np
 from moce.errors import InputError
 from moce.package.manifest import Manifest
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
-from moce.runtime.backends import cuda_available, make_runner, ort_providers
+from moce.runtime.backends import BACKENDS, cuda_available, make_runner, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
 from moce.runtime.resolve import resolve_model
 
@@ -109,8 +109,8 @@ def expand_cases(options: BenchOptions) -> list[Case]:
             cases.append(Case(REFERENCE, "split", size, batch))
             for backend in options.backends:
                 for routing in options.routings:
-                    if backend in ("torch", TORCH_GRAPHS) and routing != "split":
-                        continue  # the PyTorch runner executes the split plan only
+                    if routing not in BACKENDS["torch" if backend == TORCH_GRAPHS else backend].routings:
+                        continue
                     cases.append(Case(backend, routing, size, batch))
     return cases
 

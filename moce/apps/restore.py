@@ -34,7 +34,7 @@ from moce.imageio import (
     write_image_atomic,
 )
 from moce.package.manifest import Manifest
-from moce.runtime.backends import BackendChoice, make_runner
+from moce.runtime.backends import BACKENDS, BackendChoice, make_runner
 from moce.runtime.executor import ROUTING_MODES, PlanExecutor
 from moce.runtime.resolve import resolve_model
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
@@ -237,13 +237,14 @@ def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
 
 
 def _check_routing_form(job: RestoreJob, manifest: Manifest, backend: str) -> None:
-    """A whole-network routing form needs its graph in the package at the requested precision, and
-    a backend that runs graphs (the torch backend runs the model's split plan only)."""
+    """The backend must run the routing form, and an ONNX whole-network form needs its graph in the
+    package at the requested precision (the torch backend runs the model itself)."""
     routing = job.options.routing
-    if routing == "split":
+    forms = BACKENDS[backend].routings
+    if routing not in forms:
+        raise InputError(f"--routing {routing}: the {backend} backend runs {' or '.join(forms)} routing")
+    if routing == "split" or backend == "torch":
         return
-    if backend == "torch":
-        raise InputError(f"--routing {routing}: the torch backend runs the split plan only; use --routing split")
     if routing not in manifest.graphs(job.precision):
         raise InputError(
             f"--routing {routing}: {manifest.root} has no {job.precision} {routing} graph "
@@ -432,6 +433,8 @@ def prepare(job: RestoreJob, progress: Progress, listing: Listing | None = None)
     if listing is None:
         _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
+    if job.backend in BACKENDS:  # a named backend is checked before it loads anything
+        _check_routing_form(job, manifest, job.backend)
     choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
     _check_routing_form(job, manifest, choice.name)
     progress.message(f"backend: {choice.name} ({choice.reason})")

@@ -25,7 +25,11 @@ def restore(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
     ),
     backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
-    routing: str = typer.Option("split", help="split | conditional | dense"),
+    routing: str = typer.Option(
+        "split",
+        help="split (the host launches the chosen experts) | conditional (the choice inside the graph; "
+        "torch with --cuda-graphs: one CUDA graph with IF nodes) | dense",
+    ),
     precision: str = typer.Option(
         "fp32", help="fp32 | fp16 | bf16 | int8 (ONNX fp16/int8 need `moce build-engine`; bf16: torch backend)"
     ),
@@ -47,7 +51,10 @@ def restore(
     report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
     threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
     cuda_graphs: bool = typer.Option(
-        False, "--cuda-graphs", help="torch backend on CUDA: replay each segment and expert as a CUDA graph"
+        False,
+        "--cuda-graphs",
+        help="torch backend on CUDA: replay each segment and expert as a CUDA graph; "
+        "with --routing conditional, the whole forward as one graph that chooses experts on the GPU",
     ),
     cluster: str = typer.Option(
         None, help="Run on Ray: local (this machine), auto or ray://HOST:PORT (a running cluster)"

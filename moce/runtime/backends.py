@@ -8,7 +8,7 @@ from pathlib import Path
 
 from moce._lazy import require
 from moce.errors import MissingDependencyError, MoceError
-from moce.package.manifest import Manifest
+from moce.package.manifest import CONDITIONAL_GRAPH, DENSE_GRAPH, Manifest
 from moce.runtime.runners import ORT_HINT, GraphRunner, OnnxRuntimeRunner, TorchRunner
 from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt
 
@@ -58,6 +58,8 @@ class Backend:
     auto: Callable[[Manifest, str | None, str], str | None]
     """(manifest, device, precision) -> why ``auto`` takes it here, or None to pass it over"""
     precision_hint: str = ""
+    routings: tuple[str, ...] = ("split", CONDITIONAL_GRAPH, DENSE_GRAPH)
+    """The routing forms it runs: the split plan, and the whole-network graphs it has a way to run"""
 
 
 def _make_tensorrt(
@@ -111,7 +113,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 """What the package's ONNX graphs come in (``moce build-engine``); bf16 is the torch backend's alone."""
 BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
-    "tensorrt": Backend("tensorrt", GRAPH_PRECISIONS, _make_tensorrt, _auto_tensorrt),
+    "tensorrt": Backend("tensorrt", GRAPH_PRECISIONS, _make_tensorrt, _auto_tensorrt, routings=("split",)),
     "onnxruntime": Backend("onnxruntime", GRAPH_PRECISIONS, _make_onnxruntime, _auto_onnxruntime),
     "torch": Backend(
         "torch",
@@ -119,6 +121,7 @@ BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
         _make_torch,
         _auto_torch,
         "the torch backend runs fp32, fp16 and bf16 (float32 islands); int8 needs onnxruntime or tensorrt",
+        ("split", CONDITIONAL_GRAPH),  # conditional: the choice made on the device (moce.runtime.device_routing)
     ),
 }
 BACKEND_NAMES = ("auto", *BACKENDS)

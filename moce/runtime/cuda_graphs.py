@@ -7,9 +7,13 @@ experts run on row counts padded to a power of two (:func:`bucket_rows`), so a b
 needs at most log2(N) + 1 captures per expert. The host still reads each adapter's router logits
 (one wait per adapter) to choose the experts whose graphs to replay.
 
+:func:`capture_conditional` captures the whole routed forward instead, its experts as IF nodes
+(:mod:`moce.runtime.device_routing`): one replay per batch and no host wait at all.
+
 Capturing needs a CUDA device: :func:`capture_cuda` uses PyTorch's documented ``torch.cuda.CUDAGraph``
-and ``torch.cuda.graph``. Unverified on a GPU here; the cache and the padding are tested on the CPU
-with a stand-in capture.
+and ``torch.cuda.graph``; IF nodes use ``CUDAGraph.begin_capture_to_if_node`` (what PyTorch's own
+``torch.cond`` capture uses). Unverified on a GPU here; the cache, the padding and the branch
+logic are tested on the CPU with stand-ins.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from moce.runtime.device_routing import Branches, EveryBranch, GraphBranches
 
 Feeds = dict[str, Any]
 Replay = Callable[[Feeds], Feeds]
@@ -42,10 +48,11 @@ class GraphCache:
     def key(graph: str, feeds: Feeds) -> tuple:
         return (graph, *((name, tuple(v.shape), str(v.dtype)) for name, v in sorted(feeds.items())))
 
-    def run(self, graph: str, fn: Callable[[Feeds], Feeds], feeds: Feeds) -> Feeds:
+    def run(self, graph: str, fn: Callable, feeds: Feeds, capture: Callable[..., Replay] | None = None) -> Feeds:
+        """Replay ``graph`` on ``feeds``, captured first (by ``capture``, default the cache's) if new."""
         key = self.key(graph, feeds)
         if key not in self.replays:
-            self.replays[key] = self.capture(fn, feeds)
+            self.replays[key] = (capture or self.capture)(fn, feeds)
             self.captures += 1
             if len(self.replays) > self.limit:
                 self.replays.popitem(last=False)
@@ -56,6 +63,17 @@ class GraphCache:
 def capture_cuda(fn: Callable[[Feeds], Feeds], feeds: Feeds) -> Replay:
     """Capture ``fn`` on copies of ``feeds`` as a CUDA graph (after two warm-up runs on a side stream,
     as PyTorch's documentation prescribes); the replay copies new feeds in and the outputs out."""
+    return _capture(fn, lambda f, _graph: fn(f), feeds)
+
+
+def capture_conditional(fn: Callable[[Feeds, Branches], Feeds], feeds: Feeds) -> Replay:
+    """Capture ``fn(feeds, branches)`` (see :mod:`moce.runtime.device_routing`) as one CUDA graph whose
+    branches are IF nodes; the warm-up runs every branch, so each expert's kernels are loaded."""
+    return _capture(lambda f: fn(f, EveryBranch()), lambda f, graph: fn(f, GraphBranches(graph)), feeds)
+
+
+def _capture(warm: Callable[[Feeds], Feeds], fn: Callable[[Feeds, Any], Feeds], feeds: Feeds) -> Replay:
+    """Two warm-up runs of ``warm`` on a side stream, then ``fn(static feeds, graph)`` captured into ``graph``."""
     import torch
 
     static_in = {name: value.clone() for name, value in feeds.items()}
@@ -63,11 +81,11 @@ def capture_cuda(fn: Callable[[Feeds], Feeds], feeds: Feeds) -> Replay:
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side), torch.inference_mode():
         for _ in range(2):
-            fn(static_in)
+            warm(static_in)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), torch.inference_mode():
-        static_out = fn(static_in)
+        static_out = fn(static_in, graph)
 
     def replay(new: Feeds) -> Feeds:
         with torch.inference_mode():

@@ -20,7 +20,7 @@ from moce.model.plan import (
     SegmentStep,
     walk,
 )
-from moce.package.manifest import DENSE_GRAPH, WHOLE_GRAPHS, Manifest, expert_graph, segment_graph, tile_segment_graph
+from moce.package.manifest import WHOLE_GRAPHS, Manifest, expert_graph, segment_graph, tile_segment_graph
 from moce.routing import Routing, dispatch, route
 from moce.runtime.runners import GraphRunner
 
@@ -152,9 +152,10 @@ class PlanExecutor:
         return dispatch(x, shared, routing.gated_groups(), routing.experts.shape[0], run, r)
 
     def _run_whole(self, image: np.ndarray, mode: str) -> PlanResult:
-        """One call per batch (dense) or per image (conditional: ``If`` graphs take batch 1)."""
-        chunks = [image] if mode == DENSE_GRAPH else [image[i : i + 1] for i in range(image.shape[0])]
-        results = [self.runner.infer(mode, {IMAGE: chunk}) for chunk in chunks]
+        """One call per batch where the runner takes batches (dense), else per image (``If`` graphs)."""
+        r = self.runner
+        chunks = [image] if mode in r.batched_whole_graphs else [image[i : i + 1] for i in range(image.shape[0])]
+        results = [{n: r.to_host(v) for n, v in r.infer(mode, {IMAGE: r.from_host(chunk)}).items()} for chunk in chunks]
         adapters = [s.index for s in self.plan if isinstance(s, AdapterStep)]
         routings = []
         for a in adapters:

@@ -7,6 +7,7 @@ nothing about routing, which the executor does.
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -17,9 +18,17 @@ import numpy as np
 from moce._lazy import require
 from moce.errors import PackageError
 from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.model.plan import AdapterStep, SegmentStep
-from moce.package.manifest import Manifest, expert_graph, segment_graph, tile_segment_graph
-from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_cuda
+from moce.model.plan import IMAGE, AdapterStep, SegmentStep
+from moce.package.manifest import (
+    CONDITIONAL_GRAPH,
+    DENSE_GRAPH,
+    Manifest,
+    expert_graph,
+    segment_graph,
+    tile_segment_graph,
+)
+from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_conditional, capture_cuda
+from moce.runtime.device_routing import Branches, HostBranches, conditional_nodes_missing, routed_forward
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -36,6 +45,9 @@ class GraphRunner(ABC):
     """``activate`` / ``infer`` / ``deactivate``, usable as a context manager."""
 
     name = "runner"
+    batched_whole_graphs: frozenset[str] = frozenset({DENSE_GRAPH})
+    """Whole-network graphs this runner runs on a batch at once; the others take one image a call
+    (the package's ``If`` graphs have batch 1)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []  # (graph, batch) of every inference, for reports and tests
@@ -196,9 +208,11 @@ class TorchTensors(GraphRunner):
 
 class TorchRunner(TorchTensors):
     """The PyTorch reference as a runner: each graph name of the package is bound to the model's
-    segment, tile segment or expert it was exported from."""
+    segment, tile segment or expert it was exported from, and ``conditional`` to the whole routed
+    forward with the expert choice made on the device (:mod:`moce.runtime.device_routing`)."""
 
     name = "torch"
+    batched_whole_graphs = frozenset({CONDITIONAL_GRAPH})  # the routed forward masks rows per expert
 
     def __init__(self, model, device: str | None = None, channels_last: bool | None = None) -> None:  # noqa: ANN001
         """``model``: a moce.model.MoCEIR; ``channels_last`` (default: on CUDA) keeps weights and image
@@ -213,6 +227,8 @@ class TorchRunner(TorchTensors):
         self.dtype = model.patch_embed.proj.weight.dtype  # float32, or the half of moce.model.half.half_form
         self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
         self._graph_cache: GraphCache | None = None  # see use_cuda_graphs
+        self._capture_branches: Capture | None = None  # the conditional forward as one graph with IF nodes
+        self._no_branches: str | None = None  # why not, still to be said
         self._experts: set[str] = set()
         self._captured: set[str] = set()  # what CUDA graphs may run: segments and experts, not tile segments
         self._graphs: dict[str, Callable[[dict], dict]] = {}
@@ -227,11 +243,38 @@ class TorchRunner(TorchTensors):
                     self._graphs[expert_graph(step.index, e)] = partial(self._expert, step.index, e)
                     self._experts.add(expert_graph(step.index, e))
         self._captured |= self._experts
+        self._graphs[CONDITIONAL_GRAPH] = self._conditional
 
-    def use_cuda_graphs(self, capture: Capture | None = None) -> None:
+    def use_cuda_graphs(self, capture: Capture | None = None, capture_branches: Capture | None = None) -> None:
         """Replay segments and experts from CUDA graphs captured per input shape (tile segments run
-        as they are); ``capture`` stands in for :func:`moce.runtime.cuda_graphs.capture_cuda` in tests."""
+        as they are), and the conditional forward as one graph whose experts are IF nodes.
+
+        ``capture`` and ``capture_branches`` stand in for :func:`moce.runtime.cuda_graphs.capture_cuda`
+        and :func:`~moce.runtime.cuda_graphs.capture_conditional` in tests. Without IF nodes in this
+        PyTorch, the conditional forward says so and lets the host choose the experts.
+        """
         self._graph_cache = GraphCache(capture or capture_cuda)
+        self._capture_branches = capture_branches
+        if capture_branches is None:
+            self._no_branches = conditional_nodes_missing()
+            self._capture_branches = None if self._no_branches else capture_conditional
+
+    def _conditional(self, feeds: dict, branches: Branches | None = None) -> dict:
+        return routed_forward(self.model, feeds[IMAGE], branches or HostBranches())
+
+    def _run_conditional(self, feeds: dict) -> dict:
+        """The routed forward: one captured graph with IF nodes when CUDA graphs are on and this
+        PyTorch has them; else eager, the host reading each adapter's choice (said once)."""
+        if self._graph_cache is not None and self._capture_branches is not None:
+            return self._graph_cache.run(CONDITIONAL_GRAPH, self._conditional, feeds, self._capture_branches)
+        if self._graph_cache is not None and self._no_branches:
+            warnings.warn(
+                f"--routing conditional is not captured as one CUDA graph ({self._no_branches}); "
+                "the host chooses its experts, one wait per adapter",
+                stacklevel=3,
+            )
+            self._no_branches = None
+        return self._conditional(feeds)
 
     def _tile_segment(self, index: int, feeds: dict) -> dict:
         from moce.model.global_stats import TileSegments  # PyTorch only for this backend
@@ -250,8 +293,10 @@ class TorchRunner(TorchTensors):
 
     def _infer(self, graph: str, feeds: dict) -> dict:
         if graph not in self._graphs:
-            raise PackageError(f"the torch backend runs the split plan's graphs; it has no graph '{graph}'")
+            raise PackageError(f"the torch backend runs the split plan and the conditional forward, not '{graph}'")
         with self._torch_module().inference_mode():
+            if graph == CONDITIONAL_GRAPH:
+                return self._run_conditional(feeds)
             if self._graph_cache is None or graph not in self._captured:
                 return self._graphs[graph](feeds)
             if graph not in self._experts:

@@ -17,10 +17,11 @@ from tests.runtime.test_allocator import keeps_freed_memory_here
 
 
 def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
-    cases = expand_cases(BenchOptions(["torch", "onnxruntime"], ["split", "dense"], [64, 128], [1, 2]))
+    cases = expand_cases(BenchOptions(["torch", "onnxruntime"], ["split", "conditional", "dense"], [64, 128], [1, 2]))
     assert sum(c.backend == REFERENCE for c in cases) == 4
     assert not any(c.backend == "torch" and c.routing == "dense" for c in cases)
-    assert len(cases) == 4 * (1 + 1 + 2)
+    assert sum(c.backend == "torch" and c.routing == "conditional" for c in cases) == 4
+    assert len(cases) == 4 * (1 + 2 + 3)
 
 
 def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
@@ -176,7 +177,9 @@ def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
             "--model",
             str(tiny_pkg.root),
             "--backends",
-            "torch",
+            "torch,torch-graphs",
+            "--routing",
+            "split,conditional",
             "--device",
             "cuda",
             "--sizes",
@@ -192,4 +195,5 @@ def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert rows and all(row["cuda"] and row["max_abs_vs_eager"] <= 1e-4 for row in rows)
+    assert {(r["backend"], r["routing"]) for r in rows} >= {("torch-graphs", "conditional"), ("torch", "conditional")}
     assert "float32 GEMM peak (cuda" in result.output

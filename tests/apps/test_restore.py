@@ -38,7 +38,13 @@ def golden_pngs(tmp_path_factory, golden_io) -> Path:
 
 @pytest.mark.parametrize(
     ("backend", "routing"),
-    [("onnxruntime", "split"), ("onnxruntime", "conditional"), ("onnxruntime", "dense"), ("torch", "split")],
+    [
+        ("onnxruntime", "split"),
+        ("onnxruntime", "conditional"),
+        ("onnxruntime", "dense"),
+        ("torch", "split"),
+        ("torch", "conditional"),
+    ],
 )
 def test_backends_give_the_same_pixels_and_the_golden_routes(tiny_pkg, golden_pngs, golden_io, backend, routing):
     images = [read_image(golden_pngs / f"sample{i}.png")[0] for i in range(4)]
@@ -418,17 +424,18 @@ def test_a_full_filesystem_fails_images_one_by_one_and_leaves_no_partial_file(tm
 
 
 @pytest.mark.parametrize(
-    ("backend", "precision", "message"),
+    ("backend", "precision", "routing", "message"),
     [
-        ("torch", "fp32", "the torch backend runs the split plan only"),
-        ("onnxruntime", "fp16", "has no fp16 conditional graph"),
+        ("torch", "fp32", "dense", "the torch backend runs split or conditional routing"),
+        ("tensorrt", "fp32", "conditional", "the tensorrt backend runs split routing"),
+        ("onnxruntime", "fp16", "conditional", "has no fp16 conditional graph"),
     ],
 )
 def test_a_routing_form_the_package_or_backend_lacks_is_refused_before_work(
-    tmp_path, tiny_variants, backend, precision, message
+    tmp_path, tiny_variants, backend, precision, routing, message
 ):
     _two_images(tmp_path / "in")
-    options = RestoreOptions(routing="conditional")
+    options = RestoreOptions(routing=routing)
     job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_variants.manifest.root, backend, None, precision, options)
     with pytest.raises(InputError, match=message):
         restore(job)
