@@ -243,7 +243,7 @@ class TorchRunner(TorchTensors):
                     self._graphs[expert_graph(step.index, e)] = partial(self._expert, step.index, e)
                     self._experts.add(expert_graph(step.index, e))
         self._captured |= self._experts
-        self._graphs[CONDITIONAL_GRAPH] = self._conditional
+        self._graphs[CONDITIONAL_GRAPH] = self._run_conditional
 
     def use_cuda_graphs(self, capture: Capture | None = None, capture_branches: Capture | None = None) -> None:
         """Replay segments and experts from CUDA graphs captured per input shape (tile segments run
@@ -295,8 +295,6 @@ class TorchRunner(TorchTensors):
         if graph not in self._graphs:
             raise PackageError(f"the torch backend runs the split plan and the conditional forward, not '{graph}'")
         with self._torch_module().inference_mode():
-            if graph == CONDITIONAL_GRAPH:
-                return self._run_conditional(feeds)
             if self._graph_cache is None or graph not in self._captured:
                 return self._graphs[graph](feeds)
             if graph not in self._experts:
