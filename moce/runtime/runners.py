@@ -7,6 +7,7 @@ nothing about routing, which the executor does.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from moce.package.manifest import (
 )
 from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_conditional, capture_cuda
 from moce.runtime.device_routing import Branches, HostBranches, conditional_nodes_missing, routed_forward
+from moce.runtime.ort_layout import fold_reorder_transposes
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -109,8 +111,10 @@ class OnnxRuntimeRunner(GraphRunner):
         precision: str = "fp32",
         session_config: Mapping[str, str] | None = None,
         profile_dir: str | os.PathLike[str] | None = None,
+        fold_layout: bool = True,
     ) -> None:
         super().__init__()
+        self.fold_layout = fold_layout  # CPU only: see moce.runtime.ort_layout
         self.profile_dir = profile_dir  # ONNX Runtime's profiler: one JSON trace per graph, see end_profiling
         self.manifest = manifest
         self.session_config = {**ORT_SESSION_CONFIG, **(session_config or {})}
@@ -137,24 +141,52 @@ class OnnxRuntimeRunner(GraphRunner):
             OnnxRuntimeRunner._arena_registered = True
         return True
 
+    def _options(self, graph: str, optimise: bool = True):  # noqa: ANN202 - onnxruntime.SessionOptions
+        options = self._ort.SessionOptions()
+        level = self._ort.GraphOptimizationLevel
+        options.graph_optimization_level = level.ORT_ENABLE_ALL if optimise else level.ORT_DISABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
+        if self._shared_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
+        return options
+
     def _session(self, graph: str):  # noqa: ANN202 - onnxruntime.InferenceSession
         if graph not in self._sessions:
-            options = self._ort.SessionOptions()
-            options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            for key, value in self.session_config.items():
-                options.add_session_config_entry(key, value)
-            if self._shared_arena():
-                options.add_session_config_entry("session.use_env_allocators", "1")
-            if self.profile_dir is not None:
-                options.enable_profiling = True
-                options.profile_file_prefix = os.path.join(self.profile_dir, graph)
-            self._sessions[graph] = self._ort.InferenceSession(
-                str(self.manifest.graph_file(graph, self.precision)), sess_options=options, providers=self.providers
-            )
+            path = str(self.manifest.graph_file(graph, self.precision))
+            if self.fold_layout and self.providers[0] == "CPUExecutionProvider":
+                self._sessions[graph] = self._folded_session(graph, path)
+            else:
+                self._sessions[graph] = self._new_session(path, self._profiled(self._options(graph), graph))
         return self._sessions[graph]
+
+    def _new_session(self, source: str | bytes, options):  # noqa: ANN001, ANN202
+        return self._ort.InferenceSession(source, sess_options=options, providers=self.providers)
+
+    def _profiled(self, options, graph: str):  # noqa: ANN001, ANN202
+        if self.profile_dir is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(self.profile_dir, graph)
+        return options
+
+    def _folded_session(self, graph: str, path: str):  # noqa: ANN202
+        """ONNX Runtime optimises the graph for this CPU; :func:`fold_reorder_transposes` finishes
+        it, and the result runs without a second optimisation. With nothing to fold, the first
+        session is the one kept."""
+        onnx = require("onnx", "onnx")
+        with tempfile.TemporaryDirectory(prefix="moce-ort-") as tmp:
+            options = self._options(graph)
+            options.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
+            first = self._new_session(path, options)
+            model = onnx.load(options.optimized_model_filepath)
+        if fold_reorder_transposes(model):
+            return self._new_session(model.SerializeToString(), self._profiled(self._options(graph, False), graph))
+        if self.profile_dir is None:
+            return first
+        return self._new_session(path, self._profiled(self._options(graph), graph))
 
     def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session(graph)
