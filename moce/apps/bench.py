@@ -101,6 +101,11 @@ class BenchOptions:
     seed: int = 0
 
 
+def backend_of(name: str) -> str:
+    """The backend a bench case name runs on (``torch-graphs`` is the torch backend with CUDA graphs)."""
+    return "torch" if name == TORCH_GRAPHS else name
+
+
 def expand_cases(options: BenchOptions) -> list[Case]:
     """Every requested combination a backend supports, plus the eager reference per size/batch."""
     cases = []
@@ -109,7 +114,7 @@ def expand_cases(options: BenchOptions) -> list[Case]:
             cases.append(Case(REFERENCE, "split", size, batch))
             for backend in options.backends:
                 for routing in options.routings:
-                    if routing not in BACKENDS["torch" if backend == TORCH_GRAPHS else backend].routings:
+                    if routing not in BACKENDS[backend_of(backend)].routings:
                         continue
                     cases.append(Case(backend, routing, size, batch))
     return cases
@@ -180,7 +185,7 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
         return (lambda: _eager(model, tensor)), None, options.device == "cuda"
     graphs = case.backend == TORCH_GRAPHS
     choice = make_runner(
-        "torch" if graphs else case.backend, manifest, options.device, options.threads, cuda_graphs=graphs
+        backend_of(case.backend), manifest, options.device, options.threads, cuda_graphs=graphs, routing=case.routing
     )
     choice.runner.activate()
     executor = PlanExecutor(manifest, choice.runner)

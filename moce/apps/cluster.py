@@ -103,7 +103,9 @@ class ImageWorker:
 
     def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
         manifest = load_manifest(package)
-        choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
+        choice = make_runner(
+            job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs, job.options.routing
+        )
         self.runner = choice.runner
         self.runner.activate()
         self.loop = ImageLoop(job, Restorer(PlanExecutor(manifest, self.runner), job.options), NoProgress())

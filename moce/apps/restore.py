@@ -236,14 +236,11 @@ def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
     return remove_stale_temporaries(job.output)
 
 
-def _check_routing_form(job: RestoreJob, manifest: Manifest, backend: str) -> None:
-    """The backend must run the routing form, and an ONNX whole-network form needs its graph in the
-    package at the requested precision (the torch backend runs the model itself)."""
+def _check_routing_graph(job: RestoreJob, manifest: Manifest, backend: str) -> None:
+    """A whole-network routing form run from the package needs its graph there at the requested
+    precision (:func:`make_runner` has checked that the backend runs the form at all)."""
     routing = job.options.routing
-    forms = BACKENDS[backend].routings
-    if routing not in forms:
-        raise InputError(f"--routing {routing}: the {backend} backend runs {' or '.join(forms)} routing")
-    if routing == "split" or backend == "torch":
+    if routing == "split" or not BACKENDS[backend].whole_from_package:
         return
     if routing not in manifest.graphs(job.precision):
         raise InputError(
@@ -433,10 +430,14 @@ def prepare(job: RestoreJob, progress: Progress, listing: Listing | None = None)
     if listing is None:
         _check_tile_free(job, files)
     manifest = resolve_model(job.model, progress.message)
-    if job.backend in BACKENDS:  # a named backend is checked before it loads anything
-        _check_routing_form(job, manifest, job.backend)
-    choice = make_runner(job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs)
-    _check_routing_form(job, manifest, choice.name)
+    named = job.backend in BACKENDS
+    if named:  # checked before the backend loads anything
+        _check_routing_graph(job, manifest, job.backend)
+    choice = make_runner(
+        job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs, job.options.routing
+    )
+    if not named:
+        _check_routing_graph(job, manifest, choice.name)
     progress.message(f"backend: {choice.name} ({choice.reason})")
     options = job.options
     if job.precision != "fp32" and options.tile_passes > 1:

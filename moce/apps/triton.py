@@ -149,7 +149,9 @@ class ImageService:
     def __init__(self, manifest: Manifest, options: ServeOptions, device: str | None = None) -> None:
         manifest.verify_files()
         threads = options.threads or None
-        self.choice = make_runner(options.backend, manifest, device, threads, options.precision)
+        self.choice = make_runner(
+            options.backend, manifest, device, threads, options.precision, routing=options.routing
+        )
         self.options = options
         self.routes_shape = (manifest.config.num_adapters, manifest.config.top_k)
         self.choice.runner.activate()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moce._lazy import require
-from moce.errors import MissingDependencyError, MoceError
+from moce.errors import InputError, MissingDependencyError, MoceError
 from moce.package.manifest import CONDITIONAL_GRAPH, DENSE_GRAPH, Manifest
 from moce.runtime.runners import ORT_HINT, GraphRunner, OnnxRuntimeRunner, TorchRunner
 from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt
@@ -60,6 +60,8 @@ class Backend:
     precision_hint: str = ""
     routings: tuple[str, ...] = ("split", CONDITIONAL_GRAPH, DENSE_GRAPH)
     """The routing forms it runs: the split plan, and the whole-network graphs it has a way to run"""
+    whole_from_package: bool = True
+    """Whether its whole-network forms run the package's graphs (the torch backend runs the model)"""
 
 
 def _make_tensorrt(
@@ -122,6 +124,7 @@ BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
         _auto_torch,
         "the torch backend runs fp32, fp16 and bf16 (float32 islands); int8 needs onnxruntime or tensorrt",
         ("split", CONDITIONAL_GRAPH),  # conditional: the choice made on the device (moce.runtime.device_routing)
+        whole_from_package=False,
     ),
 }
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -136,12 +139,14 @@ def make_runner(
     threads: int | None = None,
     precision: str = "fp32",
     cuda_graphs: bool = False,
+    routing: str = "split",
 ) -> BackendChoice:
-    """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here.
+    """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here
+    that runs the ``routing`` form. A named backend that cannot run it is refused before it loads.
 
     ``cuda_graphs``: the torch backend on a CUDA device replays CUDA graphs (moce.runtime.cuda_graphs).
     """
-    choice = _make_runner(backend, manifest, device, threads, precision)
+    choice = _make_runner(backend, manifest, device, threads, precision, routing)
     if cuda_graphs:
         if not isinstance(choice.runner, TorchRunner) or choice.runner.device.type != "cuda":
             raise MoceError("--cuda-graphs needs the torch backend on a CUDA device (--backend torch --device cuda)")
@@ -150,7 +155,7 @@ def make_runner(
 
 
 def _make_runner(
-    backend: str, manifest: Manifest, device: str | None, threads: int | None, precision: str
+    backend: str, manifest: Manifest, device: str | None, threads: int | None, precision: str, routing: str
 ) -> BackendChoice:
     if backend not in BACKEND_NAMES:
         raise MoceError(f"unknown backend {backend!r}; choose from {', '.join(BACKEND_NAMES)}")
@@ -158,7 +163,7 @@ def _make_runner(
         raise MoceError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if backend == "auto":
         for row in BACKENDS.values():
-            reason = row.auto(manifest, device, precision)
+            reason = row.auto(manifest, device, precision) if routing in row.routings else None
             if reason:
                 return BackendChoice(row.make(manifest, device, threads, precision)[0], row.name, f"auto: {reason}")
         if precision not in BACKENDS[FALLBACK].precisions:
@@ -166,6 +171,8 @@ def _make_runner(
         runner, _ = BACKENDS[FALLBACK].make(manifest, "cpu", threads, precision)
         return BackendChoice(runner, FALLBACK, "auto: no GPU; ONNX Runtime CPU (see `moce bench`)")
     row = BACKENDS[backend]
+    if routing not in row.routings:
+        raise InputError(f"--routing {routing}: the {backend} backend runs {' or '.join(row.routings)} routing")
     if precision not in row.precisions:
         raise MoceError(
             row.precision_hint or f"the {backend} backend runs {', '.join(row.precisions)}, not {precision}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from moce.errors import MissingDependencyError, MoceError
+from moce.errors import InputError, MissingDependencyError, MoceError
 from moce.package.manifest import EngineEntry
 from moce.runtime import backends
 from moce.runtime.backends import BACKENDS, make_runner
@@ -60,3 +62,26 @@ def test_tensorrt_without_tensorrt_names_the_extra(tiny_pkg, monkeypatch):
     monkeypatch.setattr(backends, "import_tensorrt", missing)
     with pytest.raises(MissingDependencyError, match=r"moce\[trt\]"):
         make_runner("tensorrt", tiny_pkg)
+
+
+@pytest.mark.parametrize(
+    ("backend", "routing", "message"),
+    [
+        ("tensorrt", "conditional", "the tensorrt backend runs split routing"),
+        ("torch", "dense", "the torch backend runs split or conditional routing"),
+    ],
+)
+def test_a_named_backend_is_refused_a_routing_form_it_cannot_run_before_it_loads(
+    tiny_pkg, monkeypatch, backend, routing, message
+):
+    monkeypatch.setattr(backends, "import_tensorrt", lambda: pytest.fail("loaded TensorRT before refusing"))
+    with pytest.raises(InputError, match=message):
+        make_runner(backend, tiny_pkg, device="cpu", routing=routing)
+
+
+def test_auto_passes_over_a_backend_that_cannot_run_the_routing_form(tiny_pkg, monkeypatch):
+    runner = OnnxRuntimeRunner(tiny_pkg)  # stands in for a TensorRT runner: only the choice is checked
+    usable = replace(BACKENDS["tensorrt"], make=lambda *_: (runner, "CUDA"), auto=lambda *_: "engines and a GPU")
+    monkeypatch.setitem(BACKENDS, "tensorrt", usable)
+    assert make_runner("auto", tiny_pkg, device="cpu", routing="split").name == "tensorrt"
+    assert make_runner("auto", tiny_pkg, device="cpu", routing="dense").name == "onnxruntime"
