@@ -229,6 +229,16 @@ def gflops_of(seconds: list[float]) -> float:
     return 2 * GEMM_SIDE**3 / float(np.median(seconds)) / 1e9
 
 
+def bench_images(cases: list[Case], channels: int, seed: int) -> dict[tuple[int, int], np.ndarray]:
+    """One random batch per (size, batch), the same whichever backends and routing forms the cases
+    list (the routes, and so the expert work, depend on the image)."""
+    shapes = {(c.size, c.batch) for c in cases}
+    draw = lambda size, batch: np.random.default_rng([seed, size, batch]).random(
+        (batch, channels, size, size), dtype=np.float32
+    )
+    return {(size, batch): draw(size, batch) for size, batch in shapes}
+
+
 def run_bench(
     model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None
 ) -> list[CaseResult]:
@@ -237,12 +247,8 @@ def run_bench(
     options = replace(options, device=bench_device(options))
     kept = freed_memory_kept()  # the program's setting (the moce CLI keeps freed memory; see allocator)
     manifest = resolve_model(model, progress)
-    rng = np.random.default_rng(options.seed)
     cases = expand_cases(options)
-    images = {
-        (c.size, c.batch): rng.random((c.batch, manifest.config.in_channels, c.size, c.size), dtype=np.float32)
-        for c in cases
-    }
+    images = bench_images(cases, manifest.config.in_channels, options.seed)
     for size in options.sizes:
         if size % manifest.size_multiple:
             raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from moce.apps import bench
-from moce.apps.bench import REFERENCE, BenchOptions, bench_device, expand_cases, from_json, to_json
+from moce.apps.bench import REFERENCE, BenchOptions, bench_device, bench_images, expand_cases, from_json, to_json
 from moce.cli.main import app
 from moce.errors import InputError
 from tests.runtime.test_allocator import keeps_freed_memory_here
@@ -22,6 +23,15 @@ def test_cases_include_the_eager_reference_and_skip_unsupported_forms():
     assert not any(c.backend == "torch" and c.routing == "dense" for c in cases)
     assert sum(c.backend == "torch" and c.routing == "conditional" for c in cases) == 4
     assert len(cases) == 4 * (1 + 2 + 3)
+
+
+def test_each_shape_gets_the_same_image_whatever_else_is_benched():
+    few = expand_cases(BenchOptions(["onnxruntime"], ["split"], [64], [1], device="cpu"))
+    many = expand_cases(BenchOptions(["torch", "onnxruntime"], ["split", "dense"], [32, 64], [1, 2], device="cpu"))
+    alone, among = bench_images(few, 3, seed=0), bench_images(many, 3, seed=0)
+    assert set(among) == {(32, 1), (32, 2), (64, 1), (64, 2)}
+    np.testing.assert_array_equal(alone[(64, 1)], among[(64, 1)])
+    assert not np.array_equal(alone[(64, 1)], bench_images(few, 3, seed=1)[(64, 1)])
 
 
 def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
