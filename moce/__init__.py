@@ -1,3 +1,3 @@
 """moce: a deployment toolchain for MoCE-IR all-in-one image restoration."""
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"

@@ -183,7 +183,8 @@ class OnnxRuntimeRunner(GraphRunner):
             first = self._new_session(path, options)
             model = onnx.load(options.optimized_model_filepath)
         if fold_reorder_transposes(model):
-            return self._new_session(model.SerializeToString(), self._profiled(self._options(graph, False), graph))
+            as_optimised = self._profiled(self._options(graph, optimise=False), graph)
+            return self._new_session(model.SerializeToString(), as_optimised)
         if self.profile_dir is None:
             return first
         return self._new_session(path, self._profiled(self._options(graph), graph))
