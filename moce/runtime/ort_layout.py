@@ -1,24 +1,80 @@
-"""A finishing pass over ONNX Runtime's own optimised CPU graph.
+"""Two passes around ONNX Runtime's own CPU optimiser, for its blocked channel layout.
 
 ONNX Runtime's CPU provider runs convolutions in a blocked channel layout (NCHWc) and reorders
-tensors in and out of it around other operators. Our channel layer norms are exported as
-``Transpose(NCHW->NHWC) -> LayerNormalization -> Transpose(NHWC->NCHW)``. ONNX Runtime folds the
-first transpose into the reorder before it (``ReorderOutput`` with ``channels_last=1``) but not the
-second into the reorder after it, although ``ReorderInput`` reads NHWC directly
-(``channels_last=1``). This pass makes that second fold, which removes one full copy of the
-activation per layer norm.
+tensors in and out of it around other operators; element-wise sums stay in it only when every
+operand is already there.
 
-It works on the graph ONNX Runtime wrote out after optimising (``optimized_model_filepath``),
-which holds kernels for this machine's block size, so the result is used in the same process and
-never stored. A graph without the pattern comes back unchanged.
+* Before it optimises, :func:`enter_blocked_layout`: a split-plan segment starts from graph
+  inputs (the previous expert's output, the skip tensors) in plain NCHW. A residual stream that
+  starts from one never enters the blocked layout, so every block of it pays a reorder out of
+  the layout, a plain sum and a transpose before its layer norm. An identity depthwise
+  convolution on such an input takes the stream into the layout once.
+* After it optimises, :func:`fold_reorder_transposes`: our channel layer norms are exported as
+  ``Transpose(NCHW->NHWC) -> LayerNormalization -> Transpose(NHWC->NCHW)``. ONNX Runtime folds
+  the first transpose into the reorder before it (``ReorderOutput`` with ``channels_last=1``) but
+  not the second into the reorder after it, although ``ReorderInput`` reads NHWC directly
+  (``channels_last=1``). This pass makes that fold, removing one copy per layer norm.
+
+The second pass works on the graph ONNX Runtime wrote out after optimising
+(``optimized_model_filepath``), which holds kernels for this machine's block size, so the result
+is used in the same process and never stored. A graph without either pattern comes back unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from moce._lazy import require
+
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 NHWC_TO_NCHW = [0, 3, 1, 2]
+BLOCK_MULTIPLE = 16
+"""ONNX Runtime takes a convolution into its blocked layout when its output channels are a
+multiple of 16 (either block size, 8 with AVX2 and 16 with AVX-512, divides it)."""
+
+
+def enter_blocked_layout(model: Any) -> int:
+    """Give each 4-D float graph input that an ``Add`` reads, and whose channel count is a
+    multiple of :data:`BLOCK_MULTIPLE`, an identity depthwise 1x1 convolution (weight 1, no bias:
+    exact) in front of those sums. ``model`` is an ``onnx.ModelProto``, changed in place; returns
+    how many inputs were given one."""
+    onnx = require("onnx", "onnx")
+    graph = model.graph
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    entries = []
+    for value in graph.input:
+        channels = _blocked_channels(value)
+        sums = [node for node in readers.get(value.name, []) if node.op_type == "Add" and node.domain == ""]
+        if channels is None or not sums:
+            continue
+        entered, weight = f"{value.name}/blocked", f"{value.name}/blocked/weight"
+        ones = np.ones((channels, 1, 1, 1), np.float32)
+        graph.initializer.append(onnx.numpy_helper.from_array(ones, weight))
+        conv = onnx.helper.make_node("Conv", [value.name, weight], [entered], group=channels, kernel_shape=[1, 1])
+        entries.append(conv)
+        graph.value_info.append(onnx.helper.make_value_info(entered, value.type))
+        for node in sums:
+            node.input[:] = [entered if name == value.name else name for name in node.input]
+    if entries:
+        nodes = [*entries, *graph.node]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return len(entries)
+
+
+def _blocked_channels(value: Any) -> int | None:
+    """The channel count of a 4-D float32 value that the blocked layout takes, or None."""
+    tensor = value.type.tensor_type
+    dims = tensor.shape.dim
+    if tensor.elem_type != 1 or len(dims) != 4 or not dims[1].HasField("dim_value"):  # 1: FLOAT
+        return None
+    channels = dims[1].dim_value
+    return channels if channels > 0 and channels % BLOCK_MULTIPLE == 0 else None
 
 
 def _graphs(graph: Any) -> list[Any]:

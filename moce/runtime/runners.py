@@ -30,7 +30,7 @@ from moce.package.manifest import (
 )
 from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_conditional, capture_cuda
 from moce.runtime.device_routing import Branches, HostBranches, conditional_nodes_missing, routed_forward
-from moce.runtime.ort_layout import fold_reorder_transposes
+from moce.runtime.ort_layout import enter_blocked_layout, fold_reorder_transposes
 
 # Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
 # another: a pool spins between parallel sections only while its own run lasts, then stops, so it
@@ -173,21 +173,21 @@ class OnnxRuntimeRunner(GraphRunner):
         return options
 
     def _folded_session(self, graph: str, path: str):  # noqa: ANN202
-        """ONNX Runtime optimises the graph for this CPU; :func:`fold_reorder_transposes` finishes
-        it, and the result runs without a second optimisation. With nothing to fold, the first
-        session is the one kept."""
+        """The graph through :mod:`moce.runtime.ort_layout`'s two passes around ONNX Runtime's
+        optimiser for this CPU; the result runs without a second optimisation. With nothing to
+        change, the first session is the one kept."""
         onnx = require("onnx", "onnx")
+        source = onnx.load(path)
+        entered = enter_blocked_layout(source)
         with tempfile.TemporaryDirectory(prefix="moce-ort-") as tmp:
             options = self._options(graph)
             options.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
-            first = self._new_session(path, options)
+            first = self._new_session(source.SerializeToString() if entered else path, options)
             model = onnx.load(options.optimized_model_filepath)
-        if fold_reorder_transposes(model):
-            as_optimised = self._profiled(self._options(graph, optimise=False), graph)
-            return self._new_session(model.SerializeToString(), as_optimised)
-        if self.profile_dir is None:
+        if not fold_reorder_transposes(model) and self.profile_dir is None:
             return first
-        return self._new_session(path, self._profiled(self._options(graph), graph))
+        as_optimised = self._profiled(self._options(graph, optimise=False), graph)
+        return self._new_session(model.SerializeToString(), as_optimised)
 
     def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session(graph)

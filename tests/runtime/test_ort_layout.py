@@ -1,5 +1,6 @@
-"""The finishing pass over ONNX Runtime's optimised CPU graph: it folds the transposes after our
-channel layer norms into the blocked-layout reorders, and changes nothing else."""
+"""The passes around ONNX Runtime's CPU optimiser: residual streams that start from graph inputs
+enter the blocked layout, the transposes after our channel layer norms fold into its reorders,
+and nothing else changes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.ort_layout import NCHWC_DOMAIN, fold_reorder_transposes
+from moce.runtime.ort_layout import NCHWC_DOMAIN, enter_blocked_layout, fold_reorder_transposes
 from moce.runtime.runners import OnnxRuntimeRunner
 
 CHANNELS = 32  # a multiple of both block sizes (8 with AVX2, 16 with AVX-512)
@@ -139,3 +140,53 @@ def test_the_runner_restores_the_same_with_and_without_the_fold(tiny_pkg):
         got = PlanExecutor(tiny_pkg, folded).run(image, "split")
     np.testing.assert_allclose(got.restored, want.restored, atol=1e-6)
     assert [r.experts.tolist() for r in got.routings] == [r.experts.tolist() for r in want.routings]
+
+
+def _residual_stream(channels: int = CHANNELS, reader: str = "Add") -> onnx.ModelProto:
+    """A segment whose residual stream starts from a graph input: ``y = x + Conv(x)`` twice."""
+    c = channels
+    rng = np.random.default_rng(2)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((c, c, 1, 1)).astype(np.float32) / c, f"w{i}") for i in (0, 1)
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"]),
+        helper.make_node(reader, ["x", "a"], ["s"]),
+        helper.make_node("Conv", ["s", "w1"], ["b"]),
+        helper.make_node("Add", ["s", "b"], ["y"]),
+    ]
+    shape = ["batch", c, "height", "width"]
+    graph = helper.make_graph(
+        nodes,
+        "residual",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@needs_nchwc
+def test_a_residual_stream_from_a_graph_input_enters_the_blocked_layout(tmp_path):
+    plain = _optimised(_residual_stream(), tmp_path)
+    sums_in_nchw = [n for n in plain.graph.node if n.op_type == "Add" and n.domain == ""]
+    assert sums_in_nchw  # ONNX Runtime alone leaves the stream out of its layout
+
+    model = _residual_stream()
+    assert enter_blocked_layout(model) == 1
+    entered = _optimised(model, tmp_path)
+
+    producers = {out: node for node in entered.graph.node for out in node.output}
+    assert "ReorderOutput" not in [
+        producers[i].op_type for n in entered.graph.node if n.op_type == "Add" for i in n.input if i in producers
+    ]
+    x = np.random.default_rng(3).standard_normal((2, CHANNELS, 20, 36)).astype(np.float32)
+    np.testing.assert_allclose(_run(entered, False, x)[0], _run(_residual_stream(), True, x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "reader"), [(CHANNELS, "Mul"), (24, "Add")])
+def test_inputs_the_layout_would_not_take_stay_as_they_are(channels, reader):
+    model = _residual_stream(channels, reader)  # 24 channels: not a multiple of 16; Mul: no sum reads it
+    before = model.SerializeToString()
+    assert enter_blocked_layout(model) == 0
+    assert model.SerializeToString() == before
