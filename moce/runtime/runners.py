@@ -111,10 +111,10 @@ class OnnxRuntimeRunner(GraphRunner):
         precision: str = "fp32",
         session_config: Mapping[str, str] | None = None,
         profile_dir: str | os.PathLike[str] | None = None,
-        fold_layout: bool = True,
+        layout_passes: bool = True,
     ) -> None:
         super().__init__()
-        self.fold_layout = fold_layout  # CPU only: see moce.runtime.ort_layout
+        self.layout_passes = layout_passes  # on the CPU: the passes of moce.runtime.ort_layout
         self.profile_dir = profile_dir  # ONNX Runtime's profiler: one JSON trace per graph, see end_profiling
         self.manifest = manifest
         self.session_config = {**ORT_SESSION_CONFIG, **(session_config or {})}
@@ -157,8 +157,8 @@ class OnnxRuntimeRunner(GraphRunner):
     def _session(self, graph: str):  # noqa: ANN202 - onnxruntime.InferenceSession
         if graph not in self._sessions:
             path = str(self.manifest.graph_file(graph, self.precision))
-            if self.fold_layout and self.providers[0] == "CPUExecutionProvider":
-                self._sessions[graph] = self._folded_session(graph, path)
+            if self.layout_passes and self.providers[0] == "CPUExecutionProvider":
+                self._sessions[graph] = self._laid_out_session(graph, path)
             else:
                 self._sessions[graph] = self._new_session(path, self._profiled(self._options(graph), graph))
         return self._sessions[graph]
@@ -172,7 +172,7 @@ class OnnxRuntimeRunner(GraphRunner):
             options.profile_file_prefix = os.path.join(self.profile_dir, graph)
         return options
 
-    def _folded_session(self, graph: str, path: str):  # noqa: ANN202
+    def _laid_out_session(self, graph: str, path: str):  # noqa: ANN202
         """The graph through :mod:`moce.runtime.ort_layout`'s two passes around ONNX Runtime's
         optimiser for this CPU; the result runs without a second optimisation. With nothing to
         change, the first session is the one kept."""

@@ -132,9 +132,9 @@ def test_branches_of_if_nodes_are_folded_too():
     assert [n.op_type for n in then.node] == ["ReorderInput"] and list(then.node[0].input) == ["v"]
 
 
-def test_the_runner_restores_the_same_with_and_without_the_fold(tiny_pkg):
+def test_the_runner_restores_the_same_with_and_without_the_passes(tiny_pkg):
     image = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
-    with OnnxRuntimeRunner(tiny_pkg, threads=1, fold_layout=False) as plain:
+    with OnnxRuntimeRunner(tiny_pkg, threads=1, layout_passes=False) as plain:
         want = PlanExecutor(tiny_pkg, plain).run(image, "split")
     with OnnxRuntimeRunner(tiny_pkg, threads=1) as folded:
         got = PlanExecutor(tiny_pkg, folded).run(image, "split")
