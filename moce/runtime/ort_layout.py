@@ -42,10 +42,7 @@ def enter_blocked_layout(model: Any) -> int:
     how many inputs were given one."""
     onnx = require("onnx", "onnx")
     graph = model.graph
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers([graph])
     entries = []
     for value in graph.input:
         channels = _blocked_channels(value)
@@ -87,14 +84,15 @@ def _graphs(graph: Any) -> list[Any]:
     return found
 
 
-def _readers(graphs: list[Any]) -> dict[str, int]:
-    """How many nodes and graph outputs read each value name, over all ``graphs`` (a subgraph
-    may read a value of the graph around it)."""
-    counts: dict[str, int] = {}
+def _readers(graphs: list[Any]) -> dict[str, list[Any]]:
+    """The nodes that read each value name, over all ``graphs`` (a subgraph may read a value of
+    the graph around it)."""
+    found: dict[str, list[Any]] = {}
     for graph in graphs:
-        for name in [i for node in graph.node for i in node.input] + [o.name for o in graph.output]:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+        for node in graph.node:
+            for name in node.input:
+                found.setdefault(name, []).append(node)
+    return found
 
 
 def _attribute(node: Any, name: str) -> Any | None:
@@ -120,17 +118,20 @@ def fold_reorder_transposes(model: Any) -> int:
     """
     graphs = _graphs(model.graph)
     readers = _readers(graphs)
-    return sum(_fold_in(graph, readers) for graph in graphs)
+    outputs = {value.name for graph in graphs for value in graph.output}
+    return sum(_fold_in(graph, readers, outputs) for graph in graphs)
 
 
-def _fold_in(graph: Any, readers: dict[str, int]) -> int:
+def _fold_in(graph: Any, readers: dict[str, list[Any]], outputs: set[str]) -> int:
     producers = {out: node for node in graph.node for out in node.output}
     dropped: set[int] = set()
     for node in graph.node:
         if not _reads_nchw(node):
             continue
         transpose = producers.get(node.input[0])
-        if transpose is None or not _is_nhwc_to_nchw(transpose) or readers.get(transpose.output[0]) != 1:
+        if transpose is None or not _is_nhwc_to_nchw(transpose):
+            continue
+        if len(readers[transpose.output[0]]) != 1 or transpose.output[0] in outputs:  # the reorder alone
             continue
         node.input[0] = transpose.input[0]
         last = _attribute(node, "channels_last")
