@@ -1,3 +1,62 @@
-"""moce: a deployment toolchain for MoCE-IR all-in-one image restoration."""
+"""moce: a deployment toolchain for MoCE-IR all-in-one image restoration.
 
-__version__ = "0.6.1"
+The Python API::
+
+    import moce
+
+    with moce.open("model.moce", backend="auto", precision="fp32", tile=512) as session:
+        result = session.restore(image)  # H x W x C uint8/uint16/float32 RGB(A) array
+        result.image, result.routes, result.seconds
+        session.restore_file("in.jpg", "out/in.jpg")  # the bytes `moce restore` writes
+        session.describe()  # backend, precision, routing, tiling, experts and their FLOPs
+        moce.restore_folder(session, "photos/", "restored/", report="report.json")
+
+Importing ``moce`` is light: PyTorch, ONNX Runtime and the rest load when a session needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from moce._version import __version__
+
+if TYPE_CHECKING:
+    from moce.apps.restore import RestoreSummary, restore_folder
+    from moce.apps.session import RestoreResult, Session, SessionOptions
+    from moce.apps.session import open_session as open
+    from moce.errors import MoceError
+
+__all__ = [
+    "MoceError",
+    "RestoreResult",
+    "RestoreSummary",
+    "Session",
+    "SessionOptions",
+    "__version__",
+    "open",
+    "restore_folder",
+]
+
+_PUBLIC = {  # name -> (module, attribute), imported on first use (PEP 562)
+    "open": ("moce.apps.session", "open_session"),
+    "Session": ("moce.apps.session", "Session"),
+    "SessionOptions": ("moce.apps.session", "SessionOptions"),
+    "RestoreResult": ("moce.apps.session", "RestoreResult"),
+    "restore_folder": ("moce.apps.restore", "restore_folder"),
+    "RestoreSummary": ("moce.apps.restore", "RestoreSummary"),
+    "MoceError": ("moce.errors", "MoceError"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'moce' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = getattr(import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

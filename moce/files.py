@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIX = ".part"
 NAME_MAX = 255
@@ -90,3 +92,8 @@ def remove_stale_temporaries(folder: Path, recursive: bool = True, name: str = "
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, written whole or not at all (reports, ``--json`` outputs)."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())

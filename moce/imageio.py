@@ -14,6 +14,7 @@ import numpy as np
 
 from moce.errors import InputError
 from moce.files import write_bytes_atomic
+from moce.names import MIN_SIDE
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
@@ -132,10 +133,6 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return _tiff_size(data)
 
 
-MIN_SIDE = 8
-"""The smallest image side the network restores (its three down-samplings)."""
-
-
 def check_min_side(path: Path | str, width: int, height: int) -> None:
     """Refuse, naming ``path``, an image too small for the network."""
     if min(width, height) < MIN_SIDE:
@@ -223,6 +220,29 @@ def from_rgb_float(rgb: np.ndarray, info: ImageInfo, suffix: str) -> np.ndarray:
         alpha = info.alpha if info.alpha.dtype == bgr.dtype else _convert_depth(info.alpha, bgr.dtype)
         bgr = np.dstack([bgr, alpha])
     return bgr
+
+
+def array_to_rgb(image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
+    """An in-memory ``H x W [x C]`` image in RGB(A) order (C = 1, 3 or 4) as the float RGB the
+    runtime restores, and how it was stored: the very conversion a decoded file goes through."""
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4) or image.ndim not in (2, 3):
+        raise InputError(f"{label}: expected H x W or H x W x C with C = 1, 3 or 4, got shape {list(image.shape)}")
+    rgb, info = to_rgb_float(Path(label), swap_red_blue(image))
+    if info.dtype == "float32" and not np.isfinite(rgb).all():
+        raise InputError(f"{label}: holds NaN or infinite pixel values")
+    return rgb, info
+
+
+def rgb_to_array(rgb: np.ndarray, info: ImageInfo) -> np.ndarray:
+    """A restored float RGB image back in the type and layout :func:`array_to_rgb` read (RGB order)."""
+    return swap_red_blue(from_rgb_float(rgb, info, ".png"))
+
+
+def swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> BGR(A), the channel order of OpenCV's files; gray stays as it is."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return image
+    return np.ascontiguousarray(image[:, :, [2, 1, 0, 3][: image.shape[2]]])
 
 
 def image_files(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[Path]:

@@ -18,8 +18,8 @@ import numpy as np
 
 from moce.data.degrade import degrade
 from moce.metrics import psnr
-from moce.package.store import resolve_package
 from moce.runtime.executor import PlanExecutor
+from moce.runtime.resolve import open_model
 from moce.runtime.restorer import RestoreOptions, Restorer
 from moce.runtime.runners import OnnxRuntimeRunner
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--passes", default="1,2,3")
     parser.add_argument("--degradations", default="noise25,rain,haze,blur,lowlight")
     args = parser.parse_args()
-    manifest = resolve_package(args.model, print)
+    manifest = open_model(args.model, print)
     clean = _photo(args.size)
     print(f"{'degradation':<12} {'passes':>6} {'PSNR dB':>8} {'max abs':>8} {'seconds':>8}  (untiled seconds)")
     with OnnxRuntimeRunner(manifest) as runner:

@@ -22,7 +22,7 @@ import numpy as np
 
 from moce.apps.triton import ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, find_server
-from moce.runtime.resolve import resolve_model
+from moce.runtime.resolve import open_model
 
 
 def client_module(protocol: str):  # noqa: ANN201 - tritonclient.http or tritonclient.grpc
@@ -78,7 +78,7 @@ def main() -> None:
         if url is None:
             options = ServeOptions(backend="onnxruntime", instances=args.instances, threads=args.threads)
             repo = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "repo"
-            write_repository(resolve_model(args.model).root, repo, options)
+            write_repository(open_model(args.model).root, repo, options)
             server = stack.enter_context(TritonServer(repo, find_server(), ports=Ports.free(), exit_timeout_s=5))
             url = server.http_url if args.protocol == "http" else server.grpc_url
         print(f"model {args.model or 'bundled demo'}, {args.size}x{args.size} UINT8, {args.protocol} {url}")

@@ -10,13 +10,27 @@ import pytest
 
 ROOT = Path(__file__).parents[1] / "moce"
 LAYERS = (
-    ("base", ("moce", "moce.errors", "moce._lazy", "moce.imageio", "moce.metrics", "moce.data")),
+    (
+        "base",
+        (
+            "moce._version",
+            "moce.errors",
+            "moce._lazy",
+            "moce.files",
+            "moce.names",
+            "moce.progress",
+            "moce.imageio",
+            "moce.metrics",
+            "moce.data",
+        ),
+    ),
     ("model", ("moce.model", "moce.routing")),
     ("export", ("moce.export",)),
     ("package", ("moce.package",)),
     ("runtime", ("moce.runtime",)),
     ("engines", ("moce.engines",)),
     ("applications", ("moce.apps", "moce.train")),
+    ("api", ("moce",)),  # the package itself: the public names, imported lazily from the applications
     ("cli", ("moce.cli",)),
 )
 

@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError
+from moce.imageio import write_image_atomic
 from moce.package.manifest import Manifest
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
-from moce.runtime.backends import BACKENDS, cuda_available, make_runner, ort_providers
+from moce.runtime.backends import BACKENDS, cuda_available, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
-from moce.runtime.resolve import resolve_model
+from moce.runtime.resolve import open_model
 
 REFERENCE = "torch-eager"
 TORCH_GRAPHS = "torch-graphs"
@@ -52,7 +54,7 @@ class Case:
 
 
 @dataclass
-class CaseResult:
+class BenchResult:
     case: Case
     times: list[float] = field(default_factory=list)
     peak_mb: float | None = None
@@ -183,18 +185,20 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
         model = load_reference(manifest, options.threads, options.device)
         tensor = torch.from_numpy(image).to(options.device)
         return (lambda: _eager(model, tensor)), None, options.device == "cuda"
-    graphs = case.backend == TORCH_GRAPHS
-    choice = make_runner(
-        backend_of(case.backend), manifest, options.device, options.threads, cuda_graphs=graphs, routing=case.routing
+    session = Session(
+        manifest,
+        SessionOptions(
+            backend=backend_of(case.backend),
+            device=options.device,
+            threads=options.threads,
+            cuda_graphs=case.backend == TORCH_GRAPHS,
+            routing=case.routing,
+        ),
     )
-    choice.runner.activate()
-    executor = PlanExecutor(manifest, choice.runner)
-    cuda = (
-        choice.name == "tensorrt"
-        or getattr(choice.runner, "device", None) is not None
-        and str(choice.runner.device) == "cuda"
-    )
-    return (lambda: _plan(executor, image, case.routing)), choice.runner, cuda
+    session.activate()
+    executor, runner = session.restorer.executor, session.choice.runner
+    cuda = session.backend == "tensorrt" or str(getattr(runner, "device", "")) == "cuda"
+    return (lambda: _plan(executor, image, case.routing)), session, cuda
 
 
 def _eager(model, tensor):  # noqa: ANN001, ANN202
@@ -241,25 +245,25 @@ def bench_images(cases: list[Case], channels: int, seed: int) -> dict[tuple[int,
 
 def run_bench(
     model: str | Path | None, options: BenchOptions, progress: Callable[[str], None] | None = None
-) -> list[CaseResult]:
+) -> list[BenchResult]:
     """Time every case; returns results in case order (reference first for each size/batch)."""
     progress = progress or (lambda message: None)
     options = replace(options, device=bench_device(options))
     kept = freed_memory_kept()  # the program's setting (the moce CLI keeps freed memory; see allocator)
-    manifest = resolve_model(model, progress)
+    manifest = open_model(model, progress)
     cases = expand_cases(options)
     images = bench_images(cases, manifest.config.in_channels, options.seed)
     for size in options.sizes:
         if size % manifest.size_multiple:
             raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")
-    results = {c: CaseResult(c) for c in cases}
-    fns, runners, outputs = {}, [], {}
+    results = {c: BenchResult(c) for c in cases}
+    fns, opened, outputs = {}, [], {}
     try:
         for case in cases:
             progress(f"prepare {case.label}")
-            fn, runner, cuda = _make_case_fn(manifest, case, options, images[(case.size, case.batch)])
-            if runner is not None:
-                runners.append(runner)
+            fn, session, cuda = _make_case_fn(manifest, case, options, images[(case.size, case.batch)])
+            if session is not None:
+                opened.append(session)
             timer = _Timer(cuda)
             fns[case] = (fn, timer)
             results[case].cuda = cuda
@@ -268,8 +272,8 @@ def run_bench(
         gemm_times = _time_rounds(cases, fns, results, outputs, options, progress)
         _record_outputs(manifest, results, outputs, images)
     finally:
-        for runner in runners:
-            runner.deactivate()
+        for session in opened:
+            session.close()
     for result in results.values():
         result.gemm_peak_gflops = gflops_of(gemm_times[result.cuda])
         result.kept_freed_memory = kept
@@ -354,7 +358,7 @@ def _child(spec: str) -> None:
     options = BenchOptions(
         [case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"], device=data["device"]
     )
-    manifest = resolve_model(data["model"])
+    manifest = open_model(data["model"])
     image = np.random.default_rng(0).random(
         (case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32
     )
@@ -382,12 +386,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def speedups(results: list[CaseResult]) -> dict[Case, float]:
+def speedups(results: list[BenchResult]) -> dict[Case, float]:
     ref = {(r.case.size, r.case.batch): r.median_ms for r in results if r.case.backend == REFERENCE}
     return {r.case: ref[(r.case.size, r.case.batch)] / r.median_ms for r in results}
 
 
-def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
+def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
     ups = speedups(results)
     return [
         {
@@ -413,11 +417,11 @@ def to_json(results: list[CaseResult]) -> list[dict[str, Any]]:
     ]
 
 
-def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
+def from_json(rows: list[dict[str, Any]]) -> list[BenchResult]:
     """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
     charted here. Derived columns are recomputed from the raw times."""
     return [
-        CaseResult(
+        BenchResult(
             Case(r["backend"], r["routing"], r["size"], r["batch"]),
             times=list(r["times_s"]),
             peak_mb=r["peak_mb"],
@@ -433,7 +437,7 @@ def from_json(rows: list[dict[str, Any]]) -> list[CaseResult]:
     ]
 
 
-def chart(results: list[CaseResult], path: Path) -> None:
+def chart(results: list[BenchResult], path: Path) -> None:
     """Horizontal bars of median latency per case, speed-up against eager written beside each."""
     import cv2
 
@@ -459,8 +463,7 @@ def chart(results: list[CaseResult], path: Path) -> None:
             (0, 0, 0),
             1,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+    write_image_atomic(path, img)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,9 @@ from moce.apps.restore import (
     why_not,
     write_report,
 )
+from moce.apps.session import Session
 from moce.errors import InputError, one_line
-from moce.package.manifest import load_manifest
-from moce.runtime.backends import make_runner
-from moce.runtime.executor import PlanExecutor
-from moce.runtime.restorer import Restorer
+from moce.runtime.resolve import open_model
 
 RAY_HINT = "'ray[data]'"
 
@@ -99,16 +97,12 @@ def list_inputs(filesystem: Any, inputs: Path, recursive: bool, include: tuple[s
 
 
 class ImageWorker:
-    """One Ray actor: the package's runner made once, then every batch of rows restored and written."""
+    """One Ray actor: the job's session opened once, then every batch of rows restored and written."""
 
     def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
-        manifest = load_manifest(package)
-        choice = make_runner(
-            job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs, job.options.routing
-        )
-        self.runner = choice.runner
-        self.runner.activate()
-        self.loop = ImageLoop(job, Restorer(PlanExecutor(manifest, self.runner), job.options), NoProgress())
+        self.session = Session(open_model(package), job.session_options())
+        self.session.activate()
+        self.loop = ImageLoop(job, self.session, NoProgress())
         self.outputs = outputs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ saved as JSON. On top: PSNR/SSIM per image and the share of routing decisions th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 
 from moce._lazy import require
+from moce.apps.session import Session, SessionOptions
 from moce.data import SAMPLES
 from moce.errors import InputError
-from moce.export.names import route_name
+from moce.files import atomic_path
 from moce.imageio import image_files, read_image
 from moce.metrics import psnr, ssim
+from moce.names import route_name
 from moce.package.manifest import Manifest
-from moce.runtime.backends import make_runner
-from moce.runtime.executor import PlanExecutor
-from moce.runtime.restorer import pad_nchw
+from moce.progress import Messages
+from moce.runtime.resolve import open_model
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,21 @@ class Spec:
         return f"{self.backend}:{self.precision}"
 
 
+UNTILED = 1 << 16
+"""A tile side no compared image reaches: each runs whole, as one image per feed."""
+
+
 def make_polygraphy_runner(manifest: Manifest, spec: Spec) -> Any:
     """A Polygraphy runner restoring one image per feed with the split plan of ``spec``."""
     base = require("polygraphy.backend.base", "polygraphy")
+    session = Session(manifest, SessionOptions(backend=spec.backend, precision=spec.precision, tile=UNTILED))
 
     class MoceRunner(base.BaseRunner):
         def __init__(self) -> None:
             super().__init__(name=spec.name, prefix="moce")
 
         def activate_impl(self) -> None:
-            self.choice = make_runner(spec.backend, manifest, precision=spec.precision)
-            self.choice.runner.activate()
-            self.executor = PlanExecutor(manifest, self.choice.runner)
+            session.activate()
 
         def get_input_metadata_impl(self):  # noqa: ANN202
             from polygraphy.common import TensorMetadata
@@ -64,19 +68,14 @@ def make_polygraphy_runner(manifest: Manifest, spec: Spec) -> Any:
             return TensorMetadata().add("image", np.float32, (1, manifest.config.in_channels, -1, -1))
 
         def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            import time
-
-            start = time.perf_counter()
-            image = feed_dict["image"]
-            padded, h, w = pad_nchw(image, manifest.size_multiple)
-            result = self.executor.run(padded, "split")
-            outputs = {"restored": np.ascontiguousarray(result.restored[:, :, :h, :w])}
-            outputs.update({route_name(a): r.experts for a, r in enumerate(result.routings)})
-            self.inference_time = time.perf_counter() - start
+            result = session.restore_rgb([feed_dict["image"][0].transpose(1, 2, 0)])[0]
+            outputs = {"restored": np.ascontiguousarray(result.restored.transpose(2, 0, 1)[None])}
+            outputs.update({route_name(a): np.array([route]) for a, route in enumerate(result.routes)})
+            self.inference_time = result.seconds
             return outputs
 
         def deactivate_impl(self) -> None:
-            self.choice.runner.deactivate()
+            session.close()
 
     return MoceRunner()
 
@@ -112,12 +111,17 @@ def load_images(folder: Path | None) -> list[tuple[str, np.ndarray]]:
 
 
 def compare(
-    manifest: Manifest, options: CompareOptions, progress: Callable[[str], None] | None = None
+    model: str | Path | Manifest | None, options: CompareOptions, progress: Messages | None = None
 ) -> CompareReport:
-    """Run every spec on the same images, compare each with the first, check the thresholds."""
+    """Run every spec on the same images, compare each with the first, check the thresholds.
+
+    ``model``: a package, a checkpoint (exported and validated once, as every command does), or an
+    opened package. Every runner is made, and so refused, before any image runs.
+    """
     comparator = require("polygraphy.comparator", "polygraphy")
     if len(options.specs) < 2:
         raise InputError("compare needs a reference and at least one other backend/precision")
+    manifest = model if isinstance(model, Manifest) else open_model(model, progress)
     images = load_images(options.images)
     runners = [make_polygraphy_runner(manifest, spec) for spec in options.specs]
     feeds = [{"image": image} for _, image in images]
@@ -144,7 +148,8 @@ def _polygraphy_verbosity(verbose: bool) -> Iterator[None]:
 def _compare(comparator: Any, runners: list, feeds: list, images: list, options: CompareOptions) -> CompareReport:
     results = comparator.Comparator.run(runners, data_loader=feeds)
     if options.save_results:
-        results.save(str(options.save_results))
+        with atomic_path(options.save_results) as tmp:
+            results.save(str(tmp))
     atol = {"restored": options.atol, "": float("inf")}
     rtol = {"restored": options.rtol, "": float("inf")}
     simple = getattr(comparator, "SimpleCompareFunc", None) or comparator.CompareFunc.simple

@@ -15,7 +15,7 @@ import numpy as np
 from moce.apps.evaluate import route_usage, routing_chart
 from moce.apps.restore import Progress, RestoreJob, RestoreSummary, restore
 from moce.data import DEFAULT_MODEL, SAMPLES
-from moce.imageio import read_image
+from moce.imageio import read_image, write_image_atomic
 from moce.metrics import psnr
 
 NUM_EXPERTS = 4  # MoCE-IR's four complexity experts per adapter
@@ -43,7 +43,6 @@ def contact_sheet(
     rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path
 ) -> dict[str, tuple[float, float]]:
     """One row per sample: degraded, restored, clean, each labelled with its PSNR."""
-    import cv2
 
     scores, lines = {}, []
     for name, degraded, restored, clean in rows:
@@ -60,8 +59,7 @@ def contact_sheet(
         )
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.vstack(lines))
+    write_image_atomic(path, np.vstack(lines))
     return scores
 
 

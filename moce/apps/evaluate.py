@@ -21,14 +21,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from moce.apps.session import Session, SessionOptions
 from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
 from moce.errors import InputError
-from moce.imageio import read_images
+from moce.imageio import read_images, write_image_atomic
 from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
-from moce.runtime.backends import make_runner
-from moce.runtime.executor import PlanExecutor
-from moce.runtime.resolve import resolve_model
-from moce.runtime.restorer import RestoreOptions, Restorer
+from moce.runtime.resolve import open_model
+
+UNTILED = 4096
+"""A tile side no evaluation photo reaches: every photo is restored whole."""
+CROP_BATCH = 16
+"""Crops restored per call in the routing analysis."""
 
 
 @dataclass
@@ -85,18 +88,16 @@ def evaluate(
     unknown = [d for d in options.degradations if d not in DEGRADATIONS]
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
-    manifest = resolve_model(model, progress)
+    manifest = open_model(model, progress)
     images = load_clean_images(data if isinstance(data, list) else [data])
     report = EvalReport()
     samples: list[tuple[tuple, str, int]] = []
     usage: dict[str, np.ndarray] = {}
-    choice = make_runner(options.backend, manifest)
-    with choice.runner as runner:
-        restorer = Restorer(PlanExecutor(manifest, runner), RestoreOptions(tile=4096))
+    with Session(manifest, SessionOptions(backend=options.backend, tile=UNTILED, batch=CROP_BATCH)) as session:
         for d_index, name in enumerate(options.degradations):
             progress(f"evaluate {name}")
-            scores = _draw_scores(restorer, images, name, d_index, options)
-            routes = _crop_routes(restorer, images, name, d_index, options)
+            scores = _draw_scores(session, images, name, d_index, options)
+            routes = _crop_routes(session, images, name, d_index, options)
             samples += [(r, TASK_OF[name], k) for k, r in enumerate(routes)]
             usage[name] = route_usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
             row = {"degradation": name, "task": TASK_OF[name], **score_summary(scores, [n for n, _ in images])}
@@ -148,13 +149,13 @@ def score_summary(scores: np.ndarray, names: list[str]) -> dict[str, Any]:
 
 
 def _draw_scores(
-    restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
+    session: Session, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
 ) -> np.ndarray:
     """``(draw, image, SCORES)``; draw k degrades as ``--seed`` + k would."""
     return np.array(
         [
             [
-                _scores(restorer, clean, degrade(clean, name, seed=draw_seed(options.seed, k, i, d_index)))
+                _scores(session, clean, degrade(clean, name, seed=draw_seed(options.seed, k, i, d_index)))
                 for i, (_, clean) in enumerate(images)
             ]
             for k in range(options.draws)
@@ -167,9 +168,9 @@ def draw_seed(seed: int, draw: int, image_index: int, degradation_index: int) ->
     return (seed + draw) * 1000 + 97 * image_index + degradation_index
 
 
-def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, ...]:
+def _scores(session: Session, clean: np.ndarray, degraded: np.ndarray) -> tuple[float, ...]:
     """:data:`SCORES` of the degraded input and of its clamped restoration, against ``clean``."""
-    restored = np.clip(restorer.restore_batch([degraded])[0].restored, 0, 1)
+    restored = np.clip(session.restore_rgb([degraded])[0].restored, 0, 1)
     return (
         psnr(degraded, clean),
         psnr(restored, clean),
@@ -184,7 +185,7 @@ def _scores(restorer: Restorer, clean: np.ndarray, degraded: np.ndarray) -> tupl
 
 
 def _crop_routes(
-    restorer: Restorer, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
+    session: Session, images: list[tuple[str, np.ndarray]], name: str, d_index: int, options: EvalOptions
 ) -> list[tuple]:
     rng = np.random.default_rng([options.seed, d_index])
     crops = []
@@ -193,11 +194,7 @@ def _crop_routes(
         for _ in range(options.crops_per_image):
             top, left = int(rng.integers(h - options.crop + 1)), int(rng.integers(w - options.crop + 1))
             crops.append(degrade(clean[top : top + options.crop, left : left + options.crop], name, rng))
-    routes = []
-    for i in range(0, len(crops), 16):
-        for result in restorer.restore_batch(crops[i : i + 16]):
-            routes.append(tuple(r[0] for r in result.routes))
-    return routes
+    return [tuple(r[0] for r in result.routes) for result in session.restore_rgb(crops)]
 
 
 def route_usage(routes: list[tuple], adapters: int, experts: int) -> np.ndarray:
@@ -283,5 +280,4 @@ def routing_grid(usage: dict[str, list[list[float]]], title: str) -> np.ndarray:
 
 
 def _write_png(img: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+    write_image_atomic(path, img)

@@ -14,48 +14,25 @@ import fnmatch
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from moce.apps.session import Batcher, Session, SessionOptions, check_options, write_restored
 from moce.errors import InputError, MoceError, one_line
 from moce.files import remove_stale_temporaries, write_bytes_atomic
 from moce.imageio import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED,
     ImageInfo,
-    check_min_side,
-    decode_image,
-    from_rgb_float,
     header_size,
-    read_image,
-    write_image_atomic,
 )
 from moce.package.manifest import Manifest
-from moce.runtime.backends import BACKENDS, BackendChoice, make_runner
-from moce.runtime.executor import ROUTING_MODES, PlanExecutor
-from moce.runtime.resolve import resolve_model
-from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
-
-
-class Progress(Protocol):
-    """What the restore loop reports; the CLI draws it, tests may record it."""
-
-    def start(self, images: int) -> None: ...
-    def image_done(self, path: Path, status: str) -> None: ...
-    def tiles(self, total: int) -> None: ...
-    def tile_done(self, count: int) -> None: ...
-    def message(self, text: str) -> None: ...
-
-
-class NoProgress:
-    def start(self, images: int) -> None: ...
-    def image_done(self, path: Path, status: str) -> None: ...
-    def tiles(self, total: int) -> None: ...
-    def tile_done(self, count: int) -> None: ...
-    def message(self, text: str) -> None: ...
+from moce.progress import NoProgress, Progress
+from moce.runtime.resolve import open_model
+from moce.runtime.restorer import ImageResult, RestoreOptions
 
 
 @dataclass
@@ -77,6 +54,18 @@ class RestoreJob:
     max_pixels: int = DEFAULT_MAX_PIXELS
     cuda_graphs: bool = False
     filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
+
+    def session_options(self) -> SessionOptions:
+        """How the job's images are restored: the options a :class:`~moce.apps.session.Session` takes."""
+        return SessionOptions.with_restore_options(
+            self.options,
+            backend=self.backend,
+            device=self.device,
+            precision=self.precision,
+            threads=self.threads,
+            cuda_graphs=self.cuda_graphs,
+            max_pixels=self.max_pixels,
+        )
 
 
 @dataclass
@@ -208,10 +197,7 @@ def _check_paths(job: RestoreJob) -> None:
         inp, out = job.inputs.resolve(), job.output.resolve()
         if out == inp or inp in out.parents:
             raise InputError(f"{job.output}: the output folder is inside the input tree {job.inputs}; choose another")
-    if job.options.routing not in ROUTING_MODES:
-        raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}")
-    if job.max_pixels < 64:
-        raise InputError(f"--max-pixels must be at least 64, got {job.max_pixels}")
+    check_options(job.session_options())
     if job.report is not None:
         check_report_path(job.report)
 
@@ -234,19 +220,6 @@ def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
     if job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED:
         return remove_stale_temporaries(job.output.parent, recursive=False, name=job.output.name)
     return remove_stale_temporaries(job.output)
-
-
-def _check_routing_graph(job: RestoreJob, manifest: Manifest, backend: str) -> None:
-    """A whole-network routing form run from the package needs its graph there at the requested
-    precision (:func:`make_runner` has checked that the backend runs the form at all)."""
-    routing = job.options.routing
-    if routing == "split" or not BACKENDS[backend].whole_from_package:
-        return
-    if routing not in manifest.graphs(job.precision):
-        raise InputError(
-            f"--routing {routing}: {manifest.root} has no {job.precision} {routing} graph "
-            f"({manifest.info.get('routing', {}).get('forms', {}).get(routing, 'not exported')}); use --routing split"
-        )
 
 
 def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
@@ -299,73 +272,41 @@ def _error(path: Path, out: Path | None, exc: BaseException, seconds: float) -> 
 class _Pending:
     path: Path
     out: Path
-    image: np.ndarray
     info: ImageInfo
     started: float
 
 
 class ImageLoop:
-    """The per-image loop: read, batch same-sized untiled images, restore, write."""
+    """The per-image loop: read, restore through the session's :class:`Batcher`, write."""
 
-    def __init__(self, job: RestoreJob, restorer: Restorer, progress: Progress) -> None:
-        self.job, self.restorer, self.progress = job, restorer, progress
+    def __init__(self, job: RestoreJob, session: Session, progress: Progress) -> None:
+        self.job, self.session, self.progress = job, session, progress
         self.records: list[ImageRecord] = []
-        self.pending: list[_Pending] = []
+        self.batcher: Batcher[_Pending] = Batcher(session, self._done, progress.tiles, progress.tile_done)
 
     def add(self, path: Path, out: Path, data: bytes | None = None) -> None:
         """Restore ``path`` (or its bytes ``data``, read elsewhere) into ``out``, batched with its peers."""
         started = time.perf_counter()
         try:
-            if data is None:
-                image, info = read_image(path, self.job.max_pixels)
-            else:
-                image, info = decode_image(path, data, self.job.max_pixels)
-            check_min_side(path, image.shape[1], image.shape[0])
+            image, info = self.session.read(path, data)
         except MoceError as exc:
             self._finish(_error(path, out, exc, time.perf_counter() - started))
             return
-        item = _Pending(path, out, image, info, started)
-        if self.restorer.needs_tiling(image):
-            self.flush()
-            self._run_tiled(item)
-            return
-        if self.pending and self.pending[0].image.shape != image.shape:
-            self.flush()
-        self.pending.append(item)
-        if len(self.pending) >= self.restorer.options.batch:
-            self.flush()
+        self.batcher.add(_Pending(path, out, info, started), image)
 
     def flush(self) -> None:
-        items, self.pending = self.pending, []
-        if not items:
-            return
-        try:
-            results = self.restorer.restore_batch([i.image for i in items])
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the run
-            for item in items:
-                self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
-            return
-        for item, result in zip(items, results):
-            self._write(item, result)
+        self.batcher.flush()
 
-    def _run_tiled(self, item: _Pending) -> None:
-        try:
-            self.progress.tiles(self.restorer.tile_count(item.image))
-            result = self.restorer.restore_tiled(item.image, self.progress.tile_done)
-        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
-            self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
+    def _done(self, item: _Pending, outcome: ImageResult | Exception) -> None:
+        if isinstance(outcome, Exception):
+            self._finish(_error(item.path, item.out, outcome, time.perf_counter() - item.started))
             return
-        self._write(item, result)
-
-    def _write(self, item: _Pending, result: ImageResult) -> None:
         try:
-            write_image_atomic(
-                item.out, from_rgb_float(result.restored, item.info, item.out.suffix), self.job.jpeg_quality
-            )
+            write_restored(item.out, outcome.restored, item.info, self.job.jpeg_quality)
         except (MoceError, OSError) as exc:
             self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
             return
-        self._finish(_record(item.path, item.out, result, time.perf_counter() - item.started))
+        self._finish(_record(item.path, item.out, outcome, time.perf_counter() - item.started))
 
     def skip(self, path: Path, reason: str, out: Path | None = None) -> None:
         self.records.append(skipped_record(path, reason, out))
@@ -417,44 +358,38 @@ class Prepared:
     root: Path
     files: list[Path]
     passed: list[tuple[Path, str]]
-    manifest: Manifest
-    choice: BackendChoice
-    options: RestoreOptions
+    session: Session
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.session.manifest
 
 
-def prepare(job: RestoreJob, progress: Progress, listing: Listing | None = None) -> Prepared:
-    """Everything a job refuses before work, the model resolved and the runner made (not activated).
-    ``listing``: the inputs as listed elsewhere (another file system); by default :func:`discover`'s."""
+def prepare(
+    job: RestoreJob, progress: Progress, listing: Listing | None = None, session: Session | None = None
+) -> Prepared:
+    """Everything a job refuses before work, the model opened and its session made (not activated).
+    ``listing``: the inputs as listed elsewhere (another file system); by default :func:`discover`'s.
+    ``session``: one the caller opened (its options are the job's); by default one is opened."""
     _check_paths(job)
     root, files, passed = listing or discover(job.inputs, job.recursive, job.include)
     if listing is None:
         _check_tile_free(job, files)
-    manifest = resolve_model(job.model, progress.message)
-    named = job.backend in BACKENDS
-    if named:  # checked before the backend loads anything
-        _check_routing_graph(job, manifest, job.backend)
-    choice = make_runner(
-        job.backend, manifest, job.device, job.threads, job.precision, job.cuda_graphs, job.options.routing
-    )
-    if not named:
-        _check_routing_graph(job, manifest, choice.name)
-    progress.message(f"backend: {choice.name} ({choice.reason})")
-    options = job.options
-    if job.precision != "fp32" and options.tile_passes > 1:
-        progress.message(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {job.precision})")
-        options = replace(options, tile_passes=1)  # the caller's options stay as given
+    if session is None:
+        session = Session(open_model(job.model, progress.message), job.session_options(), progress.message)
+    progress.message(f"backend: {session.choice.name} ({session.choice.reason})")
     removed = _remove_stale_temporaries(job)
     if removed:
         progress.message(f"removed {len(removed)} temporary file(s) left by an interrupted run")
-    return Prepared(root, files, passed, manifest, choice, options)
+    return Prepared(root, files, passed, session)
 
 
 def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], seconds: float) -> RestoreSummary:
-    options = prepared.options
+    options = prepared.session.restore_options
     tiling = {"tile": options.tile, "overlap": options.overlap, "route_per": options.route_per}
     return RestoreSummary(
-        prepared.choice.name,
-        prepared.choice.reason,
+        prepared.session.choice.name,
+        prepared.session.choice.reason,
         job.precision,
         options.routing,
         records,
@@ -463,25 +398,66 @@ def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], s
     )
 
 
-def restore(job: RestoreJob, progress: Progress | None = None) -> RestoreSummary:
-    """Restore every image of ``job``; problems with single images never stop the run."""
+def restore(job: RestoreJob, progress: Progress | None = None, session: Session | None = None) -> RestoreSummary:
+    """Restore every image of ``job``; problems with single images never stop the run.
+    ``session``: an opened session to restore with (left open); by default the job opens its own."""
     progress = progress or NoProgress()
     start = time.perf_counter()
     if job.filesystem is not None:
         raise InputError(
             f"{one_line(str(job.inputs))}: inputs on a {job.filesystem.type_name} file system need --cluster"
         )
-    prepared = prepare(job, progress)
+    prepared = prepare(job, progress, session=session)
     loop: ImageLoop | None = None
     try:
-        with prepared.choice.runner as runner:
-            loop = ImageLoop(job, Restorer(PlanExecutor(prepared.manifest, runner), prepared.options), progress)
-            progress.start(len(prepared.files) + len(prepared.passed))
-            for path, reason in prepared.passed:
-                loop.skip(path, reason)
-            loop.run(prepared.root, prepared.files)
+        prepared.session.activate()
+        loop = ImageLoop(job, prepared.session, progress)
+        progress.start(len(prepared.files) + len(prepared.passed))
+        for path, reason in prepared.passed:
+            loop.skip(path, reason)
+        loop.run(prepared.root, prepared.files)
     finally:
+        if session is None:
+            prepared.session.close()
         summary = summarize(prepared, job, loop.records if loop else [], time.perf_counter() - start)
         if job.report:
             write_report(job.report, summary)
     return summary
+
+
+def restore_folder(
+    session: Session,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    recursive: bool = False,
+    include: tuple[str, ...] = (),
+    ext: str | None = None,
+    overwrite: bool = False,
+    report: str | Path | None = None,
+    jpeg_quality: int = 95,
+    progress: Progress | None = None,
+) -> RestoreSummary:
+    """``moce restore INPUTS OUTPUT`` with an opened session: a file or a folder, every image on its
+    own (a bad one is reported and the others go on), outputs written atomically, existing ones
+    skipped unless ``overwrite``, ``report`` as JSON. The session stays open."""
+    o = session.options
+    job = RestoreJob(
+        Path(inputs),
+        Path(output),
+        session.manifest.root,
+        o.backend,
+        o.device,
+        o.precision,
+        o.restore_options(),
+        recursive,
+        tuple(include),
+        ext,
+        overwrite,
+        Path(report) if report is not None else None,
+        o.threads,
+        jpeg_quality,
+        o.max_pixels,
+        o.cuda_graphs,
+    )
+    return restore(job, progress, session)

@@ -21,21 +21,19 @@ import json
 import os
 import shutil
 import tempfile
-from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError, one_line
-from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, check_min_side, check_pixels, from_rgb_float, to_rgb_float
-from moce.package.manifest import MANIFEST, Manifest, load_manifest, sha256_bytes
+from moce.files import write_bytes_atomic
+from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, array_to_rgb, check_min_side, check_pixels, rgb_to_array
+from moce.package.manifest import MANIFEST, Manifest, sha256_bytes
 from moce.package.store import cache_dir
-from moce.runtime.backends import make_runner
-from moce.runtime.executor import PlanExecutor
-from moce.runtime.resolve import resolve_model
-from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer
+from moce.runtime.resolve import open_model
 
 MODEL_NAME = "moce"
 INPUTS = {"IMAGE": np.dtype(np.uint8), "IMAGE_UINT16": np.dtype(np.uint16)}
@@ -74,6 +72,8 @@ class ServeOptions:
     routing: str = "split"
     tile: int = 512
     overlap: int = 32
+    route_per: str = "image"
+    tile_passes: int = 3  # as `moce restore`: a served image is the image `moce restore` writes
     threads: int = 0  # runtime threads per instance (0: the backend's default)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch_size: int = 8
@@ -88,9 +88,21 @@ class ServeOptions:
             if getattr(self, name) < 1:
                 raise MoceError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
-    def restore_options(self) -> RestoreOptions:
-        return RestoreOptions(
-            routing=self.routing, tile=self.tile, overlap=self.overlap, batch=self.max_batch_size, tile_passes=1
+    def session_options(self, device: str | None = None) -> SessionOptions:
+        """The served model's session: ``moce restore``'s options of the same names, batches of up to
+        ``max_batch_size`` images."""
+        return SessionOptions(
+            backend=self.backend,
+            device=device,
+            precision=self.precision,
+            routing=self.routing,
+            tile=self.tile,
+            overlap=self.overlap,
+            route_per=self.route_per,
+            tile_passes=self.tile_passes,
+            batch=self.max_batch_size,
+            threads=self.threads or None,
+            max_pixels=self.max_pixels,
         )
 
     @classmethod
@@ -110,18 +122,13 @@ def decode_array(image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
     was stored: the very conversion ``moce restore`` applies to a decoded file."""
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
         raise InputError(f"{label}: expected [H, W, C] with C = 1, 3 or 4, got shape {list(image.shape)}")
-    return to_rgb_float(Path(label), _swap_red_blue(image))
+    return array_to_rgb(image, label)
 
 
 def encode_array(rgb: np.ndarray, info: ImageInfo) -> np.ndarray:
     """The restored float RGB back in the input's type and layout (``[H, W, C]``, RGB order)."""
-    out = from_rgb_float(rgb, info, ".png")
-    return _swap_red_blue(out[:, :, None] if info.gray else out)
-
-
-def _swap_red_blue(image: np.ndarray) -> np.ndarray:
-    """RGB(A) <-> BGR(A), the channel order of moce's image I/O (OpenCV's); gray stays as it is."""
-    return np.ascontiguousarray(image[:, :, [2, 1, 0, 3][: image.shape[2]]] if image.shape[2] > 1 else image)
+    out = rgb_to_array(rgb, info)
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def check_batch(batch: np.ndarray, label: str, max_pixels: int) -> None:
@@ -147,18 +154,13 @@ class ImageService:
     """The served model without Triton: integer image batches in, restored batches and routes out."""
 
     def __init__(self, manifest: Manifest, options: ServeOptions, device: str | None = None) -> None:
-        manifest.verify_files()
-        threads = options.threads or None
-        self.choice = make_runner(
-            options.backend, manifest, device, threads, options.precision, routing=options.routing
-        )
+        self.session = Session(manifest, options.session_options(device))
         self.options = options
         self.routes_shape = (manifest.config.num_adapters, manifest.config.top_k)
-        self.choice.runner.activate()
-        self.restorer = Restorer(PlanExecutor(manifest, self.choice.runner), options.restore_options())
+        self.session.activate()
 
     def close(self) -> None:
-        self.choice.runner.deactivate()
+        self.session.close()
 
     def restore(self, batches: list[tuple[np.ndarray, str]]) -> list[Restored | MoceError]:
         """Restore each ``(batch, label)``; a bad batch gets its error and the others still run.
@@ -171,9 +173,8 @@ class ImageService:
                 decoded[i] = [decode_array(image, f"{label} image {k}") for k, image in enumerate(batch)]
             except MoceError as exc:
                 answers[i] = exc
-        results = self._restore_images(
-            [(i, k, rgb) for i, images in decoded.items() for k, (rgb, _) in enumerate(images)]
-        )
+        keys = [(i, k) for i, images in decoded.items() for k in range(len(images))]
+        results = dict(zip(keys, self.session.restore_rgb([decoded[i][k][0] for i, k in keys])))
         for i, images in decoded.items():
             try:
                 done = [results[(i, k)] for k in range(len(images))]
@@ -183,22 +184,6 @@ class ImageService:
             except MoceError as exc:
                 answers[i] = exc
         return answers  # type: ignore[return-value] - every slot is filled above
-
-    def _restore_images(self, images: list[tuple[int, int, np.ndarray]]) -> dict[tuple[int, int], ImageResult]:
-        results: dict[tuple[int, int], ImageResult] = {}
-        same_size: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = defaultdict(list)
-        for i, k, rgb in images:
-            if self.restorer.needs_tiling(rgb):
-                results[(i, k)] = self.restorer.restore_tiled(rgb)
-            else:
-                same_size[rgb.shape].append((i, k, rgb))
-        step = self.options.max_batch_size
-        for group in same_size.values():
-            for start in range(0, len(group), step):
-                chunk = group[start : start + step]
-                for (i, k, _), result in zip(chunk, self.restorer.restore_batch([rgb for _, _, rgb in chunk])):
-                    results[(i, k)] = result
-        return results
 
 
 # -- the Python backend ---------------------------------------------------------------------------
@@ -222,7 +207,7 @@ class TritonModel:
             # library starts puts every backend (TensorRT, ONNX Runtime, PyTorch) on that GPU.
             os.environ["CUDA_VISIBLE_DEVICES"] = str(args.get("model_instance_device_id", "0"))
             device = "cuda"
-        self.service = ImageService(load_manifest(root), options, device)
+        self.service = ImageService(open_model(root), options, device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches: list[tuple[np.ndarray, str]] = []
@@ -287,11 +272,13 @@ def config_pbtxt(manifest: Manifest, options: ServeOptions, name: str = MODEL_NA
     )
 
 
-def write_repository(package: Path, out: Path, options: ServeOptions, name: str = MODEL_NAME) -> Path:
-    """Write a Triton model repository serving ``package`` into ``out`` (created or replaced whole:
-    a half-written repository is never left behind). Returns the model's folder."""
-    manifest = load_manifest(package)
-    manifest.verify_files()
+def write_repository(
+    model: str | Path | Manifest | None, out: Path, options: ServeOptions, name: str = MODEL_NAME
+) -> Path:
+    """Write a Triton model repository serving ``model`` (a package, a checkpoint or an opened
+    package) into ``out`` (created or replaced whole: a half-written repository is never left
+    behind). Returns the model's folder."""
+    manifest = model if isinstance(model, Manifest) else open_model(model)
     out = Path(out)
     if out.exists() and not (out / name / "config.pbtxt").is_file():
         raise MoceError(f"{out}: exists and is not a moce Triton repository; choose another folder")
@@ -301,8 +288,8 @@ def write_repository(package: Path, out: Path, options: ServeOptions, name: str 
         model = staging / name
         (model / "1").mkdir(parents=True)
         _copy_package(manifest, model / "1" / PACKAGE_DIR)
-        (model / "config.pbtxt").write_text(config_pbtxt(manifest, options, name))
-        (model / "1" / "model.py").write_text(MODEL_PY)
+        write_bytes_atomic(model / "config.pbtxt", config_pbtxt(manifest, options, name).encode())
+        write_bytes_atomic(model / "1" / "model.py", MODEL_PY.encode())
         old = out.with_name(f".{out.name}.old")
         if out.exists():
             out.rename(old)
@@ -331,8 +318,8 @@ def repository_key(package: Path, options: ServeOptions) -> str:
 def cached_repository(model: str | Path | None, options: ServeOptions, progress: Any = None) -> Path:
     """A repository for ``model`` (package or checkpoint) under the cache, written once per package
     and options; returns the repository folder."""
-    manifest = resolve_model(model, progress)
+    manifest = open_model(model, progress)
     root = cache_dir() / "triton" / repository_key(manifest.root, options)
     if not (root / MODEL_NAME / "config.pbtxt").is_file():
-        write_repository(manifest.root, root, options)
+        write_repository(manifest, root, options)
     return root

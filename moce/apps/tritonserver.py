@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import moce
 from moce.apps.triton import ServeOptions, cached_repository
 from moce.errors import MoceError
 
@@ -129,7 +128,7 @@ def _install_at(binary: Path) -> ServerInstall:
 
 def moce_pythonpath() -> str:
     """Folders that make ``import moce`` (and its dependencies) work in the Python backend's interpreter."""
-    folders = [*site.getsitepackages(), str(Path(moce.__file__).resolve().parent.parent)]
+    folders = [*site.getsitepackages(), str(Path(__file__).resolve().parents[2])]  # the folder holding moce/
     return os.pathsep.join(dict.fromkeys(folders))
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.bench import BenchOptions, CaseResult, chart, from_json, run_bench, speedups, to_json
+from moce.apps.bench import BenchOptions, BenchResult, chart, from_json, run_bench, speedups, to_json
 from moce.cli.common import render_table, user_errors
 from moce.errors import InputError
+from moce.files import write_json_atomic
 
 
 def _ints(text: str) -> list[int]:
@@ -20,7 +21,7 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.0f}%"
 
 
-def _saved(path: Path) -> list[CaseResult]:
+def _saved(path: Path) -> list[BenchResult]:
     try:
         return from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -115,6 +116,6 @@ def bench(
         )
     )
     if json_out and not from_saved:
-        json_out.write_text(json.dumps(to_json(results), indent=2))
+        write_json_atomic(json_out, to_json(results))
     if png:
         chart(results, png)

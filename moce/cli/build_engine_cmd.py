@@ -8,7 +8,7 @@ import typer
 
 from moce.cli.common import render_table, user_errors
 from moce.engines.build import BuildOptions, build
-from moce.engines.tensorrt import Profile
+from moce.engines.tensorrt_builder import Profile
 from moce.errors import InputError
 from moce.package.manifest import MANIFEST
 

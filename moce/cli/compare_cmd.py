@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,12 +9,12 @@ import typer
 from moce.apps.compare import CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
 from moce.cli.common import render_table, user_errors
-from moce.package.manifest import load_manifest
+from moce.files import write_json_atomic
 
 
 @user_errors
 def compare(
-    package: Path = typer.Argument(..., help="Model package folder"),
+    model: str = typer.Argument(..., help="Model package folder or checkpoint"),
     runners: str = typer.Option(
         "torch,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8",
         help="backend[:precision] list; the first is the reference",
@@ -31,8 +30,6 @@ def compare(
     verbose: bool = typer.Option(False, help="Show Polygraphy's per-iteration statistics"),
 ) -> None:
     """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement."""
-    manifest = load_manifest(package)
-    manifest.verify_files()
     options = CompareOptions(
         [Spec.parse(s) for s in runners.split(",")],
         images,
@@ -44,7 +41,7 @@ def compare(
         save_results,
         verbose,
     )
-    report = run_compare(manifest, options, lambda m: typer.echo(m, err=True))
+    report = run_compare(model, options, lambda m: typer.echo(m, err=True))
     rows = [
         [
             r["runner"],
@@ -66,9 +63,7 @@ def compare(
         )
     )
     if json_out:
-        json_out.write_text(
-            json.dumps({"reference": report.reference, "rows": report.rows, "failures": report.failures}, indent=2)
-        )
+        write_json_atomic(json_out, {"reference": report.reference, "rows": report.rows, "failures": report.failures})
     for failure in report.failures:
         typer.echo(f"failed: {failure}", err=True)
     raise typer.Exit(0 if report.passed else 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from moce.apps.evaluate import EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
+from moce.files import write_json_atomic
 
 
 @user_errors
@@ -57,7 +57,7 @@ def evaluate(
         render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks])
     )
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        write_json_atomic(json_out, report.to_dict())
     if chart:
         evaluation_chart(report, chart, f"{model or 'bundled model'} on {', '.join(map(str, data))}")
 

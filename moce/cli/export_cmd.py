@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from moce.apps.export import export_and_validate
 from moce.cli.common import render_table, user_errors
 from moce.errors import InputError, ValidationError
 from moce.package.writer import ExportOptions, ExportResult
-from moce.runtime.validate import export_and_validate
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:

@@ -8,7 +8,7 @@ import cv2
 import cv2.utils.logging
 import typer
 
-from moce import __version__
+from moce._version import __version__
 from moce.cli.bench_cmd import bench
 from moce.cli.build_engine_cmd import build_engine
 from moce.cli.compare_cmd import compare

@@ -14,7 +14,6 @@ from moce.apps.triton import ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, install_server, serve
 from moce.cli.common import user_errors
 from moce.imageio import DEFAULT_MAX_PIXELS
-from moce.runtime.resolve import resolve_model
 
 SERVE_OPTIONS = {  # ServeOptions field -> (type, its command-line option): how the served model runs
     "backend": (str, typer.Option("auto", help="auto | tensorrt | onnxruntime | torch, inside the Python backend")),
@@ -57,7 +56,7 @@ def triton(
     options: ServeOptions = ServeOptions(),
 ) -> None:
     """Write a Triton Inference Server model repository that serves the model (Python backend)."""
-    folder = write_repository(resolve_model(model).root, out, options, name)
+    folder = write_repository(model, out, options, name)
     typer.echo(
         f"wrote {folder} (config.pbtxt, 1/model.py, 1/package); serve it with: tritonserver --model-repository={out}"
     )

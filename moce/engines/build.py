@@ -11,14 +11,15 @@ import numpy as np
 
 from moce.data import SAMPLES
 from moce.data.degrade import DEGRADATIONS, degrade
-from moce.engines.tensorrt import Profile, build_engines
+from moce.engines.tensorrt_builder import Profile, build_engines
 from moce.engines.tensorrt_ops import check_package
 from moce.engines.variants import VariantReport, build_variants
-from moce.errors import MissingDependencyError, PackageError, listed
+from moce.errors import InputError, MissingDependencyError, PackageError, listed
 from moce.imageio import image_files, read_image
-from moce.package.manifest import EngineEntry, Manifest, load_manifest
+from moce.package.manifest import EngineEntry, Manifest
 from moce.package.store import cache_dir
-from moce.runtime.tensorrt import engine_graphs
+from moce.runtime.resolve import open_model
+from moce.runtime.tensorrt_runner import engine_graphs
 
 CALIB_SIDE = 128
 
@@ -71,8 +72,12 @@ def check_tensorrt_support(manifest: Manifest, precisions: list[str]) -> None:
 def build(package: Path, options: BuildOptions, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Write precision variants into the package; build TensorRT engines unless ``onnx_only``."""
     progress = progress or (lambda message: None)
-    manifest = load_manifest(package)
-    manifest.verify_files()
+    if not Path(package).is_dir():
+        raise InputError(
+            f"{package}: build-engine writes into a model package folder; export a checkpoint first "
+            "(moce export CKPT -o PKG)"
+        )
+    manifest = open_model(package)
     calib = calibration_images(options.calib) if "int8" in options.precisions else None
     variants = build_variants(manifest, options.precisions, calib, progress)
     for report in variants:

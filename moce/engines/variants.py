@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,14 +19,12 @@ import onnx
 
 from moce.engines.precision import convert_fp16
 from moce.errors import InputError
-from moce.export.names import EXPERT_INPUTS
-from moce.model.plan import RESTORED
-from moce.package.manifest import DENSE_GRAPH, Manifest, expert_graph, segment_graph, sha256_bytes
+from moce.files import write_bytes_atomic
+from moce.names import DENSE_GRAPH, EXPERT_INPUTS, RESTORED, VARIANT_PRECISIONS, expert_graph, segment_graph
+from moce.package.manifest import Manifest, sha256_bytes
+from moce.progress import Messages
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
-
-PRECISIONS = ("fp16", "int8")
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -61,9 +58,7 @@ class RecordingRunner(GraphRunner):
 
 def _register(manifest: Manifest, precision: str, name: str, file: str, model: onnx.ModelProto) -> None:
     data = model.SerializeToString()
-    path = manifest.root / file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_bytes_atomic(manifest.root / file, data)
     entry = replace(
         manifest.graph_entries[name], file=file, bytes=len(data), nodes=len(model.graph.node), sha256=sha256_bytes(data)
     )
@@ -79,7 +74,7 @@ def variant_graphs(manifest: Manifest) -> list[str]:
     return manifest.plan_graphs() + [DENSE_GRAPH] * manifest.has_graph(DENSE_GRAPH)
 
 
-def write_fp16(manifest: Manifest, progress: Progress) -> VariantReport:
+def write_fp16(manifest: Manifest, progress: Messages) -> VariantReport:
     report = VariantReport("fp16")
     for name in variant_graphs(manifest):
         progress(f"fp16: convert {name}")
@@ -150,7 +145,7 @@ def quantize_int8(model_path: Path, out_path: Path, feeds: list[dict[str, np.nda
     )
 
 
-def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Progress, min_samples: int = 4) -> VariantReport:
+def write_int8(manifest: Manifest, images: list[np.ndarray], progress: Messages, min_samples: int = 4) -> VariantReport:
     report = VariantReport("int8")
     progress(f"int8: record calibration inputs from {len(images)} image(s)")
     feeds = calibration_feeds(manifest, images)
@@ -194,13 +189,13 @@ def build_variants(
     manifest: Manifest,
     precisions: list[str],
     calibration: list[np.ndarray] | None = None,
-    progress: Progress | None = None,
+    progress: Messages | None = None,
 ) -> list[VariantReport]:
     """Write the requested variants into the package and record them in its manifest."""
     progress = progress or (lambda message: None)
-    unknown = [p for p in precisions if p not in PRECISIONS]
+    unknown = [p for p in precisions if p not in VARIANT_PRECISIONS]
     if unknown:
-        raise InputError(f"unknown precision(s) {unknown}; choose from {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision(s) {unknown}; choose from {', '.join(VARIANT_PRECISIONS)}")
     reports = []
     for precision in precisions:
         shutil.rmtree(manifest.root / precision, ignore_errors=True)

@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
-from moce.model.plan import IMAGE, RESTORED, AdapterStep, SegmentStep, Step
+from moce.model.plan import AdapterStep, SegmentStep, Step
+from moce.names import EXPERT_INPUTS, EXPERT_OUTPUT, IMAGE, RESTORED, probs_name, route_name
 
 
 class _Builder:

@@ -14,13 +14,17 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from moce.export.names import BATCH_DIM, EXPERT_INPUTS, EXPERT_OUTPUT, image_axes
 from moce.export.patches import export_form
 from moce.export.shapes import propagate_symbolic_dims
+from moce.files import write_bytes_atomic
 from moce.model.global_stats import TileSegments
 from moce.model.network import ComplexityExpert, MoCEIR
-from moce.model.plan import (
+from moce.model.plan import SegmentStep, tensor_levels
+from moce.names import (
+    BATCH_DIM,
     CORE_MASK,
+    EXPERT_INPUTS,
+    EXPERT_OUTPUT,
     FREQ_EMB,
     IMAGE,
     IMAGE_STATS,
@@ -29,8 +33,7 @@ from moce.model.plan import (
     TILE_STATS,
     USE_IMAGE_STATS,
     AdapterTensors,
-    SegmentStep,
-    tensor_levels,
+    image_axes,
 )
 
 DEFAULT_OPSET = 17
@@ -176,7 +179,6 @@ def export_expert(
 
 def save(model: onnx.ModelProto, path: Path) -> int:
     """Write ``model`` and return its size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = model.SerializeToString()
-    path.write_bytes(data)
+    write_bytes_atomic(path, data)
     return len(data)

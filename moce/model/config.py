@@ -12,16 +12,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from moce.errors import ConfigError, InputError
-
-MIN_SIDE = 8
-"""Smallest image side we accept: reflect padding to a multiple of 8 needs a side > pad."""
+from moce.errors import ConfigError
+from moce.imageio import check_min_side
 
 
 def padding_for(height: int, width: int, multiple: int) -> tuple[int, int]:
     """Bottom/right reflect padding that makes both sides multiples of ``multiple``."""
-    if min(height, width) < MIN_SIDE:
-        raise InputError(f"image is {width}x{height}; both sides must be at least {MIN_SIDE} pixels")
+    check_min_side("image", width, height)
     return (-height) % multiple, (-width) % multiple
 
 

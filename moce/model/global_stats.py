@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from moce.model.layers import ChannelAttention, FrequencyEmbedding, gram_cosine
 from moce.model.network import MoCEIR, Router
-from moce.model.plan import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
 from moce.model.rewrite import Rewrite, rewritten
+from moce.names import CORE_MASK, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
 
 
 class TileStatistics(nn.Module):

@@ -27,17 +27,8 @@ from moce.model.layers import (
     OverlapPatchEmbed,
     Upsample,
 )
-from moce.model.plan import (
-    FREQ_EMB,
-    IMAGE,
-    RESTORED,
-    AdapterStep,
-    AdapterTensors,
-    build_plan,
-    first_adapter_of_level,
-    skip_name,
-    walk,
-)
+from moce.model.plan import AdapterStep, build_plan, first_adapter_of_level, walk
+from moce.names import FREQ_EMB, IMAGE, RESTORED, AdapterTensors, skip_name
 from moce.routing import Routing, RowOps, dispatch, route
 
 

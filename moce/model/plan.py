@@ -8,51 +8,11 @@ exporter, the manifest and every runtime walk this same list of named tensors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from moce.model.config import MoCEConfig
-
-IMAGE = "image"
-RESTORED = "restored"
-FREQ_EMB = "freq_emb"
-# tile segments (see moce.model.global_stats): inputs beside the plan tensors, and their extra output
-CORE_MASK = "core_mask"
-USE_IMAGE_STATS = "use_image_stats"
-IMAGE_STATS = "image_stats"
-TILE_STATS = "tile_stats"
-TILE_INPUTS = (CORE_MASK, USE_IMAGE_STATS, IMAGE_STATS)
-
-
-def skip_name(level: int) -> str:
-    return f"skip{level}"
-
-
-@dataclass(frozen=True)
-class AdapterTensors:
-    """Names of the tensors around adapter ``index``."""
-
-    index: int
-
-    @property
-    def shortcut(self) -> str:
-        return f"shortcut{self.index}"
-
-    @property
-    def adapter_in(self) -> str:
-        return f"adapter_in{self.index}"
-
-    @property
-    def shared(self) -> str:
-        return f"shared{self.index}"
-
-    @property
-    def logits(self) -> str:
-        return f"router_logits{self.index}"
-
-    @property
-    def adapter_out(self) -> str:
-        return f"adapter_out{self.index}"
+from moce.names import FREQ_EMB, IMAGE, RESTORED, AdapterTensors, skip_name
 
 
 @dataclass(frozen=True)
@@ -163,7 +123,3 @@ def walk(
         for name in [n for n in env if last.get(n, -1) == i]:
             del env[name]
     return env
-
-
-def plan_to_dict(plan: list[Step]) -> list[dict]:
-    return [{"kind": "segment" if isinstance(s, SegmentStep) else "adapter", **asdict(s)} for s in plan]

@@ -1,7 +1,8 @@
 """``manifest.json``: everything a runtime needs to execute a model package without PyTorch.
 
-The manifest is parsed into typed records (:class:`Manifest` and the entries below it); a
-malformed one is refused with one :class:`PackageError` listing what is wrong, before any work.
+The schema is declared once, as the records below: the writer builds them, and the reader
+converts the JSON into them with msgspec (strict types; every failing field named); a malformed
+manifest is refused with one :class:`PackageError` listing what is wrong, before any work.
 The JSON layout is schema version 1; a package of another version is refused with the command
 that re-exports it.
 
@@ -15,41 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
-import typing
+import re
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from typing import Any
 
+import msgspec
 import onnx
 
 from moce.errors import PackageError, listed
 from moce.files import write_bytes_atomic
-from moce.model.config import MIN_SIDE, MoCEConfig
+from moce.model.config import MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
+from moce.names import MIN_SIDE, tile_segment_graph
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-
-CONDITIONAL_GRAPH = "conditional"
-"""The whole network with ``If`` nodes choosing the experts (one image per call)."""
-DENSE_GRAPH = "dense"
-"""The whole network running every expert, weighted by the one-hot top-k gate."""
-WHOLE_GRAPHS = (CONDITIONAL_GRAPH, DENSE_GRAPH)
-
-
-def segment_graph(index: int) -> str:
-    return f"segment{index}"
-
-
-def tile_segment_graph(index: int) -> str:
-    """Segment ``index`` for tiles that share image-wide sums (see moce.model.global_stats)."""
-    return f"tile_segment{index}"
-
-
-def expert_graph(adapter: int, expert: int) -> str:
-    return f"adapter{adapter}.expert{expert}"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -162,7 +145,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, root: Path, data: Any) -> Manifest:
-        """Parse ``data`` (a decoded manifest.json); every problem is collected into one error."""
+        """Parse ``data`` (a decoded manifest.json) with msgspec against the records above; every
+        field that fails is named, and all of them are reported in one error."""
         where = root / MANIFEST
         if not isinstance(data, dict):
             raise PackageError(f"{where}: a manifest is a JSON object, this is a {type(data).__name__}")
@@ -172,39 +156,32 @@ class Manifest:
                 "re-export the package from its checkpoint with `moce export CKPT -o PKG`"
             )
         problems: list[str] = []
-        raw_plan = data.get("plan")
-        plan: list[SegmentEntry | AdapterEntry] = []
-        if not isinstance(raw_plan, list):
-            problems.append(f"plan: expected a list, got {_kind(raw_plan)}")
-        else:
-            for i, item in enumerate(raw_plan):
-                kind = item.get("kind") if isinstance(item, dict) else None
-                entry_type = {"segment": SegmentEntry, "adapter": AdapterEntry}.get(kind)
-                if entry_type is None:
-                    problems.append(f"plan[{i}].kind: expected 'segment' or 'adapter', got {kind!r}")
-                else:
-                    plan.append(_parse(entry_type, item, f"plan[{i}]", problems))
+        field = lambda kind, name, default=None: _convert(kind, data.get(name, default), name, problems)  # noqa: E731
+        precisions = field(dict[str, dict[str, Any]], "precisions", {}) or {}
         manifest = cls(
             root=root,
-            config_data=_parse(dict[str, Any], data.get("config"), "config", problems),
-            opset=_parse(int, data.get("opset"), "opset", problems),
-            input=_parse(dict[str, Any], data.get("input"), "input", problems),
-            graph_entries=_parse(dict[str, GraphEntry], data.get("graphs"), "graphs", problems),
-            plan_entries=plan,
-            weights=_parse(FileEntry | None, data.get("weights"), "weights", problems),
-            precisions=_parse(dict[str, Variant], data.get("precisions", {}), "precisions", problems),
-            engines=_parse(list[EngineEntry], data.get("engines", []), "engines", problems),
+            config_data=field(dict[str, Any], "config"),
+            opset=field(int, "opset"),
+            input=field(dict[str, Any], "input"),
+            graph_entries=_graph_map(data.get("graphs"), "graphs", problems),
+            plan_entries=_plan(data.get("plan"), problems),
+            weights=field(FileEntry | None, "weights"),
+            precisions={
+                p: Variant(_graph_map(v.get("graphs"), f"precisions.{p}.graphs", problems))
+                for p, v in precisions.items()
+            },
+            engines=field(list[EngineEntry], "engines", []) or [],
             info={k: v for k, v in data.items() if k not in TYPED},
             key_order=list(data),
         )
         if not problems:
-            problems += manifest._check()
+            problems += manifest.check()
         if problems:
             raise PackageError(f"{where}: malformed manifest: {listed(problems, 5)}")
         return manifest
 
-    def _check(self) -> list[str]:
-        """Cross-field rules the types alone do not carry."""
+    def check(self) -> list[str]:
+        """Cross-field rules the types alone do not carry (also run on a package the writer builds)."""
         problems = [f"{where}: {why}" for where, entry in self._files() if (why := unsafe_path(entry.file))]
         try:
             MoCEConfig.from_dict(self.config_data)
@@ -427,71 +404,49 @@ def _plain(record: Any) -> Any:
     return {k: v for k, v in asdict(record).items() if v is not None}
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _parse(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
-    """``value`` as ``kind`` (a dataclass, list[...], dict[str, ...], a union, int, float, str, Any);
-    a mismatch is appended to ``problems`` and parsing goes on with what it could read."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if kind is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for option in args:
-            if option is type(None) and value is None:
-                return None
-        for option in args:
-            if _matches(option, value):
-                return _parse(option, value, where, problems)
-        problems.append(f"{where}: expected {' or '.join(_name(a) for a in args)}, got {_kind(value)}")
+def _convert(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """``value`` as ``kind`` (msgspec, strict: no bool for int, no string for a number); a mismatch is
+    appended to ``problems`` as ``field.path: what``, and None stands in for the value."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        problems.append(_field_error(where, str(exc)))
         return None
-    if origin is list:
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {_kind(value)}")
-            return []
-        return [_parse(args[0], v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected an object, got {_kind(value)}")
-            return {}
-        return {k: _parse(args[1], v, f"{where}.{k}", problems) for k, v in value.items()}
-    if is_dataclass(kind):
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected an object, got {_kind(value)}")
-            return None
-        hints = typing.get_type_hints(kind)
-        values = {}
-        for f in fields(kind):
-            if f.name not in value:
-                if f.default is MISSING and f.default_factory is MISSING:
-                    problems.append(f"{where}.{f.name}: missing")
-                    values[f.name] = None
-                continue
-            values[f.name] = _parse(hints[f.name], value[f.name], f"{where}.{f.name}", problems)
-        return kind(**values)
-    if not _matches(kind, value):
-        problems.append(f"{where}: expected {_name(kind)}, got {_kind(value)} {value!r:.40}")
-        return value
-    return float(value) if kind is float else value
 
 
-def _matches(kind: Any, value: Any) -> bool:
-    if kind is Any:
-        return True
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind in (str, bool):
-        return isinstance(value, kind)
-    origin = typing.get_origin(kind)
-    if origin is list:
-        return isinstance(value, list)
-    if origin is dict or is_dataclass(kind):
-        return isinstance(value, dict)
-    return False
+def _field_error(where: str, message: str) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.plan[0].index``` as ``plan[0].index: expected int, got str``."""
+    text, _, path = message.partition(" - at `$")
+    path = where + path.rstrip("`")
+    missing = re.fullmatch(r"Object missing required field `(.+)`", text)
+    if missing:
+        return f"{path}.{missing.group(1)}: missing"
+    text = text.replace("`", "").replace("got null", "got nothing")
+    return f"{path}: {text[:1].lower()}{text[1:]}"
 
 
-def _name(kind: Any) -> str:
-    return "null" if kind is type(None) else getattr(kind, "__name__", str(kind))
+def _graph_map(value: Any, where: str, problems: list[str]) -> dict[str, GraphEntry]:
+    """A ``{name: graph}`` object, each entry converted on its own so that errors name the graph."""
+    graphs = _convert(dict[str, Any], value, where, problems) or {}
+    converted = {name: _convert(GraphEntry, entry, f"{where}.{name}", problems) for name, entry in graphs.items()}
+    return {name: entry for name, entry in converted.items() if entry is not None}
+
+
+PLAN_KINDS: dict[str, type[SegmentEntry] | type[AdapterEntry]] = {"segment": SegmentEntry, "adapter": AdapterEntry}
+
+
+def _plan(value: Any, problems: list[str]) -> list[SegmentEntry | AdapterEntry]:
+    """The plan's steps, each converted to the record its ``kind`` names."""
+    if not isinstance(value, list):
+        problems.append(f"plan: expected a list, got {'nothing' if value is None else type(value).__name__}")
+        return []
+    steps = []
+    for i, item in enumerate(value):
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if kind not in PLAN_KINDS:
+            problems.append(f"plan[{i}].kind: expected 'segment' or 'adapter', got {kind!r}")
+            continue
+        step = _convert(PLAN_KINDS[kind], item, f"plan[{i}]", problems)
+        if step is not None:
+            steps.append(step)
+    return steps

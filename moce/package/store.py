@@ -1,22 +1,22 @@
-"""Resolving a model argument to a verified package: a folder as is, a checkpoint exported once into the cache."""
+"""The package cache: checkpoints and modules exported once, keyed by what decides their graphs."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moce import __version__
-from moce.data import DEFAULT_MODEL
-from moce.errors import PackageError
+from moce._version import __version__
 from moce.files import sha256_file
 from moce.package.manifest import MANIFEST, Manifest, load_manifest
+from moce.progress import Messages
 
 if TYPE_CHECKING:  # the writer needs PyTorch; a package folder does not
+    from moce.model.network import MoCEIR
     from moce.package.writer import Check
 
 GRAPH_LIBRARIES = ("torch", "onnx", "onnxslim")
@@ -27,29 +27,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MOCE_CACHE", Path.home() / ".cache" / "moce"))
 
 
-def resolve_package(
-    model: str | Path | None, progress: Callable[[str], None] | None = None, check: Check | None = None
-) -> Manifest:
-    """A package folder as is; a checkpoint exported once into the cache (see :func:`cached_package_path`).
-
-    ``check`` runs on a fresh export before it enters the cache (validation, which belongs to the
-    runtime: see ``moce.runtime.resolve``); if it raises, nothing is cached.
-    """
-    path = Path(model) if model else DEFAULT_MODEL
-    if path.is_dir():
-        manifest = load_manifest(path)
-    elif path.is_file():
-        manifest = _cached_export(path, progress, check)
-    else:
-        raise PackageError(f"{path}: no such model package or checkpoint")
-    manifest.verify_files()
-    return manifest
-
-
 @lru_cache(maxsize=1)
 def exporter_fingerprint() -> str:
     """SHA-256 of what decides an exported graph, 12 hex digits: the model, exporter and package
-    sources (plus ``moce/routing.py``) and the versions of :data:`GRAPH_LIBRARIES`.
+    sources (plus ``moce/routing.py`` and ``moce/names.py``) and the versions of :data:`GRAPH_LIBRARIES`.
 
     Development builds share a version number, and a library upgrade keeps it; this tells their
     exports apart.
@@ -61,6 +42,7 @@ def exporter_fingerprint() -> str:
         *(package / "export").glob("*.py"),
         *(package / "package").glob("*.py"),
         package / "routing.py",
+        package / "names.py",
     ]
     for source in sorted(sources):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
@@ -83,13 +65,36 @@ def cached_package_path(checkpoint: Path) -> Path:
     return cache_dir() / "packages" / name
 
 
-def _cached_export(checkpoint: Path, progress: Callable[[str], None] | None, check: Check | None) -> Manifest:
-    target = cached_package_path(checkpoint)
+def cached_export(checkpoint: Path, progress: Messages | None, check: Check | None) -> Manifest:
+    """``checkpoint``'s package in the cache, exported (and ``check``-ed: validation, which belongs
+    to the runtime, see ``moce.runtime.resolve``) on first use; if the check raises, nothing is cached."""
+    return _export_once(checkpoint, cached_package_path(checkpoint), progress, check)
+
+
+def cached_module_export(model: MoCEIR, progress: Messages | None, check: Check | None) -> Manifest:
+    """:func:`cached_export` for a ``MoCEIR`` module, keyed by its weights and configuration."""
+    return _export_once(model, cache_dir() / "packages" / f"module-{module_digest(model)}.moce", progress, check)
+
+
+def module_digest(model: MoCEIR) -> str:
+    """16 hex digits of SHA-256 over a module's configuration, weights, moce's version and the exporter."""
+    from safetensors.torch import save  # a module means PyTorch is here already
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    digest.update(save(state))
+    digest.update(f"{__version__}-{exporter_fingerprint()}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _export_once(source: Path | MoCEIR, target: Path, progress: Messages | None, check: Check | None) -> Manifest:
     if (target / MANIFEST).is_file():
         return load_manifest(target)
     if progress:
-        progress(f"exporting {checkpoint} into the cache at {target}")
+        progress(
+            f"exporting {'a MoCEIR module' if not isinstance(source, Path) else source} into the cache at {target}"
+        )
     # Exporting needs PyTorch and ONNX; a package folder needs neither, so this import waits until here.
     from moce.package.writer import ExportOptions, export_package
 
-    return export_package(checkpoint, target, ExportOptions(overwrite=True), check=check).manifest
+    return export_package(source, target, ExportOptions(overwrite=True), check=check).manifest

@@ -14,33 +14,58 @@ from typing import Any
 import onnx
 import torch
 
-from moce import __version__
+from moce._version import __version__
 from moce.errors import ExportError
 from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
 from moce.export.patches import export_form
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
 from moce.model.network import MoCEIR
-from moce.model.plan import AdapterStep, SegmentStep, plan_to_dict
-from moce.package.manifest import (
+from moce.model.plan import AdapterStep, SegmentStep
+from moce.names import (
     CONDITIONAL_GRAPH,
     DENSE_GRAPH,
-    SCHEMA_VERSION,
-    Manifest,
+    EXPERT_INPUTS,
+    EXPERT_OUTPUT,
     expert_graph,
-    input_spec,
     segment_graph,
-    sha256_bytes,
     tile_segment_graph,
 )
+from moce.package.manifest import (
+    AdapterEntry,
+    ExpertEntry,
+    FileEntry,
+    GraphEntry,
+    Manifest,
+    SegmentEntry,
+    TensorSpec,
+    input_spec,
+    sha256_bytes,
+)
+from moce.progress import Messages
 
 FLOPS_REFERENCE = (256, 256)
 WEIGHTS = "weights.safetensors"
 DEFAULT_SIZES = ((64, 64), (128, 96))
 DEFAULT_BATCHES = (1, 2)
-Progress = Callable[[str], None]
+KEY_ORDER = (
+    "schema_version",
+    "format",
+    "created_by",
+    "source",
+    "config",
+    "opset",
+    "input",
+    "output",
+    "routing",
+    "expert_interface",
+    "graphs",
+    "weights",
+    "plan",
+    "flops_reference",
+)
+"""The order of manifest.json's top-level keys as the writer lays them out."""
 Check = Callable[[Manifest, MoCEIR], Any]
 """Runs on the written package before it is moved into place (validation); its result is returned."""
 
@@ -69,31 +94,31 @@ class ExportResult:
         return [{"graph": n, **asdict(g)} for n, g in self.manifest.graph_entries.items()]
 
 
-def _graph_entry(name: str, file: str, model: onnx.ModelProto, data_size: int, data: bytes) -> dict[str, Any]:
-    def spec(values: Any) -> list[dict[str, Any]]:
+def _graph_entry(file: str, model: onnx.ModelProto, data: bytes) -> GraphEntry:
+    def spec(values: Any) -> list[TensorSpec]:
         return [
-            {
-                "name": v.name,
-                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-            }
+            TensorSpec(
+                v.name,
+                [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            )
             for v in values
         ]
 
-    return {
-        "file": file,
-        "inputs": spec(model.graph.input),
-        "outputs": spec(model.graph.output),
-        "bytes": data_size,
-        "nodes": len(model.graph.node),
-        "sha256": sha256_bytes(data),
-    }
+    return GraphEntry(
+        file=file,
+        sha256=sha256_bytes(data),
+        inputs=spec(model.graph.input),
+        outputs=spec(model.graph.output),
+        bytes=len(data),
+        nodes=len(model.graph.node),
+    )
 
 
-def _write_graph(root: Path, graphs: dict[str, Any], name: str, file: str, model: onnx.ModelProto) -> None:
+def _write_graph(root: Path, graphs: dict[str, GraphEntry], name: str, file: str, model: onnx.ModelProto) -> None:
     data = model.SerializeToString()
-    size = save(model, root / file)
-    graphs[name] = _graph_entry(name, file, model, size, data)
+    save(model, root / file)
+    graphs[name] = _graph_entry(file, model, data)
 
 
 def _segment_flops(model: MoCEIR, step: SegmentStep) -> int:
@@ -102,7 +127,7 @@ def _segment_flops(model: MoCEIR, step: SegmentStep) -> int:
     return count_flops(lambda: model.run_segment(step.index, env))
 
 
-def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
+def _plan_entries(model: MoCEIR, progress: Messages) -> list[SegmentEntry | AdapterEntry]:
     """The plan with graph names, expert descriptions and FLOPs per pixel (counted once, here).
 
     Counted on the exported forms, which is what the graphs run (the DFT-matrix spectral mixing;
@@ -111,30 +136,35 @@ def _plan_entries(model: MoCEIR, progress: Progress) -> list[dict[str, Any]]:
     model = export_form(model)
     pixels = FLOPS_REFERENCE[0] * FLOPS_REFERENCE[1]
     costs = {(c.adapter, c.expert): c for c in expert_costs(model, *FLOPS_REFERENCE)}
-    entries = []
-    for item, step in zip(plan_to_dict(model.plan), model.plan):
+    entries: list[SegmentEntry | AdapterEntry] = []
+    for step in model.plan:
         if isinstance(step, SegmentStep):
             progress(f"count FLOPs of segment {step.index}")
-            item.update(graph=segment_graph(step.index), flops_per_pixel=_segment_flops(model, step) / pixels)
-        else:
-            assert isinstance(step, AdapterStep)
-            item.update(
-                top_k=model.config.top_k,
-                experts=[
-                    {
-                        "expert": e,
-                        "graph": expert_graph(step.index, e),
-                        "rank": c.rank,
-                        "patch_size": c.patch_size,
-                        "params": c.params,
-                        "complexity": c.complexity,
-                        "flops_per_pixel": c.flops / pixels,
-                    }
-                    for e in range(model.config.num_experts)
-                    for c in [costs[(step.index, e)]]
-                ],
+            flops = _segment_flops(model, step) / pixels
+            entries.append(
+                SegmentEntry(
+                    "segment", step.index, list(step.inputs), list(step.outputs), segment_graph(step.index), flops
+                )
             )
-        entries.append(item)
+            continue
+        assert isinstance(step, AdapterStep)
+        experts = [
+            ExpertEntry(e, expert_graph(step.index, e), c.rank, c.patch_size, c.params, c.complexity, c.flops / pixels)
+            for e in range(model.config.num_experts)
+            for c in [costs[(step.index, e)]]
+        ]
+        entries.append(
+            AdapterEntry(
+                "adapter",
+                step.index,
+                step.level,
+                step.logits,
+                list(step.inputs),
+                step.output,
+                model.config.top_k,
+                experts,
+            )
+        )
     return entries
 
 
@@ -157,11 +187,11 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
 
 
 def write_package(
-    model: MoCEIR, out_dir: Path, source: dict[str, Any], options: ExportOptions, progress: Progress
+    model: MoCEIR, out_dir: Path, source: dict[str, Any], options: ExportOptions, progress: Messages
 ) -> Manifest:
     """Export every graph into ``out_dir`` (a fresh folder) and write the manifest."""
     config = model.config
-    graphs: dict[str, Any] = {}
+    graphs: dict[str, GraphEntry] = {}
     segments, experts = {}, {}
     for step in model.plan:
         if isinstance(step, SegmentStep):
@@ -176,7 +206,7 @@ def write_package(
                 _write_graph(
                     out_dir, graphs, tile_segment_graph(step.index), f"tiles/segment{step.index}.onnx", tile_graph
                 )
-                graphs[tile_segment_graph(step.index)]["stats_size"] = size
+                graphs[tile_segment_graph(step.index)].stats_size = size
         else:
             for e in range(config.num_experts):
                 progress(f"export adapter {step.index} expert {e}")
@@ -214,35 +244,36 @@ def write_package(
             compose_dense(plan, segments, experts, config.in_channels, config.num_experts, config.top_k),
         )
         notes["dense"] = "runs every expert, weighted by the one-hot top-k gate; any batch size"
-    data = {
-        "schema_version": SCHEMA_VERSION,
-        "format": "moce-onnx-package",
-        "created_by": _versions(),
-        "source": source,
-        "config": config.to_dict(),
-        "opset": options.opset,
-        "input": input_spec(config),
-        "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
-        "routing": {
-            "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
-            "top_k": config.top_k,
-            "forms": notes,
+    manifest = Manifest(
+        root=out_dir,
+        config_data=json.loads(json.dumps(config.to_dict())),  # tuples as the JSON lists a reader sees
+        opset=options.opset,
+        input=input_spec(config),
+        graph_entries=graphs,
+        plan_entries=_plan_entries(model, progress),
+        weights=FileEntry(WEIGHTS, sha256_bytes((out_dir / WEIGHTS).read_bytes()), "safetensors"),
+        info={
+            "format": "moce-onnx-package",
+            "created_by": _versions(),
+            "source": source,
+            "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
+            "routing": {
+                "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
+                "top_k": config.top_k,
+                "forms": notes,
+            },
+            "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
+            "flops_reference": {
+                "height": FLOPS_REFERENCE[0],
+                "width": FLOPS_REFERENCE[1],
+                "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
+            },
         },
-        "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
-        "graphs": graphs,
-        "weights": {
-            "file": WEIGHTS,
-            "sha256": sha256_bytes((out_dir / WEIGHTS).read_bytes()),
-            "format": "safetensors",
-        },
-        "plan": _plan_entries(model, progress),
-        "flops_reference": {
-            "height": FLOPS_REFERENCE[0],
-            "width": FLOPS_REFERENCE[1],
-            "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
-        },
-    }
-    manifest = Manifest.from_dict(out_dir, json.loads(json.dumps(data)))  # parsed as a reader will see it
+        key_order=list(KEY_ORDER),
+    )
+    problems = manifest.check()
+    if problems:
+        raise ExportError(f"{out_dir}: the exported manifest breaks its own schema: {'; '.join(problems)}")
     manifest.write()
     return manifest
 
@@ -251,7 +282,7 @@ def export_package(
     checkpoint: str | Path | MoCEIR,
     out_dir: str | Path,
     options: ExportOptions | None = None,
-    progress: Progress | None = None,
+    progress: Messages | None = None,
     check: Check | None = None,
 ) -> ExportResult:
     """Export every graph of ``checkpoint`` into the package ``out_dir``; ``check`` (validation)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from moce._lazy import require
 from moce.errors import InputError, MissingDependencyError, MoceError
-from moce.package.manifest import CONDITIONAL_GRAPH, DENSE_GRAPH, Manifest
+from moce.names import CONDITIONAL_GRAPH, DENSE_GRAPH, GRAPH_PRECISIONS, PRECISIONS
+from moce.package.manifest import Manifest
 from moce.runtime.runners import ORT_HINT, GraphRunner, OnnxRuntimeRunner, TorchRunner
-from moce.runtime.tensorrt import TensorRTRunner, import_tensorrt
+from moce.runtime.tensorrt_runner import TensorRTRunner, import_tensorrt
 
 
 def nvidia_gpu_present() -> bool:
@@ -111,9 +112,6 @@ def _auto_torch(manifest: Manifest, device: str | None, precision: str) -> str |
     return None
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
-"""What the package's ONNX graphs come in (``moce build-engine``); bf16 is the torch backend's alone."""
 BACKENDS: dict[str, Backend] = {  # in the order ``auto`` tries them
     "tensorrt": Backend("tensorrt", GRAPH_PRECISIONS, _make_tensorrt, _auto_tensorrt, routings=("split",)),
     "onnxruntime": Backend("onnxruntime", GRAPH_PRECISIONS, _make_onnxruntime, _auto_onnxruntime),

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from moce.export.names import probs_name, route_name
-from moce.model.plan import IMAGE, RESTORED, AdapterStep, SegmentStep, walk
+from moce.model.plan import AdapterStep, SegmentStep, walk
+from moce.names import IMAGE, RESTORED, probs_name, route_name
 
 Tensor = Any  # torch.Tensor; torch is imported by the callers (the torch backend only)
 

@@ -8,23 +8,27 @@ from typing import Any
 import numpy as np
 
 from moce.errors import PackageError
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT, probs_name, route_name
-from moce.model.plan import (
+from moce.model.plan import AdapterStep, SegmentStep, walk
+from moce.names import (
     CORE_MASK,
+    EXPERT_INPUTS,
+    EXPERT_OUTPUT,
     IMAGE,
     IMAGE_STATS,
     RESTORED,
+    ROUTING_MODES,
     TILE_STATS,
     USE_IMAGE_STATS,
-    AdapterStep,
-    SegmentStep,
-    walk,
+    WHOLE_GRAPHS,
+    expert_graph,
+    probs_name,
+    route_name,
+    segment_graph,
+    tile_segment_graph,
 )
-from moce.package.manifest import WHOLE_GRAPHS, Manifest, expert_graph, segment_graph, tile_segment_graph
+from moce.package.manifest import Manifest
 from moce.routing import Routing, dispatch, route
 from moce.runtime.runners import GraphRunner
-
-ROUTING_MODES = ("split", *WHOLE_GRAPHS)  # the whole-network modes run the graphs of those names
 
 
 @dataclass

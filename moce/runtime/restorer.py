@@ -31,6 +31,17 @@ class RestoreOptions:
         return self.tile_passes if self.route_per == "image" else 1
 
 
+def check_restore_options(options: RestoreOptions, multiple: int) -> None:
+    """Refuse option values no run could use (before any backend loads, where the caller can)."""
+    if options.route_per not in ROUTE_PER:
+        raise InputError(f"--route-per must be one of {', '.join(ROUTE_PER)}, got {options.route_per}")
+    if options.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {options.batch}")
+    check_tiling(options.tile, options.overlap, multiple)
+    if options.tile_passes < 1:
+        raise InputError(f"--tile-passes must be at least 1, got {options.tile_passes}")
+
+
 @dataclass
 class ImageResult:
     """One restored image with the routing it used and the expert work it did.
@@ -47,6 +58,7 @@ class ImageResult:
     expert_flops: float = 0.0
     dense_expert_flops: float = 0.0
     tile_routes: list[list[list[int]]] = field(default_factory=list)
+    seconds: float = 0.0  # restoring time (set by the caller that timed it)
 
 
 def _routes(rows: list[Routing]) -> tuple[list[list[int]], list[list[float]]]:
@@ -68,13 +80,7 @@ class Restorer:
         self.executor = executor
         self.options = options
         self.multiple = executor.manifest.size_multiple
-        if options.route_per not in ROUTE_PER:
-            raise InputError(f"--route-per must be one of {ROUTE_PER}, got {options.route_per!r}")
-        if options.batch < 1:
-            raise InputError(f"--batch must be at least 1, got {options.batch}")
-        check_tiling(options.tile, options.overlap, self.multiple)
-        if options.tile_passes < 1:
-            raise InputError(f"--tile-passes must be at least 1, got {options.tile_passes}")
+        check_restore_options(options, self.multiple)
         self.expert_flops_pp = executor.manifest.expert_flops_per_pixel()
 
     def tile_count(self, image: np.ndarray) -> int:

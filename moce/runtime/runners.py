@@ -18,16 +18,18 @@ import numpy as np
 
 from moce._lazy import require
 from moce.errors import PackageError
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.model.plan import IMAGE, AdapterStep, SegmentStep
-from moce.package.manifest import (
+from moce.model.plan import AdapterStep, SegmentStep
+from moce.names import (
     CONDITIONAL_GRAPH,
     DENSE_GRAPH,
-    Manifest,
+    EXPERT_INPUTS,
+    EXPERT_OUTPUT,
+    IMAGE,
     expert_graph,
     segment_graph,
     tile_segment_graph,
 )
+from moce.package.manifest import Manifest
 from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_conditional, capture_cuda
 from moce.runtime.device_routing import Branches, HostBranches, conditional_nodes_missing, routed_forward
 from moce.runtime.ort_layout import enter_blocked_layout, fold_reorder_transposes

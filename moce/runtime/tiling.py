@@ -28,6 +28,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def check_tiling(tile: int, overlap: int, multiple: int) -> None:
+    if tile < multiple:
+        raise InputError(f"--tile must be a positive multiple of {multiple}, got {tile}")
     if tile % multiple:
         raise InputError(f"--tile must be a multiple of {multiple}, got {tile}")
     if not 0 <= overlap < tile // 2:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,8 +16,9 @@ import torch
 
 from moce.errors import ValidationError
 from moce.model.network import MoCEIR
-from moce.package.manifest import WHOLE_GRAPHS, Manifest
-from moce.package.writer import DEFAULT_BATCHES, DEFAULT_SIZES, ExportOptions, ExportResult, export_package
+from moce.names import WHOLE_GRAPHS
+from moce.package.manifest import Manifest
+from moce.package.writer import DEFAULT_BATCHES, DEFAULT_SIZES, ExportOptions
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
 
@@ -26,7 +26,7 @@ FORBIDDEN_OPS = frozenset({"DFT", "STFT", "Loop", "Scan"})
 
 
 @dataclass
-class CaseResult:
+class ValidationCase:
     mode: str
     batch: int
     height: int
@@ -37,7 +37,7 @@ class CaseResult:
 
 @dataclass
 class ValidationReport:
-    cases: list[CaseResult] = field(default_factory=list)
+    cases: list[ValidationCase] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def max_error(self, mode: str | None = None) -> float:
@@ -84,7 +84,7 @@ def _compare(
     err = float(np.abs(got.restored - ref).max())
     routes = np.stack([r.experts for r in got.routings], axis=1)
     same = routes.shape == ref_routes.shape and bool(np.array_equal(routes, ref_routes))
-    report.cases.append(CaseResult(mode, b, h, w, err, same))
+    report.cases.append(ValidationCase(mode, b, h, w, err, same))
     if not np.isfinite(err) or err > atol:
         report.failures.append(f"{label}: max abs error {err:.3g} > {atol:g}")
     if not same:
@@ -137,25 +137,6 @@ def validate_package(
                         continue
                     _compare(report, mode, image, got, ref.numpy(), ref_routes, atol)
     return report
-
-
-def export_and_validate(
-    checkpoint: str | Path | MoCEIR,
-    out_dir: str | Path,
-    options: ExportOptions | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ExportResult:
-    """``moce export``: write the package, validate it (unless ``options.validate`` is off) and record
-    the outcome in its manifest; raises :class:`ValidationError` listing every failure.
-
-    A package that fails validation is still moved into place, so that it can be inspected.
-    """
-    options = options or ExportOptions()
-    check = validation_check(options, progress) if options.validate else None
-    result = export_package(checkpoint, out_dir, options, progress, check)
-    if result.report is not None:
-        result.report.raise_if_failed()
-    return result
 
 
 def validation_check(

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from moce.model.network import MoCEIR, TorchRows
-from moce.model.plan import IMAGE, RESTORED, AdapterStep, walk
+from moce.model.plan import AdapterStep, walk
+from moce.names import IMAGE, RESTORED
 
 
 def importance_loss(probs: Tensor, complexity: Tensor) -> Tensor:

@@ -82,3 +82,17 @@ def test_listing_on_a_pyarrow_file_system_matches_the_local_one(tmp_path):
     assert list_inputs(filesystem, path / "img0.png", False, ()) == (root, [root / "img0.png"], [])
     with pytest.raises(InputError, match="no such file or folder on local"):
         list_inputs(filesystem, path / "missing", False, ())
+
+
+def test_ray_workers_restore_tiled_images_at_fp16_as_a_local_run_does(tmp_path, tiny_variants, local_ray):
+    (tmp_path / "in").mkdir()
+    image = (np.random.default_rng(9).random((72, 88, 3)) * 255).astype(np.uint8)  # larger than a tile
+    cv2.imwrite(str(tmp_path / "in" / "big.png"), image)
+    options = ["-m", str(tiny_variants.manifest.root), "--backend", "onnxruntime", "--precision", "fp16"]
+    options += ["--tile", "32", "--overlap", "8", "--threads", "1"]
+    local = CliRunner().invoke(app, ["restore", str(tmp_path / "in"), str(tmp_path / "local"), *options])
+    assert local.exit_code == 0, local.output
+    args = ["restore", str(tmp_path / "in"), str(tmp_path / "ray"), *options, "--cluster", "local", "--workers", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output  # was: "no fp16 graph 'tile_segment0'", exit 1
+    assert (tmp_path / "ray" / "big.png").read_bytes() == (tmp_path / "local" / "big.png").read_bytes()

@@ -330,7 +330,9 @@ def test_whole_network_routing_refuses_images_that_need_tiles_before_work(tmp_pa
     src = tmp_path / "in"
     src.mkdir()
     cv2.imwrite(str(src / "big.png"), np.zeros((40, 80, 3), np.uint8))
-    job = RestoreJob(src, tmp_path / "out", model=tiny_pkg.root, options=RestoreOptions(routing="dense", tile=64))
+    job = RestoreJob(
+        src, tmp_path / "out", model=tiny_pkg.root, options=RestoreOptions(routing="dense", tile=64, overlap=8)
+    )
     with pytest.raises(InputError, match=r"big.png: 80x40 needs tiles \(--tile 64\).*--routing split"):
         restore(job)
     assert not (tmp_path / "out").exists()

@@ -147,7 +147,7 @@ def test_same_sized_images_of_several_requests_run_as_one_batch(tiny_pkg):
     service = ImageService(load_manifest(tiny_pkg.root), ServeOptions(backend="onnxruntime", max_batch_size=8))
     image = np.zeros((2, 16, 16, 3), np.uint8)
     service.restore([(image, "a"), (image, "b"), (image[:1], "c")])
-    batches = [batch for graph, batch in service.choice.runner.calls if graph.startswith("segment")]
+    batches = [batch for graph, batch in service.session.choice.runner.calls if graph.startswith("segment")]
     assert set(batches) == {5}
     service.close()
 

@@ -1,9 +1,9 @@
-"""A test double of the TensorRT calls moce makes (moce/engines/tensorrt.py).
+"""A test double of the TensorRT calls moce makes (moce/engines/tensorrt_builder.py).
 
 It proves moce's logic around TensorRT (profiles, caching, engine records in the manifest, staleness), not
 TensorRT itself: "engines" are JSON records of what the builder was asked to do. Each class names the
 TensorRT class it stands for (``trt_class``); its public names are only the members listed for that class
-in ``moce.runtime.tensorrt.TENSORRT_API`` (checked against the real bindings), so the double cannot
+in ``moce.runtime.tensorrt_runner.TENSORRT_API`` (checked against the real bindings), so the double cannot
 invent API. Its own state is private, apart from ``TEST_STATE``, which only tests read or set.
 """
 
@@ -227,7 +227,7 @@ def _view(address: int, shape: tuple, dtype) -> np.ndarray:
 
 
 class CpuStream:
-    """A stand-in for moce.runtime.tensorrt.CudaStream on the CPU, that checks stream order: a tensor
+    """A stand-in for moce.runtime.tensorrt_runner.CudaStream on the CPU, that checks stream order: a tensor
     the caller made on its own stream may be read only after :meth:`wait_for_caller`."""
 
     by_handle: dict[int, CpuStream] = {}

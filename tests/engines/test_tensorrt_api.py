@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from moce.runtime.tensorrt import TENSORRT_API
+from moce.runtime.tensorrt_runner import TENSORRT_API
 from tests.engines.fake_tensorrt import DOUBLES, FakeTensorRT
 
 ROOT = Path(__file__).parents[2]
 WHEELS = Path(os.environ.get("MOCE_TEST_WHEELS", Path.home() / ".cache" / "moce-test" / "wheels"))
-MOCE_TRT_MODULES = (ROOT / "moce" / "engines" / "tensorrt.py", ROOT / "moce" / "runtime" / "tensorrt.py")
+MOCE_TRT_MODULES = (ROOT / "moce" / "engines" / "tensorrt_builder.py", ROOT / "moce" / "runtime" / "tensorrt_runner.py")
 
 
 def _fetch(series: str) -> Path:

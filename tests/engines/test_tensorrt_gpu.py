@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from moce.engines.build import BuildOptions, build
-from moce.engines.tensorrt import Profile
+from moce.engines.tensorrt_builder import Profile
 from moce.package.manifest import load_manifest
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from moce.engines.build import BuildOptions, build
-from moce.engines.tensorrt import Profile, build_engines
+from moce.engines.tensorrt_builder import Profile, build_engines
 from moce.errors import MissingDependencyError, PackageError
-from moce.package.manifest import WHOLE_GRAPHS, load_manifest
-from moce.runtime.tensorrt import check_engines
+from moce.names import WHOLE_GRAPHS
+from moce.package.manifest import load_manifest
+from moce.runtime.tensorrt_runner import check_engines
 from tests.engines.fake_tensorrt import FakeTensorRT
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
@@ -86,7 +88,7 @@ def test_parse_failures_are_reported(pkg, tmp_path):
 
 
 def test_without_tensorrt_the_onnx_variants_still_complete(pkg, monkeypatch):
-    import moce.engines.tensorrt as trt_module
+    import moce.engines.tensorrt_builder as trt_module
 
     def missing():
         raise MissingDependencyError("TensorRT is not installed; pip install 'moce[trt]'")
@@ -96,3 +98,39 @@ def test_without_tensorrt_the_onnx_variants_still_complete(pkg, monkeypatch):
     assert "moce[trt]" in result.tensorrt_error
     assert (pkg.root / "fp16" / "segment0.onnx").is_file()
     load_manifest(pkg.root).verify_files()
+
+
+def test_a_killed_engine_cache_write_leaves_nothing_that_is_reused(pkg, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    trt = FakeTensorRT()
+    real = Path.write_bytes
+
+    def killed(path, data):  # the process dies halfway through writing an engine
+        if path.name.endswith(".part") and ".engine." in path.name and not path.name.endswith(".json.part"):
+            real(path, data[: len(data) // 2])
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert list(cache.glob("*.engine")) == [] and list(cache.glob("*.part")) == []
+    built = len(trt.builds)
+    build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
+    assert len(trt.builds) > built  # rebuilt, not taken from a half-written file
+    load_manifest(pkg.root).verify_files()
+
+
+def test_a_cached_engine_that_differs_from_its_record_is_rebuilt(pkg, tmp_path):
+    cache = tmp_path / "cache"
+    trt = FakeTensorRT()
+    build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
+    built = len(trt.builds)
+    victim = sorted(cache.glob("*.engine"))[0]
+    victim.write_bytes(victim.read_bytes()[:-7])  # truncated behind moce's back
+    build_engines(pkg, "fp32", Profile(), 1 << 30, cache, trt=trt, gpu=GPU)
+    assert len(trt.builds) == built + 1  # that engine alone is built again
+    recorded = load_manifest(pkg.root)
+    recorded.verify_files()
+    assert all((recorded.root / e.file).stat().st_size > 7 for e in recorded.engines)

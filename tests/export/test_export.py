@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from moce.apps.export import export_and_validate
 from moce.cli.main import app
 from moce.errors import ExportError, PackageError, ValidationError
 from moce.model import MoCEIR, derive_config, load_checkpoint
@@ -18,7 +19,7 @@ from moce.package.manifest import load_manifest
 from moce.package.writer import ExportOptions, export_package
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
-from moce.runtime.validate import export_and_validate, ops_in, validate_package
+from moce.runtime.validate import ops_in, validate_package
 from tests.conftest import manifest as golden_manifest
 
 

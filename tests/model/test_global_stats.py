@@ -8,7 +8,8 @@ import torch
 
 from moce.model.global_stats import TileSegments
 from moce.model.network import torch_groups
-from moce.model.plan import CORE_MASK, IMAGE, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS, SegmentStep
+from moce.model.plan import SegmentStep
+from moce.names import CORE_MASK, IMAGE, IMAGE_STATS, TILE_STATS, USE_IMAGE_STATS
 from moce.routing import route
 
 

@@ -49,14 +49,17 @@ def _set(path: list, value):  # noqa: ANN202
     [
         (_set(["input", "size_multiple"], 0), "input.size_multiple: expected a positive integer"),
         (_set(["graphs", "segment0", "file"], None), "graphs.segment0.file: expected str, got nothing"),
-        (_set(["graphs", "segment0", "sha256"], 7), "graphs.segment0.sha256: expected str"),
-        (_set(["plan", 1, "experts"], "four"), "plan[1].experts: expected a list"),
+        (_set(["graphs", "segment0", "sha256"], 7), "graphs.segment0.sha256: expected str, got int"),
+        (_set(["plan", 1, "experts"], "four"), "plan[1].experts: expected array, got str"),
         (_set(["plan", 0, "kind"], "loop"), "plan[0].kind: expected 'segment' or 'adapter'"),
         (_set(["plan", 0, "graph"], "segment99"), "graph 'segment99' is not in graphs"),
-        (_set(["opset"], "17"), "opset: expected int"),
+        (_set(["opset"], "17"), "opset: expected int, got str"),
         (_set(["config", "top_k"], "one"), "config:"),
         (lambda data: data["graphs"]["segment0"].pop("sha256"), "graphs.segment0.sha256: missing"),
         (lambda data: data.pop("plan"), "plan: expected a list, got nothing"),
+        (_set(["plan", 2, "index"], True), "plan[2].index: expected int, got bool"),
+        (_set(["engines"], [{"graph": "segment0"}]), "engines[0].precision: missing"),
+        (_set(["precisions"], {"fp16": {"graphs": {"segment0": {"file": 1}}}}), "precisions.fp16.graphs.segment0.file"),
     ],
 )
 def test_a_malformed_manifest_is_one_error_naming_the_field(package, change, message):

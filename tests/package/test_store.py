@@ -24,6 +24,7 @@ def test_the_exporter_fingerprint_follows_the_sources_and_the_graph_libraries(tm
         (tmp_path / "moce" / part).mkdir(parents=True)
         (tmp_path / "moce" / part / "a.py").write_text("x = 1\n")
     (tmp_path / "moce" / "routing.py").write_text("y = 1\n")
+    (tmp_path / "moce" / "names.py").write_text("z = 1\n")
     monkeypatch.setattr(store, "__file__", str(tmp_path / "moce" / "package" / "store.py"))
     copy = fingerprint()
     (tmp_path / "moce" / "export" / "a.py").write_text("x = 2\n")

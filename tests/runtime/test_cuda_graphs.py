@@ -9,7 +9,7 @@ import torch
 
 from moce.apps.bench import BenchOptions, bench_device
 from moce.errors import InputError, MoceError
-from moce.export.names import EXPERT_INPUTS
+from moce.names import EXPERT_INPUTS
 from moce.runtime.backends import make_runner
 from moce.runtime.cuda_graphs import GraphCache, bucket_rows
 from moce.runtime.executor import PlanExecutor, TileFeeds

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from moce.export.names import route_name
 from moce.model import load_model
-from moce.model.plan import IMAGE, RESTORED
+from moce.names import IMAGE, RESTORED, route_name
 from moce.routing import route
 from moce.runtime.cuda_graphs import GraphCache
 from moce.runtime.device_routing import (

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.model.plan import RESTORED
+from moce.names import EXPERT_INPUTS, EXPERT_OUTPUT, RESTORED
 from moce.package.manifest import SegmentEntry
 from moce.routing import Routing
 from moce.runtime.executor import PlanExecutor

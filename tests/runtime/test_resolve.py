@@ -7,7 +7,7 @@ import pytest
 from moce.errors import ValidationError
 from moce.package import store
 from moce.runtime import validate
-from moce.runtime.resolve import resolve_model
+from moce.runtime.resolve import open_model
 
 
 def test_an_export_that_fails_validation_is_not_cached(tmp_path, tiny_ckpt, monkeypatch):
@@ -21,11 +21,11 @@ def test_an_export_that_fails_validation_is_not_cached(tmp_path, tiny_ckpt, monk
 
     monkeypatch.setattr(validate, "validate_package", failing)
     with pytest.raises(ValidationError, match="planted failure"):
-        resolve_model(tiny_ckpt)
+        open_model(tiny_ckpt)
     assert not store.cached_package_path(tiny_ckpt).exists()
     assert list((tmp_path / "cache" / "packages").iterdir()) == []  # no staging folder left either
 
 
 def test_a_package_folder_is_taken_as_it_is(tiny_pkg, monkeypatch):
     monkeypatch.setattr(validate, "validate_package", None)  # would fail if called
-    assert resolve_model(tiny_pkg.root).root == tiny_pkg.root
+    assert open_model(tiny_pkg.root).root == tiny_pkg.root

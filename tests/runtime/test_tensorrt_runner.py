@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from moce.export.names import EXPERT_INPUTS, EXPERT_OUTPUT
-from moce.model.plan import RESTORED
+from moce.names import EXPERT_INPUTS, EXPERT_OUTPUT, RESTORED
 from moce.package.manifest import EngineEntry, SegmentEntry
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.tensorrt import TensorRTRunner, engine_graphs
+from moce.runtime.tensorrt_runner import TensorRTRunner, engine_graphs
 from tests.engines.fake_tensorrt import CpuStream, FakeTensorRT, Program
 
 EXPERTS = 4

@@ -3,7 +3,7 @@
 Only these calls are used (TensorRT 10.x and 11): ``Builder``, ``create_network`` with the
 ``STRONGLY_TYPED`` flag, ``OnnxParser.parse_from_file``, ``BuilderConfig.set_memory_pool_limit``,
 ``create_timing_cache``/``set_timing_cache``, optimisation profiles and
-``build_serialized_network``; :mod:`moce.runtime.tensorrt` runs the engines. Precision is never
+``build_serialized_network``; :mod:`moce.runtime.tensorrt_runner` runs the engines. Precision is never
 a builder flag: FP16 and INT8 come from the ONNX graph (strongly typed networks), as TensorRT 11
 requires.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from moce.errors import PackageError
-from moce.export.names import BATCH_DIM, image_dims
-from moce.files import sha256_file, write_bytes_atomic
+from moce.files import sha256_file, write_bytes_atomic, write_json_atomic
+from moce.names import BATCH_DIM, image_dims
 from moce.package.manifest import EngineEntry, Manifest
-from moce.runtime.tensorrt import engine_graphs, gpu_identity, import_tensorrt
+from moce.runtime.tensorrt_runner import engine_graphs, gpu_identity, import_tensorrt
 
 MAX_LEVELS = 8
 """Resolution levels a profile has sizes for (MoCE-IR has 4)."""
@@ -102,8 +102,7 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise PackageError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
-    timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 
@@ -117,7 +116,7 @@ def build_engines(
     trt: Any | None = None,  # noqa: ANN001
     gpu: tuple[str, str] | None = None,
 ) -> list[EngineEntry]:
-    """One engine per graph of :func:`moce.runtime.tensorrt.engine_graphs`; cached by :class:`EngineKey`,
+    """One engine per graph of :func:`moce.runtime.tensorrt_runner.engine_graphs`; cached by :class:`EngineKey`,
     recorded in the manifest."""
     trt = trt or import_tensorrt()
     gpu = gpu or gpu_identity()
@@ -126,27 +125,47 @@ def build_engines(
     for name in engine_graphs(manifest, precision):
         entry = manifest.graphs(precision)[name]
         key = engine_key(manifest, name, precision, profile, trt.__version__, gpu)
-        cached = cache_dir / f"{key.digest()}.engine"
-        if cached.is_file():
-            status = "cached"
-        else:
+        data = cached_engine(cache_dir, key.digest())
+        status = "cached"
+        if data is None:
             if progress:
                 progress(f"tensorrt {precision}: build {name}")
             data = build_engine(
                 trt, manifest.graph_file(name, precision), entry.inputs, profile, workspace_bytes, timing_cache
             )
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_bytes(data)
+            store_engine(cache_dir, key.digest(), data)
             status = "built"
         target = manifest.root / "engines" / precision / f"{name}.engine"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, cached.read_bytes())
+        write_bytes_atomic(target, data)
         records.append(_entry(key, name, target.relative_to(manifest.root).as_posix(), sha256_file(target)))
         if progress:
             progress(f"tensorrt {precision}: {name} {status}")
     manifest.set_engines(precision, records)
     manifest.write()
     return records
+
+
+def cached_engine(cache_dir: Path, digest: str) -> bytes | None:
+    """The engine cached under ``digest``, or None when there is none to trust: an engine is reused
+    only when its record (written after it) is there and its size and SHA-256 match the record."""
+    engine, record = cache_dir / f"{digest}.engine", cache_dir / f"{digest}.engine.json"
+    try:
+        expected = json.loads(record.read_bytes())
+        data = engine.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(expected, dict) or expected.get("bytes") != len(data):
+        return None
+    return data if expected.get("sha256") == hashlib.sha256(data).hexdigest() else None
+
+
+def store_engine(cache_dir: Path, digest: str, data: bytes) -> None:
+    """Cache an engine: the file first, then the record of its size and hash that makes it trusted,
+    each written whole or not at all (a build killed in between leaves nothing that is reused)."""
+    write_bytes_atomic(cache_dir / f"{digest}.engine", data)
+    write_json_atomic(
+        cache_dir / f"{digest}.engine.json", {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    )
 
 
 def _entry(key: EngineKey, graph: str, file: str, sha256: str) -> EngineEntry:

@@ -1,7 +1,7 @@
 """Running TensorRT engines: a thin layer over TensorRT's documented runtime API.
 
 Only the calls listed in :data:`TENSORRT_API` are used (TensorRT 10.x and 11), here and in the
-builder (:mod:`moce.engines.tensorrt`); a test checks them against the real bindings.
+builder (:mod:`moce.engines.tensorrt_builder`); a test checks them against the real bindings.
 
 Everything here that needs a GPU is unverified on this project's machines (no GPU with TensorRT);
 the logic around it is tested against ``tests/engines/fake_tensorrt.py``, a test double of exactly
@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from moce.errors import MissingDependencyError, PackageError
-from moce.package.manifest import WHOLE_GRAPHS, Manifest
+from moce.names import WHOLE_GRAPHS
+from moce.package.manifest import Manifest
 from moce.runtime.runners import TorchTensors
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32"}

@@ -1,0 +1,443 @@
+"""The public Python API: open a model once, then restore arrays, files and batches with it.
+
+:func:`open_session` (``moce.open``) resolves the model the one way every command does
+(:func:`moce.runtime.resolve.open_model`), settles the options once (:func:`settle`: the
+tile-pass rule lives here and nowhere else), picks the backend's runner and activates it on first
+use. Every front end restores through a :class:`Session`: ``moce restore`` (local and on Ray
+workers), the Triton model, ``bench``, ``compare``, ``evaluate`` and ``demo``, so an image gives
+the same bytes whichever of them restores it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+
+from moce.errors import InputError
+from moce.imageio import (
+    DEFAULT_MAX_PIXELS,
+    ImageInfo,
+    array_to_rgb,
+    check_min_side,
+    check_pixels,
+    decode_image,
+    from_rgb_float,
+    read_image,
+    rgb_to_array,
+    write_image_atomic,
+)
+from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
+from moce.package.manifest import Manifest
+from moce.progress import Messages, quiet
+from moce.runtime.backends import BACKENDS, BackendChoice, make_runner
+from moce.runtime.executor import PlanExecutor
+from moce.runtime.resolve import open_model
+from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer, check_restore_options
+
+if TYPE_CHECKING:  # a package needs no PyTorch
+    from moce.model.network import MoCEIR
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How a session restores: the backend and its precision, the routing form, tiling and batching.
+
+    The same fields, with the same defaults, as ``moce restore``'s options of those names.
+    """
+
+    backend: str = "auto"  # auto, tensorrt, onnxruntime or torch
+    device: str | None = None  # cpu or cuda; None: cuda where the backend has it
+    precision: str = "fp32"  # fp32, fp16, bf16 (torch) or int8 (ONNX graphs from `moce build-engine`)
+    routing: str = "split"  # split, conditional or dense
+    tile: int = 512  # images with a longer side run in tiles of this side
+    overlap: int = 32
+    route_per: str = "image"  # image: one route for a whole tiled image; tile: each tile routes itself
+    route_size: int | None = None  # longest side of a tiled image's routing pass; None: the tile side
+    tile_passes: int = 3  # passes over the tiles sharing image-wide sums (route_per image)
+    batch: int = 1  # same-sized images, or tiles, per inference call
+    threads: int | None = None  # CPU threads of the backend; None: its default
+    cuda_graphs: bool = False  # torch on CUDA: replay CUDA graphs
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before they are decoded
+
+    def restore_options(self) -> RestoreOptions:
+        """The fields that decide how one image is restored (tiling, routing form, batching)."""
+        return RestoreOptions(**{f.name: getattr(self, f.name) for f in fields(RestoreOptions)})
+
+    @classmethod
+    def with_restore_options(cls, restore: RestoreOptions, **backend: Any) -> SessionOptions:
+        """Session options from :class:`RestoreOptions` and the backend's fields (``backend=``, ...)."""
+        return cls(**asdict(restore), **backend)
+
+
+@dataclass
+class RestoreResult:
+    """One restored image.
+
+    ``image`` has the input's type and layout (uint8, uint16 or float32; gray, RGB or RGBA, alpha
+    passed through); ``routes[a]`` are the experts adapter ``a`` ran and ``probs[a]`` its router's
+    softmax (None when each tile routed itself); ``seconds`` is the restoring time alone.
+    """
+
+    image: np.ndarray
+    routes: list[list[int]]
+    probs: list[list[float]] | None
+    seconds: float
+    tiles: int = 1
+    expert_flops: float = 0.0
+    dense_expert_flops: float = 0.0
+    tile_routes: list[list[list[int]]] = field(default_factory=list)
+
+    @property
+    def expert_compute_skipped(self) -> float:
+        """The share of expert FLOPs a dense pass would run that routing skipped."""
+        return 1.0 - self.expert_flops / self.dense_expert_flops if self.dense_expert_flops else 0.0
+
+
+def check_options(options: SessionOptions, multiple: int = 8) -> None:
+    """Refuse, before any backend loads, option values no run could use."""
+    if options.routing not in ROUTING_MODES:
+        raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}, got {options.routing}")
+    if options.max_pixels < 64:
+        raise InputError(f"--max-pixels must be at least 64, got {options.max_pixels}")
+    check_restore_options(options.restore_options(), multiple)
+
+
+def settle(options: SessionOptions, say: Messages = quiet) -> RestoreOptions:
+    """The restore options a run actually uses: image-wide sums across tiles run in the fp32 tile
+    graphs only, so at any other precision tiles make one pass (said once through ``say``)."""
+    restore = options.restore_options()
+    if options.precision != "fp32" and restore.tile_passes > 1:
+        say(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {options.precision})")
+        return replace(restore, tile_passes=1)
+    return restore
+
+
+def check_graphs(manifest: Manifest, options: SessionOptions, backend: str) -> None:
+    """A backend that runs the package's graphs needs them at the requested precision (fp16 and
+    int8 come from ``moce build-engine``), and a whole-network routing form needs its graph there
+    (:func:`make_runner` has checked that the backend runs the form at all)."""
+    if not BACKENDS[backend].whole_from_package:
+        return
+    if options.precision in GRAPH_PRECISIONS:
+        manifest.graphs(options.precision)  # refused with the command that builds them
+    routing = options.routing
+    if routing == "split":
+        return
+    if routing not in manifest.graphs(options.precision):
+        why = manifest.info.get("routing", {}).get("forms", {}).get(routing, "not exported")
+        raise InputError(
+            f"--routing {routing}: {manifest.root} has no {options.precision} {routing} graph ({why}); "
+            "use --routing split"
+        )
+
+
+def make_choice(manifest: Manifest, options: SessionOptions) -> BackendChoice:
+    """The backend's runner for ``options`` (not activated): a named backend is checked against the
+    package before it loads anything, ``auto``'s pick after."""
+    if options.backend in BACKENDS:
+        check_graphs(manifest, options, options.backend)
+    choice = make_runner(
+        options.backend,
+        manifest,
+        options.device,
+        options.threads,
+        options.precision,
+        options.cuda_graphs,
+        options.routing,
+    )
+    if options.backend not in BACKENDS:
+        check_graphs(manifest, options, choice.name)
+    return choice
+
+
+class Session:
+    """A model ready to restore with one backend, precision and set of options.
+
+    Use it as a context manager (or call :meth:`close`): the backend's runner is activated on
+    entry or first use and released on exit. Not thread-safe: use one session per thread.
+    """
+
+    def __init__(self, manifest: Manifest, options: SessionOptions | None = None, progress: Messages = quiet) -> None:
+        self.manifest = manifest
+        self.options = options or SessionOptions()
+        check_options(self.options, manifest.size_multiple)
+        self.choice = make_choice(manifest, self.options)
+        self.restore_options = settle(self.options, progress)
+        self._restorer: Restorer | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Session:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def activate(self) -> None:
+        """Load the backend (sessions, engines or the PyTorch model); idempotent."""
+        if self._restorer is None:
+            self.choice.runner.activate()
+            self._restorer = Restorer(PlanExecutor(self.manifest, self.choice.runner), self.restore_options)
+
+    def close(self) -> None:
+        """Release the backend; the session activates it again if used after this."""
+        if self._restorer is not None:
+            self._restorer = None
+            self.choice.runner.deactivate()
+
+    @property
+    def restorer(self) -> Restorer:
+        self.activate()
+        assert self._restorer is not None
+        return self._restorer
+
+    @property
+    def backend(self) -> str:
+        return self.choice.name
+
+    # -- restoring ----------------------------------------------------------------------------
+
+    def restore(self, image: np.ndarray) -> RestoreResult:
+        """Restore one ``H x W x C`` image (C = 1, 3 or 4, RGB(A) order; or ``H x W`` gray) of
+        uint8, uint16 or float32 (in [0, 1]); the result has the input's type and layout."""
+        return self.restore_many([image])[0]
+
+    def restore_many(self, images: Iterable[np.ndarray]) -> list[RestoreResult]:
+        """Restore several images; same-sized ones run together, up to ``batch`` per call."""
+        arrays = list(images)
+        decoded = [self.decode(image, f"image {i}") for i, image in enumerate(arrays)]
+        results = self.restore_rgb([rgb for rgb, _ in decoded])
+        return [
+            self._result(result, _like(rgb_to_array(result.restored, info), array))
+            for result, (_, info), array in zip(results, decoded, arrays)
+        ]
+
+    def restore_file(
+        self, source: str | Path, dest: str | Path, *, overwrite: bool = False, jpeg_quality: int = 95
+    ) -> RestoreResult:
+        """Restore the image file ``source`` into ``dest`` (written whole or not at all), exactly as
+        ``moce restore`` writes it; an existing ``dest`` is refused unless ``overwrite``."""
+        source, dest = Path(source), Path(dest)
+        if dest.exists() and not overwrite:
+            raise InputError(f"{dest}: exists; pass overwrite=True to replace it")
+        rgb, info = self.read(source)
+        result = self.restore_rgb([rgb])[0]
+        write_restored(dest, result.restored, info, jpeg_quality)
+        return self._result(result, None)
+
+    def restore_rgb(self, images: list[np.ndarray]) -> list[ImageResult]:
+        """The float path under every front end: ``H x W x 3`` float32 RGB in, :class:`ImageResult`
+        out, same-sized images grouped into calls of up to ``batch`` (the first error is raised)."""
+        order = sorted(range(len(images)), key=lambda i: images[i].shape)  # stable: same sizes stay in order
+        results: dict[int, ImageResult] = {}
+
+        def done(index: int, outcome: ImageResult | Exception) -> None:
+            if isinstance(outcome, Exception):
+                raise outcome
+            results[index] = outcome
+
+        batcher = Batcher(self, done)
+        for i in order:
+            batcher.add(i, images[i])
+        batcher.flush()
+        return [results[i] for i in range(len(images))]
+
+    # -- images in and out --------------------------------------------------------------------
+
+    def read(self, path: Path, data: bytes | None = None) -> tuple[np.ndarray, ImageInfo]:
+        """Decode an image file (or its bytes, read elsewhere) as the float RGB the runtime restores,
+        refusing what this session cannot restore (too many pixels, too small)."""
+        if data is None:
+            rgb, info = read_image(path, self.options.max_pixels)
+        else:
+            rgb, info = decode_image(path, data, self.options.max_pixels)
+        check_min_side(path, rgb.shape[1], rgb.shape[0])
+        return rgb, info
+
+    def decode(self, image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
+        """:meth:`read` for an array in memory (RGB(A) order)."""
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+            raise InputError(f"{label}: expected an H x W or H x W x C array, got {type(image).__name__}")
+        check_min_side(label, image.shape[1], image.shape[0])
+        check_pixels(label, image.shape[1], image.shape[0], self.options.max_pixels)
+        return array_to_rgb(image, label)
+
+    def _result(self, result: ImageResult, image: np.ndarray | None) -> RestoreResult:
+        return RestoreResult(
+            image if image is not None else result.restored,
+            result.routes,
+            result.probs,
+            result.seconds,
+            result.tiles,
+            result.expert_flops,
+            result.dense_expert_flops,
+            result.tile_routes,
+        )
+
+    # -- what it is ---------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """The backend and why it was chosen, the precision, routing and tiling in force, and every
+        adapter's experts with their cost (FLOPs per pixel)."""
+        opts = self.restore_options
+        return {
+            "model": str(self.manifest.root),
+            "backend": self.choice.name,
+            "backend_reason": self.choice.reason,
+            "precision": self.options.precision,
+            "routing": opts.routing,
+            "tiling": {
+                "tile": opts.tile,
+                "overlap": opts.overlap,
+                "route_per": opts.route_per,
+                "passes": opts.passes(),
+            },
+            "batch": opts.batch,
+            "trunk_flops_per_pixel": self.manifest.trunk_flops_per_pixel(),
+            "adapters": [
+                {
+                    "index": a.index,
+                    "top_k": a.top_k,
+                    "experts": [
+                        {
+                            "expert": e.expert,
+                            "rank": e.rank,
+                            "patch_size": e.patch_size,
+                            "params": e.params,
+                            "complexity": e.complexity,
+                            "flops_per_pixel": e.flops_per_pixel,
+                        }
+                        for e in a.experts
+                    ],
+                }
+                for a in self.manifest.adapters()
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Session({str(self.manifest.root)!r}, backend={self.choice.name!r}, "
+            f"precision={self.options.precision!r}, routing={self.options.routing!r})"
+        )
+
+
+class Batcher(Generic[T]):
+    """The one place that groups images into inference calls: consecutive same-sized untiled
+    images, up to ``batch``, run together; an image larger than a tile runs alone, in tiles.
+
+    ``done(item, outcome)`` receives each item's :class:`ImageResult`, or the exception its call
+    raised (every item of a failed call gets it). At most ``batch`` images are held at a time.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        done: Callable[[T, ImageResult | Exception], None],
+        tiles: Callable[[int], None] | None = None,
+        tile_done: Callable[[int], None] | None = None,
+    ) -> None:
+        self.session, self.done = session, done
+        self.on_tiles, self.on_tile_done = tiles, tile_done
+        self.pending: list[tuple[T, np.ndarray]] = []
+
+    def add(self, item: T, rgb: np.ndarray) -> None:
+        restorer = self.session.restorer
+        if restorer.needs_tiling(rgb):
+            self.flush()
+            self._tiled(item, rgb)
+            return
+        if self.pending and self.pending[0][1].shape != rgb.shape:
+            self.flush()
+        self.pending.append((item, rgb))
+        if len(self.pending) >= restorer.options.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        start = time.perf_counter()
+        try:
+            results = self.session.restorer.restore_batch([rgb for _, rgb in items])
+        except Exception as exc:  # noqa: BLE001 - the caller decides what a failed call means
+            for item, _ in items:
+                self.done(item, exc)
+            return
+        seconds = (time.perf_counter() - start) / len(items)
+        for (item, _), result in zip(items, results):
+            result.seconds = seconds
+            self.done(item, result)
+
+    def _tiled(self, item: T, rgb: np.ndarray) -> None:
+        restorer = self.session.restorer
+        start = time.perf_counter()
+        try:
+            if self.on_tiles:
+                self.on_tiles(restorer.tile_count(rgb))
+            result = restorer.restore_tiled(rgb, self.on_tile_done)
+        except Exception as exc:  # noqa: BLE001 - the caller decides what a failed image means
+            self.done(item, exc)
+            return
+        result.seconds = time.perf_counter() - start
+        self.done(item, result)
+
+
+def _like(out: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """``out`` with ``given``'s number of axes (a gray ``H x W x 1`` input gets ``H x W x 1`` back)."""
+    return out[:, :, None] if out.ndim == 2 and given.ndim == 3 else out
+
+
+def write_restored(path: Path, restored: np.ndarray, info: ImageInfo, jpeg_quality: int = 95) -> None:
+    """Write a restored float RGB image the way its input was stored (depth, gray, alpha), atomically."""
+    write_image_atomic(path, from_rgb_float(restored, info, path.suffix), jpeg_quality)
+
+
+def open_session(
+    model: str | Path | MoCEIR | None = None,
+    *,
+    backend: str = "auto",
+    device: str | None = None,
+    precision: str = "fp32",
+    routing: str = "split",
+    tile: int = 512,
+    overlap: int = 32,
+    route_per: str = "image",
+    route_size: int | None = None,
+    tile_passes: int = 3,
+    batch: int = 1,
+    threads: int | None = None,
+    cuda_graphs: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Messages = quiet,
+) -> Session:
+    """Open ``model`` for restoring: a package folder, a checkpoint (exported and validated once
+    into the cache), a ``MoCEIR`` module, or None for the bundled demo model.
+
+    Everything that can be refused is refused here, before any image: unreadable or tampered
+    packages, unknown backends and precisions, option values no run could use.
+    """
+    options = SessionOptions(
+        backend=backend,
+        device=device,
+        precision=precision,
+        routing=routing,
+        tile=tile,
+        overlap=overlap,
+        route_per=route_per,
+        route_size=route_size,
+        tile_passes=tile_passes,
+        batch=batch,
+        threads=threads,
+        cuda_graphs=cuda_graphs,
+        max_pixels=max_pixels,
+    )
+    check_options(options)
+    return Session(open_model(model, progress), options, progress)
