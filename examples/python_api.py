@@ -15,9 +15,9 @@ import moce
 from moce.data import SAMPLES  # the bundled degraded photos
 
 
-def main(out: Path) -> None:
-    # No model argument: the bundled demo model. A package folder, a checkpoint or a MoCEIR module work alike.
-    with moce.open(backend="auto", tile=512) as session:
+def main(out: Path, model: str | None = None) -> None:
+    # model None: the bundled demo model. A package folder, a checkpoint or a MoCEIR module work alike.
+    with moce.open(model, backend="auto", tile=512) as session:
         described = session.describe()
         print(f"backend {described['backend']} ({described['backend_reason']}), precision {described['precision']}")
 
@@ -37,4 +37,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/api"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "out/api"), sys.argv[2] if len(sys.argv) > 2 else None)

@@ -16,9 +16,9 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.mark.slow
-def test_python_api_example_restores_an_array_a_file_and_a_folder(tmp_path):
+def test_python_api_example_restores_an_array_a_file_and_a_folder(tmp_path, tiny_pkg):
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "python_api.py"), str(tmp_path)],
+        [sys.executable, str(EXAMPLES / "python_api.py"), str(tmp_path), str(tiny_pkg.root)],
         capture_output=True,
         text=True,
         check=False,

@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from moce._version import __version__
-from moce.errors import ExportError
+from moce.errors import ExportError, listed
 from moce.export.compose import compose_conditional, compose_dense
 from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, export_tile_segment, sample_tensor, save
 from moce.export.patches import export_form
@@ -33,6 +33,7 @@ from moce.names import (
     tile_segment_graph,
 )
 from moce.package.manifest import (
+    MANIFEST,
     AdapterEntry,
     ExpertEntry,
     FileEntry,
@@ -49,6 +50,8 @@ FLOPS_REFERENCE = (256, 256)
 WEIGHTS = "weights.safetensors"
 DEFAULT_SIZES = ((64, 64), (128, 96))
 DEFAULT_BATCHES = (1, 2)
+PACKAGE_FORMAT = "moce-onnx-package"
+"""What a package's manifest says it is (its ``format`` key)."""
 KEY_ORDER = (
     "schema_version",
     "format",
@@ -180,10 +183,45 @@ def _versions() -> dict[str, str]:
 
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    """A staging folder beside ``out_dir``, after refusing to replace what is not moce's to replace:
+    a file, or a folder holding anything but a moce package (``--overwrite`` or not)."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ExportError(f"{out_dir}: exists and is not a folder; choose another output")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        why = not_a_package(out_dir)
+        if why:
+            raise ExportError(f"{out_dir}: {why}; moce replaces only a moce package folder, so choose another output")
+        if not overwrite:
+            raise ExportError(f"{out_dir}: holds a moce package; pass --overwrite to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+
+def not_a_package(folder: Path) -> str | None:
+    """Why ``folder`` is not a moce package that may be replaced whole, or None when it is one: its
+    manifest names every file in it (a package someone has added files to is not replaced)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+    try:
+        data = json.loads((folder / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != PACKAGE_FORMAT:
+        return f"is not a moce package (it holds {listed(files, 3)})"
+    named = {MANIFEST, *_named_files(data)}
+    others = [name for name in files if name not in named]
+    if others:
+        return f"holds files that are not part of its package ({listed(others, 3)})"
+    return None
+
+
+def _named_files(data: Any) -> list[str]:
+    """Every ``file`` a manifest names, read leniently (an older or damaged manifest too)."""
+    if isinstance(data, dict):
+        own = [data["file"]] if isinstance(data.get("file"), str) else []
+        return own + [f for value in data.values() for f in _named_files(value)]
+    if isinstance(data, list):
+        return [f for value in data for f in _named_files(value)]
+    return []
 
 
 def write_package(
@@ -253,7 +291,7 @@ def write_package(
         plan_entries=_plan_entries(model, progress),
         weights=FileEntry(WEIGHTS, sha256_bytes((out_dir / WEIGHTS).read_bytes()), "safetensors"),
         info={
-            "format": "moce-onnx-package",
+            "format": PACKAGE_FORMAT,
             "created_by": _versions(),
             "source": source,
             "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
@@ -305,15 +343,25 @@ def export_package(
     try:
         manifest = write_package(model, staging, source, options, progress)
         report = check(manifest, model) if check else None
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
         staging.chmod(0o755)
-        staging.rename(out_dir)
+        _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     manifest.root = out_dir
     return ExportResult(manifest, report, time.perf_counter() - start)
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Put the finished package at ``out_dir``; a package there (checked by :func:`_prepare_output`)
+    is moved aside first and deleted only once the new one is in place."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+        out_dir.rename(old / out_dir.name)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _source(loaded: LoadedCheckpoint) -> dict[str, Any]:

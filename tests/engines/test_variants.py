@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from moce.engines.build import BuildOptions, build, calibration_images
 from moce.metrics import psnr
-from moce.model import MoCEIR, derive_config
 from moce.package.manifest import load_manifest
-from moce.package.writer import ExportOptions, export_package
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
-from tests.conftest import manifest as golden_manifest
+from tests.conftest import split_only
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,12 +50,10 @@ def test_variants_are_recorded_and_verified(tiny_variants):
 
 
 @pytest.mark.slow
-def test_random_weight_moceir_s_fp16_and_int8(tmp_path):
-    torch.manual_seed(0)
-    model = MoCEIR(derive_config({k: tuple(v) for k, v in golden_manifest("S")["keys"].items()}))
-    result = export_package(model, tmp_path / "s.moce", ExportOptions(conditional=False, dense=False, tiles=False))
-    build(result.manifest.root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
-    manifest = load_manifest(result.manifest.root)
+def test_random_weight_moceir_s_fp16_and_int8(tmp_path, s_export):
+    root = split_only(s_export[1].root, tmp_path / "s.moce")
+    build(root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
+    manifest = load_manifest(root)
     images = np.stack(calibration_images(None, side=96)[:6])
     psnr16, agree16 = _evaluate(manifest, "fp16", images)
     psnr8, agree8 = _evaluate(manifest, "int8", images)

@@ -14,13 +14,12 @@ from typer.testing import CliRunner
 from moce.apps.export import export_and_validate
 from moce.cli.main import app
 from moce.errors import ExportError, PackageError, ValidationError
-from moce.model import MoCEIR, derive_config, load_checkpoint
+from moce.model import MoCEIR, load_checkpoint
 from moce.package.manifest import load_manifest
 from moce.package.writer import ExportOptions, export_package
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import OnnxRuntimeRunner
 from moce.runtime.validate import ops_in, validate_package
-from tests.conftest import manifest as golden_manifest
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +96,33 @@ def test_existing_output_is_not_clobbered(tmp_path, tiny_ckpt):
     out = tmp_path / "pkg"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="--overwrite"):
-        export_package(tiny_ckpt, out, ExportOptions(validate=False))
-    assert (out / "keep.txt").read_text() == "mine"
-    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no staging folder left behind
+    (out / "photo.png").write_bytes(b"not moce's")
+    for options in (ExportOptions(validate=False), ExportOptions(validate=False, overwrite=True)):
+        with pytest.raises(ExportError, match="keep.txt.*moce replaces only a moce package folder|--overwrite"):
+            export_package(tiny_ckpt, out, options)
+    result = CliRunner().invoke(app, ["export", str(tiny_ckpt), "-o", str(out), "--overwrite"])
+    assert result.exit_code == 2 and "moce replaces only a moce package folder" in result.output
+    assert (out / "keep.txt").read_text() == "mine" and (out / "photo.png").read_bytes() == b"not moce's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # no staging folder left behind
+    (tmp_path / "file.moce").write_text("a file")
+    with pytest.raises(ExportError, match="exists and is not a folder"):
+        export_package(tiny_ckpt, tmp_path / "file.moce", ExportOptions(validate=False, overwrite=True))
+
+
+def test_a_package_is_replaced_only_when_asked_and_only_when_it_holds_nothing_else(tmp_path, tiny_ckpt):
+    fast = ExportOptions(validate=False, conditional=False, dense=False, tiles=False)
+    out = tmp_path / "p.moce"
+    first = export_package(tiny_ckpt, out, fast).manifest
+    with pytest.raises(ExportError, match="holds a moce package; pass --overwrite"):
+        export_package(tiny_ckpt, out, fast)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match=r"holds files that are not part of its package \(notes.txt\)"):
+        export_package(tiny_ckpt, out, replace(fast, overwrite=True))
+    (out / "notes.txt").unlink()
+    second = export_package(tiny_ckpt, out, replace(fast, overwrite=True, dense=True)).manifest
+    assert second.has_graph("dense") and not first.has_graph("dense")
+    load_manifest(out).verify_files()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.moce"]  # the old copy is gone, nothing else left
 
 
 def test_cli_export_prints_a_summary(tmp_path, tiny_ckpt):
@@ -130,15 +152,15 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
 
 
 @pytest.mark.slow
-def test_random_weight_moceir_s_agrees_with_pytorch(tmp_path):
-    torch.manual_seed(0)
-    model = MoCEIR(derive_config({k: tuple(v) for k, v in golden_manifest("S")["keys"].items()}))
-    options = ExportOptions(sizes=((64, 64), (128, 96)), batches=(1, 3))
-    result = export_and_validate(model, tmp_path / "s.moce", options)
-    assert {(c.mode, c.batch, c.height, c.width) for c in result.report.cases} >= {
+def test_random_weight_moceir_s_agrees_with_pytorch(s_export):
+    model, manifest = s_export
+    sizes = ((64, 64), (128, 96))
+    report = validate_package(manifest, model, sizes, (1, 3))
+    assert {(c.mode, c.batch, c.height, c.width) for c in report.cases} >= {
         (m, b, h, w)
         for m in ("split", "dense", "conditional", "tiles-local", "tiles-imposed")
         for b in (1, 3)
-        for h, w in options.sizes
+        for h, w in sizes
     }
-    assert result.report.max_error() <= 1e-5 and all(c.routes_equal for c in result.report.cases)
+    assert not report.failures, report.failures
+    assert report.max_error() <= 1e-5 and all(c.routes_equal for c in report.cases)
