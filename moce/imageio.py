@@ -18,6 +18,7 @@ from moce.names import MIN_SIDE
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
+NO_ALPHA = (".jpg", ".jpeg")
 DEFAULT_MAX_PIXELS = 64_000_000
 """Images with more pixels are refused before decoding (``--max-pixels``): a 64 MP image takes
 about 0.8 GB as float32 RGB, and a forged header must not make the decoder allocate gigabytes."""
@@ -131,6 +132,65 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp_size(data)
     return _tiff_size(data)
+
+
+def header_storage(data: bytes) -> tuple[int, bool] | None:
+    """``(bits per sample, has alpha)`` as the file's header states it, read without decoding; None
+    when the header does not say (the decoder then tells, after decoding)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 26:
+        return data[24], data[25] in (4, 6)
+    if data[:2] == b"\xff\xd8":
+        return 8, False
+    if data[:2] == b"BM" and len(data) >= 30:
+        return 8, int.from_bytes(data[28:30], "little") == 32
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 25:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return 8, bool(data[20] & 0x10)
+        if chunk == b"VP8L":
+            return 8, bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
+        return 8, False
+    return _tiff_storage(data)
+
+
+def _tiff_storage(data: bytes) -> tuple[int, bool] | None:
+    """Bits per sample (32 for float samples) and alpha (extra samples) of a classic TIFF's first image."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    if ifd + 2 > len(data):
+        return None
+    tags: dict[int, int] = {}
+    for n in range(struct.unpack(order + "H", data[ifd : ifd + 2])[0]):
+        entry = data[ifd + 2 + 12 * n : ifd + 14 + 12 * n]
+        if len(entry) < 12:
+            break
+        tag, kind, count = struct.unpack(order + "HHI", entry[:8])
+        if kind == 3 and count <= 2:  # a short held in the entry (the first of several bits-per-sample)
+            tags[tag] = struct.unpack(order + "H", entry[8:10])[0]
+        elif kind == 3:
+            offset = struct.unpack(order + "I", entry[8:12])[0]
+            tags[tag] = struct.unpack(order + "H", data[offset : offset + 2])[0] if offset + 2 <= len(data) else 8
+        elif kind == 4:
+            tags[tag] = struct.unpack(order + "I", entry[8:12])[0]
+    bits = 32 if tags.get(339) == 3 else tags.get(258, 1)
+    return bits, 338 in tags or tags.get(277, 1) in (2, 4)  # extra samples, or gray+1 / RGB+1 samples
+
+
+def conversion_loss(bits: int, alpha: bool, suffix: str) -> str | None:
+    """What writing an image of ``bits`` per sample (and alpha) as ``suffix`` would lose, or None."""
+    suffix = suffix.lower()
+    if bits > 8 and suffix in EIGHT_BIT_ONLY:
+        return f"its {bits}-bit samples would become 8-bit in {suffix}"
+    if alpha and suffix in NO_ALPHA:
+        return f"its alpha channel would be dropped in {suffix}"
+    return None
+
+
+def storage_of(info: ImageInfo) -> tuple[int, bool]:
+    """``(bits per sample, has alpha)`` of a decoded image, as :func:`header_storage` reads them."""
+    return {"uint8": 8, "uint16": 16}.get(info.dtype, 32), info.alpha is not None
 
 
 def check_min_side(path: Path | str, width: int, height: int) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ from moce.imageio import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED,
     ImageInfo,
+    conversion_loss,
     header_size,
+    header_storage,
+    storage_of,
 )
 from moce.package.manifest import Manifest
 from moce.progress import NoProgress, Progress
@@ -48,6 +53,7 @@ class RestoreJob:
     include: tuple[str, ...] = ()
     ext: str | None = None
     overwrite: bool = False
+    allow_lossy: bool = False  # --ext into a format that cannot hold the input's depth or alpha
     report: Path | None = None
     threads: int | None = None
     jpeg_quality: int = 95
@@ -213,6 +219,42 @@ def check_report_path(path: Path) -> None:
         raise InputError(f"{path}: --report cannot be written: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{path}: --report cannot be written: no permission to write in {parent}")
+    try:  # permissions are not the whole story (a read-only mount, /proc): try it
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".moce-report-check."):
+            pass
+    except OSError as exc:
+        raise InputError(f"{path}: --report cannot be written in {parent} ({exc.strerror or exc})") from None
+
+
+def check_outputs(job: RestoreJob, root: Path, files: list[Path], header: Callable[[Path], bytes]) -> None:
+    """Refuse before work what would lose a file or a result: an output folder that is a file, an
+    output that is its own input, two inputs restored into one output (``--ext``), and an output
+    format that cannot hold an input's depth or alpha (unless ``allow_lossy``)."""
+    single = job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED
+    if not single and job.output.exists() and not job.output.is_dir():
+        raise InputError(f"{job.output}: is a file, not a folder; name a folder for the restored images")
+    by_output: dict[Path, list[Path]] = {}
+    for path in files:
+        out = output_path(job, root, path)
+        if out.resolve() == path.resolve():
+            raise InputError(f"{out}: would be restored into itself, replacing the photo; choose another output")
+        by_output.setdefault(out, []).append(path)
+    clashes = [(out, paths) for out, paths in by_output.items() if len(paths) > 1]
+    if clashes:
+        out, paths = clashes[0]
+        more = f" (and {len(clashes) - 1} more output(s) like it)" if len(clashes) > 1 else ""
+        raise InputError(
+            f"{out}: {paths[0].name} and {paths[1].name} would both be restored into it{more}; "
+            "keep the inputs' formats (no --ext) or restore them into separate folders"
+        )
+    if job.allow_lossy:
+        return
+    for path in files:
+        suffix = output_path(job, root, path).suffix
+        storage = header_storage(header(path)) if suffix.lower() != path.suffix.lower() else None
+        loss = storage and conversion_loss(*storage, suffix)
+        if loss:
+            raise InputError(f"{path}: restored as {suffix}, {loss}; pass --allow-lossy to convert anyway")
 
 
 def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
@@ -222,17 +264,22 @@ def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
     return remove_stale_temporaries(job.output)
 
 
+def _head(path: Path) -> bytes:
+    """The first MiB of a file: where image headers are (b"" when it cannot be read now)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return b""  # reported when the image is read
+
+
 def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
     """Tiles run the split plan only: with another routing form, refuse before work any image whose
     header says it is larger than the tile."""
     if job.options.routing == "split":
         return
     for path in files:
-        try:
-            with path.open("rb") as fh:
-                size = header_size(fh.read(1 << 20))
-        except OSError:
-            continue  # reported when the image is read
+        size = header_size(_head(path))
         if size and max(size) > job.options.tile:
             raise InputError(
                 f"{one_line(str(path))}: {size[0]}x{size[1]} needs tiles (--tile {job.options.tile}), which run "
@@ -302,6 +349,9 @@ class ImageLoop:
             self._finish(_error(item.path, item.out, outcome, time.perf_counter() - item.started))
             return
         try:
+            loss = None if self.job.allow_lossy else conversion_loss(*storage_of(item.info), item.out.suffix)
+            if loss:
+                raise InputError(f"{item.path}: {loss}; pass --allow-lossy to convert anyway")
             write_restored(item.out, outcome.restored, item.info, self.job.jpeg_quality)
         except (MoceError, OSError) as exc:
             self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
@@ -375,6 +425,7 @@ def prepare(
     root, files, passed = listing or discover(job.inputs, job.recursive, job.include)
     if listing is None:
         _check_tile_free(job, files)
+        check_outputs(job, root, files, _head)
     if session is None:
         session = Session(open_model(job.model, progress.message), job.session_options(), progress.message)
     progress.message(f"backend: {session.choice.name} ({session.choice.reason})")

@@ -25,10 +25,12 @@ from moce.imageio import (
     array_to_rgb,
     check_min_side,
     check_pixels,
+    conversion_loss,
     decode_image,
     from_rgb_float,
     read_image,
     rgb_to_array,
+    storage_of,
     write_image_atomic,
 )
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
@@ -221,14 +223,24 @@ class Session:
         ]
 
     def restore_file(
-        self, source: str | Path, dest: str | Path, *, overwrite: bool = False, jpeg_quality: int = 95
+        self,
+        source: str | Path,
+        dest: str | Path,
+        *,
+        overwrite: bool = False,
+        allow_lossy: bool = False,
+        jpeg_quality: int = 95,
     ) -> RestoreResult:
         """Restore the image file ``source`` into ``dest`` (written whole or not at all), exactly as
-        ``moce restore`` writes it; an existing ``dest`` is refused unless ``overwrite``."""
+        ``moce restore`` writes it; an existing ``dest``, or a format of ``dest`` that cannot hold
+        the source's depth or alpha, is refused unless ``overwrite`` / ``allow_lossy``."""
         source, dest = Path(source), Path(dest)
         if dest.exists() and not overwrite:
             raise InputError(f"{dest}: exists; pass overwrite=True to replace it")
         rgb, info = self.read(source)
+        loss = None if allow_lossy else conversion_loss(*storage_of(info), dest.suffix)
+        if loss:
+            raise InputError(f"{source}: restored as {dest.suffix}, {loss}; pass allow_lossy=True to convert anyway")
         result = self.restore_rgb([rgb])[0]
         write_restored(dest, result.restored, info, jpeg_quality)
         return self._result(result, None)

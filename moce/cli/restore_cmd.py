@@ -48,6 +48,9 @@ def restore(
     include: list[str] = typer.Option([], "--include", help="Glob filter on names or relative paths (repeatable)"),
     ext: str = typer.Option(None, help="Output format (png, jpg, tif, webp, bmp) [default: the input's]"),
     overwrite: bool = typer.Option(False, help="Redo images whose output exists (default: skip them, so runs resume)"),
+    allow_lossy: bool = typer.Option(
+        False, "--allow-lossy", help="Allow an output format that cannot hold the input's depth or alpha (--ext jpg)"
+    ),
     report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
     threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
     cuda_graphs: bool = typer.Option(
@@ -88,6 +91,7 @@ def restore(
         include=tuple(include),
         ext=ext,
         overwrite=overwrite,
+        allow_lossy=allow_lossy,
         report=report,
         threads=threads,
         max_pixels=max_pixels,

@@ -162,6 +162,11 @@ def test_restore_file_writes_what_moce_restore_writes_and_refuses_to_overwrite(t
         assert (tmp_path / "api" / "a.png").read_bytes() == (tmp_path / "cli" / "a.png").read_bytes()
         with pytest.raises(InputError, match="exists; pass overwrite=True"):
             session.restore_file(tmp_path / "a.png", tmp_path / "api" / "a.png")
+        cv2.imwrite(str(tmp_path / "deep.png"), np.zeros((24, 32, 3), np.uint16))
+        with pytest.raises(InputError, match="16-bit samples would become 8-bit in .jpg; pass allow_lossy=True"):
+            session.restore_file(tmp_path / "deep.png", tmp_path / "api" / "deep.jpg")
+        assert not (tmp_path / "api" / "deep.jpg").exists()
+        session.restore_file(tmp_path / "deep.png", tmp_path / "api" / "deep.jpg", allow_lossy=True)
 
 
 def test_describe_says_what_runs(tiny_pkg):

@@ -1,0 +1,86 @@
+"""`moce restore` refuses, before any image runs, what would lose a file or a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moce.cli.main import app
+
+
+@pytest.fixture()
+def run(tiny_pkg, monkeypatch):
+    """`moce restore ARGS -m tiny` through the CLI, recording whether the backend ever ran."""
+    ran = []
+    from moce.runtime import restorer
+
+    real = restorer.Restorer.restore_batch
+    monkeypatch.setattr(restorer.Restorer, "restore_batch", lambda self, *a: ran.append(1) or real(self, *a))
+
+    def invoke(*args: str | Path):
+        result = CliRunner().invoke(app, ["restore", *map(str, args), "-m", str(tiny_pkg.root), "--threads", "1"])
+        return result, bool(ran)
+
+    return invoke
+
+
+def _image(path: Path, dtype=np.uint8, channels: int = 3) -> None:
+    peak = 255 if dtype == np.uint8 else 65535
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), (np.random.default_rng(0).random((24, 32, channels)) * peak).astype(dtype))
+
+
+def test_two_inputs_that_would_share_an_output_are_refused_before_work(tmp_path, run):
+    _image(tmp_path / "in" / "photo.png")
+    _image(tmp_path / "in" / "photo.tif")
+    result, ran = run(tmp_path / "in", tmp_path / "out", "--ext", "jpg")
+    assert result.exit_code == 2 and not ran
+    assert "photo.jpg: photo.png and photo.tif would both be restored into it" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_its_own_input_or_a_file_for_a_folder_is_refused(tmp_path, run):
+    _image(tmp_path / "in" / "a.png")
+    result, ran = run(tmp_path / "in" / "a.png", tmp_path / "in" / "a.png")
+    assert result.exit_code == 2 and "would be restored into itself" in result.output and not ran
+    result, ran = run(tmp_path / "in" / "a.png", tmp_path / "in")
+    assert result.exit_code == 2 and "would be restored into itself" in result.output and not ran
+    _image(tmp_path / "existing.png")
+    before = (tmp_path / "existing.png").read_bytes()
+    result, ran = run(tmp_path / "in", tmp_path / "existing.png")
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output and not ran
+    assert (tmp_path / "existing.png").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "channels", "ext", "loss"),
+    [
+        ("deep.png", np.uint16, 3, "jpg", "16-bit samples would become 8-bit"),
+        ("deep.tif", np.uint16, 3, "webp", "16-bit samples would become 8-bit"),
+        ("alpha.png", np.uint8, 4, "jpg", "alpha channel would be dropped"),
+    ],
+)
+def test_a_lossy_ext_is_refused_unless_allowed(tmp_path, run, name, dtype, channels, ext, loss):
+    _image(tmp_path / "in" / name, dtype, channels)
+    result, ran = run(tmp_path / "in", tmp_path / "out", "--ext", ext)
+    assert result.exit_code == 2 and loss in result.output and "--allow-lossy" in result.output and not ran
+    result, ran = run(tmp_path / "in", tmp_path / "out", "--ext", ext, "--allow-lossy")
+    assert result.exit_code == 0 and ran, result.output
+    assert (tmp_path / "out" / Path(name).with_suffix(f".{ext}")).is_file()
+
+
+def test_a_lossless_ext_runs(tmp_path, run):
+    _image(tmp_path / "in" / "deep.tif", np.uint16)
+    result, ran = run(tmp_path / "in", tmp_path / "out", "--ext", "png")
+    assert result.exit_code == 0 and ran, result.output
+    assert cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_work(tmp_path, run):
+    _image(tmp_path / "in" / "a.png")
+    result, ran = run(tmp_path / "in", tmp_path / "out", "--report", "/proc/nope.json")
+    assert result.exit_code == 2 and "--report cannot be written" in result.output and not ran
