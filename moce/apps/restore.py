@@ -13,9 +13,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,7 @@ class RestoreJob:
 class ImageRecord:
     input: str
     output: str | None
-    status: str  # "ok" | "error" | "skipped"
+    status: str  # "ok" | "error" | "skipped" | "not_processed"
     error: str | None
     seconds: float
     routes: list[Any] | None = None
@@ -96,6 +99,46 @@ def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRec
 
 
 OUTPUT_EXISTS = "output exists (--overwrite redoes it)"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that end a run honestly: in-flight images finished, the report written, exit 128 + signal."""
+
+
+NOT_PROCESSED = "not_processed"
+"""The status of a file an interrupted run did not reach."""
+INTERRUPTED = "the run was interrupted before this file; rerun the same command to resume"
+
+
+class StopRequest:
+    """A request to end a run early, made by a signal: the images in flight are finished and
+    written, every file not reached is reported as ``not_processed``, and the run says so.
+
+    A second signal stops the process at once (temporaries are removed at the next start)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __call__(self, signum: int, frame: object = None) -> None:
+        if self.signum is not None:
+            os.write(2, b"moce: second signal; stopping at once\n")
+            os._exit(128 + signum)
+        self.signum = signum
+
+    @contextmanager
+    def on_signals(self, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
+        """Route ``signals`` here while the block runs (main thread only; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self) for s in signals}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 @dataclass
@@ -107,6 +150,8 @@ class RestoreSummary:
     records: list[ImageRecord]
     seconds: float
     tiling: dict[str, Any] = field(default_factory=dict)
+    setup_seconds: float = 0.0  # opening the model (an export, the first time) and the backend
+    interrupted: int | None = None  # the signal that ended the run early
 
     @property
     def failed(self) -> list[ImageRecord]:
@@ -126,11 +171,25 @@ class RestoreSummary:
         return 1.0 - sum(r.expert_flops for r in self.restored) / dense if dense else 0.0
 
     @property
+    def not_processed(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.status == NOT_PROCESSED]
+
+    @property
+    def restore_seconds(self) -> float:
+        """Time spent restoring, set-up excluded."""
+        return max(self.seconds - self.setup_seconds, 0.0)
+
+    @property
     def exit_code(self) -> int:
+        """128 + the signal for an interrupted run (130 for Ctrl-C), 1 if an image failed, else 0."""
+        if self.interrupted is not None:
+            return 128 + self.interrupted
         return 1 if self.failed else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "interrupted": self.interrupted is not None,
+            "signal": signal.Signals(self.interrupted).name if self.interrupted is not None else None,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "precision": self.precision,
@@ -143,8 +202,11 @@ class RestoreSummary:
                 "errors": len(self.failed),
                 "skipped": len(self.skipped),
                 "skipped_existing": sum(r.reason == OUTPUT_EXISTS for r in self.skipped),
+                "not_processed": len(self.not_processed),
                 "seconds": round(self.seconds, 3),
-                "images_per_second": len(self.restored) / self.seconds if self.seconds else 0.0,
+                "setup_seconds": round(self.setup_seconds, 3),
+                "restore_seconds": round(self.restore_seconds, 3),
+                "images_per_second": len(self.restored) / self.restore_seconds if self.restore_seconds else 0.0,
                 "expert_compute_skipped": self.expert_compute_skipped,
             },
             "images": [vars(r) for r in self.records],
@@ -326,8 +388,9 @@ class _Pending:
 class ImageLoop:
     """The per-image loop: read, restore through the session's :class:`Batcher`, write."""
 
-    def __init__(self, job: RestoreJob, session: Session, progress: Progress) -> None:
+    def __init__(self, job: RestoreJob, session: Session, progress: Progress, stop: StopRequest | None = None) -> None:
         self.job, self.session, self.progress = job, session, progress
+        self.stop = stop or StopRequest()
         self.records: list[ImageRecord] = []
         self.batcher: Batcher[_Pending] = Batcher(session, self._done, progress.tiles, progress.tile_done)
 
@@ -367,7 +430,13 @@ class ImageLoop:
         todo, records = outputs_to_write(self.job, root, files)
         for record in records:
             self._finish(record)
-        for path, out in todo:
+        for n, (path, out) in enumerate(todo):
+            if self.stop.requested:
+                self.flush()  # the images in flight are finished and written
+                for left, left_out in todo[n:]:
+                    record = ImageRecord(str(left), str(left_out), NOT_PROCESSED, None, 0.0, reason=INTERRUPTED)
+                    self.records.append(record)
+                return
             self.add(path, out)
         self.flush()
 
@@ -449,20 +518,26 @@ def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], s
     )
 
 
-def restore(job: RestoreJob, progress: Progress | None = None, session: Session | None = None) -> RestoreSummary:
+def restore(
+    job: RestoreJob, progress: Progress | None = None, session: Session | None = None, stop: StopRequest | None = None
+) -> RestoreSummary:
     """Restore every image of ``job``; problems with single images never stop the run.
-    ``session``: an opened session to restore with (left open); by default the job opens its own."""
+    ``session``: an opened session to restore with (left open); by default the job opens its own.
+    ``stop``: set (by a signal handler) to end the run after the images in flight."""
     progress = progress or NoProgress()
     start = time.perf_counter()
     if job.filesystem is not None:
         raise InputError(
             f"{one_line(str(job.inputs))}: inputs on a {job.filesystem.type_name} file system need --cluster"
         )
+    stop = stop or StopRequest()
     prepared = prepare(job, progress, session=session)
     loop: ImageLoop | None = None
+    setup = 0.0
     try:
         prepared.session.activate()
-        loop = ImageLoop(job, prepared.session, progress)
+        setup = time.perf_counter() - start
+        loop = ImageLoop(job, prepared.session, progress, stop)
         progress.start(len(prepared.files) + len(prepared.passed))
         for path, reason in prepared.passed:
             loop.skip(path, reason)
@@ -471,6 +546,7 @@ def restore(job: RestoreJob, progress: Progress | None = None, session: Session 
         if session is None:
             prepared.session.close()
         summary = summarize(prepared, job, loop.records if loop else [], time.perf_counter() - start)
+        summary.setup_seconds, summary.interrupted = setup, stop.signum
         if job.report:
             write_report(job.report, summary)
     return summary

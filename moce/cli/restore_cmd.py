@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
 
 from moce.apps.cluster import input_location, local_path, restore_on_cluster
-from moce.apps.restore import RestoreJob, RestoreSummary
+from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
 from moce.cli.common import render_table, user_errors
 from moce.cli.progress import CliProgress
@@ -98,10 +99,14 @@ def restore(
         cuda_graphs=cuda_graphs,
     )
     progress = CliProgress()
-    try:
-        summary = run_restore(job, progress) if cluster is None else restore_on_cluster(job, cluster, workers, progress)
-    finally:
-        progress.stop()
+    with StopRequest().on_signals() as stop:
+        try:
+            if cluster is None:
+                summary = run_restore(job, progress, stop=stop)
+            else:
+                summary = restore_on_cluster(job, cluster, workers, progress)
+        finally:
+            progress.stop()
     _print_summary(summary)
     raise typer.Exit(summary.exit_code)
 
@@ -117,7 +122,8 @@ def _print_summary(summary: RestoreSummary) -> None:
             totals["ok"],
             totals["errors"],
             totals["skipped"],
-            f"{totals['seconds']:.2f}",
+            f"{totals['setup_seconds']:.2f}",
+            f"{totals['restore_seconds']:.2f}",
             f"{totals['images_per_second']:.2f}",
             f"{100 * totals['expert_compute_skipped']:.1f}%",
         ]
@@ -132,7 +138,8 @@ def _print_summary(summary: RestoreSummary) -> None:
                 "ok",
                 "errors",
                 "skipped",
-                "seconds",
+                "set-up s",
+                "restore s",
                 "images/s",
                 "expert FLOPs skipped",
             ],
@@ -141,3 +148,11 @@ def _print_summary(summary: RestoreSummary) -> None:
     )
     for record in summary.failed:
         typer.echo(f"failed: {record.error}", err=True)
+    existing = sum(r.reason == OUTPUT_EXISTS for r in summary.skipped)
+    if existing:
+        typer.echo(f"skipped {existing} image(s) whose output exists; --overwrite redoes them", err=True)
+    if summary.interrupted is not None:
+        done = len(summary.restored) + len(summary.failed)
+        total = done + len(summary.not_processed)
+        name = signal.Signals(summary.interrupted).name
+        typer.echo(f"interrupted ({name}) after {done} of {total} images; rerun the same command to resume", err=True)
