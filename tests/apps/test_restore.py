@@ -160,14 +160,18 @@ def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_p
         "pipe.png": ("skipped", "not a regular file"),
     }
     assert all("\n" not in i["error"] for i in report["images"] if i["error"])
-    assert report["totals"] | {"seconds": 0, "images_per_second": 0, "expert_compute_skipped": 0} == {
+    timings = {"seconds": 0, "setup_seconds": 0, "restore_seconds": 0, "images_per_second": 0}
+    assert report["totals"] | timings | {"expert_compute_skipped": 0} == {
         "files": 11,
         "images": 8,
         "ok": 4,
         "errors": 4,
         "skipped": 3,
         "skipped_existing": 0,
+        "not_processed": 0,
         "seconds": 0,
+        "setup_seconds": 0,
+        "restore_seconds": 0,
         "images_per_second": 0,
         "expert_compute_skipped": 0,
     }
