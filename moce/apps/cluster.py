@@ -16,6 +16,7 @@ inputs) must be on storage every node mounts at the same path.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,8 +35,8 @@ from moce.apps.restore import (
     RestoreJob,
     RestoreSummary,
     outputs_to_write,
+    passed_record,
     prepare,
-    skipped_record,
     summarize,
     why_not,
     write_report,
@@ -132,12 +133,25 @@ def restore_dataset(ds: Any, job: RestoreJob, package: str, outputs: dict[str, s
     )
 
 
+ADDRESS = re.compile(r"local|auto|ray://[\w.-]+:\d+|[\w.-]+:\d+")
+"""``--cluster``: ``local``, ``auto``, ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT`` (a head node)."""
+
+
+def check_address(address: str) -> None:
+    if not ADDRESS.fullmatch(address):
+        raise InputError(
+            f"--cluster {address}: not a Ray address; use local (Ray on this machine), auto (the running "
+            "cluster this machine belongs to) or ray://HOST:PORT"
+        )
+
+
 def restore_on_cluster(
     job: RestoreJob, address: str = "local", workers: int = 2, progress: Progress | None = None
 ) -> RestoreSummary:
     """`moce restore --cluster ADDRESS`: ``local`` starts Ray on this machine with ``workers`` CPUs,
     ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.threads`` (default
     1) CPU threads. Returns the summary a local restore would, report included."""
+    check_address(address)
     ray = require("ray", RAY_HINT)
     progress = progress or NoProgress()
     start = time.perf_counter()
@@ -147,7 +161,7 @@ def restore_on_cluster(
     listing = None if job.filesystem is None else list_inputs(job.filesystem, job.inputs, job.recursive, job.include)
     prepared = prepare(job, progress, listing)
     todo, records = outputs_to_write(job, prepared.root, prepared.files)
-    records = [skipped_record(path, reason) for path, reason in prepared.passed] + records
+    records = [passed_record(path, reason) for path, reason in prepared.passed] + records
     if todo:
         if not ray.is_initialized():
             _start_ray(ray, address, workers)

@@ -99,6 +99,7 @@ def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRec
 
 
 OUTPUT_EXISTS = "output exists (--overwrite redoes it)"
+UNREADABLE_FOLDER = "folder cannot be read, so its images were not restored"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that end a run honestly: in-flight images finished, the report written, exit 128 + signal."""
 
@@ -214,6 +215,14 @@ class RestoreSummary:
         }
 
 
+def passed_record(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
+    """The record of an entry passed over: skipped with the reason, or an error for a folder that
+    could not be read (its images are missing from the run, which must not look complete)."""
+    if reason.startswith(UNREADABLE_FOLDER):
+        return ImageRecord(str(path), None, "error", one_line(f"{path}: {reason}"), 0.0)
+    return skipped_record(path, reason, out)
+
+
 def why_not(path: Path, root: Path, include: tuple[str, ...], regular: bool | None = None) -> str | None:
     """Why a file found in the input folder is not an image to restore, or None when it is one;
     ``regular``: whether it is a regular file, when known (files listed on another file system)."""
@@ -242,13 +251,30 @@ def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing
         return inputs.parent, [inputs], []
     if not inputs.is_dir():
         raise InputError(f"{one_line(str(inputs))}: not a regular file or a folder")
-    files, passed = [], []
-    for path in sorted(inputs.rglob("*") if recursive else inputs.iterdir()):
-        if path.is_dir() and not path.is_symlink():
-            continue
+    entries, passed = _entries(inputs, recursive)
+    files = []
+    for path in entries:
         reason = why_not(path, inputs, include)
         (passed.append((path, reason)) if reason else files.append(path))
-    return inputs, files, passed
+    return inputs, files, sorted(passed)
+
+
+def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every non-folder entry under ``inputs`` (symlinks to folders included, not followed), sorted,
+    and the folders that could not be read, each with :data:`UNREADABLE_FOLDER` and why."""
+    unreadable: list[tuple[Path, str]] = []
+
+    def failed(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename or inputs), f"{UNREADABLE_FOLDER} ({exc.strerror or exc})"))
+
+    entries: list[Path] = []
+    for folder, dirs, names in os.walk(inputs, onerror=failed):
+        here = Path(folder)
+        entries += [here / name for name in names]
+        entries += [here / name for name in dirs if (here / name).is_symlink()]
+        if not recursive:
+            dirs.clear()
+    return sorted(entries), unreadable
 
 
 def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
@@ -422,8 +448,9 @@ class ImageLoop:
         self._finish(_record(item.path, item.out, outcome, time.perf_counter() - item.started))
 
     def skip(self, path: Path, reason: str, out: Path | None = None) -> None:
-        self.records.append(skipped_record(path, reason, out))
-        self.progress.image_done(path, "skipped")
+        record = passed_record(path, reason, out)
+        self.records.append(record)
+        self.progress.image_done(path, record.status)
 
     def run(self, root: Path, files: list[Path]) -> None:
         """Restore ``files`` whose outputs are to be written (see :func:`outputs_to_write`)."""

@@ -10,6 +10,7 @@ the same bytes whichever of them restores it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -36,7 +37,7 @@ from moce.imageio import (
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
 from moce.package.manifest import Manifest
 from moce.progress import Messages, quiet
-from moce.runtime.backends import BACKENDS, BackendChoice, make_runner
+from moce.runtime.backends import BACKENDS, BackendChoice, cuda_available, make_runner, nvidia_gpu_present
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer, check_restore_options
@@ -102,8 +103,14 @@ class RestoreResult:
         return 1.0 - self.expert_flops / self.dense_expert_flops if self.dense_expert_flops else 0.0
 
 
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+"""What ``--device`` takes: ``cpu``, ``cuda`` or ``cuda:N``."""
+
+
 def check_options(options: SessionOptions, multiple: int = 8) -> None:
     """Refuse, before any backend loads, option values no run could use."""
+    if options.device is not None and not DEVICE.fullmatch(options.device):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {options.device}")
     if options.routing not in ROUTING_MODES:
         raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}, got {options.routing}")
     if options.max_pixels < 64:
@@ -140,9 +147,31 @@ def check_graphs(manifest: Manifest, options: SessionOptions, backend: str) -> N
         )
 
 
+def check_device(options: SessionOptions) -> None:
+    """Refuse a CUDA device this machine does not have, instead of running on the CPU unasked."""
+    if not (options.device or "").startswith("cuda"):
+        return
+    if not nvidia_gpu_present():
+        raise InputError(f"--device {options.device}: this machine shows no NVIDIA GPU; use --device cpu")
+    if options.backend == "torch" and not cuda_available():
+        raise InputError(f"--device {options.device}: PyTorch here has no CUDA (a CPU build?); use --device cpu")
+
+
+def slow_path_warning(choice: BackendChoice, precision: str) -> str | None:
+    """One line for a slow path chosen on purpose, with the faster choice."""
+    device = getattr(choice.runner, "device", None)
+    if choice.name == "torch" and precision == "fp16" and getattr(device, "type", None) == "cpu":
+        return (
+            "warning: fp16 on the CPU runs several times slower than fp32 in PyTorch (no fp16 arithmetic "
+            "units); --precision fp32 is faster here (bf16 too, on CPUs with AVX512_BF16 or AMX)"
+        )
+    return None
+
+
 def make_choice(manifest: Manifest, options: SessionOptions) -> BackendChoice:
     """The backend's runner for ``options`` (not activated): a named backend is checked against the
     package before it loads anything, ``auto``'s pick after."""
+    check_device(options)
     if options.backend in BACKENDS:
         check_graphs(manifest, options, options.backend)
     choice = make_runner(
@@ -172,6 +201,9 @@ class Session:
         check_options(self.options, manifest.size_multiple)
         self.choice = make_choice(manifest, self.options)
         self.restore_options = settle(self.options, progress)
+        warning = slow_path_warning(self.choice, self.options.precision)
+        if warning:
+            progress(warning)
         self._restorer: Restorer | None = None
 
     # -- life cycle ---------------------------------------------------------------------------

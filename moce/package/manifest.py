@@ -325,9 +325,14 @@ class Manifest:
                 raise PackageError(f"{path}: leads outside the package (a symlink?); refused ({where})")
             if not path.is_file():
                 raise PackageError(f"{self.root}: {where} names {info.file}, which is missing or not a file")
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise PackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
             if sha256_bytes(data) != info.sha256:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
+            if isinstance(info, GraphEntry):
+                _check_signature(path, data, info)
             if isinstance(info, GraphEntry) and (external := _external_data(path, data)):
                 raise PackageError(
                     f"{path}: reads weights from external data ({external}); moce packages keep weights "
@@ -346,6 +351,22 @@ def unsafe_path(file: str) -> str | None:
     if ".." in parts:
         return f"{file!r} leads outside the package"
     return None
+
+
+def _check_signature(path: Path, data: bytes, entry: GraphEntry) -> None:
+    """Refuse a graph whose inputs and outputs are not the ones the manifest records for it (a graph
+    swapped for another, with the manifest re-hashed, would fail on every image instead)."""
+    try:
+        graph = onnx.load_from_string(data).graph
+    except Exception as exc:  # noqa: BLE001 - a hostile file can fail the parser anyhow
+        raise PackageError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
+    found = ([i.name for i in graph.input], [o.name for o in graph.output])
+    expected = ([s.name for s in entry.inputs], [s.name for s in entry.outputs])
+    if found != expected:
+        raise PackageError(
+            f"{path}: takes {', '.join(found[0])} and gives {', '.join(found[1])}, but the manifest says "
+            f"{', '.join(expected[0])} and {', '.join(expected[1])}; re-export the package"
+        )
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -381,6 +402,8 @@ def load_manifest(root: str | Path) -> Manifest:
         raise PackageError(f"{root}: not a moce package (no {MANIFEST})")
     try:
         data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PackageError(f"{path}: invalid JSON ({str(exc).splitlines()[0][:200]})") from None
     return Manifest.from_dict(root, data)

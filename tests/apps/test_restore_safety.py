@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -84,3 +87,74 @@ def test_a_report_that_cannot_be_written_is_refused_before_work(tmp_path, run):
     _image(tmp_path / "in" / "a.png")
     result, ran = run(tmp_path / "in", tmp_path / "out", "--report", "/proc/nope.json")
     assert result.exit_code == 2 and "--report cannot be written" in result.output and not ran
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "gpu"], "--device must be cpu, cuda or cuda:N, got gpu"),
+        (["--cluster", "ray"], "--cluster ray: not a Ray address; use local"),
+        (["--cluster", "nonsense"], "--cluster nonsense: not a Ray address"),
+        (["--tile", "0"], "--tile must be a positive multiple of 8, got 0"),
+        (["--route-per", "pixel"], "--route-per must be one of image, tile, got pixel"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors_before_work(tmp_path, run, args, message):
+    _image(tmp_path / "in" / "a.png")
+    result, ran = run(tmp_path / "in", tmp_path / "out", *args)
+    assert result.exit_code == 2 and message in result.output and not ran, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(Path("/dev/nvidia0").exists(), reason="this machine has a GPU")
+def test_cuda_asked_for_on_a_machine_without_it_is_refused(tmp_path, run):
+    _image(tmp_path / "in" / "a.png")
+    for backend in ("auto", "torch", "onnxruntime"):
+        result, ran = run(tmp_path / "in", tmp_path / "out", "--device", "cuda", "--backend", backend)
+        assert result.exit_code == 2 and "shows no NVIDIA GPU; use --device cpu" in result.output and not ran
+
+
+def test_an_unreadable_folder_in_the_input_is_an_error_in_the_report(tmp_path, run, monkeypatch):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "locked" / "b.png")
+    real = os.walk
+
+    def walk(top, onerror=None, **kwargs):  # as root, chmod 000 does not stop reading: say it failed
+        for folder, dirs, names in real(top, onerror=onerror, **kwargs):
+            if "locked" in dirs:
+                dirs.remove("locked")
+                onerror(PermissionError(13, "Permission denied", str(Path(folder) / "locked")))
+            yield folder, dirs, names
+
+    monkeypatch.setattr("moce.apps.restore.os.walk", walk)
+    result, _ = run(tmp_path / "in", tmp_path / "out", "-r", "--report", tmp_path / "r.json")
+    assert result.exit_code == 1, result.output
+    records = {Path(r["input"]).name: r for r in json.loads((tmp_path / "r.json").read_text())["images"]}
+    assert records["a.png"]["status"] == "ok" and records["locked"]["status"] == "error"
+    assert "folder cannot be read" in records["locked"]["error"] and "Permission denied" in records["locked"]["error"]
+
+
+def test_a_package_file_that_cannot_be_read_or_a_swapped_graph_is_refused_before_work(tmp_path, tiny_pkg, monkeypatch):
+    from moce.package.manifest import load_manifest, sha256_bytes
+
+    _image(tmp_path / "in" / "a.png")
+    package = tmp_path / "p.moce"
+    shutil.copytree(tiny_pkg.root, package)
+    manifest = load_manifest(package)
+    (package / manifest.graph_entries["segment0"].file).write_bytes((package / "split" / "segment1.onnx").read_bytes())
+    manifest.graph_entries["segment0"].sha256 = sha256_bytes((package / "split" / "segment1.onnx").read_bytes())
+    manifest.write()  # a valid graph, re-hashed, in the wrong place
+    args = ["restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(package)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "segment0.onnx: takes" in result.output and "re-export" in result.output
+    real = Path.read_bytes
+    monkeypatch.setattr(
+        Path, "read_bytes", lambda self: _denied(self) if self.name == "weights.safetensors" else real(self)
+    )
+    result = CliRunner().invoke(app, ["restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(tiny_pkg.root)])
+    assert result.exit_code == 2 and "weights.safetensors: cannot be read (Permission denied)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def _denied(path: Path) -> bytes:
+    raise PermissionError(13, "Permission denied", str(path))
