@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/moce demo --out out/demo
+	$(BIN)/moce demo --output out/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -202,9 +202,14 @@ def check_min_side(path: Path | str, width: int, height: int) -> None:
 def check_pixels(path: Path | str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise InputError(
-            f"{path}: image is {width}x{height} ({width * height / 1e6:.1f} MP), over the limit of "
-            f"{max_pixels / 1e6:g} MP; raise --max-pixels to restore it in tiles"
+            f"{path}: image is {width}x{height} ({_count(width * height, '.1f')}), over the limit of "
+            f"{_count(max_pixels, 'g')}; raise --max-pixels to restore it in tiles"
         )
+
+
+def _count(pixels: int, style: str) -> str:
+    """A pixel count in the unit people read: MP from a tenth of a megapixel, pixels below."""
+    return f"{pixels / 1e6:{style}} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:

@@ -63,7 +63,7 @@ step "evaluate the demo model on the torch CUDA backend"
 timeout 90 moce evaluate --data build/photos/heldout --model moce/data/moce_demo.ckpt --backend torch --crops 8 2>&1 | tail -12
 
 step "demo restore on CUDA"
-timeout 60 moce demo --out /tmp/demo --backend torch 2>&1 | tail -5
+timeout 60 moce demo --output /tmp/demo --backend torch 2>&1 | tail -5
 
 if [ -z "${SKIP_L:-}" ]; then
   step "MoCE-IR (L) export and bench on CUDA, batch 1"

@@ -8,9 +8,8 @@ from pathlib import Path
 import typer
 
 from moce.apps.bench import BenchOptions, BenchResult, chart, from_json, run_bench, speedups, to_json
-from moce.cli.common import render_table, user_errors
+from moce.cli.common import render_table, user_errors, write_json_output
 from moce.errors import InputError
-from moce.files import write_json_atomic
 
 
 def _ints(text: str) -> list[int]:
@@ -42,7 +41,7 @@ def bench(
     threads: int = typer.Option(None, help="CPU threads for every backend [default: all cores]"),
     device: str = typer.Option(None, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"),
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
-    json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON"),
+    json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON to this file (-: standard output)"),
     png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),
     from_saved: Path = typer.Option(
         None,
@@ -116,6 +115,6 @@ def bench(
         )
     )
     if json_out and not from_saved:
-        write_json_atomic(json_out, to_json(results))
+        write_json_output(json_out, to_json(results))
     if png:
         chart(results, png)

@@ -6,11 +6,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
 from moce.errors import MoceError
+from moce.files import write_json_atomic
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +29,39 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def pixels(text: str | int) -> int:
+    """A pixel count as people write it: ``64M``, ``64MP``, ``12.5M``, ``800k`` or ``1000000``."""
+    if isinstance(text, int):
+        return text
+    value = str(text).strip().upper().removesuffix("P")
+    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000}.get(value[-1:], 1)
+    try:
+        count = float(value[:-1] if scale > 1 else value) * scale
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a pixel count (say 64M, 800k or 1000000)") from None
+    return int(count)
+
+
+LEGACY_OUT = typer.Option(None, "--out", hidden=True, help="Old spelling of --output (removed in 0.8)")
+"""``--out``: the old spelling of ``-o/--output`` in train, demo and triton, kept for one release."""
+
+
+def output_or_legacy(output: Path, legacy: Path | None, old: str = "--out") -> Path:
+    """``-o/--output``, or the old spelling's value with a deprecation line."""
+    if legacy is None:
+        return output
+    typer.echo(f"warning: {old} is deprecated and goes in moce 0.8; use -o/--output", err=True)
+    return legacy
+
+
+def write_json_output(path: Path, data: Any) -> None:
+    """``--json PATH``: the file, written atomically, or standard output for ``-``."""
+    if str(path) == "-":
+        print_json(data)
+    else:
+        write_json_atomic(path, data)
 
 
 def print_json(data: Any) -> None:

@@ -8,8 +8,7 @@ import typer
 
 from moce.apps.compare import CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
-from moce.cli.common import render_table, user_errors
-from moce.files import write_json_atomic
+from moce.cli.common import render_table, user_errors, write_json_output
 
 
 @user_errors
@@ -26,7 +25,9 @@ def compare(
     min_psnr: float = typer.Option(35.0, help="Fail below this PSNR (dB) against the reference, per image"),
     min_route_agreement: float = typer.Option(0.95, help="Fail below this share of identical routing decisions"),
     save_results: Path = typer.Option(None, help="Save Polygraphy RunResults JSON here"),
-    json_out: Path = typer.Option(None, "--json", help="Write the comparison table as JSON"),
+    json_out: Path = typer.Option(
+        None, "--json", help="Write the comparison table as JSON to this file (-: standard output)"
+    ),
     verbose: bool = typer.Option(False, help="Show Polygraphy's per-iteration statistics"),
 ) -> None:
     """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement."""
@@ -63,7 +64,7 @@ def compare(
         )
     )
     if json_out:
-        write_json_atomic(json_out, {"reference": report.reference, "rows": report.rows, "failures": report.failures})
+        write_json_output(json_out, {"reference": report.reference, "rows": report.rows, "failures": report.failures})
     for failure in report.failures:
         typer.echo(f"failed: {failure}", err=True)
     raise typer.Exit(0 if report.passed else 1)

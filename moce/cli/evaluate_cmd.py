@@ -8,9 +8,8 @@ import typer
 
 from moce.apps.evaluate import EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
-from moce.cli.common import render_table, user_errors
+from moce.cli.common import LEGACY_OUT, output_or_legacy, render_table, user_errors, write_json_output
 from moce.cli.progress import CliProgress
-from moce.files import write_json_atomic
 
 
 @user_errors
@@ -25,7 +24,7 @@ def evaluate(
     draws: int = typer.Option(
         4, help="Degradations drawn per image (draw k uses seed + k); the table gives the gain's range over draws"
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON"),
+    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON to this file (-: standard output)"),
     chart: Path = typer.Option(None, help="Write a PNG of gain, colour and the experts each degradation uses"),
 ) -> None:
     """PSNR/SSIM and colour per degradation, and how well routes alone identify the degradation."""
@@ -57,20 +56,22 @@ def evaluate(
         render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks])
     )
     if json_out:
-        write_json_atomic(json_out, report.to_dict())
+        write_json_output(json_out, report.to_dict())
     if chart:
         evaluation_chart(report, chart, f"{model or 'bundled model'} on {', '.join(map(str, data))}")
 
 
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Output folder"),
+    out: Path = typer.Option(Path("out/demo"), "--output", "-o", help="Output folder"),
+    legacy_out: Path = LEGACY_OUT,
     model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled demo model]"),
     backend: str = typer.Option("auto", help="auto, onnxruntime, torch or tensorrt"),
 ) -> None:
     """Restore the bundled degraded samples; write outputs, report, before/after sheet and routing chart."""
     from moce.apps.demo import run_demo
 
+    out = output_or_legacy(out, legacy_out)
     progress = CliProgress()
     try:
         result = run_demo(out, model, backend, progress)

@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[default: ...]" written in it stays visible
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Deploy MoCE-IR: export, build engines, restore.",
 )
 

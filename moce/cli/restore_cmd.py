@@ -10,7 +10,7 @@ import typer
 from moce.apps.cluster import input_location, local_path, restore_on_cluster
 from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
-from moce.cli.common import render_table, user_errors
+from moce.cli.common import pixels, render_table, user_errors
 from moce.cli.progress import CliProgress
 from moce.imageio import DEFAULT_MAX_PIXELS
 from moce.runtime.restorer import RestoreOptions
@@ -19,9 +19,11 @@ from moce.runtime.restorer import RestoreOptions
 @user_errors
 def restore(
     inputs: str = typer.Argument(
-        ..., help="An image file or a folder of images (with --cluster, any pyarrow URI too: file://, s3://, gs://)"
+        ...,
+        metavar="INPUT",
+        help="An image file or a folder of images (with --cluster, any pyarrow URI too: file://, s3://, gs://)",
     ),
-    output: str = typer.Argument(..., help="Output folder (or file name for a single input)"),
+    output: str = typer.Argument(..., metavar="OUTPUT", help="Output folder (or file name for a single input)"),
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
     ),
@@ -65,7 +67,9 @@ def restore(
     ),
     workers: int = typer.Option(2, help="With --cluster: Ray actors, one model each (a GPU each where there are)"),
     max_pixels: int = typer.Option(
-        DEFAULT_MAX_PIXELS, help="Refuse larger images before decoding them (raise it to restore them in tiles)"
+        DEFAULT_MAX_PIXELS,
+        parser=pixels,
+        help="Refuse larger images before decoding them (64M, 800k, 1000000; raise it to restore them in tiles)",
     ),
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""

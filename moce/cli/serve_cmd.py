@@ -12,7 +12,8 @@ import typer
 
 from moce.apps.triton import ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, install_server, serve
-from moce.cli.common import user_errors
+from moce.cli.common import LEGACY_OUT, output_or_legacy, pixels, user_errors
+from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
 
 SERVE_OPTIONS = {  # ServeOptions field -> (type, its command-line option): how the served model runs
@@ -25,7 +26,10 @@ SERVE_OPTIONS = {  # ServeOptions field -> (type, its command-line option): how 
     "max_batch_size": (int, typer.Option(8, help="Triton max_batch_size: images per batch the dynamic batcher forms")),
     "instances": (int, typer.Option(1, help="Model instances (instance_group count)")),
     "instance_kind": (str, typer.Option("cpu", help="cpu | gpu (KIND_GPU: one instance per GPU, on its device)")),
-    "max_pixels": (int, typer.Option(DEFAULT_MAX_PIXELS, help="Refuse images larger than this many pixels")),
+    "max_pixels": (
+        int,
+        typer.Option(DEFAULT_MAX_PIXELS, parser=pixels, help="Refuse images larger than this (64M, 800k, 1000000)"),
+    ),
 }
 
 
@@ -51,11 +55,17 @@ def with_serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @with_serve_options
 def triton(
     model: str = typer.Argument(..., help="Model package folder or checkpoint"),
-    out: Path = typer.Option(..., "--out", "-o", help="Repository folder to write (replaced whole if it is one)"),
+    out: Path = typer.Option(
+        None, "--output", "-o", help="Repository folder to write (replaced whole if it is one)", show_default=False
+    ),
+    legacy_out: Path = LEGACY_OUT,
     name: str = typer.Option("moce", help="Model name in the repository"),
     options: ServeOptions = ServeOptions(),
 ) -> None:
     """Write a Triton Inference Server model repository that serves the model (Python backend)."""
+    out = output_or_legacy(out, legacy_out)
+    if out is None:
+        raise InputError("moce triton needs -o/--output: the repository folder to write")
     folder = write_repository(model, out, options, name)
     typer.echo(
         f"wrote {folder} (config.pbtxt, 1/model.py, 1/package); serve it with: tritonserver --model-repository={out}"
@@ -89,8 +99,11 @@ def serve_command(
 
 @user_errors
 def install_tritonserver(
-    dest: Path = typer.Option(None, help="Folder to unpack into [default: <environment>/opt/tritonserver]"),
+    dest: Path = typer.Option(
+        None, "--output", "-o", help="Folder to unpack into [default: <environment>/opt/tritonserver]"
+    ),
+    legacy_dest: Path = typer.Option(None, "--dest", hidden=True, help="Old spelling of --output"),
 ) -> None:
     """Unpack the Triton server bundled in the nvidia-pytriton wheel (from PyPI) for `moce serve`."""
-    binary = install_server(dest)
+    binary = install_server(output_or_legacy(dest, legacy_dest, "--dest"))
     typer.echo(f"installed {binary}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from moce.cli.common import user_errors
+from moce.cli.common import LEGACY_OUT, output_or_legacy, user_errors
 from moce.train.trainer import TrainOptions
 from moce.train.trainer import train as run_train
 
@@ -19,7 +19,8 @@ def _ints(text: str) -> tuple[int, ...]:
 @user_errors
 def train(
     data: Path = typer.Argument(..., help="Folder of clean training images"),
-    out: Path = typer.Option(Path("runs/train"), "-o", "--out", help="Folder for last.ckpt and final.ckpt"),
+    out: Path = typer.Option(Path("runs/train"), "-o", "--output", help="Folder for last.ckpt and final.ckpt"),
+    legacy_out: Path = LEGACY_OUT,
     dim: int = typer.Option(16, help="Channels at full resolution"),
     num_blocks: str = typer.Option("1,1,1,2", help="Encoder blocks per level, then the latent"),
     num_dec_blocks: str = typer.Option("1,1,1", help="Decoder blocks per level (shallow first)"),
@@ -68,6 +69,7 @@ def train(
     ),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
+    out = output_or_legacy(out, legacy_out)
     opts = TrainOptions(
         data=data,
         out=out,

@@ -44,7 +44,7 @@ def test_evaluate_reports_every_degradation(tmp_path, tiny_pkg):
 def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
     out = tmp_path / "demo"
     result = CliRunner().invoke(
-        app, ["demo", "--out", str(out), "--model", str(tiny_pkg.root), "--backend", "onnxruntime"]
+        app, ["demo", "--output", str(out), "--model", str(tiny_pkg.root), "--backend", "onnxruntime"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

@@ -174,6 +174,7 @@ def test_config_names_the_model(tiny_pkg):
 
 def test_a_gpu_instance_sees_only_its_own_gpu(repository, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    monkeypatch.setattr("moce.apps.session.nvidia_gpu_present", lambda: True)  # as on a GPU machine
     model = FakeModel()
     config = json.dumps({"parameters": _parameters(repository / "config.pbtxt")})
     args = {"model_config": config, "model_repository": str(repository), "model_version": "1"}

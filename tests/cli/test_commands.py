@@ -44,3 +44,33 @@ def test_build_engine_writes_the_onnx_variant_and_exits_3_without_tensorrt(tmp_p
 def test_build_engine_refuses_a_bad_shape_in_one_line(tiny_pkg):
     result = CliRunner().invoke(app, ["build-engine", str(tiny_pkg.root), "--min-shape", "64x64"])
     assert result.exit_code == 2 and "BATCHxHEIGHTxWIDTH" in result.output
+
+
+def test_every_command_takes_h_and_help_shows_the_defaults_written_in_it():
+    for command in ("restore", "export", "compare", "bench", "evaluate", "demo", "triton", "serve", "train"):
+        result = CliRunner().invoke(app, [command, "-h"])
+        assert result.exit_code == 0 and f"{command} [OPTIONS]" in result.output, command
+    words = " ".join(CliRunner().invoke(app, ["restore", "-h"]).output.split())  # as wrapped for any width
+    assert "[default: bundled demo model]" in words
+
+
+def test_output_is_spelled_the_same_everywhere_and_the_old_spelling_still_works(tmp_path, tiny_pkg):
+    result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "--out", str(tmp_path / "old")])
+    assert result.exit_code == 0 and "--out is deprecated" in result.output
+    result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(tmp_path / "new")])
+    assert result.exit_code == 0 and "deprecated" not in result.output
+    assert (tmp_path / "old" / "moce" / "config.pbtxt").is_file() and (
+        tmp_path / "new" / "moce" / "config.pbtxt"
+    ).is_file()
+
+
+def test_max_pixels_takes_megapixels(tmp_path, tiny_pkg):
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "out"), "-m", str(tiny_pkg.root), "--max-pixels"]
+    small = CliRunner().invoke(app, [*args, "1k"])
+    assert small.exit_code == 1 and "1,600 pixels), over the limit of 1,000 pixels" in small.output
+    assert CliRunner().invoke(app, [*args, "0.01M"]).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "lots"]).exit_code == 2
