@@ -19,10 +19,12 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +168,8 @@ class TritonServer:
         self.repository, self.install, self.host = Path(repository), install, host
         self.ports = ports or Ports()
         self.exit_timeout_s = exit_timeout_s  # how long a stopping server waits for open requests
-        self.log_path = self.repository.parent / f"{self.repository.name}.tritonserver.log"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = self.repository.parent / f"{self.repository.name}.tritonserver.{stamp}.{os.getpid()}.log"
         self.process: subprocess.Popen | None = None
 
     @property
@@ -261,6 +264,29 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+class _Stopped(Exception):
+    """Raised in the main thread by the first stop signal while serving."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def check_ports(host: str, ports: Ports) -> None:
+    """Refuse, before starting, ports another process holds: the server would fail to bind while an
+    old server on them answered the readiness check."""
+    for name, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc), ("--metrics-port", ports.metrics)):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise ServerError(
+                    f"{host}:{port} ({name}) is in use ({exc.strerror or exc}): another server holds it; "
+                    f"stop it or choose another {name}"
+                ) from None
+
+
 def serve(
     model: str | Path | None,
     options: ServeOptions,
@@ -270,16 +296,46 @@ def serve(
     on_ready: Callable[[TritonServer], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """Serve ``model`` until the server exits or the process is interrupted; returns the exit code."""
+    """Serve ``model`` until the server exits or a signal stops it; returns the exit code (128 + the
+    signal for SIGINT, SIGTERM or SIGHUP). Whatever ends it, the server's whole process group goes."""
     install = find_server(binary)
+    ports = ports or Ports()
+    check_ports(host, ports)
     repository = cached_repository(model, options, progress)
     server = TritonServer(repository, install, host, ports)
+    with _stop_signals():
+        try:
+            server.start()
+            if on_ready:
+                on_ready(server)
+            code = server.wait()
+            if code != 0:
+                raise ServerError(f"tritonserver exited with code {code}: {server.log_tail()}")
+            return code
+        except _Stopped as stopped:
+            return 128 + stopped.signum
+        finally:
+            server.stop()
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`_Stopped` once (so the server is stopped on the way
+    out); later ones are ignored while it stops. Main thread only; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not fired:
+            fired.append(signum)
+            raise _Stopped(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
-        server.start()
-        if on_ready:
-            on_ready(server)
-        return server.wait()
-    except KeyboardInterrupt:
-        return 0
+        yield
     finally:
-        server.stop()
+        for s, old in previous.items():
+            signal.signal(s, old)

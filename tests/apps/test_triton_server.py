@@ -131,3 +131,61 @@ def test_eight_concurrent_clients_of_ten_requests_are_all_answered(server, tiny_
         # batched with other clients' images, ONNX Runtime may round a few pixels the other way
         diff = np.abs(answers[i]["RESTORED"].astype(int) - alone[i]["RESTORED"].astype(int))
         assert diff.max() <= 1 and np.array_equal(answers[i]["ROUTES"], alone[i]["ROUTES"])
+
+
+def _serve_command(tiny_pkg, ports: Ports) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-c",
+        "from moce.cli.main import main; main()",
+        "serve",
+        str(tiny_pkg.root),
+        "--backend",
+        "onnxruntime",
+        "--http-port",
+        str(ports.http),
+        "--grpc-port",
+        str(ports.grpc),
+        "--metrics-port",
+        str(ports.metrics),
+    ]
+
+
+def _holders(port: int) -> list[str]:
+    """Processes whose command line names ``port`` (a tritonserver left behind)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "tritonserver" in text and f"--http-port={port}" in text:
+            found.append(text)
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_takes_the_whole_server_down_and_a_taken_port_is_refused_in_one_line(server, tiny_pkg):
+    import signal
+    import subprocess
+    import time
+
+    taken = subprocess.run(
+        _serve_command(tiny_pkg, server.ports), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert taken.returncode == 2 and "is in use" in taken.stderr and "serving" not in taken.stderr
+    assert len(taken.stderr.strip().splitlines()) == 1
+
+    ports = Ports.free()
+    child = subprocess.Popen(_serve_command(tiny_pkg, ports), stderr=subprocess.PIPE, text=True)
+    line = child.stderr.readline()
+    assert "serving model" in line, line
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=120)
+    assert child.returncode == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while _holders(ports.http) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _holders(ports.http) == []
