@@ -6,8 +6,10 @@ grayscale, alpha) is kept in :class:`ImageInfo` so the output is written back th
 
 from __future__ import annotations
 
+import io
 import struct
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +33,28 @@ def _cv2():  # noqa: ANN202 - the cv2 module
 
 
 @dataclass(frozen=True)
+class Metadata:
+    """What a photo carries besides its pixels, written back into outputs of a format that holds it.
+
+    ``exif``: the EXIF block (orientation included: pixels are restored as stored, so the tag keeps
+    showing them the right way up); ``icc``: the colour profile; ``quality``: the JPEG quality its
+    quantisation tables say it was saved at; ``lossy``: whether a WebP was lossy.
+    """
+
+    exif: bytes | None = None
+    icc: bytes | None = None
+    quality: int | None = None
+    lossy: bool = False
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """How an image was stored: restored output is written back in the same form."""
 
     dtype: str  # "uint8", "uint16" or "float32"
     gray: bool
     alpha: np.ndarray | None  # the alpha plane as read, written back unchanged
+    metadata: Metadata = field(default_factory=Metadata)
 
 
 def _check_complete(path: Path, data: bytes) -> None:
@@ -247,7 +265,40 @@ def decode_image(path: Path, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) 
     rgb, info = to_rgb_float(path, image)
     if info.dtype == "float32" and not np.isfinite(rgb).all():
         raise InputError(f"{path}: holds NaN or infinite pixel values")
-    return rgb, info
+    return rgb, replace(info, metadata=read_metadata(data))
+
+
+def read_metadata(data: bytes) -> Metadata:
+    """EXIF, ICC profile and lossy-coding facts of an encoded image (Pillow reads them); a file
+    Pillow cannot parse carries none (its pixels came from OpenCV, which read it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            exif = image.info.get("exif") or None
+            quality = _jpeg_quality(image.quantization) if image.format == "JPEG" else None
+            lossy = image.format == "WEBP" and b"VP8 " in data[12:4096]
+            return Metadata(exif, image.info.get("icc_profile") or None, quality, lossy)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return Metadata()
+
+
+IJG_LUMINANCE = (
+    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
+)  # fmt: skip
+"""The JPEG standard's luminance table, which libjpeg scales by the quality setting."""
+
+
+def _jpeg_quality(tables: dict[int, list[int]] | None) -> int | None:
+    """The libjpeg quality whose scaling of the standard table gives this luminance table (the
+    inverse of libjpeg's ``jpeg_quality_scaling``); None for tables of another origin."""
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    scale = 100.0 * sum(tables[0]) / sum(sum(row) for row in IJG_LUMINANCE)
+    quality = 5000.0 / scale if scale > 100 else (200.0 - scale) / 2
+    return int(min(100, max(1, round(quality))))
 
 
 def to_rgb_float(path: Path, image: np.ndarray) -> tuple[np.ndarray, ImageInfo]:
@@ -334,14 +385,67 @@ def _convert_depth(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return (plane.astype(np.float64) / peaks[plane.dtype] * peaks[np.dtype(dtype)]).round().astype(dtype)
 
 
-def write_image_atomic(path: Path, image: np.ndarray, jpeg_quality: int = 95) -> None:
+DEFAULT_QUALITY = 95
+"""JPEG and lossy WebP quality when the input says none (a PNG restored as JPEG, say)."""
+
+
+def write_image_atomic(
+    path: Path, image: np.ndarray, quality: int | None = None, metadata: Metadata | None = None
+) -> None:
     """Encode fully in memory, write a hidden temporary file beside ``path``, then rename it.
 
+    ``image`` is in OpenCV's layout (BGR(A) or gray). ``metadata`` (EXIF, ICC profile) goes into
+    JPEG, PNG and WebP outputs; ``quality`` (JPEG, lossy WebP) defaults to the input's.
     A crash or kill leaves either the old state or the complete new file, never a partial one.
     """
+    write_bytes_atomic(path, encode_image(path, image, quality, metadata or Metadata()))
+
+
+def encode_image(path: Path, image: np.ndarray, quality: int | None, metadata: Metadata) -> bytes:
+    """``image`` encoded as ``path``'s format, carrying ``metadata`` where the format holds it."""
+    suffix = path.suffix.lower()
+    carried = metadata.exif is not None or metadata.icc is not None
+    if suffix in (".jpg", ".jpeg") and carried or suffix == ".webp" and (carried or metadata.lossy):
+        return _pillow_encode(image, suffix, quality or metadata.quality or DEFAULT_QUALITY, metadata)
     cv2 = _cv2()
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, encoded = cv2.imencode(path.suffix.lower(), image, params)
+    jpeg_quality = quality or metadata.quality or DEFAULT_QUALITY
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
         raise InputError(f"{path}: OpenCV could not encode this image as {path.suffix}")
-    write_bytes_atomic(path, encoded.tobytes())
+    data = encoded.tobytes()
+    return _png_with(data, metadata) if suffix == ".png" and carried else data
+
+
+def _pillow_encode(image: np.ndarray, suffix: str, quality: int, metadata: Metadata) -> bytes:
+    """JPEG and WebP through Pillow, which writes EXIF and ICC profiles into them (8-bit formats)."""
+    from PIL import Image
+
+    rgb = image if image.ndim == 2 else swap_red_blue(image)
+    if suffix in (".jpg", ".jpeg") and rgb.ndim == 3 and rgb.shape[2] == 4:
+        rgb = rgb[:, :, :3]
+    extra = {k: v for k, v in (("exif", metadata.exif), ("icc_profile", metadata.icc)) if v is not None}
+    out = io.BytesIO()
+    if suffix == ".webp":
+        Image.fromarray(rgb).save(out, "WEBP", quality=quality, lossless=not metadata.lossy, **extra)
+    else:
+        Image.fromarray(rgb).save(out, "JPEG", quality=quality, **extra)
+    return out.getvalue()
+
+
+def _png_with(data: bytes, metadata: Metadata) -> bytes:
+    """A PNG from OpenCV with ``iCCP`` and ``eXIf`` chunks after its header chunk: Pillow writes
+    them only for 8-bit images, and moce's PNGs may hold 16-bit samples."""
+    chunks = b""
+    if metadata.icc is not None:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(metadata.icc))
+    if metadata.exif is not None:
+        exif = metadata.exif[6:] if metadata.exif.startswith(b"Exif\0\0") else metadata.exif
+        chunks += _png_chunk(b"eXIf", exif)
+    end_of_header = 8 + 12 + _be(data, 8, 4)  # signature, then IHDR's length, type, data and CRC
+    return data[:end_of_header] + chunks + data[end_of_header:]
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return len(payload).to_bytes(4, "big") + kind + payload + crc.to_bytes(4, "big")

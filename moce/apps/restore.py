@@ -59,7 +59,7 @@ class RestoreJob:
     allow_lossy: bool = False  # --ext into a format that cannot hold the input's depth or alpha
     report: Path | None = None
     threads: int | None = None
-    jpeg_quality: int = 95
+    quality: int | None = None  # JPEG / lossy WebP; None: the input's
     max_pixels: int = DEFAULT_MAX_PIXELS
     cuda_graphs: bool = False
     filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
@@ -441,7 +441,7 @@ class ImageLoop:
             loss = None if self.job.allow_lossy else conversion_loss(*storage_of(item.info), item.out.suffix)
             if loss:
                 raise InputError(f"{item.path}: {loss}; pass --allow-lossy to convert anyway")
-            write_restored(item.out, outcome.restored, item.info, self.job.jpeg_quality)
+            write_restored(item.out, outcome.restored, item.info, self.job.quality)
         except (MoceError, OSError) as exc:
             self._finish(_error(item.path, item.out, exc, time.perf_counter() - item.started))
             return
@@ -588,8 +588,9 @@ def restore_folder(
     include: tuple[str, ...] = (),
     ext: str | None = None,
     overwrite: bool = False,
+    allow_lossy: bool = False,
     report: str | Path | None = None,
-    jpeg_quality: int = 95,
+    quality: int | None = None,
     progress: Progress | None = None,
 ) -> RestoreSummary:
     """``moce restore INPUTS OUTPUT`` with an opened session: a file or a folder, every image on its
@@ -599,19 +600,20 @@ def restore_folder(
     job = RestoreJob(
         Path(inputs),
         Path(output),
-        session.manifest.root,
-        o.backend,
-        o.device,
-        o.precision,
-        o.restore_options(),
-        recursive,
-        tuple(include),
-        ext,
-        overwrite,
-        Path(report) if report is not None else None,
-        o.threads,
-        jpeg_quality,
-        o.max_pixels,
-        o.cuda_graphs,
+        model=session.manifest.root,
+        backend=o.backend,
+        device=o.device,
+        precision=o.precision,
+        options=o.restore_options(),
+        recursive=recursive,
+        include=tuple(include),
+        ext=ext,
+        overwrite=overwrite,
+        allow_lossy=allow_lossy,
+        report=Path(report) if report is not None else None,
+        threads=o.threads,
+        quality=quality,
+        max_pixels=o.max_pixels,
+        cuda_graphs=o.cuda_graphs,
     )
     return restore(job, progress, session)

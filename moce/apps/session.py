@@ -261,7 +261,7 @@ class Session:
         *,
         overwrite: bool = False,
         allow_lossy: bool = False,
-        jpeg_quality: int = 95,
+        quality: int | None = None,
     ) -> RestoreResult:
         """Restore the image file ``source`` into ``dest`` (written whole or not at all), exactly as
         ``moce restore`` writes it; an existing ``dest``, or a format of ``dest`` that cannot hold
@@ -274,7 +274,7 @@ class Session:
         if loss:
             raise InputError(f"{source}: restored as {dest.suffix}, {loss}; pass allow_lossy=True to convert anyway")
         result = self.restore_rgb([rgb])[0]
-        write_restored(dest, result.restored, info, jpeg_quality)
+        write_restored(dest, result.restored, info, quality)
         return self._result(result, None)
 
     def restore_rgb(self, images: list[np.ndarray]) -> list[ImageResult]:
@@ -439,9 +439,9 @@ def _like(out: np.ndarray, given: np.ndarray) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 and given.ndim == 3 else out
 
 
-def write_restored(path: Path, restored: np.ndarray, info: ImageInfo, jpeg_quality: int = 95) -> None:
+def write_restored(path: Path, restored: np.ndarray, info: ImageInfo, quality: int | None = None) -> None:
     """Write a restored float RGB image the way its input was stored (depth, gray, alpha), atomically."""
-    write_image_atomic(path, from_rgb_float(restored, info, path.suffix), jpeg_quality)
+    write_image_atomic(path, from_rgb_float(restored, info, path.suffix), quality, info.metadata)
 
 
 def open_session(

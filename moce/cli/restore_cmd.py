@@ -51,6 +51,9 @@ def restore(
     include: list[str] = typer.Option([], "--include", help="Glob filter on names or relative paths (repeatable)"),
     ext: str = typer.Option(None, help="Output format (png, jpg, tif, webp, bmp) [default: the input's]"),
     overwrite: bool = typer.Option(False, help="Redo images whose output exists (default: skip them, so runs resume)"),
+    quality: int = typer.Option(
+        None, min=1, max=100, help="JPEG and lossy WebP quality, 1-100 [default: the input's; 95 when it has none]"
+    ),
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="Allow an output format that cannot hold the input's depth or alpha (--ext jpg)"
     ),
@@ -97,6 +100,7 @@ def restore(
         ext=ext,
         overwrite=overwrite,
         allow_lossy=allow_lossy,
+        quality=quality,
         report=report,
         threads=threads,
         max_pixels=max_pixels,
