@@ -53,33 +53,6 @@ def tiny_variants(tmp_path_factory, tiny_pkg):
     return build(root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
 
 
-@pytest.fixture(scope="session")
-def s_export(tmp_path_factory):
-    """MoCE-IR-S with random weights and its package with every form: the slowest export of the
-    suite, made once for the tests that need a full-size model."""
-    import torch
-
-    from moce.model import MoCEIR, derive_config
-
-    torch.manual_seed(0)
-    model = MoCEIR(derive_config({k: tuple(v) for k, v in manifest("S")["keys"].items()}))
-    return model, export_package(model, tmp_path_factory.mktemp("s") / "s.moce").manifest
-
-
-def split_only(package: Path, dest: Path) -> Path:
-    """A copy of ``package`` holding the split plan's graphs alone: what `moce export --no-conditional
-    --no-dense --no-tiles` writes (each graph is exported on its own, so the graphs are the same)."""
-    from moce.package.manifest import load_manifest
-
-    shutil.copytree(package, dest)
-    copy = load_manifest(dest)
-    keep = set(copy.plan_graphs())
-    for name in [n for n in copy.graph_entries if n not in keep]:
-        (dest / copy.graph_entries.pop(name).file).unlink()
-    copy.write()
-    return dest
-
-
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

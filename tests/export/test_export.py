@@ -149,18 +149,3 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
     assert not result.manifest.has_graph("conditional")
     assert "top-1" in result.manifest.info["routing"]["forms"]["conditional"]
     assert {c.mode for c in result.report.cases} == {"split", "dense", "tiles-local", "tiles-imposed"}
-
-
-@pytest.mark.slow
-def test_random_weight_moceir_s_agrees_with_pytorch(s_export):
-    model, manifest = s_export
-    sizes = ((64, 64), (128, 96))
-    report = validate_package(manifest, model, sizes, (1, 3))
-    assert {(c.mode, c.batch, c.height, c.width) for c in report.cases} >= {
-        (m, b, h, w)
-        for m in ("split", "dense", "conditional", "tiles-local", "tiles-imposed")
-        for b in (1, 3)
-        for h, w in sizes
-    }
-    assert not report.failures, report.failures
-    assert report.max_error() <= 1e-5 and all(c.routes_equal for c in report.cases)
