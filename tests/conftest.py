@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moce.apps.export import export_and_validate
 from moce.data import TINY_MODEL
 from moce.engines.build import BuildOptions, build
-from moce.package.writer import export_package
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -41,8 +41,14 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def tiny_pkg(tmp_path_factory, tiny_ckpt):
-    return export_package(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce").manifest
+def tiny_export(tmp_path_factory, tiny_ckpt):
+    """The tiny checkpoint exported and validated as `moce export` does, once per test session."""
+    return export_and_validate(tiny_ckpt, tmp_path_factory.mktemp("pkg") / "tiny.moce")
+
+
+@pytest.fixture(scope="session")
+def tiny_pkg(tiny_export):
+    return tiny_export.manifest
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +64,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MOCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+FIRST = ("test_moceir_s.py",)
+"""The longest files: run first, so that a parallel run does not end waiting on one of them."""
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need a CUDA device, `trt` tests the tensorrt package: skip cleanly otherwise."""
+    """`gpu` tests need a CUDA device, `trt` tests the tensorrt package: skip cleanly otherwise.
+    The longest files go first (see :data:`FIRST`); the order is otherwise kept."""
+    items.sort(key=lambda item: item.path.name not in FIRST)
     import importlib.util
 
     import torch

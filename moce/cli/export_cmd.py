@@ -8,15 +8,9 @@ import typer
 
 from moce.apps.export import export_and_validate
 from moce.cli.common import render_table, user_errors
+from moce.cli.common import sizes as parse_sizes
 from moce.errors import InputError, ValidationError
 from moce.package.writer import ExportOptions, ExportResult
-
-
-def _sizes(text: str) -> tuple[tuple[int, int], ...]:
-    try:
-        return tuple((int(h), int(w)) for h, w in (item.lower().split("x") for item in text.split(",")))
-    except ValueError:
-        raise InputError(f"--sizes must look like 64x64,128x96, got {text!r}") from None
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -37,7 +31,7 @@ def export(
         True, help="Also write the tile segments that share image-wide sums (restore --tile-passes)"
     ),
     validate: bool = typer.Option(True, help="Compare every form with PyTorch on ONNX Runtime (CPU)"),
-    sizes: str = typer.Option("64x64,128x96", help="Validation image sizes HxW (multiples of 8)"),
+    sizes: str = typer.Option("64x64,128x96", help="Validation image sizes, 64 or HxW (multiples of 8)"),
     batches: str = typer.Option("1,2", help="Validation batch sizes"),
     atol: float = typer.Option(1e-4, help="Largest absolute difference accepted"),
     overwrite: bool = typer.Option(False, help="Replace an existing package folder"),
@@ -49,7 +43,7 @@ def export(
         dense=dense,
         tiles=tiles,
         validate=validate,
-        sizes=_sizes(sizes),
+        sizes=parse_sizes(sizes, "--sizes"),
         batches=_batches(batches),
         atol=atol,
         overwrite=overwrite,

@@ -1,4 +1,4 @@
-"""`moce inspect CKPT`."""
+"""`moce inspect MODEL`."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from pathlib import Path
 import typer
 
 from moce.apps.inspect import inspect_checkpoint
-from moce.cli.common import print_json, render_table, user_errors
+from moce.cli.common import print_json, render_table, sizes, user_errors
 
 
 @user_errors
 def inspect(
-    checkpoint: Path = typer.Argument(..., help="Lightning .ckpt, plain state dict (.pt/.pth) or .safetensors"),
-    size: str = typer.Option("256x256", help="Image size HxW at which expert FLOPs are counted"),
+    checkpoint: Path = typer.Argument(
+        ..., help="Lightning .ckpt, plain state dict (.pt/.pth), .safetensors or a model package folder"
+    ),
+    size: str = typer.Option("256x256", help="Image size (256 or HxW) at which expert FLOPs are counted"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Print the architecture derived from a checkpoint and what each expert costs."""
-    height, width = _parse_size(size)
+    ((height, width),) = sizes(size, "--size")
     info = inspect_checkpoint(checkpoint, height, width)
     if as_json:
         print_json(info)
@@ -46,13 +48,3 @@ def inspect(
     ]
     typer.echo(f"\nexperts (GFLOPs per image at {height}x{width}):")
     typer.echo(render_table(["adapter", "level", "expert", "rank", "patch", "params", "GFLOPs", "complexity"], rows))
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    from moce.errors import InputError
-
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size must look like 256x256, got {text!r}") from None
-    return h, w

@@ -44,3 +44,11 @@ def test_inspect_bad_file_exits_nonzero_with_one_line(tmp_path):
     result = runner.invoke(app, ["inspect", str(bad)])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:") and str(bad) in result.output
+
+
+def test_inspect_reads_a_package_like_its_checkpoint_and_takes_a_square_size(tiny_ckpt, tiny_pkg):
+    from_package = json.loads(runner.invoke(app, ["inspect", str(tiny_pkg.root), "--size", "128", "--json"]).output)
+    from_ckpt = json.loads(runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x128", "--json"]).output)
+    assert from_package["adapters"] == from_ckpt["adapters"] and from_package["params"] == from_ckpt["params"]
+    bad = runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "big"])
+    assert bad.exit_code == 2 and "--size takes sizes like 256 or 256x192, got big" in bad.output
