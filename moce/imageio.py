@@ -107,21 +107,34 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the first image file directory (classic TIFF)."""
+    tags = _tiff_tags(data)
+    return (tags[256], tags[257]) if tags is not None and 256 in tags and 257 in tags else None
+
+
+def _tiff_tags(data: bytes) -> dict[int, int] | None:
+    """The first value of every SHORT or LONG tag of a classic TIFF's first image file directory;
+    None when ``data`` is not a TIFF or its directory lies beyond what was read."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
     if order is None or len(data) < 8:
         return None
     ifd = struct.unpack(order + "I", data[4:8])[0]
     if ifd + 2 > len(data):
         return None
-    dims = {}
+    tags: dict[int, int] = {}
     for n in range(struct.unpack(order + "H", data[ifd : ifd + 2])[0]):
         entry = data[ifd + 2 + 12 * n : ifd + 14 + 12 * n]
         if len(entry) < 12:
             break
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):
-            dims[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
-    return (dims[256], dims[257]) if len(dims) == 2 else None
+        tag, kind, count = struct.unpack(order + "HHI", entry[:8])
+        if kind == 3 and count <= 2:  # SHORTs held in the entry itself
+            tags[tag] = struct.unpack(order + "H", entry[8:10])[0]
+        elif kind == 3:  # SHORTs elsewhere: the first of them
+            offset = struct.unpack(order + "I", entry[8:12])[0]
+            if offset + 2 <= len(data):
+                tags[tag] = struct.unpack(order + "H", data[offset : offset + 2])[0]
+        elif kind == 4:
+            tags[tag] = struct.unpack(order + "I", entry[8:12])[0]
+    return tags
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
@@ -172,26 +185,10 @@ def header_storage(data: bytes) -> tuple[int, bool] | None:
 
 
 def _tiff_storage(data: bytes) -> tuple[int, bool] | None:
-    """Bits per sample (32 for float samples) and alpha (extra samples) of a classic TIFF's first image."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    if order is None or len(data) < 8:
+    """Bits per sample (32 for float samples) and alpha of a classic TIFF's first image."""
+    tags = _tiff_tags(data)
+    if tags is None:
         return None
-    ifd = struct.unpack(order + "I", data[4:8])[0]
-    if ifd + 2 > len(data):
-        return None
-    tags: dict[int, int] = {}
-    for n in range(struct.unpack(order + "H", data[ifd : ifd + 2])[0]):
-        entry = data[ifd + 2 + 12 * n : ifd + 14 + 12 * n]
-        if len(entry) < 12:
-            break
-        tag, kind, count = struct.unpack(order + "HHI", entry[:8])
-        if kind == 3 and count <= 2:  # a short held in the entry (the first of several bits-per-sample)
-            tags[tag] = struct.unpack(order + "H", entry[8:10])[0]
-        elif kind == 3:
-            offset = struct.unpack(order + "I", entry[8:12])[0]
-            tags[tag] = struct.unpack(order + "H", data[offset : offset + 2])[0] if offset + 2 <= len(data) else 8
-        elif kind == 4:
-            tags[tag] = struct.unpack(order + "I", entry[8:12])[0]
     bits = 32 if tags.get(339) == 3 else tags.get(258, 1)
     return bits, 338 in tags or tags.get(277, 1) in (2, 4)  # extra samples, or gray+1 / RGB+1 samples
 
