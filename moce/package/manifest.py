@@ -331,9 +331,11 @@ class Manifest:
                 raise PackageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
             if sha256_bytes(data) != info.sha256:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
-            if isinstance(info, GraphEntry):
-                _check_signature(path, data, info)
-            if isinstance(info, GraphEntry) and (external := _external_data(path, data)):
+            if not isinstance(info, GraphEntry):
+                continue
+            graph = _parse_graph(path, data)
+            _check_signature(path, graph, info)
+            if external := _external_data(graph):
                 raise PackageError(
                     f"{path}: reads weights from external data ({external}); moce packages keep weights "
                     "inside each graph, so nothing outside the hashed files is loaded: re-export the package"
@@ -353,13 +355,17 @@ def unsafe_path(file: str) -> str | None:
     return None
 
 
-def _check_signature(path: Path, data: bytes, entry: GraphEntry) -> None:
-    """Refuse a graph whose inputs and outputs are not the ones the manifest records for it (a graph
-    swapped for another, with the manifest re-hashed, would fail on every image instead)."""
+def _parse_graph(path: Path, data: bytes) -> onnx.GraphProto:
+    """The ONNX graph in ``data``, parsed once for every check :meth:`Manifest.verify_files` makes."""
     try:
-        graph = onnx.load_from_string(data).graph
+        return onnx.load_from_string(data).graph
     except Exception as exc:  # noqa: BLE001 - a hostile file can fail the parser anyhow
         raise PackageError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
+
+
+def _check_signature(path: Path, graph: onnx.GraphProto, entry: GraphEntry) -> None:
+    """Refuse a graph whose inputs and outputs are not the ones the manifest records for it (a graph
+    swapped for another, with the manifest re-hashed, would fail on every image instead)."""
     found = ([i.name for i in graph.input], [o.name for o in graph.output])
     expected = ([s.name for s in entry.inputs], [s.name for s in entry.outputs])
     if found != expected:
@@ -380,15 +386,9 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _tensors(sub)
 
 
-def _external_data(path: Path, data: bytes) -> str | None:
-    """The location of the first tensor of the ONNX graph ``data`` kept in external data, if any."""
-    if b"location" not in data:  # external data must name its location: none here, no need to parse
-        return None
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as exc:  # noqa: BLE001 - a hostile file can fail the parser anyhow
-        raise PackageError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
-    for tensor in _tensors(model.graph):
+def _external_data(graph: onnx.GraphProto) -> str | None:
+    """The location of the first tensor of ``graph`` kept in external data, if any."""
+    for tensor in _tensors(graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             location = {e.key: e.value for e in tensor.external_data}.get("location", "?")
             return f"tensor '{tensor.name}' in {location!r}"

@@ -158,3 +158,13 @@ def test_a_package_file_that_cannot_be_read_or_a_swapped_graph_is_refused_before
 
 def _denied(path: Path) -> bytes:
     raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_checking_the_report_folder_leaves_only_the_report_there(tmp_path, run):
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "mine.txt").write_text("the user's")
+    result, _ = run(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "reports" / "r.json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["mine.txt", "r.json"]
+    assert (tmp_path / "reports" / "mine.txt").read_text() == "the user's"
