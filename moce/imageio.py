@@ -11,6 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -265,6 +266,27 @@ def decode_image(path: Path, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return rgb, replace(info, metadata=read_metadata(data))
 
 
+TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 282, 283, 296, 305, 306, 315, 33432)
+"""The tags of a TIFF's own directory that describe the photo rather than how it is stored:
+description, make, model, resolution, software, date, artist, copyright. Not the orientation:
+OpenCV hands a TIFF's pixels over already turned upright, and they are restored that way."""
+EXIF_SUB_IFDS = (0x8769, 0x8825)
+"""The camera (Exif) and GPS directories a TIFF or EXIF block points to."""
+
+
+def _tiff_exif(image: Any) -> bytes | None:
+    """A TIFF's descriptive tags and its Exif and GPS directories as an EXIF block: the same metadata
+    JPEG, PNG and WebP files carry, so it travels to outputs of any format."""
+    tags = image.getexif()
+    exif = type(tags)()
+    for tag in TIFF_DESCRIPTIVE_TAGS:
+        if tag in tags:
+            exif[tag] = tags[tag]
+    for pointer in EXIF_SUB_IFDS:
+        exif.get_ifd(pointer).update(tags.get_ifd(pointer))
+    return exif.tobytes() if len(exif) or any(exif.get_ifd(p) for p in EXIF_SUB_IFDS) else None
+
+
 def read_metadata(data: bytes) -> Metadata:
     """EXIF, ICC profile and lossy-coding facts of an encoded image (Pillow reads them); a file
     Pillow cannot parse carries none (its pixels came from OpenCV, which read it)."""
@@ -272,7 +294,7 @@ def read_metadata(data: bytes) -> Metadata:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            exif = image.info.get("exif") or None
+            exif = _tiff_exif(image) if image.format == "TIFF" else image.info.get("exif") or None
             quality = _jpeg_quality(image.quantization) if image.format == "JPEG" else None
             lossy = image.format == "WEBP" and b"VP8 " in data[12:4096]
             return Metadata(exif, image.info.get("icc_profile") or None, quality, lossy)
@@ -402,7 +424,8 @@ def encode_image(path: Path, image: np.ndarray, quality: int | None, metadata: M
     """``image`` encoded as ``path``'s format, carrying ``metadata`` where the format holds it."""
     suffix = path.suffix.lower()
     carried = metadata.exif is not None or metadata.icc is not None
-    if suffix in (".jpg", ".jpeg") and carried or suffix == ".webp" and (carried or metadata.lossy):
+    pillow = suffix in (".jpg", ".jpeg") or suffix in (".tif", ".tiff") and _pillow_writes_tiff(image)
+    if pillow and carried or suffix == ".webp" and (carried or metadata.lossy):
         return _pillow_encode(image, suffix, quality or metadata.quality or DEFAULT_QUALITY, metadata)
     cv2 = _cv2()
     jpeg_quality = quality or metadata.quality or DEFAULT_QUALITY
@@ -414,8 +437,15 @@ def encode_image(path: Path, image: np.ndarray, quality: int | None, metadata: M
     return _png_with(data, metadata) if suffix == ".png" and carried else data
 
 
+def _pillow_writes_tiff(image: np.ndarray) -> bool:
+    """Whether Pillow's TIFF writer holds these samples (8-bit, or 16-bit gray; not 16-bit colour)."""
+    return image.dtype == np.uint8 or image.dtype == np.uint16 and image.ndim == 2
+
+
 def _pillow_encode(image: np.ndarray, suffix: str, quality: int, metadata: Metadata) -> bytes:
-    """JPEG and WebP through Pillow, which writes EXIF and ICC profiles into them (8-bit formats)."""
+    """JPEG, WebP and TIFF through Pillow, which writes EXIF (with its camera and GPS directories)
+    and ICC profiles into them. TIFFs are written uncompressed: Pillow's compressing TIFF writer
+    (libtiff) cannot write the Exif directory."""
     from PIL import Image
 
     rgb = image if image.ndim == 2 else swap_red_blue(image)
@@ -425,6 +455,8 @@ def _pillow_encode(image: np.ndarray, suffix: str, quality: int, metadata: Metad
     out = io.BytesIO()
     if suffix == ".webp":
         Image.fromarray(rgb).save(out, "WEBP", quality=quality, lossless=not metadata.lossy, **extra)
+    elif suffix in (".tif", ".tiff"):
+        Image.fromarray(rgb).save(out, "TIFF", **extra)
     else:
         Image.fromarray(rgb).save(out, "JPEG", quality=quality, **extra)
     return out.getvalue()

@@ -41,16 +41,35 @@ TORCH_GRAPHS = "torch-graphs"
 """The torch backend replaying CUDA graphs (moce.runtime.cuda_graphs), timed beside the plain one."""
 
 
+Size = int | tuple[int, int]
+"""An image size as ``--sizes`` gives it: a square side, or (height, width)."""
+
+
+def height_width(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
 @dataclass(frozen=True)
 class Case:
     backend: str  # torch-eager, torch, onnxruntime, tensorrt
     routing: str
-    size: int
+    size: int  # the height (and the width of a square image)
     batch: int
+    width: int | None = None  # None: square
+
+    @classmethod
+    def of(cls, backend: str, routing: str, size: Size, batch: int) -> Case:
+        height, width = height_width(size)
+        return cls(backend, routing, height, batch, None if width == height else width)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.size, self.width or self.size
 
     @property
     def label(self) -> str:
-        return f"{self.backend}/{self.routing} {self.size}px b{self.batch}"
+        side = f"{self.size}" if self.width is None else f"{self.size}x{self.width}"
+        return f"{self.backend}/{self.routing} {side}px b{self.batch}"
 
 
 @dataclass
@@ -93,7 +112,7 @@ class BenchResult:
 class BenchOptions:
     backends: list[str]
     routings: list[str]
-    sizes: list[int]
+    sizes: list[Size]
     batches: list[int]
     warmup: int = 2
     rounds: int = 10
@@ -113,12 +132,12 @@ def expand_cases(options: BenchOptions) -> list[Case]:
     cases = []
     for size in options.sizes:
         for batch in options.batches:
-            cases.append(Case(REFERENCE, "split", size, batch))
+            cases.append(Case.of(REFERENCE, "split", size, batch))
             for backend in options.backends:
                 for routing in options.routings:
                     if routing not in BACKENDS[backend_of(backend)].routings:
                         continue
-                    cases.append(Case(backend, routing, size, batch))
+                    cases.append(Case.of(backend, routing, size, batch))
     return cases
 
 
@@ -233,14 +252,16 @@ def gflops_of(seconds: list[float]) -> float:
     return 2 * GEMM_SIDE**3 / float(np.median(seconds)) / 1e9
 
 
-def bench_images(cases: list[Case], channels: int, seed: int) -> dict[tuple[int, int], np.ndarray]:
+def bench_images(cases: list[Case], channels: int, seed: int) -> dict[tuple[tuple[int, int], int], np.ndarray]:
     """One random batch per (size, batch), the same whichever backends and routing forms the cases
     list (the routes, and so the expert work, depend on the image)."""
-    shapes = {(c.size, c.batch) for c in cases}
-    draw = lambda size, batch: np.random.default_rng([seed, size, batch]).random(
-        (batch, channels, size, size), dtype=np.float32
-    )
-    return {(size, batch): draw(size, batch) for size, batch in shapes}
+    return {(c.shape, c.batch): bench_image(c, channels, seed) for c in cases}
+
+
+def bench_image(case: Case, channels: int, seed: int) -> np.ndarray:
+    (height, width), batch = case.shape, case.batch
+    key = [seed, height, batch] if case.width is None else [seed, height, width, batch]  # squares: as before
+    return np.random.default_rng(key).random((batch, channels, height, width), dtype=np.float32)
 
 
 def run_bench(
@@ -254,14 +275,14 @@ def run_bench(
     cases = expand_cases(options)
     images = bench_images(cases, manifest.config.in_channels, options.seed)
     for size in options.sizes:
-        if size % manifest.size_multiple:
+        if any(side % manifest.size_multiple for side in height_width(size)):
             raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")
     results = {c: BenchResult(c) for c in cases}
     fns, opened, outputs = {}, [], {}
     try:
         for case in cases:
             progress(f"prepare {case.label}")
-            fn, session, cuda = _make_case_fn(manifest, case, options, images[(case.size, case.batch)])
+            fn, session, cuda = _make_case_fn(manifest, case, options, images[(case.shape, case.batch)])
             if session is not None:
                 opened.append(session)
             timer = _Timer(cuda)
@@ -322,14 +343,14 @@ def _time_rounds(
 
 
 def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: dict) -> None:
-    refs = {(c.size, c.batch): out for c, out in outputs.items() if c.backend == REFERENCE}
+    refs = {(c.shape, c.batch): out for c, out in outputs.items() if c.backend == REFERENCE}
     expert_costs, trunk_per_pixel = manifest.expert_flops_per_pixel(), manifest.trunk_flops_per_pixel()
     for case, (restored, routings) in outputs.items():
-        pixels = case.size * case.size
+        pixels = case.shape[0] * case.shape[1]
         run, dense = expert_flops(expert_costs, routings, case.routing == "dense", pixels)
         results[case].expert_gflops, results[case].dense_expert_gflops = run / 1e9, dense / 1e9
         results[case].trunk_gflops = trunk_per_pixel * pixels * case.batch / 1e9
-        ref = refs[(case.size, case.batch)][0]
+        ref = refs[(case.shape, case.batch)][0]
         results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
 
 
@@ -356,12 +377,10 @@ def _child(spec: str) -> None:
         keep_freed_memory()
     case = Case(**data["case"])
     options = BenchOptions(
-        [case.backend], [case.routing], [case.size], [case.batch], threads=data["threads"], device=data["device"]
+        [case.backend], [case.routing], [case.shape], [case.batch], threads=data["threads"], device=data["device"]
     )
     manifest = open_model(data["model"])
-    image = np.random.default_rng(0).random(
-        (case.batch, manifest.config.in_channels, case.size, case.size), dtype=np.float32
-    )
+    image = bench_image(case, manifest.config.in_channels, 0)
     fn, runner, cuda = _make_case_fn(manifest, case, options, image)
     if cuda:
         import torch
@@ -387,8 +406,8 @@ def peak_rss_mb() -> float:
 
 
 def speedups(results: list[BenchResult]) -> dict[Case, float]:
-    ref = {(r.case.size, r.case.batch): r.median_ms for r in results if r.case.backend == REFERENCE}
-    return {r.case: ref[(r.case.size, r.case.batch)] / r.median_ms for r in results}
+    ref = {(r.case.shape, r.case.batch): r.median_ms for r in results if r.case.backend == REFERENCE}
+    return {r.case: ref[(r.case.shape, r.case.batch)] / r.median_ms for r in results}
 
 
 def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
@@ -422,7 +441,7 @@ def from_json(rows: list[dict[str, Any]]) -> list[BenchResult]:
     charted here. Derived columns are recomputed from the raw times."""
     return [
         BenchResult(
-            Case(r["backend"], r["routing"], r["size"], r["batch"]),
+            Case(r["backend"], r["routing"], r["size"], r["batch"], r.get("width")),
             times=list(r["times_s"]),
             peak_mb=r["peak_mb"],
             expert_gflops=r["expert_gflops"],

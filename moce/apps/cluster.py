@@ -31,9 +31,13 @@ from moce.apps.restore import (
     ImageRecord,
     Listing,
     NoProgress,
+    Pairs,
+    Prepared,
     Progress,
     RestoreJob,
     RestoreSummary,
+    StopRequest,
+    not_processed,
     outputs_to_write,
     passed_record,
     prepare,
@@ -73,6 +77,18 @@ def input_location(where: str) -> tuple[Any, Path]:
     except (ValueError, OSError) as exc:
         raise InputError(f"{one_line(where)}: not a file system URI pyarrow reads ({one_line(str(exc))})") from None
     return filesystem, Path(path)
+
+
+def locations(inputs: list[str], cluster: bool) -> tuple[Any, tuple[Path, ...]]:
+    """The file system holding ``inputs`` (None: the local one) and their paths on it. Inputs are
+    local paths; with a cluster, a single input may be a URI on any pyarrow file system."""
+    if cluster and len(inputs) == 1:
+        filesystem, path = input_location(inputs[0])
+        return filesystem, (path,)
+    remote = next((i for i in inputs if "://" in i and not i.startswith("file://")), None)
+    if cluster and remote is not None:
+        raise InputError(f"{one_line(remote)}: several inputs are local paths; give a URI as the only input")
+    return None, tuple(local_path(i) for i in inputs)
 
 
 def list_inputs(filesystem: Any, inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing:
@@ -146,33 +162,60 @@ def check_address(address: str) -> None:
 
 
 def restore_on_cluster(
-    job: RestoreJob, address: str = "local", workers: int = 2, progress: Progress | None = None
+    job: RestoreJob,
+    address: str = "local",
+    workers: int = 2,
+    progress: Progress | None = None,
+    stop: StopRequest | None = None,
 ) -> RestoreSummary:
     """`moce restore --cluster ADDRESS`: ``local`` starts Ray on this machine with ``workers`` CPUs,
     ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.threads`` (default
-    1) CPU threads. Returns the summary a local restore would, report included."""
+    1) CPU threads. Returns the summary a local restore would, report included. ``stop`` (set by a
+    signal): stop taking results; images not reported back are listed as not processed."""
     check_address(address)
     ray = require("ray", RAY_HINT)
     progress = progress or NoProgress()
+    stop = stop or StopRequest()
     start = time.perf_counter()
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     job = _cluster_job(job)
-    listing = None if job.filesystem is None else list_inputs(job.filesystem, job.inputs, job.recursive, job.include)
-    prepared = prepare(job, progress, listing)
-    todo, records = outputs_to_write(job, prepared.root, prepared.files)
+    fs = job.filesystem
+    listed = None if fs is None else lambda where: list_inputs(fs, where, job.recursive, job.include)
+    prepared = prepare(job, progress, listed)
+    todo, records = outputs_to_write(job, prepared.pairs)
     records = [passed_record(path, reason) for path, reason in prepared.passed] + records
-    if todo:
+    setup = time.perf_counter() - start
+    if todo and not stop.requested:
         if not ray.is_initialized():
             _start_ray(ray, address, workers)
-        outputs = {str(path): str(out) for path, out in todo}
-        ds = _input_dataset(ray, job, [str(path) for path, _ in todo], workers)
-        mapped = restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers)
-        records += [ImageRecord(**json.loads(row["record"])) for row in mapped.iter_rows()]
+            stop.reclaim()
+        setup = time.perf_counter() - start
+        progress.start(len(todo))
+        records += _gather(ray, job, prepared, todo, workers, progress, stop)
     summary = summarize(prepared, job, _in_input_order(records, prepared.files), time.perf_counter() - start)
+    summary.setup_seconds, summary.interrupted = setup, stop.signum
     if job.report:
         write_report(job.report, summary)
     return summary
+
+
+def _gather(
+    ray: Any, job: RestoreJob, prepared: Prepared, todo: Pairs, workers: int, progress: Progress, stop: StopRequest
+) -> list[ImageRecord]:
+    """The workers' records as they come back, until all are in or a stop is requested; then every
+    image not reported back is recorded as not processed."""
+    outputs = {str(path): str(out) for path, out in todo}
+    ds = _input_dataset(ray, job, list(outputs), workers)
+    records = []
+    for row in restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers).iter_rows():
+        record = ImageRecord(**json.loads(row["record"]))
+        records.append(record)
+        progress.image_done(Path(record.input), record.status)
+        if stop.requested:
+            break
+    reported = {r.input for r in records}
+    return records + [not_processed(path, out) for path, out in todo if str(path) not in reported]
 
 
 def _input_dataset(ray: Any, job: RestoreJob, paths: list[str], workers: int) -> Any:
@@ -195,7 +238,7 @@ def _start_ray(ray: Any, address: str, workers: int) -> None:
 
 
 def _cluster_job(job: RestoreJob) -> RestoreJob:
-    inputs = job.inputs if job.filesystem is not None else local_path(job.inputs)
+    inputs = job.sources if job.filesystem is not None else tuple(local_path(p) for p in job.sources)
     return replace(job, inputs=inputs, output=local_path(job.output), threads=job.threads or 1)
 
 

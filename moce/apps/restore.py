@@ -1,4 +1,8 @@
-"""`moce restore`: restore a file or a folder of images, resumably, with a report.
+"""`moce restore`: restore files or folders of images, resumably, with a report.
+
+Inputs name their outputs as ``cp -r`` does: one input folder's images land in the output folder
+under their relative paths; with several inputs, each lands under its own name (``a.png`` as
+``OUT/a.png``, folder ``shots`` as ``OUT/shots/...``).
 
 Every image is independent: one that cannot be read or written is reported with its path and
 reason and the others go on. Every file seen in the input is accounted for in the report (ok,
@@ -17,7 +21,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +49,7 @@ from moce.runtime.restorer import ImageResult, RestoreOptions
 
 @dataclass
 class RestoreJob:
-    inputs: Path
+    inputs: Path | tuple[Path, ...]  # one file or folder, or several (a shell glob), as cp takes them
     output: Path
     model: str | Path | None = None
     backend: str = "auto"
@@ -75,6 +79,18 @@ class RestoreJob:
             cuda_graphs=self.cuda_graphs,
             max_pixels=self.max_pixels,
         )
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """The inputs as given, each once."""
+        given = (self.inputs,) if isinstance(self.inputs, Path) else tuple(self.inputs)
+        return tuple(dict.fromkeys(given))
+
+    @property
+    def to_one_file(self) -> bool:
+        """One input file restored into an output named like an image (``a.png b.jpg``)."""
+        (first, *more) = self.sources
+        return not more and first.is_file() and self.output.suffix.lower() in SUPPORTED
 
 
 @dataclass
@@ -109,6 +125,11 @@ NOT_PROCESSED = "not_processed"
 INTERRUPTED = "the run was interrupted before this file; rerun the same command to resume"
 
 
+def not_processed(path: Path, out: Path) -> ImageRecord:
+    """The record of an image an interrupted run did not reach."""
+    return ImageRecord(str(path), str(out), NOT_PROCESSED, None, 0.0, reason=INTERRUPTED)
+
+
 class StopRequest:
     """A request to end a run early, made by a signal: the images in flight are finished and
     written, every file not reached is reported as ``not_processed``, and the run says so.
@@ -117,6 +138,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._signals: tuple[int, ...] = ()  # the signals routed here now (see on_signals)
 
     @property
     def requested(self) -> bool:
@@ -135,11 +157,19 @@ class StopRequest:
             yield self
             return
         previous = {s: signal.signal(s, self) for s in signals}
+        self._signals = signals
         try:
             yield self
         finally:
+            self._signals = ()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+    def reclaim(self) -> None:
+        """Route the signals here again after a library took them (``ray.init`` sets its own SIGTERM
+        handler, which exits at once); nothing happens outside :meth:`on_signals`."""
+        for s in self._signals:
+            signal.signal(s, self)
 
 
 @dataclass
@@ -241,6 +271,26 @@ def why_not(path: Path, root: Path, include: tuple[str, ...], regular: bool | No
 Listing = tuple[Path, list[Path], list[tuple[Path, str]]]
 """What :func:`discover` finds: the root, the images to restore, the files passed over with why."""
 
+Pairs = list[tuple[Path, Path]]
+"""Images to restore with their outputs, in input order."""
+
+
+def discover_inputs(
+    job: RestoreJob, listed: Callable[[Path], Listing] | None = None
+) -> tuple[Pairs, list[tuple[Path, str]]]:
+    """Every input's images paired with their outputs, and the files passed over with why.
+    ``listed``: how one input is listed (by default :func:`discover`; elsewhere, another file system)."""
+    listed = listed or (lambda where: discover(where, job.recursive, job.include))
+    sources = job.sources
+    pairs: Pairs = []
+    passed: list[tuple[Path, str]] = []
+    for source in sources:
+        root, files, skipped = listed(source)
+        root = root if len(sources) == 1 else source.parent  # several inputs: each under its own name
+        pairs += [(path, output_path(job, root, path)) for path in files]
+        passed += skipped
+    return pairs, passed
+
 
 def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing:
     """The root that output paths are relative to, the image files to process (sorted), and every
@@ -279,7 +329,7 @@ def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path
 
 def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
     suffix = f".{job.ext.lstrip('.')}" if job.ext else source.suffix
-    if job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED:
+    if job.to_one_file:
         return job.output
     return (job.output / source.relative_to(root)).with_suffix(suffix)
 
@@ -287,10 +337,13 @@ def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
 def _check_paths(job: RestoreJob) -> None:
     if job.ext and f".{job.ext.lstrip('.').lower()}" not in SUPPORTED:
         raise InputError(f"--ext {job.ext}: unsupported; choose from {', '.join(s.lstrip('.') for s in SUPPORTED)}")
-    if job.inputs.is_dir():
-        inp, out = job.inputs.resolve(), job.output.resolve()
-        if out == inp or inp in out.parents:
-            raise InputError(f"{job.output}: the output folder is inside the input tree {job.inputs}; choose another")
+    if len(job.sources) > 1 and job.output.suffix.lower() in SUPPORTED and not job.output.is_dir():
+        raise InputError(f"{job.output}: {len(job.sources)} inputs are restored into a folder; name a folder")
+    for source in job.sources:
+        if source.is_dir():
+            inp, out = source.resolve(), job.output.resolve()
+            if out == inp or inp in out.parents:
+                raise InputError(f"{job.output}: the output folder is inside the input tree {source}; choose another")
     check_options(job.session_options())
     if job.report is not None:
         check_report_path(job.report)
@@ -314,16 +367,14 @@ def check_report_path(path: Path) -> None:
         raise InputError(f"{path}: --report cannot be written in {parent} ({exc.strerror or exc})") from None
 
 
-def check_outputs(job: RestoreJob, root: Path, files: list[Path], header: Callable[[Path], bytes]) -> None:
+def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]) -> None:
     """Refuse before work what would lose a file or a result: an output folder that is a file, an
-    output that is its own input, two inputs restored into one output (``--ext``), and an output
-    format that cannot hold an input's depth or alpha (unless ``allow_lossy``)."""
-    single = job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED
-    if not single and job.output.exists() and not job.output.is_dir():
+    output that is its own input, two inputs restored into one output (``--ext``, or two inputs of
+    one name), and an output format that cannot hold an input's depth or alpha (unless ``allow_lossy``)."""
+    if not job.to_one_file and job.output.exists() and not job.output.is_dir():
         raise InputError(f"{job.output}: is a file, not a folder; name a folder for the restored images")
     by_output: dict[Path, list[Path]] = {}
-    for path in files:
-        out = output_path(job, root, path)
+    for path, out in pairs:
         if out.resolve() == path.resolve():
             raise InputError(f"{out}: would be restored into itself, replacing the photo; choose another output")
         by_output.setdefault(out, []).append(path)
@@ -332,13 +383,13 @@ def check_outputs(job: RestoreJob, root: Path, files: list[Path], header: Callab
         out, paths = clashes[0]
         more = f" (and {len(clashes) - 1} more output(s) like it)" if len(clashes) > 1 else ""
         raise InputError(
-            f"{out}: {paths[0].name} and {paths[1].name} would both be restored into it{more}; "
+            f"{out}: {paths[0]} and {paths[1]} would both be restored into it{more}; "
             "keep the inputs' formats (no --ext) or restore them into separate folders"
         )
     if job.allow_lossy:
         return
-    for path in files:
-        suffix = output_path(job, root, path).suffix
+    for path, out in pairs:
+        suffix = out.suffix
         storage = header_storage(header(path)) if suffix.lower() != path.suffix.lower() else None
         loss = storage and conversion_loss(*storage, suffix)
         if loss:
@@ -347,7 +398,7 @@ def check_outputs(job: RestoreJob, root: Path, files: list[Path], header: Callab
 
 def _remove_stale_temporaries(job: RestoreJob) -> list[Path]:
     """Temporaries of an earlier, killed run: under the output folder, or beside a single output file."""
-    if job.inputs.is_file() and job.output.suffix.lower() in SUPPORTED:
+    if job.to_one_file:
         return remove_stale_temporaries(job.output.parent, recursive=False, name=job.output.name)
     return remove_stale_temporaries(job.output)
 
@@ -452,17 +503,15 @@ class ImageLoop:
         self.records.append(record)
         self.progress.image_done(path, record.status)
 
-    def run(self, root: Path, files: list[Path]) -> None:
-        """Restore ``files`` whose outputs are to be written (see :func:`outputs_to_write`)."""
-        todo, records = outputs_to_write(self.job, root, files)
+    def run(self, pairs: Pairs) -> None:
+        """Restore the images whose outputs are to be written (see :func:`outputs_to_write`)."""
+        todo, records = outputs_to_write(self.job, pairs)
         for record in records:
             self._finish(record)
         for n, (path, out) in enumerate(todo):
             if self.stop.requested:
                 self.flush()  # the images in flight are finished and written
-                for left, left_out in todo[n:]:
-                    record = ImageRecord(str(left), str(left_out), NOT_PROCESSED, None, 0.0, reason=INTERRUPTED)
-                    self.records.append(record)
+                self.records += [not_processed(left, left_out) for left, left_out in todo[n:]]
                 return
             self.add(path, out)
         self.flush()
@@ -472,14 +521,11 @@ class ImageLoop:
         self.progress.image_done(Path(record.input), record.status)
 
 
-def outputs_to_write(
-    job: RestoreJob, root: Path, files: list[Path]
-) -> tuple[list[tuple[Path, Path]], list[ImageRecord]]:
+def outputs_to_write(job: RestoreJob, pairs: Pairs) -> tuple[Pairs, list[ImageRecord]]:
     """``(input, output)`` pairs to restore, and the records of the others: an existing output is
     skipped (or redone with --overwrite); an output path taken by a folder or another non-file is an error."""
     todo, records = [], []
-    for path in files:
-        out = output_path(job, root, path)
+    for path, out in pairs:
         if out.is_symlink() or (out.exists() and not out.is_file()):
             records.append(_error(path, out, InputError(f"{out}: the output path is taken by a non-file"), 0.0))
         elif out.exists() and not job.overwrite:
@@ -501,8 +547,7 @@ def write_report(path: Path, summary: RestoreSummary) -> None:
 class Prepared:
     """A restore job checked and set up, before any image is read (shared with the cluster path)."""
 
-    root: Path
-    files: list[Path]
+    pairs: Pairs
     passed: list[tuple[Path, str]]
     session: Session
 
@@ -510,25 +555,32 @@ class Prepared:
     def manifest(self) -> Manifest:
         return self.session.manifest
 
+    @property
+    def files(self) -> list[Path]:
+        return [path for path, _ in self.pairs]
+
 
 def prepare(
-    job: RestoreJob, progress: Progress, listing: Listing | None = None, session: Session | None = None
+    job: RestoreJob,
+    progress: Progress,
+    listed: Callable[[Path], Listing] | None = None,
+    session: Session | None = None,
 ) -> Prepared:
     """Everything a job refuses before work, the model opened and its session made (not activated).
-    ``listing``: the inputs as listed elsewhere (another file system); by default :func:`discover`'s.
+    ``listed``: how an input is listed elsewhere (another file system); by default :func:`discover`.
     ``session``: one the caller opened (its options are the job's); by default one is opened."""
     _check_paths(job)
-    root, files, passed = listing or discover(job.inputs, job.recursive, job.include)
-    if listing is None:
-        _check_tile_free(job, files)
-        check_outputs(job, root, files, _head)
+    pairs, passed = discover_inputs(job, listed)
+    if listed is None:
+        _check_tile_free(job, [path for path, _ in pairs])
+        check_outputs(job, pairs, _head)
     if session is None:
         session = Session(open_model(job.model, progress.message), job.session_options(), progress.message)
     progress.message(f"backend: {session.choice.name} ({session.choice.reason})")
     removed = _remove_stale_temporaries(job)
     if removed:
         progress.message(f"removed {len(removed)} temporary file(s) left by an interrupted run")
-    return Prepared(root, files, passed, session)
+    return Prepared(pairs, passed, session)
 
 
 def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], seconds: float) -> RestoreSummary:
@@ -555,7 +607,7 @@ def restore(
     start = time.perf_counter()
     if job.filesystem is not None:
         raise InputError(
-            f"{one_line(str(job.inputs))}: inputs on a {job.filesystem.type_name} file system need --cluster"
+            f"{one_line(str(job.sources[0]))}: inputs on a {job.filesystem.type_name} file system need --cluster"
         )
     stop = stop or StopRequest()
     prepared = prepare(job, progress, session=session)
@@ -568,7 +620,7 @@ def restore(
         progress.start(len(prepared.files) + len(prepared.passed))
         for path, reason in prepared.passed:
             loop.skip(path, reason)
-        loop.run(prepared.root, prepared.files)
+        loop.run(prepared.pairs)
     finally:
         if session is None:
             prepared.session.close()
@@ -581,7 +633,7 @@ def restore(
 
 def restore_folder(
     session: Session,
-    inputs: str | Path,
+    inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     *,
     recursive: bool = False,
@@ -593,12 +645,12 @@ def restore_folder(
     quality: int | None = None,
     progress: Progress | None = None,
 ) -> RestoreSummary:
-    """``moce restore INPUTS OUTPUT`` with an opened session: a file or a folder, every image on its
+    """``moce restore INPUTS... OUTPUT`` with an opened session: files or folders, every image on its
     own (a bad one is reported and the others go on), outputs written atomically, existing ones
     skipped unless ``overwrite``, ``report`` as JSON. The session stays open."""
     o = session.options
     job = RestoreJob(
-        Path(inputs),
+        Path(inputs) if isinstance(inputs, (str, Path)) else tuple(Path(i) for i in inputs),
         Path(output),
         model=session.manifest.root,
         backend=o.backend,

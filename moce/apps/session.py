@@ -35,7 +35,7 @@ from moce.imageio import (
     write_image_atomic,
 )
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
-from moce.package.manifest import Manifest
+from moce.package.manifest import Manifest, SegmentEntry
 from moce.progress import Messages, quiet
 from moce.runtime.backends import BACKENDS, BackendChoice, cuda_available, make_runner, nvidia_gpu_present
 from moce.runtime.executor import PlanExecutor
@@ -65,7 +65,7 @@ class SessionOptions:
     route_size: int | None = None  # longest side of a tiled image's routing pass; None: the tile side
     tile_passes: int = 3  # passes over the tiles sharing image-wide sums (route_per image)
     batch: int = 1  # same-sized images, or tiles, per inference call
-    threads: int | None = None  # CPU threads of the backend; None: its default
+    threads: int | None = None  # CPU threads of the backend; None: all cores
     cuda_graphs: bool = False  # torch on CUDA: replay CUDA graphs
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before they are decoded
 
@@ -113,6 +113,8 @@ def check_options(options: SessionOptions, multiple: int = 8) -> None:
         raise InputError(f"--device must be cpu, cuda or cuda:N, got {options.device}")
     if options.routing not in ROUTING_MODES:
         raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}, got {options.routing}")
+    if options.threads is not None and options.threads < 1:
+        raise InputError(f"--threads must be at least 1 (leave it out for all cores), got {options.threads}")
     if options.max_pixels < 64:
         raise InputError(f"--max-pixels must be at least 64, got {options.max_pixels}")
     check_restore_options(options.restore_options(), multiple)
@@ -219,7 +221,16 @@ class Session:
         """Load the backend (sessions, engines or the PyTorch model); idempotent."""
         if self._restorer is None:
             self.choice.runner.activate()
+            self.choice.runner.load(self._first_graphs())
             self._restorer = Restorer(PlanExecutor(self.manifest, self.choice.runner), self.restore_options)
+
+    def _first_graphs(self) -> list[str]:
+        """The graphs every image runs, loaded at activation: the trunk segments of the split plan, or
+        the whole-network graph. Experts still load when first chosen (unused ones never do)."""
+        routing = self.restore_options.routing
+        if routing != "split":
+            return [routing]
+        return [step.graph for step in self.manifest.plan_entries if isinstance(step, SegmentEntry)]
 
     def close(self) -> None:
         """Release the backend; the session activates it again if used after this."""

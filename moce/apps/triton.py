@@ -74,7 +74,7 @@ class ServeOptions:
     overlap: int = 32
     route_per: str = "image"
     tile_passes: int = 3  # as `moce restore`: a served image is the image `moce restore` writes
-    threads: int = 0  # runtime threads per instance (0: the backend's default)
+    threads: int = 0  # CPU threads per instance (0: all cores, as leaving out moce restore --threads)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch_size: int = 8
     instances: int = 1

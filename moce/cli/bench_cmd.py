@@ -8,12 +8,10 @@ from pathlib import Path
 import typer
 
 from moce.apps.bench import BenchOptions, BenchResult, chart, from_json, run_bench, speedups, to_json
-from moce.cli.common import render_table, user_errors, write_json_output
+from moce.cli.common import THREADS, batch_sizes, render_table, user_errors, write_json_output
+from moce.cli.common import sizes as parse_sizes
+from moce.cli.progress import say
 from moce.errors import InputError
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",")]
 
 
 def _percent(share: float | None) -> str:
@@ -34,11 +32,11 @@ def bench(
         "torch,onnxruntime", help="torch, torch-graphs (CUDA graphs), onnxruntime, tensorrt (comma-separated)"
     ),
     routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
-    sizes: str = typer.Option("256,512", help="Square image sides"),
+    sizes: str = typer.Option("256,512", help="Image sizes, 256 or HxW, comma-separated"),
     batch: str = typer.Option("1", help="Batch sizes"),
     warmup: int = typer.Option(2, help="Untimed runs per case"),
     rounds: int = typer.Option(10, help="Timed interleaved rounds (each runs every case once)"),
-    threads: int = typer.Option(None, help="CPU threads for every backend [default: all cores]"),
+    threads: int = THREADS,
     device: str = typer.Option(None, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"),
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
     json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON to this file (-: standard output)"),
@@ -57,9 +55,17 @@ def bench(
         results = _saved(from_saved)
     else:
         options = BenchOptions(
-            backends.split(","), routing.split(","), _ints(sizes), _ints(batch), warmup, rounds, threads, device, memory
+            backends.split(","),
+            routing.split(","),
+            list(parse_sizes(sizes, "--sizes")),
+            list(batch_sizes(batch, "--batch")),
+            warmup,
+            rounds,
+            threads,
+            device,
+            memory,
         )
-        results = run_bench(model, options, lambda m: typer.echo(m, err=True))
+        results = run_bench(model, options, say)
     ups = speedups(results)
     rows = []
     for r in results:
@@ -68,7 +74,7 @@ def bench(
             [
                 r.case.backend,
                 r.case.routing,
-                r.case.size,
+                "x".join(dict.fromkeys(map(str, r.case.shape))),
                 r.case.batch,
                 f"{r.median_ms:.1f}",
                 f"{r.p90_ms:.1f}",

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
+from moce.cli.common import batch_sizes as _batches
 from moce.cli.common import render_table, user_errors
+from moce.cli.common import sizes as parse_sizes
+from moce.cli.progress import say
 from moce.engines.build import BuildOptions, build
 from moce.engines.tensorrt_builder import Profile
 from moce.errors import InputError
@@ -21,24 +24,47 @@ def _bhw(text: str) -> tuple[int, int, int]:
     return b, h, w
 
 
+def _profile(sizes: str, batches: str, legacy: tuple[str | None, str | None, str | None]) -> Profile:
+    """The engines' shape range from ``--sizes MIN,OPT,MAX`` and ``--batches MIN,OPT,MAX``, or from
+    the old ``--min-shape/--opt-shape/--max-shape BxHxW`` (deprecated) where given."""
+    hw = parse_sizes(sizes, "--sizes")
+    counts = _batches(batches)
+    if len(hw) != 3 or len(counts) != 3:
+        raise InputError("--sizes and --batches take three values each: the smallest, the tuned-for and the largest")
+    shapes = [(b, h, w) for b, (h, w) in zip(counts, hw)]
+    for i, (name, old) in enumerate(zip(("--min-shape", "--opt-shape", "--max-shape"), legacy)):
+        if old is not None:
+            say(f"warning: {name} is deprecated and goes in moce 0.8; use --sizes MIN,OPT,MAX --batches MIN,OPT,MAX")
+            shapes[i] = _bhw(old)
+    return Profile(*shapes)
+
+
+def _legacy_shape(name: str) -> typer.models.OptionInfo:
+    return typer.Option(None, name, hidden=True, help="Old spelling of --sizes/--batches (removed in 0.8)")
+
+
 @user_errors
 def build_engine(
     package: Path = typer.Argument(..., help="Model package folder from `moce export`"),
     fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 variant (norms, softmax, routers stay FP32)"),
     int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ variant calibrated on real images, per expert"),
     calib: Path = typer.Option(None, help="Folder of calibration images [default: bundled samples, all degradations]"),
-    min_shape: str = typer.Option("1x64x64", help="Smallest BATCHxHEIGHTxWIDTH the engines accept"),
-    opt_shape: str = typer.Option("1x512x512", help="Shape TensorRT tunes for"),
-    max_shape: str = typer.Option("4x1024x1024", help="Largest shape the engines accept"),
+    sizes: str = typer.Option(
+        "64,512,1024", help="Image sizes (256 or HxW) the engines accept: smallest, tuned for, largest"
+    ),
+    batches: str = typer.Option("1,1,4", help="Batch sizes the engines accept: smallest, tuned for, largest"),
+    min_shape: str = _legacy_shape("--min-shape"),
+    opt_shape: str = _legacy_shape("--opt-shape"),
+    max_shape: str = _legacy_shape("--max-shape"),
     workspace: int = typer.Option(4096, help="Builder workspace in MiB"),
     onnx_only: bool = typer.Option(False, help="Write the ONNX precision variants only (no TensorRT)"),
     engine_cache: Path = typer.Option(None, help="Engine and timing cache folder [default: ~/.cache/moce/engines]"),
 ) -> None:
     """Convert precision at ONNX level, then build TensorRT engines per graph (cached)."""
     precisions = [p for p, on in (("fp16", fp16), ("int8", int8)) if on]
-    profile = Profile(_bhw(min_shape), _bhw(opt_shape), _bhw(max_shape))
+    profile = _profile(sizes, batches, (min_shape, opt_shape, max_shape))
     options = BuildOptions(precisions, calib, profile, workspace, onnx_only, engine_cache)
-    result = build(package, options, lambda m: typer.echo(m, err=True))
+    result = build(package, options, say)
     rows = [[r.precision, len(r.graphs), len(r.warnings)] for r in result.variants]
     if rows:
         typer.echo(render_table(["precision", "ONNX graphs", "warnings"], rows))

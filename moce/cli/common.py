@@ -43,6 +43,17 @@ def sizes(text: str, option: str) -> tuple[tuple[int, int], ...]:
     return tuple((p[0], p[-1]) for p in parts)
 
 
+def batch_sizes(text: str, option: str = "--batches") -> tuple[int, ...]:
+    """Batch sizes as every command takes them: ``1,2``."""
+    try:
+        counts = tuple(int(b) for b in text.split(","))
+        if min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"{option} takes batch sizes like 1,2, got {text}") from None
+    return counts
+
+
 def pixels(text: str | int) -> int:
     """A pixel count as people write it: ``64M``, ``64MP``, ``12.5M``, ``800k`` or ``1000000``."""
     if isinstance(text, int):
@@ -54,6 +65,22 @@ def pixels(text: str | int) -> int:
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a pixel count (say 64M, 800k or 1000000)") from None
     return int(count)
+
+
+def _threads(value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise typer.BadParameter(f"{value} threads: give a count of at least 1, or leave --threads out for all cores")
+    if value == 0:
+        typer.echo(
+            "warning: --threads 0 is deprecated and goes in moce 0.8; leave --threads out for all cores", err=True
+        )
+        return None
+    return value
+
+
+THREADS = typer.Option(None, callback=_threads, help="CPU threads [default: all cores]")
+"""``--threads``, one meaning in every command: the CPU threads of the backend (per model instance
+under Triton); left out, all the cores this process may use."""
 
 
 LEGACY_OUT = typer.Option(None, "--out", hidden=True, help="Old spelling of --output (removed in 0.8)")

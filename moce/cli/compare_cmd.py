@@ -9,6 +9,7 @@ import typer
 from moce.apps.compare import CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
 from moce.cli.common import render_table, user_errors, write_json_output
+from moce.cli.progress import Verbosity, say, verbosity
 
 
 @user_errors
@@ -28,9 +29,12 @@ def compare(
     json_out: Path = typer.Option(
         None, "--json", help="Write the comparison table as JSON to this file (-: standard output)"
     ),
-    verbose: bool = typer.Option(False, help="Show Polygraphy's per-iteration statistics"),
+    verbose: bool = typer.Option(False, "--verbose", hidden=True, help="Old spelling of moce -v compare"),
 ) -> None:
-    """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement."""
+    """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement.
+    With moce -v, Polygraphy's per-iteration statistics too."""
+    if verbose:
+        say("warning: compare --verbose is deprecated and goes in moce 0.8; use moce -v compare")
     options = CompareOptions(
         [Spec.parse(s) for s in runners.split(",")],
         images,
@@ -40,9 +44,9 @@ def compare(
         min_route_agreement,
         error_stat,
         save_results,
-        verbose,
+        verbose or verbosity() == Verbosity.VERBOSE,
     )
-    report = run_compare(model, options, lambda m: typer.echo(m, err=True))
+    report = run_compare(model, options, say)
     rows = [
         [
             r["runner"],

@@ -9,7 +9,7 @@ import typer
 from moce.apps.evaluate import EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import LEGACY_OUT, output_or_legacy, render_table, user_errors, write_json_output
-from moce.cli.progress import CliProgress
+from moce.cli.progress import CliProgress, say
 
 
 @user_errors
@@ -29,7 +29,7 @@ def evaluate(
 ) -> None:
     """PSNR/SSIM and colour per degradation, and how well routes alone identify the degradation."""
     options = EvalOptions(tuple(degradations.split(",")), crops, crop, backend, seed, draws)
-    report = run_evaluate(model, data, options, lambda m: typer.echo(m, err=True))
+    report = run_evaluate(model, data, options, say)
     rows = [
         [
             r["degradation"],

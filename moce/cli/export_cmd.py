@@ -7,17 +7,11 @@ from pathlib import Path
 import typer
 
 from moce.apps.export import export_and_validate
-from moce.cli.common import render_table, user_errors
+from moce.cli.common import batch_sizes, render_table, user_errors
 from moce.cli.common import sizes as parse_sizes
-from moce.errors import InputError, ValidationError
+from moce.cli.progress import say
+from moce.errors import ValidationError
 from moce.package.writer import ExportOptions, ExportResult
-
-
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise InputError(f"--batches must look like 1,2, got {text!r}") from None
 
 
 @user_errors
@@ -44,7 +38,7 @@ def export(
         tiles=tiles,
         validate=validate,
         sizes=parse_sizes(sizes, "--sizes"),
-        batches=_batches(batches),
+        batches=batch_sizes(batches),
         atol=atol,
         overwrite=overwrite,
     )
@@ -53,7 +47,7 @@ def export(
 
     def progress(message: str) -> None:
         steps[0] += 1
-        typer.echo(f"[{steps[0]:>3}] {message}", err=True)
+        say(f"[{steps[0]:>3}] {message}")
 
     try:
         result = export_and_validate(checkpoint, out, options, progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from moce.apps.inspect import inspect_checkpoint
-from moce.cli.common import print_json, render_table, sizes, user_errors
+from moce.cli.common import render_table, sizes, user_errors, write_json_output
 
 
 @user_errors
@@ -16,14 +16,17 @@ def inspect(
         ..., help="Lightning .ckpt, plain state dict (.pt/.pth), .safetensors or a model package folder"
     ),
     size: str = typer.Option("256x256", help="Image size (256 or HxW) at which expert FLOPs are counted"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    json_out: Path = typer.Option(
+        None, "--json", help="Write the description as JSON to this file (-: standard output)"
+    ),
 ) -> None:
     """Print the architecture derived from a checkpoint and what each expert costs."""
     ((height, width),) = sizes(size, "--size")
     info = inspect_checkpoint(checkpoint, height, width)
-    if as_json:
-        print_json(info)
-        return
+    if json_out is not None:
+        write_json_output(json_out, info)
+        if str(json_out) == "-":
+            return
     cfg = info["config"]
     typer.echo(f"checkpoint  {info['checkpoint']}  (sha256 {info['sha256'][:16]}...)")
     for key in ("dim", "num_blocks", "num_dec_blocks", "heads", "num_refinement_blocks", "top_k"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import cv2
 import cv2.utils.logging
@@ -15,6 +16,7 @@ from moce.cli.compare_cmd import compare
 from moce.cli.evaluate_cmd import demo, evaluate
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
+from moce.cli.progress import Verbosity, say, set_verbosity
 from moce.cli.restore_cmd import restore
 from moce.cli.serve_cmd import install_tritonserver, serve_command, triton
 from moce.cli.train_cmd import train
@@ -41,8 +43,15 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit"
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings, errors and the result only"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Every step stamped with the seconds since the start; a line per image"
+    ),
 ) -> None:
     """Deploy MoCE-IR: export, build engines, restore."""
+    if quiet and verbose:
+        raise typer.BadParameter("-q/--quiet and -v/--verbose: choose one")
+    set_verbosity(Verbosity.QUIET if quiet else Verbosity.VERBOSE if verbose else Verbosity.NORMAL)
     configure_process()
 
 
@@ -70,5 +79,17 @@ app.command("serve")(serve_command)
 app.command("install-tritonserver")(install_tritonserver)
 
 
+def upgrade_legacy(args: list[str]) -> list[str]:
+    """Old spellings that the options' types cannot take any more, rewritten with a deprecation line
+    (removed in 0.8): ``moce inspect X --json`` (a flag before 0.7) is ``--json -``."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command == "inspect" and "--json" in args:
+        at = args.index("--json")
+        if at == len(args) - 1 or args[at + 1].startswith("-") and args[at + 1] != "-":
+            say("warning: inspect --json without a file is deprecated and goes in moce 0.8; use --json -")
+            return [*args[: at + 1], "-", *args[at + 1 :]]
+    return args
+
+
 def main() -> None:
-    app()
+    app(args=upgrade_legacy(sys.argv[1:]))

@@ -1,8 +1,15 @@
-"""Progress display for long commands: a live bar on a terminal, plain lines in logs."""
+"""What a command says while it works: progress (a live bar on a terminal, plain lines in logs)
+and messages, at the verbosity of the global ``-q/--quiet`` and ``-v/--verbose``.
+
+Quiet: warnings, errors and the command's result only. Verbose: every message stamped with the
+seconds since the command started (per-stage timings), and one line per image with its time.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from enum import IntEnum
 from pathlib import Path
 
 import typer
@@ -10,18 +17,53 @@ import typer
 from moce.errors import one_line
 
 
+class Verbosity(IntEnum):
+    QUIET = 0
+    NORMAL = 1
+    VERBOSE = 2
+
+
+class _Settings:
+    level = Verbosity.NORMAL
+    started = time.perf_counter()
+
+
+def set_verbosity(level: Verbosity) -> None:
+    """The verbosity of this command (set once per invocation by the root callback)."""
+    _Settings.level, _Settings.started = level, time.perf_counter()
+
+
+def verbosity() -> Verbosity:
+    return _Settings.level
+
+
+def say(message: str) -> None:
+    """A :data:`moce.progress.Messages` sink: the message on stderr, unless quiet (warnings always)."""
+    if _Settings.level == Verbosity.QUIET and not message.startswith("warning:"):
+        return
+    typer.echo(_stamped(message), err=True)
+
+
+def _stamped(message: str) -> str:
+    if _Settings.level < Verbosity.VERBOSE:
+        return message
+    return f"[{time.perf_counter() - _Settings.started:7.2f} s] {message}"
+
+
 class CliProgress:
-    """Images and tiles; falls back to one line per image when stderr is not a terminal."""
+    """Images and tiles; one line per image when stderr is not a terminal (or with -v); nothing but
+    warnings with -q."""
 
     def __init__(self) -> None:
-        self.live = sys.stderr.isatty()
+        self.quiet = _Settings.level == Verbosity.QUIET
+        self.live = sys.stderr.isatty() and _Settings.level == Verbosity.NORMAL
         self.done = 0
         self.total = 0
         self._bar = None
 
     def start(self, images: int) -> None:
         self.total = images
-        if self.live:
+        if self.live and not self.quiet:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -41,8 +83,8 @@ class CliProgress:
         if self._bar is not None:
             self._bar.advance(self._images)
             self._bar.update(self._tiles, visible=False)
-        else:
-            typer.echo(f"[{self.done}/{self.total}] {status:<7} {one_line(str(path))}", err=True)
+        elif not self.quiet:
+            typer.echo(_stamped(f"[{self.done}/{self.total}] {status:<7} {one_line(str(path))}"), err=True)
 
     def tiles(self, total: int) -> None:
         if self._bar is not None:
@@ -54,9 +96,9 @@ class CliProgress:
 
     def message(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text)
+            self._bar.console.print(text, markup=False, highlight=False)
         else:
-            typer.echo(text, err=True)
+            say(text)
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -7,23 +7,24 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.cluster import input_location, local_path, restore_on_cluster
+from moce.apps.cluster import local_path, locations, restore_on_cluster
 from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
-from moce.cli.common import pixels, render_table, user_errors
+from moce.cli.common import THREADS, pixels, render_table, user_errors
 from moce.cli.progress import CliProgress
+from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
 from moce.runtime.restorer import RestoreOptions
 
 
 @user_errors
 def restore(
-    inputs: str = typer.Argument(
+    paths: list[str] = typer.Argument(
         ...,
-        metavar="INPUT",
-        help="An image file or a folder of images (with --cluster, any pyarrow URI too: file://, s3://, gs://)",
+        metavar="INPUT... OUTPUT",
+        help="Image files or folders, then the output folder (a file name for one input file), as cp takes "
+        "them. With --cluster, one input may be any pyarrow URI: file://, s3://, gs://",
     ),
-    output: str = typer.Argument(..., metavar="OUTPUT", help="Output folder (or file name for a single input)"),
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
     ),
@@ -58,7 +59,7 @@ def restore(
         False, "--allow-lossy", help="Allow an output format that cannot hold the input's depth or alpha (--ext jpg)"
     ),
     report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
-    threads: int = typer.Option(None, help="CPU threads for the backend [default: all cores]"),
+    threads: int = THREADS,
     cuda_graphs: bool = typer.Option(
         False,
         "--cuda-graphs",
@@ -85,9 +86,12 @@ def restore(
         route_size=route_size,
         tile_passes=tile_passes,
     )
-    filesystem, where = input_location(inputs) if cluster else (None, local_path(inputs))
+    if len(paths) < 2:
+        raise InputError("restore takes the inputs, then the output: moce restore photo.png out/")
+    *inputs, output = paths
+    filesystem, sources = locations(inputs, cluster is not None)
     job = RestoreJob(
-        inputs=where,
+        inputs=sources,
         filesystem=filesystem,
         output=local_path(output),
         model=model,
@@ -112,7 +116,7 @@ def restore(
             if cluster is None:
                 summary = run_restore(job, progress, stop=stop)
             else:
-                summary = restore_on_cluster(job, cluster, workers, progress)
+                summary = restore_on_cluster(job, cluster, workers, progress, stop)
         finally:
             progress.stop()
     _print_summary(summary)

@@ -12,7 +12,8 @@ import typer
 
 from moce.apps.triton import ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, install_server, serve
-from moce.cli.common import LEGACY_OUT, output_or_legacy, pixels, user_errors
+from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, pixels, user_errors
+from moce.cli.progress import say
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
 
@@ -22,7 +23,7 @@ SERVE_OPTIONS = {  # ServeOptions field -> (type, its command-line option): how 
     "routing": (str, typer.Option("split", help="split | conditional | dense")),
     "tile": (int, typer.Option(512, help="Tile side for images larger than this (multiple of 8)")),
     "overlap": (int, typer.Option(32, help="Overlap between tiles")),
-    "threads": (int, typer.Option(0, help="Runtime threads per model instance (0: the backend's default)")),
+    "threads": (int, THREADS),
     "max_batch_size": (int, typer.Option(8, help="Triton max_batch_size: images per batch the dynamic batcher forms")),
     "instances": (int, typer.Option(1, help="Model instances (instance_group count)")),
     "instance_kind": (str, typer.Option("cpu", help="cpu | gpu (KIND_GPU: one instance per GPU, on its device)")),
@@ -44,7 +45,8 @@ def with_serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
-        options = ServeOptions(**{name: values.pop(name) for name in SERVE_OPTIONS})
+        given = {name: values.pop(name) for name in SERVE_OPTIONS}
+        options = ServeOptions(**{name: value for name, value in given.items() if value is not None})
         return command(**values, options=options)
 
     wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
@@ -93,7 +95,7 @@ def serve_command(
         )
 
     ports = Ports(http_port, grpc_port, metrics_port)
-    code = serve(model, options, host, ports, tritonserver, ready, lambda m: typer.echo(m, err=True))
+    code = serve(model, options, host, ports, tritonserver, ready, say)
     raise typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from moce.cli.common import LEGACY_OUT, output_or_legacy, user_errors
+from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, user_errors
 from moce.train.trainer import TrainOptions
 from moce.train.trainer import train as run_train
 
@@ -37,7 +37,7 @@ def train(
     save_every: int = typer.Option(200, help="Write last.ckpt every N steps"),
     resume: bool = typer.Option(True, help="Continue from OUT/last.ckpt when it exists"),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
-    threads: int = typer.Option(None, help="CPU threads"),
+    threads: int = THREADS,
     workers: int = typer.Option(0, help="Processes that synthesise batches ahead of the model (use on a GPU)"),
     minutes: float = typer.Option(
         None, help="Time budget: the learning-rate schedule ends at whichever of --iterations or --minutes comes first"

@@ -29,9 +29,17 @@ def test_each_shape_gets_the_same_image_whatever_else_is_benched():
     few = expand_cases(BenchOptions(["onnxruntime"], ["split"], [64], [1], device="cpu"))
     many = expand_cases(BenchOptions(["torch", "onnxruntime"], ["split", "dense"], [32, 64], [1, 2], device="cpu"))
     alone, among = bench_images(few, 3, seed=0), bench_images(many, 3, seed=0)
-    assert set(among) == {(32, 1), (32, 2), (64, 1), (64, 2)}
-    np.testing.assert_array_equal(alone[(64, 1)], among[(64, 1)])
-    assert not np.array_equal(alone[(64, 1)], bench_images(few, 3, seed=1)[(64, 1)])
+    square = ((64, 64), 1)
+    assert set(among) == {((32, 32), 1), ((32, 32), 2), square, ((64, 64), 2)}
+    np.testing.assert_array_equal(alone[square], among[square])
+    assert not np.array_equal(alone[square], bench_images(few, 3, seed=1)[square])
+
+
+def test_sizes_may_be_rectangles_and_each_case_runs_its_own_shape():
+    cases = expand_cases(BenchOptions(["onnxruntime"], ["split"], [64, (32, 48)], [2], device="cpu"))
+    assert [c.shape for c in cases] == [(64, 64), (64, 64), (32, 48), (32, 48)]
+    assert cases[-1].label == "onnxruntime/split 32x48px b2" and cases[0].width is None
+    assert bench_images(cases, 3, seed=0)[((32, 48), 2)].shape == (2, 3, 32, 48)
 
 
 def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
@@ -50,7 +58,7 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
                 "--device",
                 "cpu",
                 "--sizes",
-                "64",
+                "48x64",
                 "--batch",
                 "1,2",
                 "--rounds",
@@ -70,6 +78,7 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     rows = json.loads(out.read_text())
     assert len(rows) == 2 * 4 and png.stat().st_size > 1000
     for row in rows:
+        assert (row["size"], row["width"]) == (48, 64)
         assert len(row["times_s"]) == 2 and row["median_ms"] > 0 and row["peak_mb"] > 10
         assert row["max_abs_vs_eager"] <= 1e-4  # every backend computes the same restoration
         assert row["expert_gflops"] <= row["dense_expert_gflops"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moce.apps.cluster import input_location, list_inputs, local_path, restore_on_cluster
-from moce.apps.restore import RestoreJob, discover, restore
+from moce.apps.restore import NoProgress, RestoreJob, StopRequest, discover, restore
 from moce.cli.main import app
 from moce.errors import InputError
 
@@ -96,3 +98,27 @@ def test_ray_workers_restore_tiled_images_at_fp16_as_a_local_run_does(tmp_path, 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output  # was: "no fp16 graph 'tile_segment0'", exit 1
     assert (tmp_path / "ray" / "big.png").read_bytes() == (tmp_path / "local" / "big.png").read_bytes()
+
+
+class _StopAfterFirst(NoProgress):
+    """A progress that asks the run to stop (as Ctrl-C does) once the first image is back."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
+
+    def image_done(self, path: Path, status: str) -> None:
+        self.stop.signum = self.stop.signum or signal.SIGINT
+
+
+def test_a_stopped_cluster_run_says_so_lists_what_it_did_not_get_back_and_resumes(tmp_path, tiny_pkg, local_ray):
+    _folder(tmp_path / "in")
+    job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, "onnxruntime", report=tmp_path / "r.json")
+    stop = StopRequest()
+    cut = restore_on_cluster(job, workers=1, progress=_StopAfterFirst(stop), stop=stop)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert cut.exit_code == 130 and report["interrupted"] and report["signal"] == "SIGINT"
+    assert len(cut.restored) + len(cut.failed) == 1 and len(cut.not_processed) == 4  # 4 images + broken.png
+    assert report["totals"]["not_processed"] == 4 and len(report["images"]) == 6  # notes.txt: skipped
+    rest = restore_on_cluster(replace(job, report=None), workers=1)
+    assert rest.exit_code == 1 and rest.interrupted is None  # broken.png fails, as in a whole run
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"img{i}.png" for i in range(4)]

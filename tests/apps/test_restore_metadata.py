@@ -15,6 +15,7 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from moce.cli.main import app
+from moce.imageio import _tiff_tags
 
 
 def _photo(h: int = 48, w: int = 64) -> np.ndarray:
@@ -86,3 +87,25 @@ def test_a_lossy_webp_stays_lossy_and_a_lossless_one_lossless(tmp_path, tiny_pkg
     assert b"VP8L" in (tmp_path / "out" / "lossless.webp").read_bytes()[12:64]
     with Image.open(io.BytesIO((tmp_path / "out" / "lossy.webp").read_bytes())) as image:
         assert image.size == (128, 96)
+
+
+@pytest.mark.parametrize("output", ["out", "out.jpg"])
+def test_a_tiff_keeps_its_orientation_camera_tags_and_icc_profile(tmp_path, tiny_pkg, output):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "moce tiff camera"
+    exif.get_ifd(0x8769)[0x9003] = "2026:01:02 03:04:05"  # DateTimeOriginal, in the camera directory
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.fromarray(_photo()).save(tmp_path / "in.tif", exif=exif.tobytes(), icc_profile=icc)
+    _restore(tiny_pkg, tmp_path / "in.tif", tmp_path / output)
+    out = tmp_path / output if output.endswith(".jpg") else tmp_path / output / "in.tif"
+    data = out.read_bytes()
+    assert b"moce tiff camera" in data and b"2026:01:02 03:04:05" in data and icc in data
+    # OpenCV turns a TIFF upright as it reads it: the pixels are restored upright, with no turn to show
+    if out.suffix == ".tif":  # read back with moce's own TIFF directory walker, not Pillow
+        tags = _tiff_tags(data)
+        assert tags.get(0x0112, 1) == 1 and (tags[257], tags[256]) == (64, 48) and 0x8769 in tags
+    else:
+        stored = cv2.imread(str(out), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        shown = cv2.imread(str(out), cv2.IMREAD_COLOR)  # OpenCV applies an EXIF orientation here
+        assert stored.shape == shown.shape == (64, 48, 3)

@@ -42,8 +42,38 @@ def test_two_inputs_that_would_share_an_output_are_refused_before_work(tmp_path,
     _image(tmp_path / "in" / "photo.tif")
     result, ran = run(tmp_path / "in", tmp_path / "out", "--ext", "jpg")
     assert result.exit_code == 2 and not ran
-    assert "photo.jpg: photo.png and photo.tif would both be restored into it" in result.output
+    inp = tmp_path / "in"
+    assert f"photo.jpg: {inp / 'photo.png'} and {inp / 'photo.tif'} would both be restored into it" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_several_inputs_land_under_their_own_names_as_cp_puts_them(tmp_path, run):
+    for name in ("a.png", "sub/b.png", "shots/c.png", "shots/deep/d.png", "other/a.png"):
+        _image(tmp_path / name)
+    result, ran = run(tmp_path / "a.png", tmp_path / "sub" / "b.png", tmp_path / "shots", tmp_path / "out", "-r")
+    assert result.exit_code == 0 and ran, result.output
+    made = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert made == ["a.png", "b.png", "shots/c.png", "shots/deep/d.png"]
+    # the same again (a resumed run) skips them; the same file twice is one input
+    result, _ = run(tmp_path / "a.png", tmp_path / "a.png", tmp_path / "out")
+    assert result.exit_code == 0 and "skipped 1 image(s) whose output exists" in result.output
+
+
+@pytest.mark.parametrize(
+    "names, output, message",
+    [
+        (("a.png", "other/a.png"), "out", "would both be restored into it"),
+        (("a.png", "sub/b.png"), "out.png", "2 inputs are restored into a folder; name a folder"),
+        (("a.png",), None, "restore takes the inputs, then the output"),
+    ],
+)
+def test_several_inputs_that_cannot_land_side_by_side_are_refused_before_work(tmp_path, run, names, output, message):
+    for name in ("a.png", "sub/b.png", "other/a.png"):
+        _image(tmp_path / name)
+    args = [tmp_path / n for n in names] + ([tmp_path / output] if output else [])
+    result, ran = run(*args)
+    assert result.exit_code == 2 and message in result.output and not ran, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
 
 
 def test_an_output_that_is_its_own_input_or_a_file_for_a_folder_is_refused(tmp_path, run):

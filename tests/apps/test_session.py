@@ -213,3 +213,14 @@ def test_importing_moce_loads_neither_torch_nor_onnxruntime():
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == loaded, code
     assert set(moce.__all__) >= {"open", "Session", "SessionOptions", "RestoreResult", "MoceError"}
+
+
+@pytest.mark.parametrize("routing", ["split", "dense"])
+def test_activation_loads_what_every_image_runs_and_leaves_experts_to_their_first_use(tiny_pkg, routing):
+    with moce.open(tiny_pkg.root, backend="onnxruntime", routing=routing, threads=1) as session:
+        loaded = set(session.choice.runner._sessions)
+        trunk = {n for n in tiny_pkg.plan_graphs() if n.startswith("segment")}
+        assert loaded == (trunk if routing == "split" else {"dense"})
+        result = session.restore(_rgb((24, 32)))
+        chosen = set(session.choice.runner._sessions) - loaded
+        assert len(chosen) == (sum(len(set(experts)) for experts in result.routes) if routing == "split" else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 
 import cv2
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from moce.cli.build_engine_cmd import _profile
 from moce.cli.main import app
+from moce.engines.tensorrt_builder import Profile
 from moce.model import load_model
 from moce.package.manifest import load_manifest
 
@@ -41,9 +44,45 @@ def test_build_engine_writes_the_onnx_variant_and_exits_3_without_tensorrt(tmp_p
     assert "segment0" in load_manifest(root).graphs("fp16")
 
 
-def test_build_engine_refuses_a_bad_shape_in_one_line(tiny_pkg):
-    result = CliRunner().invoke(app, ["build-engine", str(tiny_pkg.root), "--min-shape", "64x64"])
-    assert result.exit_code == 2 and "BATCHxHEIGHTxWIDTH" in result.output
+def test_build_engine_takes_sizes_and_batches_and_refuses_bad_ones_in_one_line(tiny_pkg):
+    assert _profile("64,512x384,1024", "1,2,4", (None, None, None)) == Profile(
+        (1, 64, 64), (2, 512, 384), (4, 1024, 1024)
+    )
+    for args, message in (
+        (["--sizes", "64,512"], "--sizes and --batches take three values each"),
+        (["--batches", "1,0,4"], "--batches takes batch sizes like 1,2, got 1,0,4"),
+        (["--sizes", "64,big,1024"], "--sizes takes sizes like 256 or 256x192"),
+        (["--min-shape", "64x64"], "BATCHxHEIGHTxWIDTH"),  # the old spelling, still read in 0.7
+    ):
+        result = CliRunner().invoke(app, ["build-engine", str(tiny_pkg.root), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert "--min-shape is deprecated" in result.output
+
+
+def test_quiet_keeps_the_result_and_verbose_times_every_step(tmp_path, tiny_pkg):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 90, np.uint8))
+    args = ["restore", str(tmp_path / "a.png"), "-m", str(tiny_pkg.root), "--threads", "1"]
+    normal = CliRunner().invoke(app, [*args, str(tmp_path / "n")])
+    quiet = CliRunner().invoke(app, ["-q", *args, str(tmp_path / "q")])
+    verbose = CliRunner().invoke(app, ["-v", *args, str(tmp_path / "v")])
+    assert normal.exit_code == quiet.exit_code == verbose.exit_code == 0
+    assert "backend: onnxruntime" in normal.output and "backend:" not in quiet.output
+    assert "images/s" in quiet.output and len(quiet.output.splitlines()) == 3  # the summary table alone
+    stamped = [line for line in verbose.output.splitlines() if re.match(r"\[ *\d+\.\d\d s\] ", line)]
+    assert any("backend: onnxruntime" in line for line in stamped) and any("a.png" in line for line in stamped)
+    assert CliRunner().invoke(app, ["-q", "-v", "inspect", "x"]).exit_code == 2
+
+
+def test_threads_mean_the_same_everywhere(tmp_path, tiny_pkg):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 90, np.uint8))
+    args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "out"), "-m", str(tiny_pkg.root)]
+    old = CliRunner().invoke(app, [*args, "--threads", "0"])
+    assert old.exit_code == 0 and "--threads 0 is deprecated" in old.output
+    bad = CliRunner().invoke(app, [*args, "--threads", "-2"])
+    assert bad.exit_code == 2 and "leave --threads out for all cores" in bad.output
+    for command in ("restore", "bench", "train", "triton", "serve"):
+        words = " ".join(CliRunner().invoke(app, [command, "-h"]).output.split())
+        assert "--threads <int> CPU threads [default: all cores]" in words, command
 
 
 def test_every_command_takes_h_and_help_shows_the_defaults_written_in_it():

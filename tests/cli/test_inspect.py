@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from moce import __version__
-from moce.cli.main import app
+from moce.cli.main import app, upgrade_legacy
 
 runner = CliRunner()
 
@@ -28,7 +28,7 @@ def test_inspect_table(tiny_ckpt):
 
 
 def test_inspect_json(tiny_ckpt):
-    result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json"])
+    result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", "-"])
     info = json.loads(result.output)
     assert info["params"]["total"] == 295_302
     experts = info["adapters"][0]["experts"]
@@ -47,8 +47,20 @@ def test_inspect_bad_file_exits_nonzero_with_one_line(tmp_path):
 
 
 def test_inspect_reads_a_package_like_its_checkpoint_and_takes_a_square_size(tiny_ckpt, tiny_pkg):
-    from_package = json.loads(runner.invoke(app, ["inspect", str(tiny_pkg.root), "--size", "128", "--json"]).output)
-    from_ckpt = json.loads(runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x128", "--json"]).output)
+    from_package = json.loads(
+        runner.invoke(app, ["inspect", str(tiny_pkg.root), "--size", "128", "--json", "-"]).output
+    )
+    from_ckpt = json.loads(runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x128", "--json", "-"]).output)
     assert from_package["adapters"] == from_ckpt["adapters"] and from_package["params"] == from_ckpt["params"]
     bad = runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "big"])
     assert bad.exit_code == 2 and "--size takes sizes like 256 or 256x192, got big" in bad.output
+
+
+def test_json_takes_a_file_and_the_old_flag_still_prints_with_a_warning(tmp_path, tiny_ckpt, capsys):
+    result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", str(tmp_path / "i.json")])
+    assert result.exit_code == 0 and "parameters" in result.output
+    assert json.loads((tmp_path / "i.json").read_text())["config"]["dim"] > 0
+    assert upgrade_legacy(["-q", "inspect", "m.ckpt", "--json"]) == ["-q", "inspect", "m.ckpt", "--json", "-"]
+    assert upgrade_legacy(["inspect", "m.ckpt", "--json", "--size", "64"])[2:4] == ["--json", "-"]
+    assert "deprecated" in capsys.readouterr().err
+    assert upgrade_legacy(["inspect", "m.ckpt", "--json", "out.json"]) == ["inspect", "m.ckpt", "--json", "out.json"]
