@@ -1,4 +1,5 @@
-"""`moce bench`: latency, throughput, memory and expert savings per backend/routing/size/batch.
+"""`moce bench`: latency, throughput, memory, expert savings and accuracy per backend, precision,
+routing form, size and batch.
 
 All cases are warmed up, then timed in interleaved rounds (every round runs every case once,
 in a fresh random order), so machine drift hits all cases alike. The PyTorch eager reference
@@ -10,6 +11,10 @@ GFLOP/s can be read as a share of what the hardware does at best. By default the
 freed memory for reuse (:mod:`moce.runtime.allocator`): with glibc's defaults eager PyTorch pays
 for its activations in page faults on every run, by an amount that depends on which cases ran
 before, and the speed-ups would measure that instead of the backends.
+
+Every case's output is compared with the eager float32 reference of the same run (PSNR, largest
+difference, share of identical routing decisions), so a faster precision is read beside what it
+costs. A case the backend or the package cannot run is listed as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from moce.apps.session import Session, SessionOptions
-from moce.errors import InputError
+from moce.errors import InputError, MoceError
 from moce.imageio import write_image_atomic
+from moce.metrics import psnr
 from moce.package.manifest import Manifest
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
 from moce.runtime.backends import BACKENDS, cuda_available, ort_providers
@@ -56,11 +62,12 @@ class Case:
     size: int  # the height (and the width of a square image)
     batch: int
     width: int | None = None  # None: square
+    precision: str = "fp32"
 
     @classmethod
-    def of(cls, backend: str, routing: str, size: Size, batch: int) -> Case:
+    def of(cls, backend: str, routing: str, size: Size, batch: int, precision: str = "fp32") -> Case:
         height, width = height_width(size)
-        return cls(backend, routing, height, batch, None if width == height else width)
+        return cls(backend, routing, height, batch, None if width == height else width, precision)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,7 +76,7 @@ class Case:
     @property
     def label(self) -> str:
         side = f"{self.size}" if self.width is None else f"{self.size}x{self.width}"
-        return f"{self.backend}/{self.routing} {side}px b{self.batch}"
+        return f"{self.backend}/{self.routing} {self.precision} {side}px b{self.batch}"
 
 
 @dataclass
@@ -84,17 +91,20 @@ class BenchResult:
     cuda: bool = False
     max_abs_vs_reference: float | None = None
     kept_freed_memory: bool = False  # malloc reused freed blocks (moce.runtime.allocator)
+    psnr_vs_reference: float | None = None  # dB, outputs clipped to [0, 1] as they are saved
+    route_agreement: float | None = None  # share of routing decisions equal to the reference's
+    skipped: str | None = None  # why the case did not run
 
     @property
     def median_ms(self) -> float:
-        return float(np.median(self.times) * 1e3)
+        return float(np.median(self.times) * 1e3) if self.times else float("nan")
 
     @property
     def p90_ms(self) -> float:
-        return float(np.percentile(self.times, 90) * 1e3)
+        return float(np.percentile(self.times, 90) * 1e3) if self.times else float("nan")
 
     def images_per_s(self) -> float:
-        return self.case.batch / float(np.median(self.times))
+        return self.case.batch / float(np.median(self.times)) if self.times else float("nan")
 
     @property
     def gflops(self) -> float:
@@ -102,7 +112,7 @@ class BenchResult:
         return self.trunk_gflops + self.expert_gflops
 
     def gflops_per_s(self) -> float:
-        return self.gflops / float(np.median(self.times))
+        return self.gflops / float(np.median(self.times)) if self.times else float("nan")
 
     def share_of_peak(self) -> float | None:
         return self.gflops_per_s() / self.gemm_peak_gflops if self.gemm_peak_gflops else None
@@ -120,6 +130,7 @@ class BenchOptions:
     device: str | None = None
     memory: bool = True
     seed: int = 0
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
 
 
 def backend_of(name: str) -> str:
@@ -128,7 +139,8 @@ def backend_of(name: str) -> str:
 
 
 def expand_cases(options: BenchOptions) -> list[Case]:
-    """Every requested combination a backend supports, plus the eager reference per size/batch."""
+    """Every requested combination, plus the eager float32 reference per size/batch; routing forms
+    a backend does not run are left out (the table would only repeat the backend's design)."""
     cases = []
     for size in options.sizes:
         for batch in options.batches:
@@ -137,8 +149,18 @@ def expand_cases(options: BenchOptions) -> list[Case]:
                 for routing in options.routings:
                     if routing not in BACKENDS[backend_of(backend)].routings:
                         continue
-                    cases.append(Case.of(backend, routing, size, batch))
+                    cases += [Case.of(backend, routing, size, batch, p) for p in options.precisions]
     return cases
+
+
+def why_not(case: Case) -> str | None:
+    """Why a backend cannot run ``case``'s precision at all, or None."""
+    if case.backend == REFERENCE:
+        return None
+    backend = BACKENDS[backend_of(case.backend)]
+    if case.precision in backend.precisions:
+        return None
+    return f"the {backend.name} backend runs {', '.join(backend.precisions)}"
 
 
 class _Timer:
@@ -197,7 +219,8 @@ def load_reference(manifest: Manifest, threads: int | None, device: str):  # noq
 
 
 def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: np.ndarray):  # noqa: ANN202
-    """A zero-argument callable running ``case`` once, plus what it needs kept alive."""
+    """A zero-argument callable running ``case`` once, plus what it needs kept alive. A case the
+    package or the backend cannot run raises :class:`MoceError` here, before any timing."""
     if case.backend == REFERENCE:
         import torch
 
@@ -212,6 +235,7 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
             threads=options.threads,
             cuda_graphs=case.backend == TORCH_GRAPHS,
             routing=case.routing,
+            precision=case.precision,
         ),
     )
     session.activate()
@@ -277,12 +301,18 @@ def run_bench(
     for size in options.sizes:
         if any(side % manifest.size_multiple for side in height_width(size)):
             raise InputError(f"--sizes: {size} is not a multiple of {manifest.size_multiple}")
-    results = {c: BenchResult(c) for c in cases}
+    results = {c: BenchResult(c, skipped=why_not(c)) for c in cases}
     fns, opened, outputs = {}, [], {}
     try:
         for case in cases:
+            if results[case].skipped:
+                continue
             progress(f"prepare {case.label}")
-            fn, session, cuda = _make_case_fn(manifest, case, options, images[(case.shape, case.batch)])
+            try:
+                fn, session, cuda = _make_case_fn(manifest, case, options, images[(case.shape, case.batch)])
+            except MoceError as exc:
+                results[case].skipped = str(exc)
+                continue
             if session is not None:
                 opened.append(session)
             timer = _Timer(cuda)
@@ -290,7 +320,7 @@ def run_bench(
             results[case].cuda = cuda
             for _ in range(options.warmup):
                 _, outputs[case] = timer(fn)
-        gemm_times = _time_rounds(cases, fns, results, outputs, options, progress)
+        gemm_times = _time_rounds(list(fns), fns, results, outputs, options, progress)
         _record_outputs(manifest, results, outputs, images)
     finally:
         for session in opened:
@@ -299,7 +329,7 @@ def run_bench(
         result.gemm_peak_gflops = gflops_of(gemm_times[result.cuda])
         result.kept_freed_memory = kept
     if options.memory:
-        for case in cases:
+        for case in fns:
             progress(f"peak memory of {case.label}")
             results[case].peak_mb = measure_peak_mb(model or manifest.root, case, options)
     return [results[c] for c in cases]
@@ -350,8 +380,17 @@ def _record_outputs(manifest: Manifest, results: dict, outputs: dict, images: di
         run, dense = expert_flops(expert_costs, routings, case.routing == "dense", pixels)
         results[case].expert_gflops, results[case].dense_expert_gflops = run / 1e9, dense / 1e9
         results[case].trunk_gflops = trunk_per_pixel * pixels * case.batch / 1e9
-        ref = refs[(case.shape, case.batch)][0]
-        results[case].max_abs_vs_reference = float(np.abs(np.asarray(restored) - ref).max())
+        ref, ref_routings = refs[(case.shape, case.batch)]
+        restored = np.asarray(restored, dtype=np.float32)
+        results[case].max_abs_vs_reference = float(np.abs(restored - ref).max())
+        results[case].psnr_vs_reference = psnr(np.clip(restored, 0, 1), np.clip(ref, 0, 1))
+        results[case].route_agreement = route_agreement(routings, ref_routings)
+
+
+def route_agreement(routings: list, reference: list) -> float:
+    """The share of (image, adapter) routing decisions that chose the same experts as ``reference``."""
+    same = [np.all(np.asarray(a.experts) == np.asarray(b.experts), axis=1) for a, b in zip(routings, reference)]
+    return float(np.mean(np.concatenate(same))) if same else 1.0
 
 
 def measure_peak_mb(model: str | Path, case: Case, options: BenchOptions) -> float:
@@ -410,24 +449,43 @@ def speedups(results: list[BenchResult]) -> dict[Case, float]:
     return {r.case: ref[(r.case.shape, r.case.batch)] / r.median_ms for r in results}
 
 
+def fastest(results: list[BenchResult]) -> dict[tuple[tuple[int, int], int], BenchResult]:
+    """Per (size, batch), the quickest case that ran, the reference aside: the path to pick here."""
+    best: dict[tuple[tuple[int, int], int], BenchResult] = {}
+    for r in results:
+        key = (r.case.shape, r.case.batch)
+        if r.case.backend != REFERENCE and r.times and (key not in best or r.median_ms < best[key].median_ms):
+            best[key] = r
+    return best
+
+
+def _finite(value: float | None) -> float | None:
+    """Strict JSON has no NaN or infinity: a skipped case's timings, and the PSNR of an output equal
+    to eager's (``max_abs_vs_eager`` 0), are written as null."""
+    return value if value is None or np.isfinite(value) else None
+
+
 def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
     ups = speedups(results)
     return [
         {
             **asdict(r.case),
-            "median_ms": r.median_ms,
-            "p90_ms": r.p90_ms,
-            "images_per_s": r.images_per_s(),
+            "median_ms": _finite(r.median_ms),
+            "p90_ms": _finite(r.p90_ms),
+            "images_per_s": _finite(r.images_per_s()),
             "peak_mb": r.peak_mb,
             "expert_gflops": r.expert_gflops,
             "dense_expert_gflops": r.dense_expert_gflops,
             "trunk_gflops": r.trunk_gflops,
             "gflops": r.gflops,
-            "gflops_per_s": r.gflops_per_s(),
+            "gflops_per_s": _finite(r.gflops_per_s()),
             "gemm_peak_gflops": r.gemm_peak_gflops,
-            "share_of_gemm_peak": r.share_of_peak(),
-            "speedup_vs_eager": ups[r.case],
+            "share_of_gemm_peak": _finite(r.share_of_peak()),
+            "speedup_vs_eager": _finite(ups[r.case]),
             "max_abs_vs_eager": r.max_abs_vs_reference,
+            "psnr_vs_eager": _finite(r.psnr_vs_reference),
+            "route_agreement": r.route_agreement,
+            "skipped": r.skipped,
             "cuda": r.cuda,
             "kept_freed_memory": r.kept_freed_memory,
             "times_s": r.times,
@@ -436,12 +494,19 @@ def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
     ]
 
 
+def _psnr_of(row: dict[str, Any]) -> float | None:
+    """A saved PSNR: null is infinite where the output equalled eager's; runs before 0.7.1 have none."""
+    if row.get("psnr_vs_eager") is None and row.get("max_abs_vs_eager") == 0 and "route_agreement" in row:
+        return float("inf")
+    return row.get("psnr_vs_eager")
+
+
 def from_json(rows: list[dict[str, Any]]) -> list[BenchResult]:
     """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
     charted here. Derived columns are recomputed from the raw times."""
     return [
         BenchResult(
-            Case(r["backend"], r["routing"], r["size"], r["batch"], r.get("width")),
+            Case(r["backend"], r["routing"], r["size"], r["batch"], r.get("width"), r.get("precision", "fp32")),
             times=list(r["times_s"]),
             peak_mb=r["peak_mb"],
             expert_gflops=r["expert_gflops"],
@@ -450,38 +515,38 @@ def from_json(rows: list[dict[str, Any]]) -> list[BenchResult]:
             gemm_peak_gflops=r["gemm_peak_gflops"],
             cuda=bool(r.get("cuda", False)),
             max_abs_vs_reference=r["max_abs_vs_eager"],
-            kept_freed_memory=bool(r.get("kept_freed_memory", False)),
-        )  # runs before 0.2.1: glibc defaults
+            kept_freed_memory=bool(r.get("kept_freed_memory", False)),  # runs before 0.2.1: glibc defaults
+            psnr_vs_reference=_psnr_of(r),
+            route_agreement=r.get("route_agreement"),
+            skipped=r.get("skipped"),
+        )
         for r in rows
     ]
 
 
 def chart(results: list[BenchResult], path: Path) -> None:
-    """Horizontal bars of median latency per case, speed-up against eager written beside each."""
+    """Horizontal bars of median latency per case; beside each, the speed-up against eager and the
+    accuracy it costs (PSNR against eager fp32, share of identical routes). Skipped cases are left out."""
     import cv2
 
     ups = speedups(results)
-    row, left, width = 28, 330, 560
-    img = np.full((row * len(results) + 50, left + width + 120, 3), 255, np.uint8)
-    worst = max(r.median_ms for r in results)
-    cv2.putText(
-        img, "median latency (ms), speed-up vs PyTorch eager", (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1
-    )
-    for i, r in enumerate(results):
+    ran = [r for r in results if r.times]
+    row, left, width = 28, 380, 520
+    img = np.full((row * len(ran) + 50, left + width + 260, 3), 255, np.uint8)
+    worst = max(r.median_ms for r in ran)
+    title = "median latency (ms), speed-up vs PyTorch eager fp32, PSNR vs its output / routes the same"
+    cv2.putText(img, title, (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    for i, r in enumerate(ran):
         y = 40 + i * row
         colour = (150, 150, 150) if r.case.backend == REFERENCE else (200, 120, 40)
         cv2.putText(img, r.case.label, (10, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         bar = int(width * r.median_ms / worst)
         cv2.rectangle(img, (left, y + 4), (left + bar, y + row - 6), colour, -1)
-        cv2.putText(
-            img,
-            f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}",
-            (left + bar + 6, y + 16),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45,
-            (0, 0, 0),
-            1,
-        )
+        accuracy = ""
+        if r.case.backend != REFERENCE and r.psnr_vs_reference is not None and r.route_agreement is not None:
+            accuracy = f"  {min(r.psnr_vs_reference, 99.0):.1f} dB / {100 * r.route_agreement:.0f}%"
+        label = f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}{accuracy}"
+        cv2.putText(img, label, (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     write_image_atomic(path, img)
 
 

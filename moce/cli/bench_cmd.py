@@ -7,11 +7,23 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.bench import BenchOptions, BenchResult, chart, from_json, run_bench, speedups, to_json
+from moce.apps.bench import BenchOptions, BenchResult, chart, fastest, from_json, run_bench, speedups, to_json
 from moce.cli.common import THREADS, batch_sizes, render_table, user_errors, write_json_output
 from moce.cli.common import sizes as parse_sizes
 from moce.cli.progress import say
 from moce.errors import InputError
+
+
+def _side(shape: tuple[int, int]) -> str:
+    return "x".join(dict.fromkeys(map(str, shape)))
+
+
+def _accuracy(r: BenchResult) -> str:
+    """PSNR against eager fp32 and the share of routing decisions it shares ("-": not measured)."""
+    if r.psnr_vs_reference is None or r.route_agreement is None:
+        return "-"
+    db = "inf" if r.psnr_vs_reference == float("inf") else f"{r.psnr_vs_reference:.1f}"
+    return f"{db} / {_percent(r.route_agreement)}"
 
 
 def _percent(share: float | None) -> str:
@@ -32,6 +44,9 @@ def bench(
         "torch,onnxruntime", help="torch, torch-graphs (CUDA graphs), onnxruntime, tensorrt (comma-separated)"
     ),
     routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
+    precision: str = typer.Option(
+        "fp32", help="Precisions to time, each against eager fp32: fp32,fp16,bf16,int8 (fp16/int8: moce build-engine)"
+    ),
     sizes: str = typer.Option("256,512", help="Image sizes, 256 or HxW, comma-separated"),
     batch: str = typer.Option("1", help="Batch sizes"),
     warmup: int = typer.Option(2, help="Untimed runs per case"),
@@ -64,17 +79,21 @@ def bench(
             threads,
             device,
             memory,
+            precisions=precision.split(","),
         )
         results = run_bench(model, options, say)
     ups = speedups(results)
     rows = []
     for r in results:
+        if r.skipped:
+            continue
         share = 1 - r.expert_gflops / r.dense_expert_gflops if r.dense_expert_gflops else 0.0
         rows.append(
             [
                 r.case.backend,
                 r.case.routing,
-                "x".join(dict.fromkeys(map(str, r.case.shape))),
+                r.case.precision,
+                _side(r.case.shape),
                 r.case.batch,
                 f"{r.median_ms:.1f}",
                 f"{r.p90_ms:.1f}",
@@ -85,6 +104,7 @@ def bench(
                 f"{r.gflops_per_s():.1f}",
                 _percent(r.share_of_peak()),
                 f"{r.max_abs_vs_reference:.1e}",
+                _accuracy(r),
                 f"x{ups[r.case]:.2f}",
             ]
         )
@@ -93,6 +113,7 @@ def bench(
             [
                 "backend",
                 "routing",
+                "precision",
                 "size",
                 "batch",
                 "median ms",
@@ -104,11 +125,19 @@ def bench(
                 "GFLOP/s",
                 "of GEMM peak",
                 "max|d| vs eager",
+                "PSNR dB / routes same",
                 "speed-up",
             ],
             rows,
         )
     )
+    for r in results:
+        if r.skipped:
+            typer.echo(f"skipped {r.case.label}: {r.skipped}")
+    for (shape, batch), best in fastest(results).items():
+        typer.echo(
+            f"fastest here at {_side(shape)} px, batch {batch}: {best.case.label} (x{ups[best.case]:.2f} of eager)"
+        )
     for cuda, peak in sorted({(r.cuda, r.gemm_peak_gflops) for r in results if r.gemm_peak_gflops}):
         typer.echo(f"float32 GEMM peak ({'cuda' if cuda else 'cpu'}, median of one run per round): {peak:.1f} GFLOP/s")
     kept = {r.kept_freed_memory for r in results}

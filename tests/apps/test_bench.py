@@ -38,7 +38,7 @@ def test_each_shape_gets_the_same_image_whatever_else_is_benched():
 def test_sizes_may_be_rectangles_and_each_case_runs_its_own_shape():
     cases = expand_cases(BenchOptions(["onnxruntime"], ["split"], [64, (32, 48)], [2], device="cpu"))
     assert [c.shape for c in cases] == [(64, 64), (64, 64), (32, 48), (32, 48)]
-    assert cases[-1].label == "onnxruntime/split 32x48px b2" and cases[0].width is None
+    assert cases[-1].label == "onnxruntime/split fp32 32x48px b2" and cases[0].width is None
     assert bench_images(cases, 3, seed=0)[((32, 48), 2)].shape == (2, 3, 32, 48)
 
 
@@ -216,3 +216,23 @@ def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
     assert rows and all(row["cuda"] and row["max_abs_vs_eager"] <= 1e-4 for row in rows)
     assert {(r["backend"], r["routing"]) for r in rows} >= {("torch-graphs", "conditional"), ("torch", "conditional")}
     assert "float32 GEMM peak (cuda" in result.output
+
+
+def test_precisions_are_timed_side_by_side_with_their_accuracy_and_skips_say_why(tmp_path, tiny_variants):
+    out = tmp_path / "b.json"
+    args = ["bench", "-m", str(tiny_variants.manifest.root), "--backends", "onnxruntime,torch", "--routing", "split"]
+    args += ["--precision", "fp32,bf16,int8", "--sizes", "32", "--rounds", "1", "--warmup", "0", "--no-memory"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {(r["backend"], r["precision"]): r for r in json.loads(out.read_text())}
+    assert rows[("onnxruntime", "bf16")]["skipped"] == "the onnxruntime backend runs fp32, fp16, int8"
+    assert rows[("torch", "int8")]["skipped"].startswith("the torch backend runs")
+    assert "skipped onnxruntime/split bf16 32px b1: the onnxruntime backend runs" in result.output
+    for key in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32"), ("torch", "bf16")):
+        row = rows[key]
+        assert row["skipped"] is None and row["median_ms"] > 0 and 0 <= row["route_agreement"] <= 1, key
+    assert rows[("onnxruntime", "fp32")]["psnr_vs_eager"] > 80 and rows[("onnxruntime", "fp32")]["route_agreement"] == 1
+    assert 20 < rows[("onnxruntime", "int8")]["psnr_vs_eager"] < rows[("onnxruntime", "fp32")]["psnr_vs_eager"]
+    assert rows[("torch", "bf16")]["psnr_vs_eager"] > 30
+    assert "fastest here at 32 px, batch 1: " in result.output and "PSNR dB / routes same" in result.output
+    assert to_json(from_json(list(rows.values()))) == list(rows.values())
