@@ -45,6 +45,8 @@ from moce.runtime.resolve import open_model
 REFERENCE = "torch-eager"
 TORCH_GRAPHS = "torch-graphs"
 """The torch backend replaying CUDA graphs (moce.runtime.cuda_graphs), timed beside the plain one."""
+TORCH_COMPILE = "torch-compile"
+"""The torch backend with each segment and expert through ``torch.compile`` (inductor)."""
 
 
 Size = int | tuple[int, int]
@@ -134,8 +136,9 @@ class BenchOptions:
 
 
 def backend_of(name: str) -> str:
-    """The backend a bench case name runs on (``torch-graphs`` is the torch backend with CUDA graphs)."""
-    return "torch" if name == TORCH_GRAPHS else name
+    """The backend a bench case name runs on (``torch-graphs``: torch with CUDA graphs; ``torch-compile``:
+    torch with torch.compile)."""
+    return "torch" if name in (TORCH_GRAPHS, TORCH_COMPILE) else name
 
 
 def expand_cases(options: BenchOptions) -> list[Case]:
@@ -234,6 +237,7 @@ def _make_case_fn(manifest: Manifest, case: Case, options: BenchOptions, image: 
             device=options.device,
             threads=options.threads,
             cuda_graphs=case.backend == TORCH_GRAPHS,
+            compile=case.backend == TORCH_COMPILE,
             routing=case.routing,
             precision=case.precision,
         ),

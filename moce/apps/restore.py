@@ -66,6 +66,7 @@ class RestoreJob:
     quality: int | None = None  # JPEG / lossy WebP; None: the input's
     max_pixels: int = DEFAULT_MAX_PIXELS
     cuda_graphs: bool = False
+    compile: bool = False  # torch backend: torch.compile each segment and expert
     filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
 
     def session_options(self) -> SessionOptions:
@@ -77,6 +78,7 @@ class RestoreJob:
             precision=self.precision,
             threads=self.threads,
             cuda_graphs=self.cuda_graphs,
+            compile=self.compile,
             max_pixels=self.max_pixels,
         )
 
@@ -667,5 +669,6 @@ def restore_folder(
         quality=quality,
         max_pixels=o.max_pixels,
         cuda_graphs=o.cuda_graphs,
+        compile=o.compile,
     )
     return restore(job, progress, session)

@@ -67,6 +67,7 @@ class SessionOptions:
     batch: int = 1  # same-sized images, or tiles, per inference call
     threads: int | None = None  # CPU threads of the backend; None: all cores
     cuda_graphs: bool = False  # torch on CUDA: replay CUDA graphs
+    compile: bool = False  # torch: each segment and expert through torch.compile (inductor)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before they are decoded
 
     def restore_options(self) -> RestoreOptions:
@@ -113,6 +114,8 @@ def check_options(options: SessionOptions, multiple: int = 8) -> None:
         raise InputError(f"--device must be cpu, cuda or cuda:N, got {options.device}")
     if options.routing not in ROUTING_MODES:
         raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}, got {options.routing}")
+    if options.compile and options.backend != "torch":
+        raise InputError(f"--compile compiles the torch backend's model; add --backend torch (got {options.backend})")
     if options.threads is not None and options.threads < 1:
         raise InputError(f"--threads must be at least 1 (leave it out for all cores), got {options.threads}")
     if options.max_pixels < 64:
@@ -184,6 +187,7 @@ def make_choice(manifest: Manifest, options: SessionOptions) -> BackendChoice:
         options.precision,
         options.cuda_graphs,
         options.routing,
+        options.compile,
     )
     if options.backend not in BACKENDS:
         check_graphs(manifest, options, choice.name)
@@ -470,6 +474,7 @@ def open_session(
     batch: int = 1,
     threads: int | None = None,
     cuda_graphs: bool = False,
+    compile: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Messages = quiet,
 ) -> Session:
@@ -492,6 +497,7 @@ def open_session(
         batch=batch,
         threads=threads,
         cuda_graphs=cuda_graphs,
+        compile=compile,
         max_pixels=max_pixels,
     )
     check_options(options)

@@ -41,7 +41,8 @@ def _saved(path: Path) -> list[BenchResult]:
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
     backends: str = typer.Option(
-        "torch,onnxruntime", help="torch, torch-graphs (CUDA graphs), onnxruntime, tensorrt (comma-separated)"
+        "torch,onnxruntime",
+        help="torch, torch-graphs (CUDA graphs), torch-compile (inductor), onnxruntime, tensorrt (comma-separated)",
     ),
     routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
     precision: str = typer.Option(

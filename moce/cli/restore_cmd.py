@@ -66,6 +66,12 @@ def restore(
         help="torch backend on CUDA: replay each segment and expert as a CUDA graph; "
         "with --routing conditional, the whole forward as one graph that chooses experts on the GPU",
     ),
+    compile: bool = typer.Option(
+        False,
+        "--compile",
+        help="torch backend: run each segment and expert through torch.compile (inductor), compiled "
+        "per image size on first use",
+    ),
     cluster: str = typer.Option(
         None, help="Run on Ray: local (this machine), auto or ray://HOST:PORT (a running cluster)"
     ),
@@ -109,6 +115,7 @@ def restore(
         threads=threads,
         max_pixels=max_pixels,
         cuda_graphs=cuda_graphs,
+        compile=compile,
     )
     progress = CliProgress()
     with StopRequest().on_signals() as stop:

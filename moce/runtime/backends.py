@@ -138,17 +138,23 @@ def make_runner(
     precision: str = "fp32",
     cuda_graphs: bool = False,
     routing: str = "split",
+    compile: bool = False,
 ) -> BackendChoice:
     """Build the runner for ``backend``; ``auto`` takes the first row of :data:`BACKENDS` usable here
     that runs the ``routing`` form. A named backend that cannot run it is refused before it loads.
 
     ``cuda_graphs``: the torch backend on a CUDA device replays CUDA graphs (moce.runtime.cuda_graphs).
+    ``compile``: the torch backend runs each segment and expert through ``torch.compile`` (inductor).
     """
     choice = _make_runner(backend, manifest, device, threads, precision, routing)
     if cuda_graphs:
         if not isinstance(choice.runner, TorchRunner) or choice.runner.device.type != "cuda":
             raise MoceError("--cuda-graphs needs the torch backend on a CUDA device (--backend torch --device cuda)")
         choice.runner.use_cuda_graphs()
+    if compile:
+        if not isinstance(choice.runner, TorchRunner):
+            raise MoceError("--compile needs the torch backend (--backend torch)")
+        choice.runner.compile()
     return choice
 
 

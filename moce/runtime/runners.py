@@ -288,6 +288,25 @@ class TorchRunner(TorchTensors):
         self._captured |= self._experts
         self._graphs[CONDITIONAL_GRAPH] = self._run_conditional
 
+    def compile(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """Run every trunk segment and expert through ``torch.compile`` whole (``fullgraph=True``: a
+        graph break is an error, not a silent fallback), one compiled graph per input shape. Tile
+        segments and the conditional forward stay eager. The first call of each shape compiles
+        (inductor: minutes for a whole model on two cores); later calls of that shape reuse it.
+
+        The segments share one Python function and the experts another, and Dynamo limits the
+        compilations of one function (8 by default): the limit is raised to a shape's worth of
+        graphs for each of 8 shapes, for this process."""
+        import torch
+
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 8 * len(self._captured))
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 8 * len(self._captured))
+        for name in self._captured:
+            self._graphs[name] = torch.compile(
+                self._graphs[name], fullgraph=True, dynamic=False, backend=backend, mode=mode
+            )
+
     def use_cuda_graphs(self, capture: Capture | None = None, capture_branches: Capture | None = None) -> None:
         """Replay segments and experts from CUDA graphs captured per input shape (tile segments run
         as they are), and the conditional forward as one graph whose experts are IF nodes.

@@ -190,6 +190,8 @@ def test_bad_options_and_missing_graphs_are_refused_before_the_backend_loads(tin
         ({"routing": "magic"}, "--routing must be one of"),
         ({"batch": 0}, "--batch"),
         ({"backend": "onnxruntime", "precision": "int8"}, "no int8 graphs"),
+        ({"backend": "onnxruntime", "compile": True}, "--compile compiles the torch backend's model"),
+        ({"threads": 0}, "--threads must be at least 1"),
     ):
         with pytest.raises((InputError, PackageError), match=message):
             moce.open(tiny_pkg.root, **options)

@@ -49,3 +49,21 @@ def test_channels_last_gives_the_same_restoration(tiny_model, tiny_pkg, golden_i
         assert not plain.channels_last  # the default off CUDA
     np.testing.assert_allclose(got.restored, want.restored, atol=1e-5)
     assert [r.experts.tolist() for r in got.routings] == [r.experts.tolist() for r in want.routings]
+
+
+def test_every_segment_and_expert_compiles_whole_and_agrees_with_eager(tiny_model, tiny_pkg, golden_io):
+    """fullgraph=True: a graph break anywhere in a plan step fails here. AOT autograd traces what
+    inductor would compile (inductor's own code generation takes minutes for the tiny model on two
+    cores, so `moce bench --backends torch-compile` times it instead)."""
+    compiled_model = copy.deepcopy(tiny_model)
+    torch._dynamo.reset()
+    with TorchRunner(tiny_model, "cpu") as eager, TorchRunner(compiled_model, "cpu") as compiled:
+        compiled.compile(backend="aot_eager")
+        want = PlanExecutor(tiny_pkg, eager).run(golden_io["input"])
+        got = PlanExecutor(tiny_pkg, compiled).run(golden_io["input"])
+        frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        again = PlanExecutor(tiny_pkg, compiled).run(golden_io["input"])
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames > 0  # no recompilation
+    np.testing.assert_allclose(got.restored, want.restored, atol=1e-4)
+    np.testing.assert_array_equal(again.restored, got.restored)
+    assert [r.experts.tolist() for r in got.routings] == [r.experts.tolist() for r in want.routings]
