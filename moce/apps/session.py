@@ -37,7 +37,14 @@ from moce.imageio import (
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
 from moce.package.manifest import Manifest, SegmentEntry
 from moce.progress import Messages, quiet
-from moce.runtime.backends import BACKENDS, BackendChoice, cuda_available, make_runner, nvidia_gpu_present
+from moce.runtime.backends import (
+    BACKENDS,
+    BackendChoice,
+    cpu_bf16_units,
+    cuda_available,
+    make_runner,
+    nvidia_gpu_present,
+)
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer, check_restore_options
@@ -165,10 +172,17 @@ def check_device(options: SessionOptions) -> None:
 def slow_path_warning(choice: BackendChoice, precision: str) -> str | None:
     """One line for a slow path chosen on purpose, with the faster choice."""
     device = getattr(choice.runner, "device", None)
-    if choice.name == "torch" and precision == "fp16" and getattr(device, "type", None) == "cpu":
+    if choice.name != "torch" or getattr(device, "type", None) != "cpu":
+        return None
+    if precision == "fp16":
         return (
             "warning: fp16 on the CPU runs several times slower than fp32 in PyTorch (no fp16 arithmetic "
             "units); --precision fp32 is faster here (bf16 too, on CPUs with AVX512_BF16 or AMX)"
+        )
+    if precision == "bf16" and not cpu_bf16_units():
+        return (
+            "warning: this CPU has no bfloat16 units (AVX512_BF16 or AMX), so PyTorch emulates bf16, "
+            "many times slower than fp32; --precision fp32 is faster here"
         )
     return None
 

@@ -20,6 +20,15 @@ def nvidia_gpu_present() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
+def cpu_bf16_units() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512_BF16 or AMX) for PyTorch; without them bf16
+    is emulated, slower than float32. PyTorch exposes the check only under private names."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def cuda_available() -> bool:
     """A CUDA device usable from PyTorch (PyTorch is imported only when the driver shows a GPU)."""
     if not nvidia_gpu_present():

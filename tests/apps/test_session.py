@@ -226,3 +226,21 @@ def test_activation_loads_what_every_image_runs_and_leaves_experts_to_their_firs
         result = session.restore(_rgb((24, 32)))
         chosen = set(session.choice.runner._sessions) - loaded
         assert len(chosen) == (sum(len(set(experts)) for experts in result.routes) if routing == "split" else 0)
+
+
+@pytest.mark.parametrize(
+    "precision, bf16_units, warned",
+    [
+        ("fp16", False, "fp16 on the CPU"),
+        ("bf16", False, "no bfloat16 units"),
+        ("bf16", True, None),
+        ("fp32", False, None),
+    ],
+)
+def test_a_slow_precision_chosen_on_a_cpu_says_what_is_faster(tiny_pkg, monkeypatch, precision, bf16_units, warned):
+    monkeypatch.setattr("moce.apps.session.cpu_bf16_units", lambda: bf16_units)
+    said: list[str] = []
+    moce.open(tiny_pkg.root, backend="torch", device="cpu", precision=precision, progress=said.append)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert (warnings == []) if warned is None else (len(warnings) == 1 and warned in warnings[0]), said
+    assert all("--precision fp32 is faster here" in line for line in warnings)
