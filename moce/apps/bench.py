@@ -548,7 +548,8 @@ def chart(results: list[BenchResult], path: Path) -> None:
         cv2.rectangle(img, (left, y + 4), (left + bar, y + row - 6), colour, -1)
         accuracy = ""
         if r.case.backend != REFERENCE and r.psnr_vs_reference is not None and r.route_agreement is not None:
-            accuracy = f"  {min(r.psnr_vs_reference, 99.0):.1f} dB / {100 * r.route_agreement:.0f}%"
+            db = f"{r.psnr_vs_reference:.1f} dB" if r.psnr_vs_reference < 99 else "> 99 dB"
+            accuracy = f"  {db} / {100 * r.route_agreement:.0f}%"
         label = f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}{accuracy}"
         cv2.putText(img, label, (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     write_image_atomic(path, img)
