@@ -50,9 +50,11 @@ class EvalReport:
     route_accuracy: float = 0.0
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
     route_usage: dict[str, list[list[float]]] = field(default_factory=dict)  # degradation -> adapter -> expert share
+    clean: dict[str, Any] = field(default_factory=dict)  # the harm done to clean inputs (see harm_to_clean)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "clean": self.clean,
             "per_degradation": self.rows,
             "route_accuracy": self.route_accuracy,
             "confusion": self.confusion,
@@ -102,6 +104,8 @@ def evaluate(
             usage[name] = route_usage(routes, manifest.config.num_adapters, manifest.config.num_experts)
             row = {"degradation": name, "task": TASK_OF[name], **score_summary(scores, [n for n, _ in images])}
             report.rows.append(row | {"dominant_route": list(Counter(routes).most_common(1)[0][0])})
+        progress("evaluate clean inputs")
+        report.clean = harm_to_clean(session, images)
     train = [(r, t) for r, t, k in samples if k % 2 == 0]
     test = [(r, t) for r, t, k in samples if k % 2 == 1]
     predicted = _fit_predict(train, test)
@@ -145,6 +149,27 @@ def score_summary(scores: np.ndarray, names: list[str]) -> dict[str, Any]:
         "saturation_ratio_worst_image": names[worst_ratio],
         "ciede2000_input": float(s["de_in"].mean()),
         "ciede2000_output": float(s["de_out"].mean()),
+    }
+
+
+def harm_to_clean(session: Session, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """What the model does to photos that need nothing: each clean photo restored as it is, scored
+    against itself (PSNR; the photo it changes most) and by its saturation (restored / clean; the
+    photo whose colour moves most). A model that does no harm gives high PSNR and ratios near 1."""
+    names = [n for n, _ in images]
+    restored = [np.clip(session.restore_rgb([clean])[0].restored, 0, 1) for _, clean in images]
+    scores = np.array([psnr(out, clean) for out, (_, clean) in zip(restored, images)])
+    ratios = np.array(
+        [mean_saturation(out) / max(mean_saturation(clean), 1e-6) for out, (_, clean) in zip(restored, images)]
+    )
+    farthest = int(np.argmax(np.abs(ratios - 1)))
+    return {
+        "psnr_output": float(np.mean(np.minimum(scores, 100.0))),  # an unchanged photo counts as 100 dB
+        "psnr_lowest": float(scores.min()),
+        "psnr_lowest_image": names[int(np.argmin(scores))],
+        "saturation_ratio": float(ratios.mean()),
+        "saturation_ratio_worst": float(ratios[farthest]),
+        "saturation_ratio_worst_image": names[farthest],
     }
 
 

@@ -50,6 +50,12 @@ def evaluate(
     header = ["degradation", "PSNR in", "PSNR out", "gain dB", "gain over draws", "SSIM in", "SSIM out"]
     header += ["least-gaining photo", "saturation / clean", "farthest photo", "CIEDE2000", "usual route"]
     typer.echo(render_table(header, rows))
+    c = report.clean
+    typer.echo(
+        f"clean inputs, restored as they are: {c['psnr_output']:.2f} dB against themselves (lowest "
+        f"{c['psnr_lowest']:.2f} {c['psnr_lowest_image']}), saturation x{c['saturation_ratio']:.2f} "
+        f"(farthest x{c['saturation_ratio_worst']:.2f} {c['saturation_ratio_worst_image']})"
+    )
     typer.echo(f"task predicted from the route vector alone: {100 * report.route_accuracy:.1f}% of held-out crops")
     tasks = list(report.confusion)
     typer.echo(

@@ -39,6 +39,9 @@ def test_evaluate_reports_every_degradation(tmp_path, tiny_pkg):
     assert 0.0 <= report.route_accuracy <= 1.0
     assert sum(sum(v.values()) for v in report.confusion.values()) == 2 * 2 * 4 // 2  # half the crops are held out
     assert all(np.isclose(sum(adapter), 1.0) for usage in report.route_usage.values() for adapter in usage)
+    clean = report.clean  # the harm done to photos that need nothing
+    assert 0 < clean["psnr_lowest"] <= clean["psnr_output"] and clean["saturation_ratio_worst"] > 0
+    assert clean["psnr_lowest_image"] in {p.stem for p in (SAMPLES / "clean").glob("*.png")}
 
 
 def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
@@ -98,6 +101,7 @@ def test_evaluate_command_prints_the_range_over_draws_and_writes_json(tmp_path, 
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "clean inputs, restored as they are: " in result.output
     assert "gain over draws" in result.output and "task predicted from the route vector alone" in result.output
     rows = json.loads(out.read_text())["per_degradation"]
     assert [r["degradation"] for r in rows] == ["noise25", "blur"] and all(r["draws"] == 2 for r in rows)
