@@ -53,6 +53,29 @@ def median_ms(path: Path, feeds: dict[str, np.ndarray], threads: int) -> float:
     return float(np.median(times)) * 1e3
 
 
+def time_graph(path: Path, calibration: list[dict], feeds: dict, threads: int, folder: Path) -> dict[str, float]:
+    """Milliseconds of graph ``path`` in fp32 and in each placement (quantised into ``folder``)."""
+    model = onnx.load(str(path))
+    row = {"fp32": median_ms(path, feeds, threads)}
+    for i, (name, (activations, extra, depthwise)) in enumerate(PLACEMENTS.items()):
+        out = folder / f"{path.stem}.{i}.onnx"
+        quantize_static(
+            str(path),
+            str(out),
+            _Reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            activation_type=activations,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["Conv"],
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=output_convs(model) + ([] if depthwise else depthwise_convs(model)),
+            extra_options=extra,
+        )
+        row[name] = median_ms(out, feeds, threads)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("build/S.moce"))
@@ -63,29 +86,12 @@ def main() -> None:
     calibration = calibration_feeds(manifest, calibration_images(None, side=128)[:6])
     timing = calibration_feeds(manifest, calibration_images(None, side=args.size)[:1])
     totals = dict.fromkeys(["fp32", *PLACEMENTS], 0.0)
-    folder = Path(tempfile.mkdtemp(prefix="moce-int8-"))
-    for graph in [g for g in manifest.plan_graphs() if g in timing and g.startswith("segment")]:
-        path, feeds = manifest.graph_file(graph), timing[graph][0]
-        model = onnx.load(str(path))
-        row = {"fp32": median_ms(path, feeds, args.threads)}
-        for i, (name, (activations, extra, depthwise)) in enumerate(PLACEMENTS.items()):
-            out = folder / f"{graph}.{i}.onnx"
-            quantize_static(
-                str(path),
-                str(out),
-                _Reader(calibration[graph]),
-                quant_format=QuantFormat.QDQ,
-                activation_type=activations,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["Conv"],
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=output_convs(model) + ([] if depthwise else depthwise_convs(model)),
-                extra_options=extra,
-            )
-            row[name] = median_ms(out, feeds, args.threads)
-        totals = {k: totals[k] + row[k] for k in totals}
-        print(graph, {k: round(v, 1) for k, v in row.items()}, flush=True)
+    with tempfile.TemporaryDirectory(prefix="moce-int8-") as folder:  # the quantised graphs go with it
+        for graph in [g for g in manifest.plan_graphs() if g in timing and g.startswith("segment")]:
+            path = manifest.graph_file(graph)
+            row = time_graph(path, calibration[graph], timing[graph][0], args.threads, Path(folder))
+            totals = {k: totals[k] + row[k] for k in totals}
+            print(graph, {k: round(v, 1) for k, v in row.items()}, flush=True)
     print(f"\nall trunk segments at {args.size} px, {args.threads} threads:")
     for name, total in totals.items():
         print(f"  {name:<48} {total:8.0f} ms  x{totals['fp32'] / total:.2f} of fp32")

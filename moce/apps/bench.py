@@ -98,15 +98,20 @@ class BenchResult:
     skipped: str | None = None  # why the case did not run
 
     @property
+    def _median_s(self) -> float:
+        """The median run time; NaN for a case that did not run."""
+        return float(np.median(self.times)) if self.times else float("nan")
+
+    @property
     def median_ms(self) -> float:
-        return float(np.median(self.times) * 1e3) if self.times else float("nan")
+        return self._median_s * 1e3
 
     @property
     def p90_ms(self) -> float:
         return float(np.percentile(self.times, 90) * 1e3) if self.times else float("nan")
 
     def images_per_s(self) -> float:
-        return self.case.batch / float(np.median(self.times)) if self.times else float("nan")
+        return self.case.batch / self._median_s
 
     @property
     def gflops(self) -> float:
@@ -114,7 +119,7 @@ class BenchResult:
         return self.trunk_gflops + self.expert_gflops
 
     def gflops_per_s(self) -> float:
-        return self.gflops / float(np.median(self.times)) if self.times else float("nan")
+        return self.gflops / self._median_s
 
     def share_of_peak(self) -> float | None:
         return self.gflops_per_s() / self.gemm_peak_gflops if self.gemm_peak_gflops else None

@@ -282,6 +282,8 @@ def discover_inputs(
 ) -> tuple[Pairs, list[tuple[Path, str]]]:
     """Every input's images paired with their outputs, and the files passed over with why.
     ``listed``: how one input is listed (by default :func:`discover`; elsewhere, another file system)."""
+    if job.to_one_file:
+        return [(job.sources[0], job.output)], []
     listed = listed or (lambda where: discover(where, job.recursive, job.include))
     sources = job.sources
     pairs: Pairs = []
@@ -331,8 +333,6 @@ def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path
 
 def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
     suffix = f".{job.ext.lstrip('.')}" if job.ext else source.suffix
-    if job.to_one_file:
-        return job.output
     return (job.output / source.relative_to(root)).with_suffix(suffix)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import batch_sizes as _batches
-from moce.cli.common import render_table, user_errors
+from moce.cli.common import deprecated, render_table, user_errors
 from moce.cli.common import sizes as parse_sizes
 from moce.cli.progress import say
 from moce.engines.build import BuildOptions, build
@@ -34,7 +34,7 @@ def _profile(sizes: str, batches: str, legacy: tuple[str | None, str | None, str
     shapes = [(b, h, w) for b, (h, w) in zip(counts, hw)]
     for i, (name, old) in enumerate(zip(("--min-shape", "--opt-shape", "--max-shape"), legacy)):
         if old is not None:
-            say(f"warning: {name} is deprecated and goes in moce 0.8; use --sizes MIN,OPT,MAX --batches MIN,OPT,MAX")
+            deprecated(name, "use --sizes MIN,OPT,MAX --batches MIN,OPT,MAX")
             shapes[i] = _bhw(old)
     return Profile(*shapes)
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from moce.cli.progress import say
 from moce.errors import InputError, MoceError
 from moce.files import write_json_atomic
 
@@ -67,13 +68,16 @@ def pixels(text: str | int) -> int:
     return int(count)
 
 
+def deprecated(old: str, instead: str) -> None:
+    """The one line an old spelling prints while it still works (each goes in moce 0.8)."""
+    say(f"warning: {old} is deprecated and goes in moce 0.8; {instead}")
+
+
 def _threads(value: int | None) -> int | None:
     if value is not None and value < 0:
         raise typer.BadParameter(f"{value} threads: give a count of at least 1, or leave --threads out for all cores")
     if value == 0:
-        typer.echo(
-            "warning: --threads 0 is deprecated and goes in moce 0.8; leave --threads out for all cores", err=True
-        )
+        deprecated("--threads 0", "leave --threads out for all cores")
         return None
     return value
 
@@ -91,7 +95,7 @@ def output_or_legacy(output: Path, legacy: Path | None, old: str = "--out") -> P
     """``-o/--output``, or the old spelling's value with a deprecation line."""
     if legacy is None:
         return output
-    typer.echo(f"warning: {old} is deprecated and goes in moce 0.8; use -o/--output", err=True)
+    deprecated(old, "use -o/--output")
     return legacy
 
 

@@ -8,7 +8,7 @@ import typer
 
 from moce.apps.compare import CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
-from moce.cli.common import render_table, user_errors, write_json_output
+from moce.cli.common import deprecated, render_table, user_errors, write_json_output
 from moce.cli.progress import Verbosity, say, verbosity
 
 
@@ -34,7 +34,7 @@ def compare(
     """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement.
     With moce -v, Polygraphy's per-iteration statistics too."""
     if verbose:
-        say("warning: compare --verbose is deprecated and goes in moce 0.8; use moce -v compare")
+        deprecated("compare --verbose", "use moce -v compare")
     options = CompareOptions(
         [Spec.parse(s) for s in runners.split(",")],
         images,

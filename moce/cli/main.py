@@ -12,11 +12,12 @@ import typer
 from moce._version import __version__
 from moce.cli.bench_cmd import bench
 from moce.cli.build_engine_cmd import build_engine
+from moce.cli.common import deprecated
 from moce.cli.compare_cmd import compare
 from moce.cli.evaluate_cmd import demo, evaluate
 from moce.cli.export_cmd import export
 from moce.cli.inspect_cmd import inspect
-from moce.cli.progress import Verbosity, say, set_verbosity
+from moce.cli.progress import Verbosity, set_verbosity
 from moce.cli.restore_cmd import restore
 from moce.cli.serve_cmd import install_tritonserver, serve_command, triton
 from moce.cli.train_cmd import train
@@ -86,7 +87,7 @@ def upgrade_legacy(args: list[str]) -> list[str]:
     if command == "inspect" and "--json" in args:
         at = args.index("--json")
         if at == len(args) - 1 or args[at + 1].startswith("-") and args[at + 1] != "-":
-            say("warning: inspect --json without a file is deprecated and goes in moce 0.8; use --json -")
+            deprecated("inspect --json without a file", "use --json -")
             return [*args[: at + 1], "-", *args[at + 1 :]]
     return args
 

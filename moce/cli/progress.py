@@ -63,7 +63,7 @@ class CliProgress:
 
     def start(self, images: int) -> None:
         self.total = images
-        if self.live and not self.quiet:
+        if self.live:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
