@@ -3,17 +3,20 @@
 Sources, all offline-reproducible (Debian packages through ``apt-get download`` + ``dpkg -x``, no
 root needed; the two Python wheels from PyPI):
 
-* training: the photographic wallpapers of Debian's ``plasma-workspace-wallpapers`` (LGPL-3 per
-  their metadata), scikit-learn's two sample photos (CC BY 2.0) and scikit-image's colour photos
-  (public domain / CC0 / no known restrictions);
+* training (``train``): the photographic wallpapers of Debian's ``plasma-workspace-wallpapers``
+  (LGPL-3 per their metadata), scikit-learn's two sample photos (CC BY 2.0) and scikit-image's
+  colour photos (public domain / CC0 / no known restrictions);
+* ``train-wide``: those and the photos of ``lomiri-wallpapers-16.04`` / ``-20.04`` (Ubuntu's
+  community photos, CC BY, CC BY-SA or CC0 per the package's copyright file);
 * held out for the demo samples: scikit-image's ``chelsea`` and ``coffee``;
-* independent evaluation: four nature photos of Debian's ``mate-backgrounds`` (GPL-2+), a package
-  nothing trains on;
+* independent evaluation: the twelve nature photos of Debian's ``mate-backgrounds`` (GPL-2+), a
+  package nothing trains on;
 * ``train-first``: the eleven scikit-image photos, mostly grey, that the model's first training
   stages used (kept so that the whole recipe in docs/MODEL_CARD.md can be rerun).
 
 ``ukui-wallpapers`` holds no photographs (every file is an illustration or a 3-D render), and
-plasma's ``ColdRipple`` and ``Grey`` are black-and-white, so none of them is used.
+plasma's ``ColdRipple`` and ``Grey`` are black-and-white, and Lomiri's ``analogpattern``, ``umang``,
+``Fossa``, ``Infinite-Sea`` and ``Painting-Colors`` are patterns or illustrations, so none of them is used.
 Wallpapers are downscaled (area filter) to ``--long-side`` pixels, so that a training crop shows
 about as much of a scene as it does on the scikit-image photos, and evaluation photos to
 ``--eval-long-side`` (600: the size of the held-out demo photos). ``manifest.json`` records each
@@ -27,24 +30,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 PLASMA = "plasma-workspace-wallpapers"
+WIDE = "train-wide"  # ``train`` and the Lomiri photos: stages 8-12 trained on ``train`` before these were added
 MATE = "mate-backgrounds"
+LOMIRI = {  # package -> photo -> (author, licence), from the package's copyright file
+    "lomiri-wallpapers-16.04": {
+        "Bridge_by_Sander_Klootwijk": ("Sander Klootwijk", "CC-BY-SA-4.0"),
+        "Dragonfly_by_Bolly": ("Bolly", "CC-BY-SA-4.0"),
+        "Picture_0B_by_freespace": ("Trevor Freespace", "CC-BY-4.0"),
+        "Picture_1A_by_freespace": ("Trevor Freespace", "CC-BY-4.0"),
+        "Wine_by_Jakkub_Mede": ("Jakub Mede", "CC-BY-4.0"),
+        "aitzgorri_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+        "free_by_Peter_Nerlich": ("Peter Nerlich", "CC-BY-SA-4.0"),
+        "friends_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+        "greentock_by_Peter_Nerlich": ("Peter Nerlich", "CC-BY-SA-4.0"),
+        "life_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+        "picosdeeuropa_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+        "seeding_by_Clements_Engelhardt": ("Clemens Engelhardt", "CC0-1.0"),
+        "sunset_by_Aitzol_Berasategi": ("Aitzol Berasategi", "CC-BY-4.0"),
+    },
+    "lomiri-wallpapers-20.04": {"Kleiber_by_Lukas_Baubkus": ("Lukas Baubkus", "CC-BY-SA-3.0")},
+}
 PLASMA_PHOTOS = (
     "Autumn BytheWater ColorfulCups DarkestHour EveningGlow FallenLeaf Kite OneStandsOut Path summer_1am"
 ).split()
-MATE_EVAL = {  # file -> author, from the package's copyright file
+MATE_EVAL = {  # file -> author, from the package's copyright file: every photo of its nature set
+    "Aqua": "Charles Barbin",
+    "Blinds": "Lennart Poettering, Andrea Cimitan",
     "Dune": "Marco Cogoni, Hylke Bons",
+    "FreshFlower": "Jens Ansorg",
+    "Garden": "Charles Barbin",
     "GreenMeadow": "Timothy Schellhase, Lapo Calamandrei",
     "LadyBird": "Charles Barbin",
+    "RainDrops": "blackcombwhistler07",
     "Storm": "Sergey Nazarov",
+    "TwoWings": "Charles Barbin, Hylke Bons",
+    "Wood": "Jean-François Fortin Tam",
+    "YellowFlower": "Charles Barbin",
 }
 SKIMAGE_TRAIN = {
     "astronaut": "public domain (NASA)",
@@ -132,6 +163,29 @@ def plasma_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
     return entries
 
 
+def lomiri_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
+    """Ubuntu's community photos, as Debian's Lomiri packages ship them (``train-wide`` only)."""
+    entries = []
+    for package, photos in LOMIRI.items():
+        tree, version = unpack(package, work)
+        for name, (author, licence) in photos.items():
+            original = tree / "usr/share/backgrounds" / f"{name}.jpg"
+            size = save(downscaled(read_rgb(original), long_side), root / WIDE / f"{name}.png")
+            rel = str(original.relative_to(tree))
+            entries.append(Entry(f"{WIDE}/{name}.png", WIDE, f"{package} {version}", rel, licence, author, size))
+    return entries
+
+
+def copied_into(entries: list[Entry], split: str, target: str, root: Path) -> list[Entry]:
+    """The photos of ``split`` copied into ``target`` too, so one folder holds a whole training set."""
+    copies = []
+    for e in (e for e in entries if e.split == split):
+        name = Path(e.file).name
+        shutil.copyfile(root / e.file, root / target / name)
+        copies.append(replace(e, file=f"{target}/{name}", split=target))
+    return copies
+
+
 def mate_photos(root: Path, work: Path, long_side: int) -> list[Entry]:
     """The independent evaluation photos (nothing trains on this package)."""
     tree, version = unpack(MATE, work)
@@ -181,10 +235,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        entries = plasma_photos(args.out, work, args.long_side) + mate_photos(args.out, work, args.eval_long_side)
+        entries = plasma_photos(args.out, work, args.long_side) + lomiri_photos(args.out, work, args.long_side)
+        entries += mate_photos(args.out, work, args.eval_long_side)
     entries += wheel_photos(args.out)
+    entries += copied_into(entries, "train", WIDE, args.out)
     (args.out / "manifest.json").write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n")
-    counts = {s: sum(e.split == s for e in entries) for s in ("train", "heldout", "eval", "train-first")}
+    counts = {s: sum(e.split == s for e in entries) for s in ("train", WIDE, "heldout", "eval", "train-first")}
     print(f"wrote {counts} photos and manifest.json under {args.out}")
 
 

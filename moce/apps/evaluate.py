@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from moce.apps.session import Session, SessionOptions
-from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
+from moce.data.degrade import DEGRADATIONS, FIXED_RANGES, IDENTITY, TASK_OF, degrade
 from moce.errors import InputError
 from moce.imageio import read_images, write_image_atomic
 from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
@@ -34,9 +34,14 @@ CROP_BATCH = 16
 """Crops restored per call in the routing analysis."""
 
 
+DEFAULT_DEGRADATIONS = (*FIXED_RANGES, "haze-depth", "haze-uniform")
+"""What ``moce evaluate`` scores by default: the fixed-range forms in their historical order (so their seeds,
+and numbers, stay comparable across releases), then haze over wide ranges, with and without depth."""
+
+
 @dataclass
 class EvalOptions:
-    degradations: tuple[str, ...] = ("noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight")
+    degradations: tuple[str, ...] = DEFAULT_DEGRADATIONS
     crops_per_image: int = 24
     crop: int = 96
     backend: str = "onnxruntime"
@@ -90,6 +95,8 @@ def evaluate(
     unknown = [d for d in options.degradations if d not in DEGRADATIONS]
     if unknown:
         raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
+    if IDENTITY in options.degradations:
+        raise InputError(f"{IDENTITY!r} is no degradation to evaluate: clean inputs are always scored (the clean row)")
     manifest = open_model(model, progress)
     images = load_clean_images(data if isinstance(data, list) else [data])
     report = EvalReport()
@@ -136,6 +143,7 @@ def score_summary(scores: np.ndarray, names: list[str]) -> dict[str, Any]:
         "psnr_gain": float(gain.mean()),
         "psnr_gain_min": float(gain.mean(axis=1).min()),
         "psnr_gain_max": float(gain.mean(axis=1).max()),
+        "psnr_gain_per_draw": gain.mean(axis=1).tolist(),  # draw k: seed + k, so runs of other lengths compare
         "draws": int(scores.shape[0]),
         "worst_image": names[int(np.argmin(per_image_gain))],
         "worst_image_gain": float(per_image_gain.min()),

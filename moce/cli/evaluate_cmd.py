@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.evaluate import EvalOptions, evaluation_chart
+from moce.apps.evaluate import DEFAULT_DEGRADATIONS, EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import LEGACY_OUT, output_or_legacy, render_table, user_errors, write_json_output
 from moce.cli.progress import CliProgress, say
@@ -16,7 +16,7 @@ from moce.cli.progress import CliProgress, say
 def evaluate(
     data: list[Path] = typer.Option(..., "--data", help="Folder of clean images (held out from training); repeatable"),
     model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled model]"),
-    degradations: str = typer.Option("noise15,noise25,noise50,rain,haze,blur,lowlight", help="Degradations"),
+    degradations: str = typer.Option(",".join(DEFAULT_DEGRADATIONS), help="Degradations"),
     crops: int = typer.Option(24, help="Random crops per image and degradation for the routing analysis"),
     crop: int = typer.Option(96, help="Crop side (multiple of 8)"),
     backend: str = typer.Option("onnxruntime", help="onnxruntime, torch or tensorrt"),

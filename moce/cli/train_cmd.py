@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, user_errors
+from moce.data.degrade import WIDE_RANGES
 from moce.train.trainer import TrainOptions
 from moce.train.trainer import train as run_train
 
@@ -27,7 +28,7 @@ def train(
     heads: str = typer.Option("1,1,2,2", help="Attention heads per level"),
     refinement: int = typer.Option(1, help="Refinement blocks"),
     degradations: str = typer.Option(
-        "noise15,noise25,noise50,rain,haze,blur,lowlight", help="Degradations to train on"
+        ",".join(WIDE_RANGES), help="Degradations to train on (repeat one to draw it more often)"
     ),
     iterations: int = typer.Option(2000, help="Optimizer steps"),
     batch: int = typer.Option(8, help="Crops per step"),

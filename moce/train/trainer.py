@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moce.data.degrade import DEGRADATIONS, TASK_OF, degrade
+from moce.data.degrade import DEGRADATIONS, TASK_OF, WIDE_RANGES, degrade
 from moce.errors import InputError
 from moce.files import atomic_path
 from moce.imageio import read_images
@@ -37,7 +37,7 @@ class TrainOptions:
     num_dec_blocks: tuple[int, ...] = (1, 1, 1)
     heads: tuple[int, ...] = (1, 1, 2, 2)
     num_refinement_blocks: int = 1
-    degradations: tuple[str, ...] = ("noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlight")
+    degradations: tuple[str, ...] = WIDE_RANGES
     iterations: int = 2000
     batch: int = 8
     crop: int = 64

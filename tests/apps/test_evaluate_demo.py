@@ -11,15 +11,39 @@ from typer.testing import CliRunner
 
 from moce.apps.evaluate import EvalOptions, _fit_predict, evaluate, score_summary
 from moce.cli.main import app
-from moce.data.degrade import DEGRADATIONS, degrade
+from moce.data.degrade import DEGRADATIONS, IDENTITY, degrade
+from moce.errors import InputError
 
 
 def test_degradations_are_reproducible_and_change_the_image():
     img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
     for name in DEGRADATIONS:
         a, b = degrade(img, name, 7), degrade(img, name, 7)
-        assert np.array_equal(a, b) and not np.allclose(a, img, atol=1e-3), name
+        assert np.array_equal(a, b), name
+        assert np.array_equal(a, img) if name == IDENTITY else not np.allclose(a, img, atol=1e-3), name
         assert a.min() >= 0 and a.max() <= 1
+
+
+def test_wide_haze_spans_light_to_dense_under_grey_and_tinted_airlight():
+    black = np.zeros((32, 32, 3), np.float32)
+    for name in ("haze-depth", "haze-uniform"):
+        veils = np.array([degrade(black, name, seed).mean((0, 1)) for seed in range(200)])  # A (1 - t) per channel
+        assert veils.mean(1).min() < 0.2 and veils.mean(1).max() > 0.65, name  # light and dense
+        tint = veils.max(1) / veils.min(1)
+        assert tint.min() < 1.01 and tint.max() > 1.1, name  # grey and tinted airlights
+    uniform = degrade(black, "haze-uniform", 3)
+    assert np.ptp(uniform[..., 0]) == 0  # one transmission over the whole image: no depth
+
+
+def test_continuous_noise_draws_its_level_between_the_fixed_ones():
+    flat = np.full((64, 64, 3), 0.5, np.float32)
+    sigmas = np.array([255 * (degrade(flat, "noise", seed) - flat).std() for seed in range(100)])
+    assert 5 <= sigmas.min() < 12 and 48 < sigmas.max() <= 56 and len(np.unique(sigmas.round(1))) > 50
+
+
+def test_evaluate_refuses_clean_as_a_degradation_before_loading_anything(tmp_path):
+    with pytest.raises(InputError, match="clean row"):
+        evaluate(tmp_path / "missing.moce", tmp_path, EvalOptions(("noise25", IDENTITY)))
 
 
 def test_route_lookup_predicts_from_seen_and_nearest_routes():
@@ -73,6 +97,7 @@ def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_p
     assert both["psnr_gain"] == pytest.approx((first["psnr_gain"] + second["psnr_gain"]) / 2)
     assert both["psnr_gain_min"] == pytest.approx(min(first["psnr_gain"], second["psnr_gain"]))
     assert both["psnr_gain_max"] == pytest.approx(max(first["psnr_gain"], second["psnr_gain"]))
+    assert both["psnr_gain_per_draw"] == pytest.approx([first["psnr_gain"], second["psnr_gain"]])
     assert first["psnr_input"] != second["psnr_input"]  # another kernel per draw
 
 

@@ -13,6 +13,7 @@ from moce.errors import InputError
 from moce.model import load_checkpoint
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.train.objective import (
+    IDENTITY_ERROR,
     bucketed,
     colour_loss,
     fft_l1,
@@ -147,6 +148,16 @@ def test_relative_l1_gives_mild_degradations_an_equal_say():
     assert torch.nn.functional.l1_loss(only_mild_fixed, clean) > 5 * torch.nn.functional.l1_loss(
         only_heavy_fixed, clean
     )
+
+
+def test_a_clean_sample_weighs_like_a_mild_degradation_not_like_the_whole_batch():
+    clean = torch.zeros(2, 3, 8, 8)
+    degraded = torch.stack([clean[0], torch.full((3, 8, 8), 0.2)])  # an identity sample, a noise50-like one
+    changed = clean + 0.01  # the model changes both by 0.01
+    weights = torch.tensor([1 / IDENTITY_ERROR, 1 / 0.2])
+    expected = (0.01 * weights).sum() / weights.sum()
+    assert relative_l1_loss(changed, degraded, clean).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.isfinite(relative_fft_loss(changed, degraded, clean))
 
 
 def test_relative_fft_gives_a_mild_degradation_the_say_of_a_heavy_one():
