@@ -59,6 +59,9 @@ def test_random_weight_moceir_s_agrees_with_pytorch(s_export):
 @pytest.mark.slow
 def test_random_weight_moceir_s_fp16_and_int8(tmp_path, s_export):
     root = split_only(s_export[1].root, tmp_path / "s.moce")
+    source = s_export[1]  # split_only removed graphs from its own copy alone
+    assert all((source.root / e.file).is_file() for e in source.graph_entries.values())
+    assert len(load_manifest(root).graph_entries) < len(source.graph_entries)
     build(root, BuildOptions(precisions=["fp16", "int8"], onnx_only=True))
     manifest = load_manifest(root)
     images = np.stack(calibration_images(None, side=96)[:6])

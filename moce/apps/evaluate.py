@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from moce.apps.session import Session, SessionOptions
-from moce.data.degrade import DEGRADATIONS, FIXED_RANGES, IDENTITY, TASK_OF, degrade
+from moce.data.degrade import FIXED_RANGES, IDENTITY, TASK_OF, check_degradations, degrade
 from moce.errors import InputError
 from moce.imageio import read_images, write_image_atomic
 from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
@@ -92,9 +92,7 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate a model on the clean images of one or more folders under each degradation (seeded)."""
     progress = progress or (lambda message: None)
-    unknown = [d for d in options.degradations if d not in DEGRADATIONS]
-    if unknown:
-        raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
+    check_degradations(options.degradations)
     if IDENTITY in options.degradations:
         raise InputError(f"{IDENTITY!r} is no degradation to evaluate: clean inputs are always scored (the clean row)")
     manifest = open_model(model, progress)

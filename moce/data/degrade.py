@@ -9,10 +9,12 @@ strength over the range real photos have.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import cv2
 import numpy as np
+
+from moce.errors import InputError
 
 Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -54,14 +56,15 @@ def rain(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1 - (1 - img) * (1 - 0.9 * streaks)
 
 
-def haze(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Atmospheric scattering ``I = J t + A (1 - t)`` with a smooth depth proxy (far at the top)."""
-    h, w = img.shape[:2]
+def _depth_proxy(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth scene depth, far at the top, with random low-frequency relief."""
     depth = np.linspace(1.0, 0.2, h, dtype=np.float32)[:, None].repeat(w, 1)
-    depth = depth + cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), max(h, w) / 8) * 0.5
-    t = np.exp(-rng.uniform(0.8, 2.0) * depth)[..., None]
-    airlight = np.float32(rng.uniform(0.75, 1.0))
-    return img * t + airlight * (1 - t)
+    return depth + cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), max(h, w) / 8) * 0.5
+
+
+def _grey_airlight(rng: np.random.Generator) -> np.float32:
+    """A bright grey airlight, level 0.75..1 (the fixed-range haze)."""
+    return np.float32(rng.uniform(0.75, 1.0))
 
 
 def _airlight(rng: np.random.Generator) -> np.ndarray:
@@ -71,13 +74,18 @@ def _airlight(rng: np.random.Generator) -> np.ndarray:
     return np.clip(rng.uniform(0.6, 1.0) * (1 + tint), 0, 1).astype(np.float32)
 
 
-def haze_depth(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """:func:`haze` over a wide range: light to dense (``beta`` 0.3..2.6) under a grey or tinted airlight."""
-    h, w = img.shape[:2]
-    depth = np.linspace(1.0, 0.2, h, dtype=np.float32)[:, None].repeat(w, 1)
-    depth = depth + cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), max(h, w) / 8) * 0.5
-    t = np.exp(-rng.uniform(0.3, 2.6) * depth)[..., None]
-    return img * t + _airlight(rng) * (1 - t)
+def depth_haze(
+    beta: tuple[float, float], airlight: Callable[[np.random.Generator], np.ndarray | np.float32]
+) -> Degradation:
+    """Atmospheric scattering ``I = J t + A (1 - t)``, ``t = exp(-beta depth)`` over a depth proxy, with
+    ``beta`` drawn from its range (denser haze as it grows) and the airlight ``A`` from ``airlight``."""
+
+    def apply(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        depth = _depth_proxy(*img.shape[:2], rng)
+        t = np.exp(-rng.uniform(*beta) * depth)[..., None]
+        return img * t + airlight(rng) * (1 - t)
+
+    return apply
 
 
 def haze_uniform(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -98,16 +106,15 @@ def blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
-def low_light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Darkened exposure: gamma and gain, then a little sensor noise."""
-    dark = rng.uniform(0.15, 0.35) * np.power(img, rng.uniform(1.2, 1.8))
-    return dark + rng.normal(0, rng.uniform(0.005, 0.015), img.shape).astype(np.float32)
+def low_light(gain: tuple[float, float], gamma: tuple[float, float], noise: tuple[float, float]) -> Degradation:
+    """Darkened exposure: ``gain * img ** gamma``, then sensor noise of a standard deviation drawn from
+    ``noise``; each drawn from its range per image."""
 
+    def apply(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        dark = rng.uniform(*gain) * np.power(img, rng.uniform(*gamma))
+        return dark + rng.normal(0, rng.uniform(*noise), img.shape).astype(np.float32)
 
-def low_light_wide(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """:func:`low_light` over a wider range: gain 0.08..0.5, gamma 1..2.2, sensor noise 0.003..0.02."""
-    dark = rng.uniform(0.08, 0.5) * np.power(img, rng.uniform(1.0, 2.2))
-    return dark + rng.normal(0, rng.uniform(0.003, 0.02), img.shape).astype(np.float32)
+    return apply
 
 
 def identity(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,13 +130,13 @@ DEGRADATIONS: dict[str, Degradation] = {
     "noise25": gaussian_noise(25),
     "noise50": gaussian_noise(50),
     "rain": rain,
-    "haze": haze,
+    "haze": depth_haze((0.8, 2.0), _grey_airlight),
     "blur": blur,
-    "lowlight": low_light,
+    "lowlight": low_light(gain=(0.15, 0.35), gamma=(1.2, 1.8), noise=(0.005, 0.015)),
     "noise": noise_levels(5, 55),
-    "haze-depth": haze_depth,
+    "haze-depth": depth_haze((0.3, 2.6), _airlight),  # light to dense, grey or tinted
     "haze-uniform": haze_uniform,
-    "lowlight-wide": low_light_wide,
+    "lowlight-wide": low_light(gain=(0.08, 0.5), gamma=(1.0, 2.2), noise=(0.003, 0.02)),
     IDENTITY: identity,
 }
 
@@ -154,6 +161,13 @@ FIXED_RANGES = ("noise15", "noise25", "noise50", "rain", "haze", "blur", "lowlig
 
 WIDE_RANGES = ("noise", "rain", "haze-depth", "haze-uniform", "blur", "lowlight-wide", IDENTITY)
 """Every task over the range real photos have, and clean inputs: what ``moce train`` draws by default."""
+
+
+def check_degradations(names: Iterable[str]) -> None:
+    """Refuse, before any work, names that are not degradations, listing those that are."""
+    unknown = [n for n in names if n not in DEGRADATIONS]
+    if unknown:
+        raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
 
 
 def degrade(img: np.ndarray, name: str, seed: int | np.random.Generator) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moce.data.degrade import DEGRADATIONS, TASK_OF, WIDE_RANGES, degrade
+from moce.data.degrade import TASK_OF, WIDE_RANGES, check_degradations, degrade
 from moce.errors import InputError
 from moce.files import atomic_path
 from moce.imageio import read_images
@@ -213,9 +213,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
 
     ``opts.threads`` holds for the training only: the process's PyTorch thread count is restored.
     """
-    unknown = [d for d in opts.degradations if d not in DEGRADATIONS]
-    if unknown:
-        raise InputError(f"unknown degradation(s) {unknown}; known: {', '.join(DEGRADATIONS)}")
+    check_degradations(opts.degradations)
     previous = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(opts.threads)
