@@ -117,7 +117,7 @@ class ImageWorker:
     """One Ray actor: the job's session opened once, then every batch of rows restored and written."""
 
     def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
-        self.session = Session(open_model(package), job.session_options())
+        self.session = Session(open_model(package), job.session)
         self.session.activate()
         self.loop = ImageLoop(job, self.session, NoProgress())
         self.outputs = outputs
@@ -169,7 +169,7 @@ def restore_on_cluster(
     stop: StopRequest | None = None,
 ) -> RestoreSummary:
     """`moce restore --cluster ADDRESS`: ``local`` starts Ray on this machine with ``workers`` CPUs,
-    ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.threads`` (default
+    ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.session.threads`` (default
     1) CPU threads. Returns the summary a local restore would, report included. ``stop`` (set by a
     signal): stop taking results; images not reported back are listed as not processed."""
     check_address(address)
@@ -239,7 +239,8 @@ def _start_ray(ray: Any, address: str, workers: int) -> None:
 
 def _cluster_job(job: RestoreJob) -> RestoreJob:
     inputs = job.sources if job.filesystem is not None else tuple(local_path(p) for p in job.sources)
-    return replace(job, inputs=inputs, output=local_path(job.output), threads=job.threads or 1)
+    session = replace(job.session, threads=job.session.threads or 1)
+    return replace(job, inputs=inputs, output=local_path(job.output), session=session)
 
 
 def _in_input_order(records: list[ImageRecord], files: list[Path]) -> list[ImageRecord]:

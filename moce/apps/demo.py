@@ -14,6 +14,7 @@ import numpy as np
 
 from moce.apps.evaluate import route_usage, routing_chart
 from moce.apps.restore import Progress, RestoreJob, RestoreSummary, restore
+from moce.apps.session import SessionOptions
 from moce.data import DEFAULT_MODEL, SAMPLES
 from moce.imageio import read_image, write_image_atomic
 from moce.metrics import psnr
@@ -72,7 +73,7 @@ def run_demo(
             SAMPLES,
             restored_dir,
             model=model or DEFAULT_MODEL,
-            backend=backend,
+            session=SessionOptions(backend=backend),
             report=out / "report.json",
             overwrite=True,
         ),

@@ -33,7 +33,6 @@ from moce.apps.session import Batcher, Session, SessionOptions, check_options, w
 from moce.errors import InputError, MoceError, one_line
 from moce.files import remove_stale_temporaries, write_bytes_atomic
 from moce.imageio import (
-    DEFAULT_MAX_PIXELS,
     SUPPORTED,
     ImageInfo,
     conversion_loss,
@@ -44,43 +43,25 @@ from moce.imageio import (
 from moce.package.manifest import Manifest
 from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model
-from moce.runtime.restorer import ImageResult, RestoreOptions
+from moce.runtime.restorer import ImageResult
 
 
 @dataclass
 class RestoreJob:
+    """What ``moce restore`` does: which files, into where, with which model and how (``session``)."""
+
     inputs: Path | tuple[Path, ...]  # one file or folder, or several (a shell glob), as cp takes them
     output: Path
     model: str | Path | None = None
-    backend: str = "auto"
-    device: str | None = None
-    precision: str = "fp32"
-    options: RestoreOptions = field(default_factory=RestoreOptions)
+    session: SessionOptions = field(default_factory=SessionOptions)  # backend, precision, tiling, threads
     recursive: bool = False
     include: tuple[str, ...] = ()
     ext: str | None = None
     overwrite: bool = False
     allow_lossy: bool = False  # --ext into a format that cannot hold the input's depth or alpha
     report: Path | None = None
-    threads: int | None = None
     quality: int | None = None  # JPEG / lossy WebP; None: the input's
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    cuda_graphs: bool = False
-    compile: bool = False  # torch backend: torch.compile each segment and expert
     filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
-
-    def session_options(self) -> SessionOptions:
-        """How the job's images are restored: the options a :class:`~moce.apps.session.Session` takes."""
-        return SessionOptions.with_restore_options(
-            self.options,
-            backend=self.backend,
-            device=self.device,
-            precision=self.precision,
-            threads=self.threads,
-            cuda_graphs=self.cuda_graphs,
-            compile=self.compile,
-            max_pixels=self.max_pixels,
-        )
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -346,7 +327,7 @@ def _check_paths(job: RestoreJob) -> None:
             inp, out = source.resolve(), job.output.resolve()
             if out == inp or inp in out.parents:
                 raise InputError(f"{job.output}: the output folder is inside the input tree {source}; choose another")
-    check_options(job.session_options())
+    check_options(job.session)
     if job.report is not None:
         check_report_path(job.report)
 
@@ -417,13 +398,13 @@ def _head(path: Path) -> bytes:
 def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
     """Tiles run the split plan only: with another routing form, refuse before work any image whose
     header says it is larger than the tile."""
-    if job.options.routing == "split":
+    if job.session.routing == "split":
         return
     for path in files:
         size = header_size(_head(path))
-        if size and max(size) > job.options.tile:
+        if size and max(size) > job.session.tile:
             raise InputError(
-                f"{one_line(str(path))}: {size[0]}x{size[1]} needs tiles (--tile {job.options.tile}), which run "
+                f"{one_line(str(path))}: {size[0]}x{size[1]} needs tiles (--tile {job.session.tile}), which run "
                 f"the split plan only; use --routing split or a larger --tile"
             )
 
@@ -577,7 +558,7 @@ def prepare(
         _check_tile_free(job, [path for path, _ in pairs])
         check_outputs(job, pairs, _head)
     if session is None:
-        session = Session(open_model(job.model, progress.message), job.session_options(), progress.message)
+        session = Session(open_model(job.model, progress.message), job.session, progress.message)
     progress.message(f"backend: {session.choice.name} ({session.choice.reason})")
     removed = _remove_stale_temporaries(job)
     if removed:
@@ -591,7 +572,7 @@ def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], s
     return RestoreSummary(
         prepared.session.choice.name,
         prepared.session.choice.reason,
-        job.precision,
+        job.session.precision,
         options.routing,
         records,
         seconds,
@@ -650,25 +631,17 @@ def restore_folder(
     """``moce restore INPUTS... OUTPUT`` with an opened session: files or folders, every image on its
     own (a bad one is reported and the others go on), outputs written atomically, existing ones
     skipped unless ``overwrite``, ``report`` as JSON. The session stays open."""
-    o = session.options
     job = RestoreJob(
         Path(inputs) if isinstance(inputs, (str, Path)) else tuple(Path(i) for i in inputs),
         Path(output),
         model=session.manifest.root,
-        backend=o.backend,
-        device=o.device,
-        precision=o.precision,
-        options=o.restore_options(),
+        session=session.options,
         recursive=recursive,
         include=tuple(include),
         ext=ext,
         overwrite=overwrite,
         allow_lossy=allow_lossy,
         report=Path(report) if report is not None else None,
-        threads=o.threads,
         quality=quality,
-        max_pixels=o.max_pixels,
-        cuda_graphs=o.cuda_graphs,
-        compile=o.compile,
     )
     return restore(job, progress, session)

@@ -10,11 +10,11 @@ import typer
 from moce.apps.cluster import local_path, locations, restore_on_cluster
 from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
+from moce.apps.session import SessionOptions
 from moce.cli.common import THREADS, pixels, render_table, user_errors
 from moce.cli.progress import CliProgress
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
-from moce.runtime.restorer import RestoreOptions
 
 
 @user_errors
@@ -83,14 +83,21 @@ def restore(
     ),
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""
-    options = RestoreOptions(
+    session = SessionOptions(
+        backend=backend,
+        device=device,
+        precision=precision,
         routing=routing,
         tile=tile,
         overlap=overlap,
         route_per=route_per,
-        batch=batch,
         route_size=route_size,
         tile_passes=tile_passes,
+        batch=batch,
+        threads=threads,
+        cuda_graphs=cuda_graphs,
+        compile=compile,
+        max_pixels=max_pixels,
     )
     if len(paths) < 2:
         raise InputError("restore takes the inputs, then the output: moce restore photo.png out/")
@@ -101,10 +108,7 @@ def restore(
         filesystem=filesystem,
         output=local_path(output),
         model=model,
-        backend=backend,
-        device=device,
-        precision=precision,
-        options=options,
+        session=session,
         recursive=recursive,
         include=tuple(include),
         ext=ext,
@@ -112,10 +116,6 @@ def restore(
         allow_lossy=allow_lossy,
         quality=quality,
         report=report,
-        threads=threads,
-        max_pixels=max_pixels,
-        cuda_graphs=cuda_graphs,
-        compile=compile,
     )
     progress = CliProgress()
     with StopRequest().on_signals() as stop:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from moce.apps.cluster import input_location, list_inputs, local_path, restore_on_cluster
 from moce.apps.restore import NoProgress, RestoreJob, StopRequest, discover, restore
+from moce.apps.session import SessionOptions
 from moce.cli.main import app
 from moce.errors import InputError
 
@@ -37,7 +38,9 @@ def _folder(root: Path) -> None:
 
 def test_ray_restores_like_a_local_run_and_resumes(tmp_path, tiny_pkg, local_ray):
     _folder(tmp_path / "in")
-    local = restore(RestoreJob(tmp_path / "in", tmp_path / "local", tiny_pkg.root, "onnxruntime", threads=1))
+    local = restore(
+        RestoreJob(tmp_path / "in", tmp_path / "local", tiny_pkg.root, SessionOptions(backend="onnxruntime", threads=1))
+    )
     uri = f"file://{tmp_path / 'in'}"
     args = ["restore", uri, str(tmp_path / "out"), "-m", str(tiny_pkg.root), "--backend", "onnxruntime"]
     result = CliRunner().invoke(
@@ -52,7 +55,9 @@ def test_ray_restores_like_a_local_run_and_resumes(tmp_path, tiny_pkg, local_ray
     theirs = {Path(r.input).name: (r.status, r.reason) for r in local.records}
     assert mine == theirs and mine["broken.png"][0] == "error" and mine["notes.txt"][0] == "skipped"
     assert report["totals"]["ok"] == 4 and "broken.png" in result.output
-    again = restore_on_cluster(RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, "onnxruntime"))
+    again = restore_on_cluster(
+        RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, SessionOptions(backend="onnxruntime"))
+    )
     assert sorted(Path(r.input).name for r in again.skipped if r.reason.startswith("output exists")) == [
         f"img{i}.png" for i in range(4)
     ]
@@ -112,7 +117,13 @@ class _StopAfterFirst(NoProgress):
 
 def test_a_stopped_cluster_run_says_so_lists_what_it_did_not_get_back_and_resumes(tmp_path, tiny_pkg, local_ray):
     _folder(tmp_path / "in")
-    job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, "onnxruntime", report=tmp_path / "r.json")
+    job = RestoreJob(
+        tmp_path / "in",
+        tmp_path / "out",
+        tiny_pkg.root,
+        SessionOptions(backend="onnxruntime"),
+        report=tmp_path / "r.json",
+    )
     stop = StopRequest()
     cut = restore_on_cluster(job, workers=1, progress=_StopAfterFirst(stop), stop=stop)
     report = json.loads((tmp_path / "r.json").read_text())

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moce.apps.restore import NoProgress, RestoreJob, restore
+from moce.apps.session import SessionOptions
 from moce.cli.main import app
 from moce.errors import InputError, PackageError
 from moce.imageio import read_image
@@ -24,6 +25,8 @@ from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
 
 runner = CliRunner()
+
+ORT = SessionOptions(backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +196,7 @@ def test_interrupted_run_resumes_without_redoing_finished_images(tmp_path, tiny_
     rng = np.random.default_rng(2)
     for i in range(5):
         cv2.imwrite(str(src / f"img{i}.png"), (rng.random((32, 40, 3)) * 255).astype(np.uint8))
-    job = RestoreJob(src, tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime", report=tmp_path / "r.json")
+    job = RestoreJob(src, tmp_path / "out", model=tiny_pkg.root, session=ORT, report=tmp_path / "r.json")
     with pytest.raises(KeyboardInterrupt):
         restore(job, _StopAfter(2))
     done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
@@ -282,7 +285,7 @@ def _two_images(src: Path) -> None:
 def test_an_output_path_taken_by_a_folder_is_an_error_not_a_skip(tmp_path, tiny_pkg):
     _two_images(tmp_path / "in")
     (tmp_path / "out" / "a.png").mkdir(parents=True)
-    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime"))
+    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, session=ORT))
     assert summary.exit_code == 1
     assert {Path(r.input).name: r.status for r in summary.records} == {"a.png": "error", "b.png": "ok"}
     assert "taken by a non-file" in summary.failed[0].error
@@ -335,7 +338,7 @@ def test_whole_network_routing_refuses_images_that_need_tiles_before_work(tmp_pa
     src.mkdir()
     cv2.imwrite(str(src / "big.png"), np.zeros((40, 80, 3), np.uint8))
     job = RestoreJob(
-        src, tmp_path / "out", model=tiny_pkg.root, options=RestoreOptions(routing="dense", tile=64, overlap=8)
+        src, tmp_path / "out", model=tiny_pkg.root, session=SessionOptions(routing="dense", tile=64, overlap=8)
     )
     with pytest.raises(InputError, match=r"big.png: 80x40 needs tiles \(--tile 64\).*--routing split"):
         restore(job)
@@ -349,7 +352,7 @@ def test_temporaries_left_by_a_killed_run_are_removed_at_start(tmp_path, tiny_pk
     dead.wait()
     stale = tmp_path / "out" / f".a.png.moce{dead.pid}.k3j4h5g6.part"
     stale.write_bytes(b"half an image")
-    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, backend="onnxruntime"))
+    summary = restore(RestoreJob(tmp_path / "in", tmp_path / "out", model=tiny_pkg.root, session=ORT))
     assert summary.exit_code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
 
 
@@ -406,9 +409,7 @@ def test_a_full_filesystem_fails_images_one_by_one_and_leaves_no_partial_file(tm
     rng = np.random.default_rng(4)
     for i in range(8):  # about 30 KB each as PNG: the disk takes two or three
         cv2.imwrite(str(src / f"n{i}.png"), (rng.random((96, 104, 3)) * 255).astype(np.uint8))
-    summary = restore(
-        RestoreJob(src, full_disk / "out", model=tiny_pkg.root, backend="onnxruntime", report=tmp_path / "r.json")
-    )
+    summary = restore(RestoreJob(src, full_disk / "out", model=tiny_pkg.root, session=ORT, report=tmp_path / "r.json"))
     assert summary.exit_code == 1 and summary.restored and summary.failed
     assert all("No space left on device" in r.error for r in summary.failed)
     written = sorted(p.name for p in (full_disk / "out").iterdir())
@@ -441,8 +442,8 @@ def test_a_routing_form_the_package_or_backend_lacks_is_refused_before_work(
     tmp_path, tiny_variants, backend, precision, routing, message
 ):
     _two_images(tmp_path / "in")
-    options = RestoreOptions(routing=routing)
-    job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_variants.manifest.root, backend, None, precision, options)
+    options = SessionOptions(backend=backend, precision=precision, routing=routing)
+    job = RestoreJob(tmp_path / "in", tmp_path / "out", tiny_variants.manifest.root, options)
     with pytest.raises(InputError, match=message):
         restore(job)
     assert not (tmp_path / "out").exists()

@@ -24,7 +24,6 @@ from moce.apps.session import Session, SessionOptions, settle
 from moce.apps.triton import ServeOptions, write_repository
 from moce.cli.main import app
 from moce.errors import InputError, PackageError
-from moce.runtime.restorer import RestoreOptions
 from tests.apps import fake_triton
 from tests.apps.test_triton import FakeModel, _parameters
 
@@ -89,10 +88,7 @@ def test_every_front_end_restores_the_bytes_moce_restore_writes(
         inputs,
         tmp_path / "ray",
         package,
-        backend,
-        precision=precision,
-        options=RestoreOptions(tile=TILE, overlap=OVERLAP),
-        threads=1,
+        SessionOptions(backend=backend, precision=precision, tile=TILE, overlap=OVERLAP, threads=1),
     )
     source, out = inputs / f"{size}.png", tmp_path / "ray" / f"{size}.png"
     worker = ImageWorker(job, str(package), {str(source): str(out)})  # what each Ray actor runs

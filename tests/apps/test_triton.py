@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moce.apps.restore import RestoreJob, restore
+from moce.apps.session import SessionOptions
 from moce.apps.triton import (
     ROUTES,
     ImageService,
@@ -106,7 +107,9 @@ def test_served_images_equal_local_restore_of_the_same_png(tmp_path, repository,
     (tmp_path / "in").mkdir()
     for name, image in _images().items():
         cv2.imwrite(str(tmp_path / "in" / f"{name}.png"), _as_file(image))
-    restore(RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, "onnxruntime", threads=1))
+    restore(
+        RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, SessionOptions(backend="onnxruntime", threads=1))
+    )
     model = _model(repository)
     for name, image in _images().items():
         key = "IMAGE_UINT16" if image.dtype == np.uint16 else "IMAGE"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from moce.apps.restore import RestoreJob, restore
+from moce.apps.session import SessionOptions
 from moce.apps.triton import OUTPUTS, ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, ServerError, TritonServer, find_server
 
@@ -61,7 +62,9 @@ def _local(tmp_path: Path, images: dict[str, np.ndarray], tiny_pkg) -> dict[str,
     (tmp_path / "in").mkdir()
     for name, image in images.items():
         cv2.imwrite(str(tmp_path / "in" / f"{name}.png"), image[:, :, ::-1] if image.shape[2] == 3 else image)
-    restore(RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, "onnxruntime", threads=1))
+    restore(
+        RestoreJob(tmp_path / "in", tmp_path / "out", tiny_pkg.root, SessionOptions(backend="onnxruntime", threads=1))
+    )
     return {n: cv2.imread(str(tmp_path / "out" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in images}
 
 

@@ -44,9 +44,10 @@ def test_restore_through_onnx_runtime_needs_no_torch(tmp_path, tiny_pkg):
         import sys
         from pathlib import Path
         from moce.apps.restore import RestoreJob, restore
+        from moce.apps.session import SessionOptions
 
         summary = restore(RestoreJob(Path({str(tmp_path / "a.png")!r}), Path({str(tmp_path / "out")!r}),
-                                     model=Path({str(tiny_pkg.root)!r}), backend="auto", device="cpu"))
+                                     model=Path({str(tiny_pkg.root)!r}), session=SessionOptions(device="cpu")))
         assert summary.exit_code == 0, summary.to_dict()
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
         print("restored without torch")
