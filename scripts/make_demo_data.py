@@ -22,6 +22,10 @@ about as much of a scene as it does on the scikit-image photos, and evaluation p
 ``--eval-long-side`` (600: the size of the held-out demo photos). ``manifest.json`` records each
 file's source, original path, author and licence.
 
+The output folder may be new, empty or this script's earlier output: a file there that its
+``manifest.json`` does not list is never replaced; the run is refused, before any download, if it
+would write one. Each file is written whole or not at all.
+
     pip install 'moce[data]'
     python scripts/make_demo_data.py build/photos
 """
@@ -30,14 +34,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from moce.files import write_bytes_atomic
 
 PLASMA = "plasma-workspace-wallpapers"
 WIDE = "train-wide"  # ``train`` and the Lomiri photos: stages 8-12 trained on ``train`` before these were added
@@ -137,8 +144,10 @@ def downscaled(image: np.ndarray, long_side: int) -> np.ndarray:
 
 
 def save(image_rgb: np.ndarray, path: Path) -> tuple[int, int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {path.name}")
+    write_bytes_atomic(path, png.tobytes())
     return image_rgb.shape[0], image_rgb.shape[1]
 
 
@@ -181,7 +190,7 @@ def copied_into(entries: list[Entry], split: str, target: str, root: Path) -> li
     copies = []
     for e in (e for e in entries if e.split == split):
         name = Path(e.file).name
-        shutil.copyfile(root / e.file, root / target / name)
+        write_bytes_atomic(root / target / name, (root / e.file).read_bytes())
         copies.append(replace(e, file=f"{target}/{name}", split=target))
     return copies
 
@@ -227,19 +236,49 @@ def wheel_photos(root: Path) -> list[Entry]:
     return entries
 
 
+def planned_files() -> list[str]:
+    """Every file a run writes, relative to the output folder, known before any download."""
+    train = [f"train/{n}.png" for n in (*PLASMA_PHOTOS, *SKIMAGE_TRAIN, *SKLEARN)]
+    files = train + [f"{WIDE}/{n}.png" for photos in LOMIRI.values() for n in photos]
+    files += [f"{WIDE}/{Path(f).name}" for f in train] + [f"eval/{n}.png" for n in MATE_EVAL]
+    files += [f"heldout/{n}.png" for n in SKIMAGE_HELDOUT] + [f"train-first/{n}.png" for n in FIRST_TRAIN]
+    return [*files, "manifest.json"]
+
+
+def written_before(out: Path) -> set[str]:
+    """The files an earlier run wrote into ``out``, as its ``manifest.json`` lists them (none if
+    there is no manifest or it is not this script's)."""
+    try:
+        entries = json.loads((out / "manifest.json").read_text())
+        return {"manifest.json"} | {e["file"] for e in entries if {"source", "licence"} <= e.keys()}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return set()
+
+
+def collisions(out: Path, planned: list[str]) -> list[str]:
+    """The planned files that exist in ``out`` and that no earlier run of this script wrote."""
+    ours = written_before(out)
+    return [f for f in planned if os.path.lexists(out / f) and f not in ours]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="build/photos", type=Path)
     parser.add_argument("--long-side", type=int, default=800, help="training wallpapers' long side after downscaling")
     parser.add_argument("--eval-long-side", type=int, default=600, help="evaluation photos' long side")
     args = parser.parse_args()
+    taken = collisions(args.out, planned_files())
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        sys.exit(f"make_demo_data: {args.out / taken[0]}{more} exists and is not this script's; choose another folder")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         entries = plasma_photos(args.out, work, args.long_side) + lomiri_photos(args.out, work, args.long_side)
         entries += mate_photos(args.out, work, args.eval_long_side)
     entries += wheel_photos(args.out)
     entries += copied_into(entries, "train", WIDE, args.out)
-    (args.out / "manifest.json").write_text(json.dumps([asdict(e) for e in entries], indent=1) + "\n")
+    assert sorted(e.file for e in entries) == sorted(planned_files()[:-1]), "planned_files() is out of date"
+    write_bytes_atomic(args.out / "manifest.json", (json.dumps([asdict(e) for e in entries], indent=1) + "\n").encode())
     counts = {s: sum(e.split == s for e in entries) for s in ("train", WIDE, "heldout", "eval", "train-first")}
     print(f"wrote {counts} photos and manifest.json under {args.out}")
 
