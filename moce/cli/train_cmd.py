@@ -68,6 +68,13 @@ def train(
     channel_shuffle: bool = typer.Option(
         False, help="Put the RGB channels of clean crops in a random order: hues the photos lack"
     ),
+    pale: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Share of clean crops made pale and low in contrast (a bleached board, sand) before they are "
+        "degraded, so that pale photos are not taken for haze (0 = off)",
+    ),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
     out = output_or_legacy(out, legacy_out)
@@ -100,6 +107,7 @@ def train(
         saturation_weight=saturation_weight,
         colour_jitter=colour_jitter,
         channel_shuffle=channel_shuffle,
+        pale=pale,
     )
     start = time.perf_counter()
     average: dict[str, float] = {}

@@ -51,6 +51,7 @@ class TrainOptions:
     saturation_weight: float = 0.0  # weight of the loss on each image's overall colourfulness (not in the paper)
     colour_jitter: float = 0.0  # random saturation and channel gains of clean crops, +-this fraction
     channel_shuffle: bool = False  # clean crops' RGB channels in a random order (hues the photos lack)
+    pale: float = 0.0  # share of clean crops made pale and low in contrast before they are degraded
     init: Path | None = None  # start from these weights (fine-tuning); same architecture as the options
     seed: int = 0
     save_every: int = 200
@@ -92,6 +93,7 @@ class TrainOptions:
             saturation_loss_weight=self.saturation_weight,
             colour_jitter=self.colour_jitter,
             channel_shuffle=self.channel_shuffle,
+            pale=self.pale,
             seed=self.seed,
             minutes=self.minutes,
         )
@@ -113,6 +115,8 @@ def sample_batch(images: list[np.ndarray], opts: TrainOptions, rng: np.random.Ge
             crop = colour_jittered(crop, opts.colour_jitter, rng)
         if opts.channel_shuffle:
             crop = np.ascontiguousarray(crop[:, :, rng.permutation(3)])
+        if opts.pale > 0 and rng.random() < opts.pale:
+            crop = paled(crop, rng)
         name = opts.degradations[int(rng.integers(len(opts.degradations)))]
         clean.append(crop)
         degraded.append(degrade(crop, name, rng))
@@ -128,6 +132,17 @@ def colour_jittered(crop: np.ndarray, amount: float, rng: np.random.Generator) -
     saturation = rng.uniform(1 - amount, 1 + amount)
     gains = rng.uniform(1 - amount / 2, 1 + amount / 2, 3).astype(np.float32)
     return np.clip((grey + (crop - grey) * saturation) * gains, 0.0, 1.0).astype(np.float32)
+
+
+def paled(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The crop as a pale, low-contrast scene (a bleached board, sand, an overcast sky): 30-70% of its
+    contrast and half or more of its colour kept around a bright, slightly tinted level. As a clean
+    photo it shows the model pale scenes that are no haze; hazed, how haze lies over them."""
+    mean = crop.mean(axis=(0, 1), keepdims=True)
+    grey = crop.mean(axis=2, keepdims=True)
+    muted = grey + (crop - grey) * rng.uniform(0.5, 1.0)
+    level = rng.uniform(0.6, 0.85) * rng.uniform(0.85, 1.0, 3).astype(np.float32)
+    return np.clip(level + (muted - mean.mean()) * rng.uniform(0.3, 0.7), 0.0, 1.0).astype(np.float32)
 
 
 class StepBatches(torch.utils.data.Dataset):

@@ -30,6 +30,7 @@ from moce.train.trainer import (
     build_model,
     colour_jittered,
     lr_at,
+    paled,
     progress,
     sample_batch,
     train,
@@ -217,6 +218,22 @@ def test_channel_shuffle_reorders_the_clean_crops_channels(tmp_path):
     dominant = {int(np.argmax(c.mean(axis=(1, 2)))) for c in clean}
     assert dominant == {0, 1, 2}  # green moved to red and blue too
     assert all(np.isclose(c.max(), 0.8) and np.isclose(c.sum(), 0.8 * 16 * 16) for c in clean)
+
+
+def test_pale_crops_are_bright_and_flat_and_the_clean_target_is_the_pale_crop(tmp_path):
+    photo = np.random.default_rng(1).random((32, 32, 3), dtype=np.float32) ** 2  # dark and contrasty
+    pale = [paled(photo, np.random.default_rng(s)) for s in range(20)]
+    assert all(p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in pale)
+    assert min(p.min(axis=2).mean() for p in pale) > 0.35 > photo.min(axis=2).mean()  # dark channel lifted
+    assert 0.2 < min(p.std() / photo.std() for p in pale) and max(p.std() / photo.std() for p in pale) < 0.75
+    opts = TrainOptions(data=tmp_path, out=tmp_path, batch=40, crop=16, degradations=("clean",), pale=0.5)
+    degraded, clean, _ = sample_batch([photo], opts, np.random.default_rng(0))
+    np.testing.assert_array_equal(degraded, clean)  # a pale clean crop is its own target
+    lifted = sum(c.min(axis=0).mean() > 0.35 for c in clean)
+    assert 10 <= lifted <= 30  # about half of the crops
+    unchanged = TrainOptions(data=tmp_path, out=tmp_path, batch=40, crop=16, degradations=("clean",))
+    _, plain, _ = sample_batch([photo], unchanged, np.random.default_rng(0))
+    assert all(c.min(axis=0).mean() < 0.35 for c in plain)
 
 
 def test_batches_come_from_their_step_seed_in_the_loop_and_in_worker_processes(tmp_path):
