@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -80,11 +80,6 @@ class SessionOptions:
     def restore_options(self) -> RestoreOptions:
         """The fields that decide how one image is restored (tiling, routing form, batching)."""
         return RestoreOptions(**{f.name: getattr(self, f.name) for f in fields(RestoreOptions)})
-
-    @classmethod
-    def with_restore_options(cls, restore: RestoreOptions, **backend: Any) -> SessionOptions:
-        """Session options from :class:`RestoreOptions` and the backend's fields (``backend=``, ...)."""
-        return cls(**asdict(restore), **backend)
 
 
 @dataclass

@@ -138,11 +138,10 @@ def paled(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The crop as a pale, low-contrast scene (a bleached board, sand, an overcast sky): 30-70% of its
     contrast and half or more of its colour kept around a bright, slightly tinted level. As a clean
     photo it shows the model pale scenes that are no haze; hazed, how haze lies over them."""
-    mean = crop.mean(axis=(0, 1), keepdims=True)
     grey = crop.mean(axis=2, keepdims=True)
     muted = grey + (crop - grey) * rng.uniform(0.5, 1.0)
     level = rng.uniform(0.6, 0.85) * rng.uniform(0.85, 1.0, 3).astype(np.float32)
-    return np.clip(level + (muted - mean.mean()) * rng.uniform(0.3, 0.7), 0.0, 1.0).astype(np.float32)
+    return np.clip(level + (muted - crop.mean()) * rng.uniform(0.3, 0.7), 0.0, 1.0).astype(np.float32)
 
 
 class StepBatches(torch.utils.data.Dataset):
