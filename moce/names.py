@@ -115,6 +115,9 @@ GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 """What the package's ONNX graphs come in; bf16 is the torch backend's alone."""
 VARIANT_PRECISIONS = GRAPH_PRECISIONS[1:]
 """The graph precisions ``moce build-engine`` writes beside the exported fp32 graphs."""
+CPU_INT8 = "int8-cpu"
+"""The int8 variant placed for ONNX Runtime on x86 CPUs, beside ``int8`` (placed for TensorRT):
+``moce build-engine --int8`` writes both, and ``--precision int8`` on the CPU reads this one."""
 
 MIN_SIDE = 8
 """The smallest image side the network restores: reflect padding to a multiple of 8 needs a side

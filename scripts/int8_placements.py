@@ -1,5 +1,6 @@
 """Where int8 pays on this CPU: ONNX Runtime latency of each trunk segment in float32 against int8
-QDQ placements (signed or unsigned activations, depthwise convolutions quantised or not).
+QDQ placements (signed or unsigned activations, 8- or 7-bit weights, depthwise convolutions
+quantised or not; ``int8`` and ``int8-cpu`` are the two that `moce build-engine --int8` writes).
 
 Each placement is quantised from the same calibration feeds (the bundled samples at 128 px, as
 `moce build-engine --int8` records them) and timed with plain ONNX Runtime sessions, graph by
@@ -13,30 +14,25 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from moce.engines.build import calibration_images
-from moce.engines.variants import _Reader, calibration_feeds, output_convs
+from moce.engines.variants import INT8_PLACEMENTS, calibration_feeds, quantize_int8
+from moce.names import CPU_INT8
 from moce.package.manifest import load_manifest
 
-SIGNED = {"ActivationSymmetric": True, "WeightSymmetric": True}
-PLACEMENTS = {  # name -> (activation type, quantiser options, quantise depthwise convolutions)
-    "signed activations, every convolution (shipped)": (QuantType.QInt8, SIGNED, True),
-    "signed activations, depthwise left in fp32": (QuantType.QInt8, SIGNED, False),
-    "unsigned activations, every convolution": (QuantType.QUInt8, {"WeightSymmetric": True}, True),
-    "unsigned activations, depthwise left in fp32": (QuantType.QUInt8, {"WeightSymmetric": True}, False),
+SIGNED, CPU = INT8_PLACEMENTS["int8"], INT8_PLACEMENTS[CPU_INT8]
+PLACEMENTS = {
+    "signed activations, every convolution (int8)": SIGNED,
+    "signed activations, depthwise left in fp32": replace(SIGNED, depthwise=False),
+    "unsigned activations, 8-bit weights": replace(CPU, reduce_range=False),
+    "unsigned activations, 7-bit weights (int8-cpu)": CPU,
+    "unsigned, 7-bit weights, depthwise left in fp32": replace(CPU, depthwise=False),
 }
-
-
-def depthwise_convs(model: onnx.ModelProto) -> list[str]:
-    """Grouped convolutions (MoCE-IR's are depthwise)."""
-    group = lambda node: next((a.i for a in node.attribute if a.name == "group"), 1)
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and group(n) > 1]
 
 
 def median_ms(path: Path, feeds: dict[str, np.ndarray], threads: int) -> float:
@@ -55,23 +51,10 @@ def median_ms(path: Path, feeds: dict[str, np.ndarray], threads: int) -> float:
 
 def time_graph(path: Path, calibration: list[dict], feeds: dict, threads: int, folder: Path) -> dict[str, float]:
     """Milliseconds of graph ``path`` in fp32 and in each placement (quantised into ``folder``)."""
-    model = onnx.load(str(path))
     row = {"fp32": median_ms(path, feeds, threads)}
-    for i, (name, (activations, extra, depthwise)) in enumerate(PLACEMENTS.items()):
+    for i, (name, placement) in enumerate(PLACEMENTS.items()):
         out = folder / f"{path.stem}.{i}.onnx"
-        quantize_static(
-            str(path),
-            str(out),
-            _Reader(calibration),
-            quant_format=QuantFormat.QDQ,
-            activation_type=activations,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["Conv"],
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=output_convs(model) + ([] if depthwise else depthwise_convs(model)),
-            extra_options=extra,
-        )
+        quantize_int8(path, out, calibration, placement)
         row[name] = median_ms(out, feeds, threads)
     return row
 

@@ -17,7 +17,7 @@ from moce.package.manifest import load_manifest
 from moce.package.writer import export_package
 from moce.runtime.validate import validate_package
 from tests.conftest import manifest as golden_manifest
-from tests.engines.test_variants import _evaluate
+from tests.engines.test_variants import _evaluate, without_cpu_placement
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,11 @@ def test_random_weight_moceir_s_fp16_and_int8(tmp_path, s_export):
     manifest = load_manifest(root)
     images = np.stack(calibration_images(None, side=96)[:6])
     psnr16, agree16 = _evaluate(manifest, "fp16", images)
-    psnr8, agree8 = _evaluate(manifest, "int8", images)
+    psnr8, agree8 = _evaluate(manifest, "int8", images)  # on the CPU: the int8-cpu placement
+    psnr_trt, agree_trt = _evaluate(without_cpu_placement(manifest), "int8", images)
     assert psnr16 >= 45 and agree16 == 1.0
     # random weights: no trained ranges and near-tied routers; measured with onnxruntime 1.32's
-    # quantiser: 33.5 dB, 86.7% of routes kept
-    assert psnr8 >= 30 and agree8 >= 0.8
+    # quantiser on an AVX2 CPU: TensorRT's placement 33.5-34.6 dB, 85-87% of routes kept; the CPU's
+    # (unsigned activations, 7-bit weights) 49.6 dB, every route kept
+    assert psnr_trt >= 30 and agree_trt >= 0.8
+    assert psnr8 >= 40 and agree8 >= 0.9

@@ -47,7 +47,12 @@ def _legacy_shape(name: str) -> typer.models.OptionInfo:
 def build_engine(
     package: Path = typer.Argument(..., help="Model package folder from `moce export`"),
     fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 variant (norms, softmax, routers stay FP32)"),
-    int8: bool = typer.Option(False, "--int8", help="INT8 Q/DQ variant calibrated on real images, per expert"),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="INT8 Q/DQ variants calibrated on real images, per expert: int8 placed for TensorRT, "
+        "int8-cpu for ONNX Runtime on the CPU",
+    ),
     calib: Path = typer.Option(None, help="Folder of calibration images [default: bundled samples, all degradations]"),
     sizes: str = typer.Option(
         "64,512,1024", help="Image sizes (256 or HxW) the engines accept: smallest, tuned for, largest"
@@ -65,9 +70,9 @@ def build_engine(
     profile = _profile(sizes, batches, (min_shape, opt_shape, max_shape))
     options = BuildOptions(precisions, calib, profile, workspace, onnx_only, engine_cache)
     result = build(package, options, say)
-    rows = [[r.precision, len(r.graphs), len(r.warnings)] for r in result.variants]
+    rows = [[r.precision, r.target, len(r.graphs), len(r.warnings)] for r in result.variants]
     if rows:
-        typer.echo(render_table(["precision", "ONNX graphs", "warnings"], rows))
+        typer.echo(render_table(["variant", "for", "ONNX graphs", "warnings"], rows))
     if result.engines:
         typer.echo(f"{len(result.engines)} TensorRT engine(s) recorded in {package / MANIFEST}")
     if result.tensorrt_error:

@@ -80,9 +80,8 @@ def build(package: Path, options: BuildOptions, progress: Callable[[str], None] 
     manifest = open_model(package)
     calib = calibration_images(options.calib) if "int8" in options.precisions else None
     variants = build_variants(manifest, options.precisions, calib, progress)
-    for report in variants:
-        for warning in report.warnings:
-            progress(f"warning: {warning}")
+    for warning in dict.fromkeys(w for report in variants for w in report.warnings):  # int8's are shared
+        progress(f"warning: {warning}")
     engines: list[EngineEntry] = []
     error = None
     if not options.onnx_only:

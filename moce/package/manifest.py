@@ -29,7 +29,7 @@ from moce.errors import PackageError, listed
 from moce.files import write_bytes_atomic
 from moce.model.config import MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
-from moce.names import MIN_SIDE, tile_segment_graph
+from moce.names import CPU_INT8, MIN_SIDE, tile_segment_graph
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -236,6 +236,11 @@ class Manifest:
         if variant is None:
             raise PackageError(f"{self.root}: no {precision} graphs; run `moce build-engine {self.root} --{precision}`")
         return variant.graphs
+
+    def variant_for(self, precision: str, cpu: bool) -> str:
+        """The graphs a runner reads for ``precision``: on the CPU, int8 from the placement made
+        for it (:data:`CPU_INT8`) where the package has one; packages built before it have not."""
+        return CPU_INT8 if cpu and precision == "int8" and CPU_INT8 in self.precisions else precision
 
     def graph_file(self, name: str, precision: str = "fp32") -> Path:
         graphs = self.graphs(precision)

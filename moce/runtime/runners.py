@@ -127,6 +127,7 @@ class OnnxRuntimeRunner(GraphRunner):
         self.precision = precision
         manifest.graphs(precision)  # fail early when the package lacks this precision
         self.providers = providers or ["CPUExecutionProvider"]
+        self.variant = manifest.variant_for(precision, cpu=self.providers[0] == "CPUExecutionProvider")
         self.threads = threads or default_threads()
         self._sessions: dict[str, object] = {}
 
@@ -166,7 +167,7 @@ class OnnxRuntimeRunner(GraphRunner):
 
     def _session(self, graph: str):  # noqa: ANN202 - onnxruntime.InferenceSession
         if graph not in self._sessions:
-            path = str(self.manifest.graph_file(graph, self.precision))
+            path = str(self.manifest.graph_file(graph, self.variant))
             if self.layout_passes and self.providers[0] == "CPUExecutionProvider":
                 self._sessions[graph] = self._laid_out_session(graph, path)
             else:
