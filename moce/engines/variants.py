@@ -8,6 +8,7 @@ if they saw none, the adapter's inputs, so that they still carry usable scales).
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import tempfile
 from collections import defaultdict
@@ -155,14 +156,26 @@ def depthwise_convs(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(
-    model_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]], placement: Int8Placement
+    model_path: Path,
+    out_path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    placement: Int8Placement,
+    calibration_cache: Path | None = None,
 ) -> None:
     """Static QDQ quantisation of convolutions with per-channel symmetric weights, as ``placement``
-    says; the convolutions that write the restored image stay in float."""
+    says; the convolutions that write the restored image stay in float.
+
+    ``calibration_cache``: a file for the graph's calibrated ranges, written by the first call and
+    read by the next (the ranges do not depend on the placement), where this ONNX Runtime's
+    quantiser takes one (``calibration_cache_path``); elsewhere each call calibrates again.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(model_path), load_external_data=False)
     kept = output_convs(model) + ([] if placement.depthwise else depthwise_convs(model))
+    cache = {}
+    if calibration_cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        cache["calibration_cache_path"] = calibration_cache
     quantize_static(
         str(model_path),
         str(out_path),
@@ -176,6 +189,7 @@ def quantize_int8(
         calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=kept,
         extra_options={"ActivationSymmetric": placement.symmetric_activations, "WeightSymmetric": True},
+        **cache,
     )
 
 
@@ -197,7 +211,8 @@ def write_int8(
             for name in variant_graphs(manifest):
                 progress(f"{key}: calibrate and quantise {name} ({samples[name]} samples)")
                 out = Path(tmp) / f"{key}-{name}.onnx"
-                quantize_int8(manifest.graph_file(name), out, feeds[name], placement)
+                ranges = Path(tmp) / f"{name}.ranges.json"
+                quantize_int8(manifest.graph_file(name), out, feeds[name], placement, ranges)
                 file = f"{key}/{Path(manifest.graph_entries[name].file).name}"
                 _register(manifest, key, name, file, onnx.load(str(out)))
                 report.graphs.append(name)
