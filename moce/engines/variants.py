@@ -9,7 +9,7 @@ if they saw none, the adapter's inputs, so that they still carry usable scales).
 from __future__ import annotations
 
 import inspect
-import shutil
+import os
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -22,7 +22,7 @@ from moce.engines.precision import convert_fp16
 from moce.errors import InputError
 from moce.files import write_bytes_atomic
 from moce.names import CPU_INT8, DENSE_GRAPH, EXPERT_INPUTS, RESTORED, VARIANT_PRECISIONS, expert_graph, segment_graph
-from moce.package.manifest import Manifest, sha256_bytes
+from moce.package.manifest import Manifest, Variant, sha256_bytes
 from moce.progress import Messages
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
@@ -58,7 +58,13 @@ class RecordingRunner(GraphRunner):
         return self.inner.infer(graph, feeds)
 
 
-def _register(manifest: Manifest, precision: str, name: str, file: str, model: onnx.ModelProto) -> None:
+def variant_file(manifest: Manifest, key: str, name: str) -> str:
+    """Where variant ``key`` of graph ``name`` lies in the package: ``int8/segment0.onnx``."""
+    return f"{key}/{Path(manifest.graph_entries[name].file).name}"
+
+
+def _register(manifest: Manifest, precision: str, name: str, model: onnx.ModelProto) -> None:
+    file = variant_file(manifest, precision, name)
     data = model.SerializeToString()
     write_bytes_atomic(manifest.root / file, data)
     entry = replace(
@@ -81,7 +87,7 @@ def write_fp16(manifest: Manifest, progress: Messages) -> VariantReport:
     for name in variant_graphs(manifest):
         progress(f"fp16: convert {name}")
         model = convert_fp16(onnx.load(str(manifest.graph_file(name))))
-        _register(manifest, "fp16", name, f"fp16/{Path(manifest.graph_entries[name].file).name}", model)
+        _register(manifest, "fp16", name, model)
         report.graphs.append(name)
     return report
 
@@ -213,8 +219,7 @@ def write_int8(
                 out = Path(tmp) / f"{key}-{name}.onnx"
                 ranges = Path(tmp) / f"{name}.ranges.json"
                 quantize_int8(manifest.graph_file(name), out, feeds[name], placement, ranges)
-                file = f"{key}/{Path(manifest.graph_entries[name].file).name}"
-                _register(manifest, key, name, file, onnx.load(str(out)))
+                _register(manifest, key, name, onnx.load(str(out)))
                 report.graphs.append(name)
             reports.append(report)
     return reports
@@ -251,16 +256,50 @@ def build_variants(
     unknown = [p for p in precisions if p not in VARIANT_PRECISIONS]
     if unknown:
         raise InputError(f"unknown precision(s) {unknown}; choose from {', '.join(VARIANT_PRECISIONS)}")
+    if "int8" in precisions and not calibration:
+        raise InputError("int8 needs calibration images")
+    keys = [key for precision in precisions for key in variant_keys(precision)]
+    check_variant_paths(manifest, keys)
+    earlier = {key: manifest.precisions.pop(key, None) for key in keys}
     reports = []
     for precision in precisions:
-        for key in [precision] if precision == "fp16" else list(INT8_PLACEMENTS):
-            shutil.rmtree(manifest.root / key, ignore_errors=True)
-            manifest.precisions.pop(key, None)
         if precision == "fp16":
             reports.append(write_fp16(manifest, progress))
         else:
-            if not calibration:
-                raise InputError("int8 needs calibration images")
-            reports += write_int8(manifest, calibration, progress)
+            reports += write_int8(manifest, calibration or [], progress)
+    for key, variant in earlier.items():
+        _remove_replaced(manifest, key, variant)
     manifest.write()
     return reports
+
+
+def variant_keys(precision: str) -> list[str]:
+    """The manifest variants one precision of ``moce build-engine`` writes (int8: one per placement)."""
+    return [precision] if precision == "fp16" else list(INT8_PLACEMENTS)
+
+
+def _files_of(variant: Variant | None) -> set[str]:
+    return {entry.file for entry in variant.graphs.values()} if variant else set()
+
+
+def check_variant_paths(manifest: Manifest, keys: list[str]) -> None:
+    """Refuse, before any work, to write a variant graph where the package holds a file its manifest
+    does not record as that graph (a file moce did not write there is never replaced)."""
+    for key in keys:
+        ours = _files_of(manifest.precisions.get(key))
+        for name in variant_graphs(manifest):
+            file = variant_file(manifest, key, name)
+            if os.path.lexists(manifest.root / file) and file not in ours:
+                raise InputError(
+                    f"{manifest.root / file}: exists and the package's manifest does not record it as its "
+                    f"{key} graph; move it away to build the variant"
+                )
+
+
+def _remove_replaced(manifest: Manifest, key: str, earlier: Variant | None) -> None:
+    """Delete the graphs an earlier build of variant ``key`` recorded and this one did not rewrite
+    (a graph the plan no longer has): only plain files in the variant's own folder."""
+    for file in _files_of(earlier) - _files_of(manifest.precisions.get(key)):
+        path = manifest.root / file
+        if path.parent == manifest.root / key and path.is_file() and not path.is_symlink():
+            path.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from moce.engines.build import calibration_images
+from moce.engines.build import BuildOptions, build, calibration_images
+from moce.errors import InputError
 from moce.metrics import psnr
 from moce.names import CPU_INT8
 from moce.package.manifest import Manifest, load_manifest
@@ -80,3 +83,35 @@ def test_variants_are_recorded_and_verified(tiny_variants):
     int8 = next(r for r in tiny_variants.variants if r.precision == "int8")
     assert int8.samples["segment0"] == len(calibration_images(None))
     assert any("calibration sample" in w for w in int8.warnings)  # random weights route narrowly
+
+
+def test_a_rebuild_replaces_only_the_graphs_its_manifest_records(tiny_pkg, tmp_path):
+    root = tmp_path / "pkg.moce"
+    shutil.copytree(tiny_pkg.root, root)
+    build(root, BuildOptions(precisions=["fp16"], onnx_only=True))
+    notes = root / "fp16" / "notes.txt"
+    notes.write_text("mine")
+    manifest = load_manifest(root)  # an earlier build recorded a graph the plan has lost, and a
+    ghost = replace(manifest.graphs("fp16")["segment0"], file="fp16/ghost.onnx")  # manifest may
+    shutil.copyfile(root / "fp16" / "segment0.onnx", root / ghost.file)  # name a file elsewhere
+    manifest.add_variant_graph("fp16", "ghost", ghost)
+    manifest.add_variant_graph("fp16", "elsewhere", manifest.graph_entries["segment1"])
+    manifest.write()
+    build(root, BuildOptions(precisions=["fp16"], onnx_only=True))
+    assert notes.read_text() == "mine" and (root / manifest.graph_entries["segment1"].file).is_file()
+    assert not (root / ghost.file).exists() and "ghost" not in load_manifest(root).graphs("fp16")
+    load_manifest(root).verify_files()
+
+
+def test_a_variant_is_refused_before_work_where_a_file_moce_did_not_write_lies(tiny_pkg, tmp_path):
+    root = tmp_path / "pkg.moce"
+    shutil.copytree(tiny_pkg.root, root)
+    theirs = root / CPU_INT8 / "segment0.onnx"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"not moce's")
+    before = (root / "manifest.json").read_bytes()
+    refused = f"{CPU_INT8}/segment0.onnx: exists and the package's manifest does not record it as its {CPU_INT8}"
+    with pytest.raises(InputError, match=refused):
+        build(root, BuildOptions(precisions=["int8"], onnx_only=True))
+    assert theirs.read_bytes() == b"not moce's" and (root / "manifest.json").read_bytes() == before
+    assert not (root / "int8").exists()
