@@ -44,6 +44,7 @@ from moce.package.manifest import Manifest
 from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult
+from moce.runtime.tile_plan import AUTO
 
 
 @dataclass
@@ -90,6 +91,7 @@ class ImageRecord:
     expert_flops: float = 0.0
     dense_expert_flops: float = 0.0
     reason: str | None = None  # why a file was skipped
+    tiling: dict[str, Any] | None = None  # tiled images: the tile chosen, passes, the memory estimate and why
 
 
 def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
@@ -397,8 +399,8 @@ def _head(path: Path) -> bytes:
 
 def _check_tile_free(job: RestoreJob, files: list[Path]) -> None:
     """Tiles run the split plan only: with another routing form, refuse before work any image whose
-    header says it is larger than the tile."""
-    if job.session.routing == "split":
+    header says it is larger than the tile (``--tile auto``: an image over the budget fails alone)."""
+    if job.session.routing == "split" or job.session.tile == AUTO:
         return
     for path in files:
         size = header_size(_head(path))
@@ -429,11 +431,14 @@ def _record(path: Path, out: Path, result: ImageResult, seconds: float) -> Image
         result.tiles,
         result.expert_flops,
         result.dense_expert_flops,
+        tiling=result.plan.to_dict() if result.plan is not None else None,
     )
 
 
 def _error(path: Path, out: Path | None, exc: BaseException, seconds: float) -> ImageRecord:
     message = str(exc) if isinstance(exc, MoceError) else f"{path}: {type(exc).__name__}: {exc}"
+    if str(path) not in message:  # every error line names its file
+        message = f"{path}: {message}"
     return ImageRecord(str(path), str(out) if out else None, "error", one_line(message), round(seconds, 4))
 
 
@@ -568,7 +573,6 @@ def prepare(
 
 def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], seconds: float) -> RestoreSummary:
     options = prepared.session.restore_options
-    tiling = {"tile": options.tile, "overlap": options.overlap, "route_per": options.route_per}
     return RestoreSummary(
         prepared.session.choice.name,
         prepared.session.choice.reason,
@@ -576,7 +580,7 @@ def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], s
         options.routing,
         records,
         seconds,
-        {**tiling, "passes": options.passes()},
+        prepared.session.tiling(),
     )
 
 

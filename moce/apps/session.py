@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from moce.apps.memory import default_budget, memory_model, probe_spec
 from moce.errors import InputError
 from moce.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -36,7 +37,7 @@ from moce.imageio import (
 )
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
 from moce.package.manifest import Manifest, SegmentEntry
-from moce.progress import Messages, quiet
+from moce.progress import Messages, Progress, quiet
 from moce.runtime.backends import (
     BACKENDS,
     BackendChoice,
@@ -47,7 +48,8 @@ from moce.runtime.backends import (
 )
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
-from moce.runtime.restorer import ImageResult, RestoreOptions, Restorer, check_restore_options
+from moce.runtime.restorer import ImageResult, MemoryBudget, RestoreOptions, Restorer, check_restore_options
+from moce.runtime.tile_plan import AUTO, TilePlan, gib
 
 if TYPE_CHECKING:  # a package needs no PyTorch
     from moce.model.network import MoCEIR
@@ -66,11 +68,12 @@ class SessionOptions:
     device: str | None = None  # cpu or cuda; None: cuda where the backend has it
     precision: str = "fp32"  # fp32, fp16, bf16 (torch) or int8 (ONNX graphs from `moce build-engine`)
     routing: str = "split"  # split, conditional or dense
-    tile: int = 512  # images with a longer side run in tiles of this side
+    tile: int | str = AUTO  # auto: untiled if the image fits max_memory, else the largest tiles that do; N: N px tiles
     overlap: int = 32
     route_per: str = "image"  # image: one route for a whole tiled image; tile: each tile routes itself
-    route_size: int | None = None  # longest side of a tiled image's routing pass; None: the tile side
-    tile_passes: int = 3  # passes over the tiles sharing image-wide sums (route_per image)
+    route_size: int | None = None  # longest side of a tiled image's routing pass; None: the tile side (auto: 512)
+    tile_passes: int | None = None  # passes over the tiles sharing image-wide sums; None: 1 with auto, 3 with N
+    max_memory: float | None = None  # bytes tile auto plans for; None: half the memory available at open
     batch: int = 1  # same-sized images, or tiles, per inference call
     threads: int | None = None  # CPU threads of the backend; None: all cores
     cuda_graphs: bool = False  # torch on CUDA: replay CUDA graphs
@@ -99,6 +102,7 @@ class RestoreResult:
     expert_flops: float = 0.0
     dense_expert_flops: float = 0.0
     tile_routes: list[list[list[int]]] = field(default_factory=list)
+    plan: TilePlan | None = None  # how the image was cut, and why (None: untiled with others of its size)
 
     @property
     def expert_compute_skipped(self) -> float:
@@ -129,7 +133,7 @@ def settle(options: SessionOptions, say: Messages = quiet) -> RestoreOptions:
     """The restore options a run actually uses: image-wide sums across tiles run in the fp32 tile
     graphs only, so at any other precision tiles make one pass (said once through ``say``)."""
     restore = options.restore_options()
-    if options.precision != "fp32" and restore.tile_passes > 1:
+    if options.precision != "fp32" and restore.passes() > 1:
         say(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {options.precision})")
         return replace(restore, tile_passes=1)
     return restore
@@ -216,10 +220,29 @@ class Session:
         check_options(self.options, manifest.size_multiple)
         self.choice = make_choice(manifest, self.options)
         self.restore_options = settle(self.options, progress)
+        self.memory = self._budget(progress) if self.restore_options.tile == AUTO else None
         warning = slow_path_warning(self.choice, self.options.precision)
         if warning:
             progress(warning)
         self._restorer: Restorer | None = None
+
+    def _budget(self, progress: Messages) -> MemoryBudget:
+        """``--tile auto``'s budget, fixed when the session opens, and its memory model, measured
+        (or read from the cache) when the first image needs it."""
+        device = runner_device(self.choice)
+        spec = probe_spec(self.manifest, self.choice.name, device, self.options)
+        measured: list = []
+
+        def model():  # noqa: ANN202 - MemoryModel, once per session
+            if not measured:
+                measured.append(memory_model(self.manifest, spec, progress))
+            return measured[0]
+
+        where = "device memory" if device.startswith("cuda") else "RAM"
+        if self.options.max_memory is not None:
+            return MemoryBudget(self.options.max_memory, model, True, "--max-memory")
+        budget = default_budget(device)
+        return MemoryBudget(budget, model, False, f"half the {where} available when the session opened")
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -235,7 +258,8 @@ class Session:
         if self._restorer is None:
             self.choice.runner.activate()
             self.choice.runner.load(self._first_graphs())
-            self._restorer = Restorer(PlanExecutor(self.manifest, self.choice.runner), self.restore_options)
+            executor = PlanExecutor(self.manifest, self.choice.runner)
+            self._restorer = Restorer(executor, self.restore_options, self.memory)
 
     def _first_graphs(self) -> list[str]:
         """The graphs every image runs, loaded at activation: the trunk segments of the split plan, or
@@ -263,16 +287,19 @@ class Session:
 
     # -- restoring ----------------------------------------------------------------------------
 
-    def restore(self, image: np.ndarray) -> RestoreResult:
+    def restore(self, image: np.ndarray, progress: Progress | None = None) -> RestoreResult:
         """Restore one ``H x W x C`` image (C = 1, 3 or 4, RGB(A) order; or ``H x W`` gray) of
-        uint8, uint16 or float32 (in [0, 1]); the result has the input's type and layout."""
-        return self.restore_many([image])[0]
+        uint8, uint16 or float32 (in [0, 1]); the result has the input's type and layout.
 
-    def restore_many(self, images: Iterable[np.ndarray]) -> list[RestoreResult]:
+        ``progress`` hears of a tiled image's tile runs as they finish (``tiles(total)``, then
+        ``tile_done(count)``), for a bar or an ETA inside one large image."""
+        return self.restore_many([image], progress)[0]
+
+    def restore_many(self, images: Iterable[np.ndarray], progress: Progress | None = None) -> list[RestoreResult]:
         """Restore several images; same-sized ones run together, up to ``batch`` per call."""
         arrays = list(images)
         decoded = [self.decode(image, f"image {i}") for i, image in enumerate(arrays)]
-        results = self.restore_rgb([rgb for rgb, _ in decoded])
+        results = self.restore_rgb([rgb for rgb, _ in decoded], progress)
         return [
             self._result(result, _like(rgb_to_array(result.restored, info), array))
             for result, (_, info), array in zip(results, decoded, arrays)
@@ -286,6 +313,7 @@ class Session:
         overwrite: bool = False,
         allow_lossy: bool = False,
         quality: int | None = None,
+        progress: Progress | None = None,
     ) -> RestoreResult:
         """Restore the image file ``source`` into ``dest`` (written whole or not at all), exactly as
         ``moce restore`` writes it; an existing ``dest``, or a format of ``dest`` that cannot hold
@@ -297,11 +325,11 @@ class Session:
         loss = None if allow_lossy else conversion_loss(*storage_of(info), dest.suffix)
         if loss:
             raise InputError(f"{source}: restored as {dest.suffix}, {loss}; pass allow_lossy=True to convert anyway")
-        result = self.restore_rgb([rgb])[0]
+        result = self.restore_rgb([rgb], progress)[0]
         write_restored(dest, result.restored, info, quality)
         return self._result(result, None)
 
-    def restore_rgb(self, images: list[np.ndarray]) -> list[ImageResult]:
+    def restore_rgb(self, images: list[np.ndarray], progress: Progress | None = None) -> list[ImageResult]:
         """The float path under every front end: ``H x W x 3`` float32 RGB in, :class:`ImageResult`
         out, same-sized images grouped into calls of up to ``batch`` (the first error is raised)."""
         order = sorted(range(len(images)), key=lambda i: images[i].shape)  # stable: same sizes stay in order
@@ -312,7 +340,7 @@ class Session:
                 raise outcome
             results[index] = outcome
 
-        batcher = Batcher(self, done)
+        batcher = Batcher(self, done, *((progress.tiles, progress.tile_done) if progress else ()))
         for i in order:
             batcher.add(i, images[i])
         batcher.flush()
@@ -348,6 +376,7 @@ class Session:
             result.expert_flops,
             result.dense_expert_flops,
             result.tile_routes,
+            result.plan,
         )
 
     # -- what it is ---------------------------------------------------------------------------
@@ -362,12 +391,7 @@ class Session:
             "backend_reason": self.choice.reason,
             "precision": self.options.precision,
             "routing": opts.routing,
-            "tiling": {
-                "tile": opts.tile,
-                "overlap": opts.overlap,
-                "route_per": opts.route_per,
-                "passes": opts.passes(),
-            },
+            "tiling": self.tiling(),
             "batch": opts.batch,
             "trunk_flops_per_pixel": self.manifest.trunk_flops_per_pixel(),
             "adapters": [
@@ -389,6 +413,23 @@ class Session:
                 for a in self.manifest.adapters()
             ],
         }
+
+    def tiling(self) -> dict[str, Any]:
+        """The tiling in force: ``--tile``, overlap, routing per image or tile, passes, and under
+        ``--tile auto`` the memory budget, where it came from and the model's measured memory use."""
+        opts = self.restore_options
+        tiling: dict[str, Any] = {"tile": opts.tile, "overlap": opts.overlap, "route_per": opts.route_per}
+        tiling["passes"] = opts.passes()
+        if self.memory is not None:
+            tiling["max_memory"] = gib(self.memory.bytes)
+            tiling["max_memory_bytes"] = int(self.memory.bytes)
+            tiling["budget"] = self.memory.why
+        return tiling
+
+    def plan(self, image: np.ndarray) -> TilePlan:
+        """How this session would cut ``image`` (an array), and why; measures memory use on first need."""
+        rgb, _ = self.decode(image, "image")
+        return self.restorer.plan(rgb)
 
     def __repr__(self) -> str:
         return (
@@ -415,21 +456,30 @@ class Batcher(Generic[T]):
         self.session, self.done = session, done
         self.on_tiles, self.on_tile_done = tiles, tile_done
         self.pending: list[tuple[T, np.ndarray]] = []
+        self.plans: list[TilePlan] = []
 
     def add(self, item: T, rgb: np.ndarray) -> None:
         restorer = self.session.restorer
-        if restorer.needs_tiling(rgb):
+        try:
+            plan = restorer.plan(rgb)
+        except InputError as exc:  # over the memory budget: this image fails, the others go on
             self.flush()
-            self._tiled(item, rgb)
+            self.done(item, exc)
+            return
+        if plan.tiled:
+            self.flush()
+            self._tiled(item, rgb, plan)
             return
         if self.pending and self.pending[0][1].shape != rgb.shape:
             self.flush()
         self.pending.append((item, rgb))
+        self.plans.append(plan)
         if len(self.pending) >= restorer.options.batch:
             self.flush()
 
     def flush(self) -> None:
         items, self.pending = self.pending, []
+        plans, self.plans = self.plans, []
         if not items:
             return
         start = time.perf_counter()
@@ -440,22 +490,31 @@ class Batcher(Generic[T]):
                 self.done(item, exc)
             return
         seconds = (time.perf_counter() - start) / len(items)
-        for (item, _), result in zip(items, results):
-            result.seconds = seconds
+        for (item, _), result, plan in zip(items, results, plans):
+            result.seconds, result.plan = seconds, plan
             self.done(item, result)
 
-    def _tiled(self, item: T, rgb: np.ndarray) -> None:
+    def _tiled(self, item: T, rgb: np.ndarray, plan: TilePlan) -> None:
         restorer = self.session.restorer
         start = time.perf_counter()
         try:
             if self.on_tiles:
-                self.on_tiles(restorer.tile_count(rgb))
-            result = restorer.restore_tiled(rgb, self.on_tile_done)
+                self.on_tiles(plan.tiles * plan.passes)
+            result = restorer.restore_tiled(rgb, self.on_tile_done, plan)
         except Exception as exc:  # noqa: BLE001 - the caller decides what a failed image means
             self.done(item, exc)
             return
         result.seconds = time.perf_counter() - start
         self.done(item, result)
+
+
+def runner_device(choice: BackendChoice) -> str:
+    """Where a backend's runner computes: ``cpu``, or ``cuda``/``cuda:N``."""
+    device = getattr(choice.runner, "device", None)
+    if device is not None:
+        return str(device)
+    providers = getattr(choice.runner, "providers", ["CPUExecutionProvider"])
+    return "cuda" if choice.name == "tensorrt" or providers[0] == "CUDAExecutionProvider" else "cpu"
 
 
 def _like(out: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -475,11 +534,12 @@ def open_session(
     device: str | None = None,
     precision: str = "fp32",
     routing: str = "split",
-    tile: int = 512,
+    tile: int | str = AUTO,
     overlap: int = 32,
     route_per: str = "image",
     route_size: int | None = None,
-    tile_passes: int = 3,
+    tile_passes: int | None = None,
+    max_memory: float | None = None,
     batch: int = 1,
     threads: int | None = None,
     cuda_graphs: bool = False,
@@ -503,6 +563,7 @@ def open_session(
         route_per=route_per,
         route_size=route_size,
         tile_passes=tile_passes,
+        max_memory=max_memory,
         batch=batch,
         threads=threads,
         cuda_graphs=cuda_graphs,

@@ -70,10 +70,10 @@ class ServeOptions:
     backend: str = "auto"
     precision: str = "fp32"
     routing: str = "split"
-    tile: int = 512
+    tile: int = 512  # fixed, not auto: instances share the machine, and a server wants its memory per request known
     overlap: int = 32
     route_per: str = "image"
-    tile_passes: int = 3  # as `moce restore`: a served image is the image `moce restore` writes
+    tile_passes: int = 3  # as `moce restore --tile 512`: a served image is the image that command writes
     threads: int = 0  # CPU threads per instance (0: all cores, as leaving out moce restore --threads)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch_size: int = 8

@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from moce.apps.bench import BenchOptions, BenchResult, chart, fastest, from_json, run_bench, speedups, to_json
-from moce.cli.common import THREADS, batch_sizes, render_table, user_errors, write_json_output
+from moce.apps.bench_tiling import TilingBench, TilingResult, parse_tilings, run_tiling_bench
+from moce.cli.common import (
+    THREADS,
+    batch_sizes,
+    memory_size,
+    passes_count,
+    render_table,
+    user_errors,
+    write_json_output,
+)
 from moce.cli.common import sizes as parse_sizes
 from moce.cli.progress import say
 from moce.errors import InputError
@@ -37,6 +46,42 @@ def _saved(path: Path) -> list[BenchResult]:
         raise InputError(f"{path}: not a `moce bench --json` file ({exc.__class__.__name__}: {exc})") from exc
 
 
+def tiling_json(result: TilingResult) -> dict:
+    """One `moce bench --tiling` case as JSON."""
+    case = result.case
+    return {
+        "size": [case.height, case.width],
+        "tiling": case.tiling,
+        "seconds": result.seconds,
+        "median_s": result.median_s,
+        "peak_bytes": result.peak_bytes,
+        "plan": result.plan,
+        "psnr_vs_first": result.psnr_vs_first,
+        "speedup_vs": result.speedups,
+    }
+
+
+def _print_tiling(results: list[TilingResult]) -> None:
+    rows = [
+        [
+            f"{r.case.width}x{r.case.height}",
+            r.case.tiling,
+            r.plan["tile"] or "untiled",
+            r.plan["tiles"],
+            r.plan["passes"],
+            f"{r.median_s:.2f}",
+            f"{r.peak_bytes / 2**30:.2f}",
+            "-" if r is results[0] or r.psnr_vs_first == float("inf") else f"{r.psnr_vs_first:.1f}",
+        ]
+        for r in results
+    ]
+    headers = ["size", "tiling", "tile", "tiles", "passes", "seconds", "peak GiB", "PSNR dB vs first"]
+    typer.echo(render_table(headers, rows))
+    for r in results:
+        others = ", ".join(f"x{up:.2f} of {name}" for name, up in r.speedups.items() if name != r.case.tiling)
+        typer.echo(f"{r.case.width}x{r.case.height} {r.case.tiling}: {others}")
+
+
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
@@ -62,11 +107,44 @@ def bench(
         "--from-json",
         help="Measure nothing: tabulate (and chart) a run saved with --json, e.g. on another machine",
     ),
+    tiling: str = typer.Option(
+        None,
+        help="Time the whole restore path at photo sizes instead (--sizes 1920x1080,4000x3000), one policy "
+        "beside another: auto, untiled or a tile side, e.g. untiled,auto,512 (each scored against the first)",
+    ),
+    photo: Path = typer.Option(
+        None, help="With --tiling: the photo to resize to each size [default: a bundled sample]"
+    ),
+    max_memory: str = typer.Option(
+        None, parser=memory_size, metavar="SIZE", help="With --tiling: --tile auto's budget"
+    ),
+    tile_passes: str = typer.Option(
+        "auto", parser=passes_count, metavar="auto|N", help="With --tiling: passes for every tiled case"
+    ),
 ) -> None:
     """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager.
 
     Freed memory is kept for reuse (MOCE_MALLOC_DEFAULTS=1 times glibc's defaults instead).
     """
+    if tiling:
+        options = TilingBench(
+            parse_tilings(tiling),
+            list(parse_sizes(sizes, "--sizes")),
+            photo,
+            backends.split(",")[0] if backends != "torch,onnxruntime" else "auto",
+            precision.split(",")[0],
+            threads,
+            max_memory,
+            tile_passes,
+            rounds if rounds != 10 else 1,
+        )
+        if photo is not None and not photo.is_file():
+            raise InputError(f"{photo}: no such photo")
+        tiled = run_tiling_bench(model, options, say)
+        _print_tiling(tiled)
+        if json_out:
+            write_json_output(json_out, [tiling_json(r) for r in tiled])
+        return
     if from_saved:
         results = _saved(from_saved)
     else:

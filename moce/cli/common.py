@@ -68,6 +68,46 @@ def pixels(text: str | int) -> int:
     return int(count)
 
 
+def tile_side(text: str | int) -> int | str:
+    """``--tile``: ``auto`` (from the memory budget) or a side in pixels."""
+    if isinstance(text, int) or str(text).strip().lower() == "auto":
+        return text if isinstance(text, int) else "auto"
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give auto or a tile side in pixels such as 512") from None
+
+
+def passes_count(text: str | int | None) -> int | None:
+    """``--tile-passes``: ``auto`` (None: 1 with --tile auto, 3 with --tile N) or a count."""
+    if text is None or isinstance(text, int):
+        return text
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give auto or a number of passes such as 3") from None
+
+
+MEMORY_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_size(text: str | float | None) -> float | None:
+    """A memory size as people write it: ``8G``, ``8GiB``, ``1.5G``, ``512M`` (binary units) or bytes."""
+    if text is None or isinstance(text, float | int):
+        return text
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    scale = MEMORY_UNITS.get(value[-1:], 1)
+    try:
+        size = float(value[:-1] if scale > 1 else value) * scale
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a memory size (say 8G, 512M or 1.5G)") from None
+    if size <= 0:
+        raise typer.BadParameter(f"{text!r}: give a positive memory size such as 8G")
+    return size
+
+
 def deprecated(old: str, instead: str) -> None:
     """The one line an old spelling prints while it still works (each goes in moce 0.8)."""
     say(f"warning: {old} is deprecated and goes in moce 0.8; {instead}")

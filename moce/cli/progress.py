@@ -50,6 +50,16 @@ def _stamped(message: str) -> str:
     return f"[{time.perf_counter() - _Settings.started:7.2f} s] {message}"
 
 
+TILE_LINE_SECONDS = 5.0
+"""Without a live bar (logs, pipes), a large image's tile progress is a line at most this often."""
+
+
+def tile_line(done: int, total: int, elapsed: float) -> str:
+    """``tiles 4/12, 10 s, about 20 s left``: progress inside one tiled image."""
+    left = elapsed / done * (total - done) if done else float("nan")
+    return f"tiles {done}/{total}, {elapsed:.0f} s, about {left:.0f} s left"
+
+
 class CliProgress:
     """Images and tiles; one line per image when stderr is not a terminal (or with -v); nothing but
     warnings with -q."""
@@ -60,17 +70,27 @@ class CliProgress:
         self.done = 0
         self.total = 0
         self._bar = None
+        self._tiles_total = self._tiles_done = 0
+        self._tiles_started = self._tiles_said = 0.0
 
     def start(self, images: int) -> None:
         self.total = images
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=Console(stderr=True),
             )
@@ -87,12 +107,21 @@ class CliProgress:
             typer.echo(_stamped(f"[{self.done}/{self.total}] {status:<7} {one_line(str(path))}"), err=True)
 
     def tiles(self, total: int) -> None:
+        self._tiles_total, self._tiles_done = total, 0
+        self._tiles_started = self._tiles_said = time.perf_counter()
         if self._bar is not None:
             self._bar.reset(self._tiles, total=total, visible=True)
 
     def tile_done(self, count: int) -> None:
+        self._tiles_done += count
         if self._bar is not None:
             self._bar.advance(self._tiles, count)
+            return
+        now = time.perf_counter()
+        if self.quiet or now - self._tiles_said < TILE_LINE_SECONDS or self._tiles_done >= self._tiles_total:
+            return
+        self._tiles_said = now
+        typer.echo(_stamped(tile_line(self._tiles_done, self._tiles_total, now - self._tiles_started)), err=True)
 
     def message(self, text: str) -> None:
         if self._bar is not None:

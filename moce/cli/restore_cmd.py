@@ -11,7 +11,7 @@ from moce.apps.cluster import local_path, locations, restore_on_cluster
 from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
 from moce.apps.session import SessionOptions
-from moce.cli.common import THREADS, pixels, render_table, user_errors
+from moce.cli.common import THREADS, memory_size, passes_count, pixels, render_table, tile_side, user_errors
 from moce.cli.progress import CliProgress
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
@@ -38,14 +38,31 @@ def restore(
         "fp32", help="fp32 | fp16 | bf16 | int8 (ONNX fp16/int8 need `moce build-engine`; bf16: torch backend)"
     ),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
-    tile: int = typer.Option(512, help="Tile side for images larger than this (multiple of 8)"),
+    tile: str = typer.Option(
+        "auto",
+        parser=tile_side,
+        metavar="auto|N",
+        help="auto: untiled when the image fits --max-memory, else the fewest tiles that fit; N: tiles of N px "
+        "(multiple of 8) for images larger than that",
+    ),
     overlap: int = typer.Option(32, help="Overlap between tiles, feather-blended"),
     route_per: str = typer.Option("image", help="image: route once per image; tile: each tile routes itself"),
-    route_size: int = typer.Option(None, help="Longest side of the routing pass for tiled images [default: --tile]"),
-    tile_passes: int = typer.Option(
-        3,
-        help="Passes over the tiles sharing image-wide attention sums (route-per image); "
-        "1 = each tile alone, fastest, least like the untiled result",
+    route_size: int = typer.Option(
+        None, help="Longest side of the routing pass for tiled images [default: --tile N, or 512 with auto]"
+    ),
+    tile_passes: str = typer.Option(
+        "auto",
+        parser=passes_count,
+        metavar="auto|N",
+        help="Passes over the tiles sharing image-wide attention sums (route-per image); 1 = each tile alone, "
+        "fastest; auto: 1 with --tile auto (large tiles), 3 with --tile N",
+    ),
+    max_memory: str = typer.Option(
+        None,
+        parser=memory_size,
+        metavar="SIZE",
+        help="Memory --tile auto plans for: 8G, 512M (RAM on the CPU, device memory on CUDA) "
+        "[default: half of what is available when the run starts]",
     ),
     batch: int = typer.Option(1, help="Tiles, or same-sized images, per inference call"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders"),
@@ -93,6 +110,7 @@ def restore(
         route_per=route_per,
         route_size=route_size,
         tile_passes=tile_passes,
+        max_memory=max_memory,
         batch=batch,
         threads=threads,
         cuda_graphs=cuda_graphs,

@@ -11,24 +11,56 @@ from moce.errors import InputError
 from moce.model.config import padding_for
 from moce.routing import Routing
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds, expert_flops
+from moce.runtime.tile_plan import (
+    AUTO,
+    AUTO_PASSES,
+    CPU_TILE_PIXELS,
+    FIXED_PASSES,
+    MemoryModel,
+    TilePlan,
+    auto_plan,
+    fixed_plan,
+)
 from moce.runtime.tiling import Blender, Tile, batches, check_tiling, core_masks, tiles_for
 
 ROUTE_PER = ("image", "tile")
+
+AUTO_ROUTE_SIZE = 512
+"""The routing pass's longest side under ``--tile auto`` (``--tile N``: N), as with 0.7's default tile."""
+
+SMALL = 512 * 512
+"""Under the default budget, images up to this many pixels run untiled without consulting the
+memory model (0.7 ran them untiled too), so small images never wait for a measurement."""
 
 
 @dataclass
 class RestoreOptions:
     routing: str = "split"
-    tile: int = 512
+    tile: int | str = 512  # auto (a session's default): from a MemoryBudget; N: tiles of N px for larger images
     overlap: int = 32
     route_per: str = "image"
     batch: int = 1
-    route_size: int | None = None  # longest side of the routing pass; default: the tile size
-    tile_passes: int = 3  # with --route-per image: passes over the tiles sharing image-wide sums
+    route_size: int | None = None  # longest side of the routing pass; default: the tile size (auto: 512)
+    tile_passes: int | None = None  # with --route-per image: passes sharing image-wide sums; None: 1 auto, 3 fixed
+    max_memory: float | None = None  # --tile auto's budget in bytes; None: a share of the memory available
 
     def passes(self) -> int:
         """Passes over the tiles: image-wide sums need the image routed as one (``--route-per image``)."""
-        return self.tile_passes if self.route_per == "image" else 1
+        if self.route_per != "image":
+            return 1
+        if self.tile_passes is not None:
+            return self.tile_passes
+        return AUTO_PASSES if self.tile == AUTO else FIXED_PASSES
+
+
+@dataclass
+class MemoryBudget:
+    """``--tile auto``'s budget in bytes and the session's memory model, measured on first use."""
+
+    bytes: float
+    model: Callable[[], MemoryModel]
+    explicit: bool = False  # --max-memory given: every image is planned, small ones too
+    why: str = ""
 
 
 def check_restore_options(options: RestoreOptions, multiple: int) -> None:
@@ -37,9 +69,16 @@ def check_restore_options(options: RestoreOptions, multiple: int) -> None:
         raise InputError(f"--route-per must be one of {', '.join(ROUTE_PER)}, got {options.route_per}")
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
-    check_tiling(options.tile, options.overlap, multiple)
-    if options.tile_passes < 1:
+    if options.tile == AUTO:
+        check_tiling(max(multiple, 4 * options.overlap), options.overlap, multiple)
+    elif isinstance(options.tile, int) and not isinstance(options.tile, bool):
+        check_tiling(options.tile, options.overlap, multiple)
+    else:
+        raise InputError(f"--tile must be auto or a multiple of {multiple}, got {options.tile}")
+    if options.tile_passes is not None and options.tile_passes < 1:
         raise InputError(f"--tile-passes must be at least 1, got {options.tile_passes}")
+    if options.max_memory is not None and options.max_memory <= 0:
+        raise InputError(f"--max-memory must be a positive size such as 8G, got {options.max_memory}")
 
 
 @dataclass
@@ -59,6 +98,7 @@ class ImageResult:
     dense_expert_flops: float = 0.0
     tile_routes: list[list[list[int]]] = field(default_factory=list)
     seconds: float = 0.0  # restoring time (set by the caller that timed it)
+    plan: TilePlan | None = None  # how the image was cut (None: untiled in a batch of its size)
 
 
 def _routes(rows: list[Routing]) -> tuple[list[list[int]], list[list[float]]]:
@@ -76,20 +116,46 @@ def pad_nchw(images: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
 class Restorer:
     """Turns HWC images into restored HWC images through a :class:`PlanExecutor`."""
 
-    def __init__(self, executor: PlanExecutor, options: RestoreOptions) -> None:
+    def __init__(self, executor: PlanExecutor, options: RestoreOptions, memory: MemoryBudget | None = None) -> None:
         self.executor = executor
         self.options = options
+        self.memory = memory
         self.multiple = executor.manifest.size_multiple
         check_restore_options(options, self.multiple)
+        if options.tile == AUTO and memory is None:
+            raise InputError("--tile auto needs a memory budget (open the model with moce.open)")
         self.expert_flops_pp = executor.manifest.expert_flops_per_pixel()
 
-    def tile_count(self, image: np.ndarray) -> int:
-        """How many tiles :meth:`restore_tiled` will run for ``image`` (for progress bars)."""
+    def plan(self, image: np.ndarray) -> TilePlan:
+        """How ``image`` runs: ``--tile N``'s square tiles, or ``--tile auto``'s choice from memory."""
+        opts = self.options
         h, w = (-(-side // self.multiple) * self.multiple for side in image.shape[:2])
-        return len(tiles_for(h, w, self.options.tile, self.options.overlap)) * self.options.passes()
+        if opts.tile != AUTO:
+            return fixed_plan(h, w, int(opts.tile), opts.overlap, opts.passes())
+        assert self.memory is not None
+        if not self.memory.explicit and h * w <= SMALL:
+            return TilePlan(None, None, 1, 1, f"untiled: at most {SMALL} pixels")
+        model = self.memory.model()
+        return auto_plan(
+            h,
+            w,
+            model=model,
+            budget=self.memory.bytes,
+            overlap=opts.overlap,
+            multiple=self.multiple,
+            batch=opts.batch,
+            passes=opts.passes(),
+            tiles_allowed=opts.routing == "split" or opts.route_per == "tile",
+            max_tile_pixels=CPU_TILE_PIXELS if model.memory == "RAM" else None,
+        )
+
+    def tile_count(self, image: np.ndarray) -> int:
+        """How many tile runs :meth:`restore_tiled` makes for ``image`` (for progress bars)."""
+        plan = self.plan(image)
+        return plan.tiles * plan.passes
 
     def needs_tiling(self, image: np.ndarray) -> bool:
-        return max(image.shape[:2]) > self.options.tile
+        return self.plan(image).tiled
 
     def _flops(self, routings: list[Routing], pixels: int) -> tuple[float, float]:
         """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample."""
@@ -112,7 +178,7 @@ class Restorer:
         """Routes for a whole image from one pass at reduced size (longest side <= route size)."""
         import cv2
 
-        limit = self.options.route_size or self.options.tile
+        limit = self.options.route_size or (AUTO_ROUTE_SIZE if self.options.tile == AUTO else int(self.options.tile))
         h, w = image.shape[:2]
         scale = min(1.0, limit / max(h, w))
         small = (
@@ -123,7 +189,9 @@ class Restorer:
         padded, _, _ = pad_nchw(small.transpose(2, 0, 1)[None], self.multiple)
         return self.executor.run(padded, "split").routings
 
-    def restore_tiled(self, image: np.ndarray, on_tile: Callable[[int], None] | None = None) -> ImageResult:
+    def restore_tiled(
+        self, image: np.ndarray, on_tile: Callable[[int], None] | None = None, plan: TilePlan | None = None
+    ) -> ImageResult:
         """Overlapping tiles, batched, feather-blended; routed once per image or per tile.
 
         With ``--route-per image`` and more than one pass, every pass reports each tile's share
@@ -136,9 +204,12 @@ class Restorer:
             raise InputError("--route-per image needs --routing split (only the split plan can impose routes on tiles)")
         padded, h, w = pad_nchw(image.transpose(2, 0, 1)[None].astype(np.float32), self.multiple)
         _, c, ph, pw = padded.shape
+        plan = plan or self.plan(image)
+        if not plan.tiled:  # asked to tile an image that fits: one tile, the whole padded image
+            plan = TilePlan(ph, pw, opts.passes(), 1, plan.reason, plan.estimate)
         forced = self.image_routing(image) if opts.route_per == "image" else None
-        tiles = tiles_for(ph, pw, opts.tile, opts.overlap)
-        passes = self.options.passes()
+        tiles = tiles_for(ph, pw, plan.tile_h or ph, opts.overlap, plan.tile_w)
+        passes = plan.passes
         masks = core_masks(tiles, ph, pw, self.multiple) if passes > 1 else {}
         flops = [0.0, 0.0]
         image_stats: dict[int, np.ndarray] | None = None
@@ -164,7 +235,7 @@ class Restorer:
             image_stats = sums
         routes, probs = self._tiled_routes(forced, first, tile_routes, passes)
         restored = blender.result()[:, :h, :w].transpose(1, 2, 0)
-        return ImageResult(restored, routes, probs, len(tiles) * passes, *flops, tile_routes)
+        return ImageResult(restored, routes, probs, len(tiles) * passes, *flops, tile_routes, plan=plan)
 
     @staticmethod
     def _blend(blender: Blender, group: list[Tile], result: PlanResult, tile_routes: list[list[list[int]]]) -> None:

@@ -36,11 +36,13 @@ def check_tiling(tile: int, overlap: int, multiple: int) -> None:
         raise InputError(f"--overlap must be in [0, tile/2), got {overlap} for tile {tile}")
 
 
-def tiles_for(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+def tiles_for(height: int, width: int, tile: int, overlap: int, tile_w: int | None = None) -> list[Tile]:
+    """Tiles of ``tile x tile`` (or ``tile x tile_w``) covering the image, row by row."""
+    tile_w = tile if tile_w is None else tile_w
     return [
-        Tile(top, left, min(tile, height), min(tile, width))
+        Tile(top, left, min(tile, height), min(tile_w, width))
         for top in tile_starts(height, tile, overlap)
-        for left in tile_starts(width, tile, overlap)
+        for left in tile_starts(width, tile_w, overlap)
     ]
 
 

@@ -103,10 +103,13 @@ def test_every_front_end_restores_the_bytes_moce_restore_writes(
 
 def test_the_tile_pass_rule_lives_in_one_place():
     said = []
-    assert settle(SessionOptions(precision="fp32")).tile_passes == 3
-    assert settle(SessionOptions(precision="fp16"), said.append).tile_passes == 1
+    assert settle(SessionOptions(precision="fp32")).passes() == 1  # --tile auto: tiles as large as memory allows
+    assert settle(SessionOptions(precision="fp32", tile=512)).passes() == 3
+    assert settle(SessionOptions(precision="fp16", tile=512), said.append).passes() == 1
     assert said == ["tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at fp16)"]
-    assert ServeOptions().session_options().tile_passes == 3  # served images: as `moce restore`
+    assert settle(SessionOptions(precision="fp16")).passes() == 1
+    served = ServeOptions().session_options()  # served images: as `moce restore --tile 512`
+    assert (served.tile, served.tile_passes) == (512, 3)
 
 
 def test_a_session_takes_arrays_of_every_layout_and_keeps_it(tiny_pkg):
