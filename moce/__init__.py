@@ -4,7 +4,7 @@ The Python API::
 
     import moce
 
-    with moce.open("model.moce", backend="auto", precision="fp32", tile=512) as session:
+    with moce.open("model.moce", backend="auto", precision="fp32", tile="auto") as session:
         result = session.restore(image)  # H x W x C uint8/uint16/float32 RGB(A) array
         result.image, result.routes, result.seconds
         session.restore_file("in.jpg", "out/in.jpg")  # the bytes `moce restore` writes

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from moce.apps.memory import peak_resident
 from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError
 from moce.imageio import write_image_atomic
@@ -444,13 +444,8 @@ def _child(spec: str) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process image (VmHWM; ru_maxrss survives fork+exec on Linux)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process image, in MB."""
+    return peak_resident() / 2**20
 
 
 def speedups(results: list[BenchResult]) -> dict[Case, float]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from moce.apps.memory_probe import peak_resident
+from moce.apps.memory import peak_resident
 from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError
 from moce.metrics import psnr
@@ -47,7 +47,7 @@ class TilingCase:
 
     @property
     def label(self) -> str:
-        return f"{self.width}x{self.height} {self.tiling}"
+        return f"{self.height}x{self.width} {self.tiling}"
 
 
 @dataclass

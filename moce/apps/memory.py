@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -76,14 +77,15 @@ def memory_model(manifest: Manifest, spec: ProbeSpec, say: Messages = quiet) -> 
     say(f"measuring this model's memory use for --tile auto (once; kept in {path.parent})")
     readings = measure(spec)
     model = fit(readings, "device" if spec.device.startswith("cuda") else "RAM")
-    write_json_atomic(path, {"model": asdict(model), "readings": readings, "spec": asdict(spec)})
+    measured = {"base": model.base, "per_pixel": model.per_pixel, "memory": model.memory}
+    write_json_atomic(path, {"model": measured, "readings": readings, "spec": asdict(spec)})
     return model
 
 
 def _read(path: Path) -> MemoryModel | None:
     try:
-        data = json.loads(path.read_text())
-        return MemoryModel(**data["model"])
+        data = json.loads(path.read_text())["model"]
+        return MemoryModel(float(data["base"]), float(data["per_pixel"]), memory=str(data["memory"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or unreadable: measured again and rewritten
 
@@ -128,6 +130,15 @@ def _meminfo_bytes(key: str, path: str = "/proc/meminfo") -> float | None:
 def resident_bytes() -> float:
     """This process's resident memory now."""
     return _meminfo_bytes("VmRSS", "/proc/self/status") or 0.0
+
+
+def peak_resident() -> float:
+    """This process's peak resident memory (VmHWM), in bytes; where Linux does not say, ru_maxrss
+    (which survives fork and exec there)."""
+    peak = _meminfo_bytes("VmHWM", "/proc/self/status")
+    if peak is not None:
+        return peak
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def available_ram() -> float:

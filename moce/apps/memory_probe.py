@@ -15,20 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from moce.apps.memory import PROBE_SIDES, ProbeSpec, free_device_memory, resident_bytes
+from moce.apps.memory import PROBE_SIDES, ProbeSpec, free_device_memory, peak_resident, resident_bytes
 from moce.apps.session import Session, SessionOptions
 from moce.runtime.allocator import keep_freed_memory
 from moce.runtime.resolve import open_model
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def peak_resident() -> float:
-    """The resident set's high-water mark (VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1]) * 1024
-    return resident_bytes()
 
 
 def reset_peak() -> None:

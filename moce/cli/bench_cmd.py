@@ -64,7 +64,7 @@ def tiling_json(result: TilingResult) -> dict:
 def _print_tiling(results: list[TilingResult]) -> None:
     rows = [
         [
-            f"{r.case.width}x{r.case.height}",
+            f"{r.case.height}x{r.case.width}",
             r.case.tiling,
             r.plan["tile"] or "untiled",
             r.plan["tiles"],
@@ -75,19 +75,20 @@ def _print_tiling(results: list[TilingResult]) -> None:
         ]
         for r in results
     ]
-    headers = ["size", "tiling", "tile", "tiles", "passes", "seconds", "peak GiB", "PSNR dB vs first"]
+    headers = ["size HxW", "tiling", "tile", "tiles", "passes", "seconds", "peak GiB", "PSNR dB vs first"]
     typer.echo(render_table(headers, rows))
     for r in results:
         others = ", ".join(f"x{up:.2f} of {name}" for name, up in r.speedups.items() if name != r.case.tiling)
-        typer.echo(f"{r.case.width}x{r.case.height} {r.case.tiling}: {others}")
+        typer.echo(f"{r.case.height}x{r.case.width} {r.case.tiling}: {others}")
 
 
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
     backends: str = typer.Option(
-        "torch,onnxruntime",
-        help="torch, torch-graphs (CUDA graphs), torch-compile (inductor), onnxruntime, tensorrt (comma-separated)",
+        None,
+        help="torch, torch-graphs (CUDA graphs), torch-compile (inductor), onnxruntime, tensorrt (comma-separated) "
+        "[default: torch,onnxruntime; with --tiling: auto, or the first listed]",
     ),
     routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
     precision: str = typer.Option(
@@ -96,7 +97,9 @@ def bench(
     sizes: str = typer.Option("256,512", help="Image sizes, 256 or HxW, comma-separated"),
     batch: str = typer.Option("1", help="Batch sizes"),
     warmup: int = typer.Option(2, help="Untimed runs per case"),
-    rounds: int = typer.Option(10, help="Timed interleaved rounds (each runs every case once)"),
+    rounds: int = typer.Option(
+        None, help="Timed interleaved rounds (each runs every case once) [default: 10; with --tiling: 1 per case]"
+    ),
     threads: int = THREADS,
     device: str = typer.Option(None, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"),
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
@@ -131,12 +134,12 @@ def bench(
             parse_tilings(tiling),
             list(parse_sizes(sizes, "--sizes")),
             photo,
-            backends.split(",")[0] if backends != "torch,onnxruntime" else "auto",
+            backends.split(",")[0] if backends else "auto",
             precision.split(",")[0],
             threads,
             max_memory,
             tile_passes,
-            rounds if rounds != 10 else 1,
+            rounds or 1,
         )
         if photo is not None and not photo.is_file():
             raise InputError(f"{photo}: no such photo")
@@ -149,12 +152,12 @@ def bench(
         results = _saved(from_saved)
     else:
         options = BenchOptions(
-            backends.split(","),
+            (backends or "torch,onnxruntime").split(","),
             routing.split(","),
             list(parse_sizes(sizes, "--sizes")),
             list(batch_sizes(batch, "--batch")),
             warmup,
-            rounds,
+            rounds or 10,
             threads,
             device,
             memory,
