@@ -10,6 +10,7 @@ the same bytes whichever of them restores it.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -231,13 +232,7 @@ class Session:
         (or read from the cache) when the first image needs it."""
         device = runner_device(self.choice)
         spec = probe_spec(self.manifest, self.choice.name, device, self.options)
-        measured: list = []
-
-        def model():  # noqa: ANN202 - MemoryModel, once per session
-            if not measured:
-                measured.append(memory_model(self.manifest, spec, progress))
-            return measured[0]
-
+        model = functools.cache(lambda: memory_model(self.manifest, spec, progress))  # once per session
         where = "device memory" if device.startswith("cuda") else "RAM"
         if self.options.max_memory is not None:
             return MemoryBudget(self.options.max_memory, model, True, "--max-memory")
@@ -425,11 +420,6 @@ class Session:
             tiling["max_memory_bytes"] = int(self.memory.bytes)
             tiling["budget"] = self.memory.why
         return tiling
-
-    def plan(self, image: np.ndarray) -> TilePlan:
-        """How this session would cut ``image`` (an array), and why; measures memory use on first need."""
-        rgb, _ = self.decode(image, "image")
-        return self.restorer.plan(rgb)
 
     def __repr__(self) -> str:
         return (

@@ -149,14 +149,6 @@ class Restorer:
             max_tile_pixels=CPU_TILE_PIXELS if model.memory == "RAM" else None,
         )
 
-    def tile_count(self, image: np.ndarray) -> int:
-        """How many tile runs :meth:`restore_tiled` makes for ``image`` (for progress bars)."""
-        plan = self.plan(image)
-        return plan.tiles * plan.passes
-
-    def needs_tiling(self, image: np.ndarray) -> bool:
-        return self.plan(image).tiled
-
     def _flops(self, routings: list[Routing], pixels: int) -> tuple[float, float]:
         """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample."""
         return expert_flops(self.expert_flops_pp, routings, self.options.routing == "dense", pixels)
