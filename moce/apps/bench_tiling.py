@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from moce._version import __version__
 from moce.apps.memory import peak_resident
 from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError
+from moce.files import atomic_path
 from moce.metrics import psnr
 from moce.progress import Messages, quiet
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
@@ -77,6 +79,51 @@ class TilingBench:
     max_memory: float | None = None
     tile_passes: int | None = None
     rounds: int = 1
+
+
+SIGNATURE = "moce bench --tiling"
+"""What the JSON results carry under ``written_by``: a rerun may replace a file that has it, and no other."""
+
+
+def tiling_json(results: list[TilingResult]) -> dict[str, Any]:
+    """The results as JSON, signed as this command's."""
+    cases = [
+        {
+            "size": [r.case.height, r.case.width],
+            "tiling": r.case.tiling,
+            "seconds": r.seconds,
+            "median_s": r.median_s,
+            "peak_bytes": r.peak_bytes,
+            "plan": r.plan,
+            "psnr_vs_first": r.psnr_vs_first,
+            "speedup_vs": r.speedups,
+        }
+        for r in results
+    ]
+    return {"written_by": SIGNATURE, "moce": __version__, "cases": cases}
+
+
+def check_json_output(path: Path | None, inputs: list[Path]) -> None:
+    """Refuse, before any work, a ``--json`` path that is an input (the photo, a checkpoint), lies
+    inside an input folder (a model package), or is an existing file this command did not write."""
+    if path is None or str(path) == "-":
+        return
+    target = path.resolve()
+    for source in inputs:
+        if target == source.resolve() or source.is_dir() and target.is_relative_to(source.resolve()):
+            raise InputError(f"{path}: --json would write over or inside an input of this command ({source})")
+    if target.is_dir():
+        raise InputError(f"{path}: --json names a folder; give a file name")
+    if target.exists() and not _ours(target):
+        raise InputError(f"{path}: exists and was not written by `{SIGNATURE}`; choose another --json path")
+
+
+def _ours(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == SIGNATURE
 
 
 def parse_tilings(text: str) -> list[str]:
@@ -174,8 +221,10 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             start = time.perf_counter()
             result = session.restore_rgb([rgb])[0]
             seconds.append(time.perf_counter() - start)
-        np.save(spec["out"], result.restored)
-    return {"seconds": seconds, "peak_bytes": peak_resident(), "plan": plan.to_dict()}
+        peak = peak_resident()  # before the array is written out: that is not the restore's
+        with atomic_path(Path(spec["out"])) as tmp, tmp.open("wb") as fh:
+            np.save(fh, result.restored)
+    return {"seconds": seconds, "peak_bytes": peak, "plan": plan.to_dict()}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 
 from moce.apps.bench import BenchOptions, BenchResult, chart, fastest, from_json, run_bench, speedups, to_json
-from moce.apps.bench_tiling import TilingBench, TilingResult, parse_tilings, run_tiling_bench
+from moce.apps.bench_tiling import (
+    TilingBench,
+    TilingResult,
+    check_json_output,
+    parse_tilings,
+    run_tiling_bench,
+    tiling_json,
+)
 from moce.cli.common import (
     THREADS,
     batch_sizes,
@@ -44,21 +51,6 @@ def _saved(path: Path) -> list[BenchResult]:
         return from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a `moce bench --json` file ({exc.__class__.__name__}: {exc})") from exc
-
-
-def tiling_json(result: TilingResult) -> dict:
-    """One `moce bench --tiling` case as JSON."""
-    case = result.case
-    return {
-        "size": [case.height, case.width],
-        "tiling": case.tiling,
-        "seconds": result.seconds,
-        "median_s": result.median_s,
-        "peak_bytes": result.peak_bytes,
-        "plan": result.plan,
-        "psnr_vs_first": result.psnr_vs_first,
-        "speedup_vs": result.speedups,
-    }
 
 
 def _print_tiling(results: list[TilingResult]) -> None:
@@ -143,10 +135,11 @@ def bench(
         )
         if photo is not None and not photo.is_file():
             raise InputError(f"{photo}: no such photo")
+        check_json_output(json_out, [p for p in (photo, Path(model) if model else None) if p is not None])
         tiled = run_tiling_bench(model, options, say)
         _print_tiling(tiled)
         if json_out:
-            write_json_output(json_out, [tiling_json(r) for r in tiled])
+            write_json_output(json_out, tiling_json(tiled))
         return
     if from_saved:
         results = _saved(from_saved)
