@@ -27,7 +27,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process's umask, read without setting it where Linux reports it (``os.umask`` can only
     be read by setting it, which would briefly change it for every thread of the process)."""
     try:
@@ -56,7 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

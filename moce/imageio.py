@@ -18,6 +18,7 @@ import numpy as np
 from moce.errors import InputError
 from moce.files import write_bytes_atomic
 from moce.names import MIN_SIDE
+from moce.outputs import png_text_chunk
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
@@ -46,6 +47,7 @@ class Metadata:
     icc: bytes | None = None
     quality: int | None = None
     lossy: bool = False
+    software: str | None = None  # a PNG's Software text: the moce command that wrote a chart
 
 
 @dataclass(frozen=True)
@@ -365,6 +367,11 @@ def array_to_rgb(image: np.ndarray, label: str) -> tuple[np.ndarray, ImageInfo]:
     rgb, info = to_rgb_float(Path(label), swap_red_blue(image))
     if info.dtype == "float32" and not np.isfinite(rgb).all():
         raise InputError(f"{label}: holds NaN or infinite pixel values")
+    if np.issubdtype(image.dtype, np.floating) and image.size and (image.min() < 0 or image.max() > 1):
+        raise InputError(
+            f"{label}: float pixel values lie in [{float(image.min()):.4g}, {float(image.max()):.4g}]; moce takes "
+            "float images in [0, 1] (divide 8-bit values by 255)"
+        )
     return rgb, info
 
 
@@ -382,16 +389,25 @@ def swap_red_blue(image: np.ndarray) -> np.ndarray:
 
 def image_files(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[Path]:
     """The supported image files directly in ``folder``, sorted by name (the order fixes seeds and
-    reports); ``what`` names them in the error when there are none. Stems in ``exclude`` are skipped."""
+    reports); ``what`` names them in the error when there are none. Stems in ``exclude`` are skipped,
+    and so are hidden and empty files, as ``moce restore`` passes over them (a ``._photo.jpg`` that
+    macOS leaves beside each photo is not a photo)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of images")
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED and p.stem not in exclude
-    )
+    files = sorted(p for p in folder.iterdir() if _listed_image(p) and p.stem not in exclude)
     if not files:
         raise InputError(f"{folder}: no {what} (supported: {', '.join(SUPPORTED)})")
     return files
+
+
+def _listed_image(path: Path) -> bool:
+    if path.name.startswith(".") or path.suffix.lower() not in SUPPORTED:
+        return False
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def read_images(folder: Path, what: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, np.ndarray]]:
@@ -420,10 +436,16 @@ def write_image_atomic(
     write_bytes_atomic(path, encode_image(path, image, quality, metadata or Metadata()))
 
 
+def write_chart(path: Path, image: np.ndarray, signature: str) -> None:
+    """A chart (OpenCV's BGR layout) as a PNG signed with the moce command that drew it, so that a
+    rerun may replace it and nothing else (:mod:`moce.outputs`)."""
+    write_image_atomic(path, image, metadata=Metadata(software=signature))
+
+
 def encode_image(path: Path, image: np.ndarray, quality: int | None, metadata: Metadata) -> bytes:
     """``image`` encoded as ``path``'s format, carrying ``metadata`` where the format holds it."""
     suffix = path.suffix.lower()
-    carried = metadata.exif is not None or metadata.icc is not None
+    carried = metadata.exif is not None or metadata.icc is not None or metadata.software is not None
     pillow = suffix in (".jpg", ".jpeg") or suffix in (".tif", ".tiff") and _pillow_writes_tiff(image)
     if pillow and carried or suffix == ".webp" and (carried or metadata.lossy):
         return _pillow_encode(image, suffix, quality or metadata.quality or DEFAULT_QUALITY, metadata)
@@ -465,7 +487,7 @@ def _pillow_encode(image: np.ndarray, suffix: str, quality: int, metadata: Metad
 def _png_with(data: bytes, metadata: Metadata) -> bytes:
     """A PNG from OpenCV with ``iCCP`` and ``eXIf`` chunks after its header chunk: Pillow writes
     them only for 8-bit images, and moce's PNGs may hold 16-bit samples."""
-    chunks = b""
+    chunks = b"" if metadata.software is None else png_text_chunk(metadata.software)
     if metadata.icc is not None:
         chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(metadata.icc))
     if metadata.exif is not None:

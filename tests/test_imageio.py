@@ -167,3 +167,10 @@ def test_length_fields_past_the_end_are_refused_before_the_decoder_allocates_the
     (tmp_path / "b.webp").write_bytes(encoded.tobytes()[:-10])
     with pytest.raises(InputError, match="b.webp: truncated or corrupt RIFF/WebP"):
         read_image(tmp_path / "b.webp")
+
+
+def test_folders_of_images_pass_over_hidden_and_empty_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # what macOS leaves beside a photo
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert [p.name for p in image_files(tmp_path, "images")] == ["a.png"]

@@ -17,6 +17,7 @@ LAYERS = (
             "moce.errors",
             "moce._lazy",
             "moce.files",
+            "moce.outputs",
             "moce.names",
             "moce.progress",
             "moce.imageio",

@@ -31,22 +31,28 @@ from typing import Any
 
 import numpy as np
 
+from moce._version import __version__
 from moce.apps.memory import peak_resident
 from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError
-from moce.imageio import write_image_atomic
+from moce.imageio import write_chart
 from moce.metrics import psnr
+from moce.outputs import signed
 from moce.package.manifest import Manifest
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
 from moce.runtime.backends import BACKENDS, cuda_available, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
 from moce.runtime.resolve import open_model
 
+SIGNATURE = "moce bench"
+"""What bench's JSON results and chart carry: a rerun may replace them and nothing else."""
 REFERENCE = "torch-eager"
 TORCH_GRAPHS = "torch-graphs"
 """The torch backend replaying CUDA graphs (moce.runtime.cuda_graphs), timed beside the plain one."""
 TORCH_COMPILE = "torch-compile"
 """The torch backend with each segment and expert through ``torch.compile`` (inductor)."""
+BENCH_BACKENDS = (*BACKENDS, TORCH_GRAPHS, TORCH_COMPILE)
+"""What ``--backends`` takes."""
 
 
 Size = int | tuple[int, int]
@@ -498,6 +504,16 @@ def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
     ]
 
 
+def saved_json(results: list[BenchResult]) -> dict[str, Any]:
+    """What ``--json`` writes: the rows of :func:`to_json`, signed as bench's."""
+    return signed({"moce": __version__, "results": to_json(results)}, SIGNATURE)
+
+
+def saved_rows(data: Any) -> list[dict[str, Any]]:
+    """The rows of a file ``--json`` wrote (a bare list before moce 0.7.6)."""
+    return data["results"] if isinstance(data, dict) else data
+
+
 def _psnr_of(row: dict[str, Any]) -> float | None:
     """A saved PSNR: null is infinite where the output equalled eager's; runs before 0.7.1 have none."""
     if row.get("psnr_vs_eager") is None and row.get("max_abs_vs_eager") == 0 and "route_agreement" in row:
@@ -552,7 +568,7 @@ def chart(results: list[BenchResult], path: Path) -> None:
             accuracy = f"  {db} / {100 * r.route_agreement:.0f}%"
         label = f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}{accuracy}"
         cv2.putText(img, label, (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    write_image_atomic(path, img)
+    write_chart(path, img, SIGNATURE)
 
 
 if __name__ == "__main__":

@@ -103,29 +103,6 @@ def tiling_json(results: list[TilingResult]) -> dict[str, Any]:
     return {"written_by": SIGNATURE, "moce": __version__, "cases": cases}
 
 
-def check_json_output(path: Path | None, inputs: list[Path]) -> None:
-    """Refuse, before any work, a ``--json`` path that is an input (the photo, a checkpoint), lies
-    inside an input folder (a model package), or is an existing file this command did not write."""
-    if path is None or str(path) == "-":
-        return
-    target = path.resolve()
-    for source in inputs:
-        if target == source.resolve() or source.is_dir() and target.is_relative_to(source.resolve()):
-            raise InputError(f"{path}: --json would write over or inside an input of this command ({source})")
-    if target.is_dir():
-        raise InputError(f"{path}: --json names a folder; give a file name")
-    if target.exists() and not _ours(target):
-        raise InputError(f"{path}: exists and was not written by `{SIGNATURE}`; choose another --json path")
-
-
-def _ours(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("written_by") == SIGNATURE
-
-
 def parse_tilings(text: str) -> list[str]:
     """``auto,untiled,512``: each a policy, refused before any work when unknown."""
     tilings = [t.strip().lower() for t in text.split(",") if t.strip()]

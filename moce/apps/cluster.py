@@ -16,8 +16,12 @@ inputs) must be on storage every node mounts at the same path.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ import numpy as np
 
 from moce._lazy import require
 from moce.apps.restore import (
+    NOT_ENTERED,
     ImageLoop,
     ImageRecord,
     Listing,
@@ -47,6 +52,7 @@ from moce.apps.restore import (
 )
 from moce.apps.session import Session
 from moce.errors import InputError, one_line
+from moce.package.store import cache_dir
 from moce.runtime.resolve import open_model
 
 RAY_HINT = "'ray[data]'"
@@ -105,12 +111,14 @@ def list_inputs(filesystem: Any, inputs: Path, recursive: bool, include: tuple[s
         raise InputError(f"{one_line(str(inputs))}: cannot list ({one_line(str(exc))})") from None
     files, passed = [], []
     for entry in sorted(entries, key=lambda e: e.path):
-        if entry.type == fs.FileType.Directory:
-            continue
         path = Path(entry.path)
+        if entry.type == fs.FileType.Directory:
+            if not recursive and not path.name.startswith("."):
+                passed.append((path, NOT_ENTERED))
+            continue
         reason = why_not(path, inputs, include, regular=entry.type == fs.FileType.File)
         (passed.append((path, reason)) if reason else files.append(path))
-    return inputs, files, passed
+    return inputs, files, sorted(passed)
 
 
 class ImageWorker:
@@ -167,11 +175,13 @@ def restore_on_cluster(
     workers: int = 2,
     progress: Progress | None = None,
     stop: StopRequest | None = None,
+    quiet: bool = False,
 ) -> RestoreSummary:
     """`moce restore --cluster ADDRESS`: ``local`` starts Ray on this machine with ``workers`` CPUs,
     ``auto`` or ``ray://HOST:PORT`` joins a running cluster. Each worker runs ``job.session.threads`` (default
     1) CPU threads. Returns the summary a local restore would, report included. ``stop`` (set by a
-    signal): stop taking results; images not reported back are listed as not processed."""
+    signal): stop taking results; images not reported back are listed as not processed. ``quiet``:
+    Ray's own lines go to :func:`ray_log_path`, not the terminal."""
     check_address(address)
     ray = require("ray", RAY_HINT)
     progress = progress or NoProgress()
@@ -187,12 +197,13 @@ def restore_on_cluster(
     records = [passed_record(path, reason) for path, reason in prepared.passed] + records
     setup = time.perf_counter() - start
     if todo and not stop.requested:
-        if not ray.is_initialized():
-            _start_ray(ray, address, workers)
-            stop.reclaim()
-        setup = time.perf_counter() - start
-        progress.start(len(todo))
-        records += _gather(ray, job, prepared, todo, workers, progress, stop)
+        with ray_lines_to(ray_log_path() if quiet else None):
+            if not ray.is_initialized():
+                _start_ray(ray, address, workers)
+                stop.reclaim()
+            setup = time.perf_counter() - start
+            progress.start(len(todo))
+            records += _gather(ray, job, prepared, todo, workers, progress, stop)
     summary = summarize(prepared, job, _in_input_order(records, prepared.files), time.perf_counter() - start)
     summary.setup_seconds, summary.interrupted = setup, stop.signum
     if job.report:
@@ -235,6 +246,35 @@ def _start_ray(ray: Any, address: str, workers: int) -> None:
         ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
+
+
+@contextmanager
+def ray_lines_to(log: Path | None) -> Iterator[None]:
+    """Ray's own lines (its C++ core's, its driver's, Ray Data's, the processes it starts) written
+    to ``log`` instead of the terminal while the block runs: the process's standard error is the
+    file meanwhile, since Ray writes it from native code too. None: left as they are."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved, python_stderr = os.dup(2), sys.stderr
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(target, 2)
+    os.close(target)
+    sys.stderr = open(log, "a", buffering=1)  # Python's handlers write to whatever sys.stderr is then  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def ray_log_path() -> Path:
+    """Where a quiet run writes Ray's lines: ``$MOCE_CACHE/logs/ray-<time>-<pid>.log``."""
+    return cache_dir() / "logs" / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 def _cluster_job(job: RestoreJob) -> RestoreJob:

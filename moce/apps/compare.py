@@ -8,6 +8,7 @@ saved as JSON. On top: PSNR/SSIM per image and the share of routing decisions th
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,13 @@ import numpy as np
 from moce._lazy import require
 from moce.apps.session import Session, SessionOptions
 from moce.data import SAMPLES
+from moce.engines.build import BuildOptions, build
 from moce.errors import InputError
 from moce.files import atomic_path
 from moce.imageio import image_files, read_image
 from moce.metrics import psnr, ssim
-from moce.names import route_name
+from moce.names import VARIANT_PRECISIONS, route_name
+from moce.outputs import signed
 from moce.package.manifest import Manifest
 from moce.progress import Messages
 from moce.runtime.resolve import open_model
@@ -46,6 +49,11 @@ class Spec:
     def name(self) -> str:
         return f"{self.backend}:{self.precision}"
 
+
+SIGNATURE = "moce compare"
+"""What compare's JSON table and saved Polygraphy results carry (:mod:`moce.outputs`)."""
+ERROR_STATS = ("elemwise", "max", "mean", "median")
+"""Polygraphy's ``check_error_stat`` choices."""
 
 UNTILED = 1 << 16
 """A tile side no compared image reaches: each runs whole, as one image per feed."""
@@ -123,6 +131,8 @@ def compare(
     if len(options.specs) < 2:
         raise InputError("compare needs a reference and at least one other backend/precision")
     manifest = model if isinstance(model, Manifest) else open_model(model, progress)
+    if isinstance(model, str | Path) and Path(model).is_file():
+        manifest = cached_variants(manifest, options.specs, progress)
     images = load_images(options.images)
     runners = [make_polygraphy_runner(manifest, spec) for spec in options.specs]
     feeds = [{"image": image} for _, image in images]
@@ -132,6 +142,20 @@ def compare(
         # Polygraphy's relative-error statistics divide by the reference's zeros: numpy warns, they are inf
         warnings.simplefilter("ignore", RuntimeWarning)
         return _compare(comparator, runners, feeds, images, options)
+
+
+def cached_variants(manifest: Manifest, specs: list[Spec], progress: Messages | None) -> Manifest:
+    """The package exported from a checkpoint into the cache, with the fp16 and int8 graph variants
+    the specs need built into it once (``moce build-engine --onnx-only``, on the bundled samples),
+    so that a checkpoint compares as a package does without the user building in the cache."""
+    wanted = dict.fromkeys(s.precision for s in specs if s.precision in VARIANT_PRECISIONS and s.backend != "torch")
+    missing = [p for p in wanted if p not in manifest.precisions]
+    if not missing:
+        return manifest
+    if progress:
+        progress(f"building the {', '.join(missing)} graphs of {manifest.root} (once, in the cache)")
+    build(manifest.root, BuildOptions(precisions=missing, onnx_only=True), progress)
+    return open_model(manifest.root)
 
 
 @contextmanager
@@ -152,7 +176,8 @@ def _compare(comparator: Any, runners: list, feeds: list, images: list, options:
     results = comparator.Comparator.run(runners, data_loader=feeds)
     if options.save_results:
         with atomic_path(options.save_results) as tmp:
-            results.save(str(tmp))
+            results.save(str(tmp))  # Polygraphy's format; signed beside its own keys, which it reads alone
+            tmp.write_text(json.dumps(signed(json.loads(tmp.read_text()), SIGNATURE)))
     atol = {"restored": options.atol, "": float("inf")}
     rtol = {"restored": options.rtol, "": float("inf")}
     simple = getattr(comparator, "SimpleCompareFunc", None) or comparator.CompareFunc.simple

@@ -16,9 +16,12 @@ from moce.apps.evaluate import route_usage, routing_chart
 from moce.apps.restore import Progress, RestoreJob, RestoreSummary, restore
 from moce.apps.session import SessionOptions
 from moce.data import DEFAULT_MODEL, SAMPLES
-from moce.imageio import read_image, write_image_atomic
+from moce.imageio import read_image, write_chart
 from moce.metrics import psnr
+from moce.outputs import Planned, check_write, mark_folder
 
+SIGNATURE = "moce demo"
+"""What the demo folder's marker, report and charts carry."""
 NUM_EXPERTS = 4  # MoCE-IR's four complexity experts per adapter
 
 
@@ -60,13 +63,16 @@ def contact_sheet(
         )
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
-    write_image_atomic(path, np.vstack(lines))
+    write_chart(path, np.vstack(lines), SIGNATURE)
     return scores
 
 
 def run_demo(
     out: Path, model: str | Path | None = None, backend: str = "auto", progress: Progress | None = None
 ) -> DemoResult:
+    check_write(Planned(Path(out), "output folder", SIGNATURE, folder=True), [model])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    mark_folder(Path(out), SIGNATURE)
     restored_dir = out / "restored"
     summary = restore(
         RestoreJob(
@@ -91,5 +97,7 @@ def run_demo(
     for degradation, routes in sorted(usage.items()):
         top1 = [tuple(e if isinstance(e, int) else e[0] for e in route) for route in routes]
         shares[degradation] = route_usage(top1, len(top1[0]), NUM_EXPERTS).tolist()
-    routing_chart(shares, out / "routing.png", "expert chosen per adapter, by degradation (demo samples)")
+    photos = len({Path(r.input).stem.partition("_")[0] for r in summary.restored})
+    title = f"expert each degradation took per adapter ({photos} photos each)"
+    routing_chart(shares, out / "routing.png", title, SIGNATURE)
     return DemoResult(summary, out / "sheet.png", out / "routing.png", scores)

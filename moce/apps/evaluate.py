@@ -24,10 +24,12 @@ import numpy as np
 from moce.apps.session import Session, SessionOptions
 from moce.data.degrade import FIXED_RANGES, IDENTITY, TASK_OF, check_degradations, degrade
 from moce.errors import InputError
-from moce.imageio import read_images, write_image_atomic
+from moce.imageio import read_images, write_chart
 from moce.metrics import mean_ciede2000, mean_saturation, psnr, ssim
 from moce.runtime.resolve import open_model
 
+SIGNATURE = "moce evaluate"
+"""What evaluate's JSON results and chart carry."""
 UNTILED = 4096
 """A tile side no evaluation photo reaches: every photo is restored whole."""
 CROP_BATCH = 16
@@ -241,9 +243,9 @@ PALETTE = [(90, 180, 90), (60, 160, 230), (40, 90, 220), (160, 60, 160)]  # BGR 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def routing_chart(usage: dict[str, list[list[float]]], path: Path, title: str = "expert chosen per adapter") -> None:
-    """Write :func:`routing_grid` as a PNG."""
-    _write_png(routing_grid(usage, title), path)
+def routing_chart(usage: dict[str, list[list[float]]], path: Path, title: str, signature: str) -> None:
+    """Write :func:`routing_grid` as a PNG signed by ``signature``'s command."""
+    write_chart(path, routing_grid(usage, title), signature)
 
 
 def evaluation_chart(report: EvalReport, path: Path, title: str) -> None:
@@ -256,7 +258,7 @@ def evaluation_chart(report: EvalReport, path: Path, title: str) -> None:
     pad = lambda img: np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
     header = np.full((34, width, 3), 255, np.uint8)
     cv2.putText(header, title, (10, 24), FONT, 0.6, (0, 0, 0), 1)
-    _write_png(np.vstack([header, pad(top), pad(routes)]), path)
+    write_chart(path, np.vstack([header, pad(top), pad(routes)]), SIGNATURE)
 
 
 def quality_panel(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -288,27 +290,50 @@ def quality_panel(rows: list[dict[str, Any]]) -> np.ndarray:
 
 
 def routing_grid(usage: dict[str, list[list[float]]], title: str) -> np.ndarray:
-    """A grid: one row per degradation, one cell per adapter, coloured by the expert most used."""
+    """One row per degradation, one cell per adapter: a bar split by the share of images that took
+    each expert (coloured by expert, cheapest green to costliest purple), the most taken expert and
+    its share written on it; at the row's end, how consistent the degradation's routes are (the
+    mean share of its most taken expert). Same colours in a column: the adapter does not tell
+    those degradations apart; one colour across a bar: every image of the row took that expert."""
     names = list(usage)
     adapters = len(next(iter(usage.values())))
-    cell, left, top = 44, 130, 60
-    img = np.full((top + cell * len(names) + 60, max(left + cell * adapters + 20, 640), 3), 255, np.uint8)
+    experts = max(len(shares) for rows in usage.values() for shares in rows)
+    cell, height, left, top = 96, 30, 10 + 9 * max(len(n) for n in names), 62
+    right = left + cell * adapters
+    width = max(right + 130, 20 + 165 * experts)
+    img = np.full((top + height * len(names) + 70, width, 3), 255, np.uint8)
     cv2.putText(img, title, (10, 24), FONT, 0.55, (0, 0, 0), 1)
     for a in range(adapters):
-        cv2.putText(img, f"a{a}", (left + a * cell + 10, top - 8), FONT, 0.42, (0, 0, 0), 1)
+        cv2.putText(img, f"adapter {a}", (left + a * cell + 14, top - 10), FONT, 0.42, (0, 0, 0), 1)
+    cv2.putText(img, "consistency", (right + 12, top - 10), FONT, 0.42, (0, 0, 0), 1)
     for r, name in enumerate(names):
-        y = top + r * cell
-        cv2.putText(img, name, (10, y + 27), FONT, 0.48, (0, 0, 0), 1)
+        y = top + r * height
+        cv2.putText(img, name, (10, y + 20), FONT, 0.48, (0, 0, 0), 1)
         for a, shares in enumerate(usage[name]):
-            expert = int(np.argmax(shares))
-            strength = float(shares[expert])
-            colour = tuple(int(255 - (255 - c) * (0.35 + 0.65 * strength)) for c in PALETTE[expert % len(PALETTE)])
-            cv2.rectangle(img, (left + a * cell, y), (left + (a + 1) * cell - 3, y + cell - 3), colour, -1)
-            cv2.putText(img, str(expert), (left + a * cell + 15, y + 27), FONT, 0.5, (0, 0, 0), 1)
-    legend = "cell: most used expert (0 = cheapest .. 3 = costliest); shade: share of images"
-    cv2.putText(img, legend, (10, top + cell * len(names) + 30), FONT, 0.4, (0, 0, 0), 1)
+            _share_bar(img, left + a * cell, y, cell - 6, height - 4, shares)
+        consistency = float(np.mean([max(shares) for shares in usage[name]]))
+        cv2.putText(img, f"{100 * consistency:.0f}%", (right + 24, y + 20), FONT, 0.48, (0, 0, 0), 1)
+    y = top + height * len(names) + 22
+    for e in range(experts):
+        x = 10 + e * 165
+        cv2.rectangle(img, (x, y - 11), (x + 14, y + 3), PALETTE[e % len(PALETTE)], -1)
+        cost = " (cheapest)" if e == 0 else " (costliest)" if e == experts - 1 else ""
+        cv2.putText(img, f"expert {e}{cost}", (x + 20, y), FONT, 0.4, (0, 0, 0), 1)
+    legend = "bar: share of images per expert; text: the most taken expert and its share"
+    cv2.putText(img, legend, (10, y + 26), FONT, 0.4, (0, 0, 0), 1)
     return img
 
 
-def _write_png(img: np.ndarray, path: Path) -> None:
-    write_image_atomic(path, img)
+def _share_bar(img: np.ndarray, x: int, y: int, width: int, height: int, shares: list[float]) -> None:
+    """One cell of :func:`routing_grid`: segments as wide as each expert's share, and a label."""
+    total = max(float(sum(shares)), 1e-9)
+    start = x
+    for e in range(len(shares)):
+        end = x + round(width * sum(shares[: e + 1]) / total)
+        if end > start:
+            cv2.rectangle(img, (start, y), (end - 1, y + height), PALETTE[e % len(PALETTE)], -1)
+        start = end
+    top = int(np.argmax(shares))
+    label = f"{top}: {100 * shares[top] / total:.0f}%"
+    cv2.putText(img, label, (x + 6, y + height - 8), FONT, 0.45, (255, 255, 255), 2)
+    cv2.putText(img, label, (x + 6, y + height - 8), FONT, 0.45, (0, 0, 0), 1)

@@ -10,6 +10,9 @@ from moce.model.checkpoint import load_model
 from moce.model.complexity import count_params, expert_costs
 from moce.runtime.resolve import open_model
 
+SIGNATURE = "moce inspect"
+"""What ``--json`` files carry (:mod:`moce.outputs`)."""
+
 
 def inspect_checkpoint(path: str | Path, height: int = 256, width: int = 256) -> dict[str, Any]:
     """Config, parameter counts and per-adapter expert costs at ``height`` x ``width``, of a

@@ -40,6 +40,7 @@ from moce.imageio import (
     header_storage,
     storage_of,
 )
+from moce.outputs import Planned, check_write, signed
 from moce.package.manifest import Manifest
 from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model
@@ -99,8 +100,11 @@ def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRec
     return ImageRecord(str(path), str(out) if out else None, "skipped", None, 0.0, reason=reason)
 
 
+SIGNATURE = "moce restore"
+"""What a report carries (:mod:`moce.outputs`): a rerun replaces its own report and no other file."""
 OUTPUT_EXISTS = "output exists (--overwrite redoes it)"
 UNREADABLE_FOLDER = "folder cannot be read, so its images were not restored"
+NOT_ENTERED = "sub-folder not entered (-r/--recursive restores sub-folders)"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that end a run honestly: in-flight images finished, the report written, exit 128 + signal."""
 
@@ -276,7 +280,21 @@ def discover_inputs(
         root = root if len(sources) == 1 else source.parent  # several inputs: each under its own name
         pairs += [(path, output_path(job, root, path)) for path in files]
         passed += skipped
+    if not pairs:
+        raise InputError(no_images(job.sources, passed))
     return pairs, passed
+
+
+def no_images(sources: tuple[Path, ...], passed: list[tuple[Path, str]]) -> str:
+    """The one line of a run with nothing to restore: which inputs, and what was passed over."""
+    where = one_line(", ".join(map(str, sources)))
+    folders = [path for path, reason in passed if reason == NOT_ENTERED]
+    if folders:
+        return f"{where}: no images here; {len(folders)} sub-folder(s) not entered ({folders[0].name}, ...): add -r"
+    if passed:
+        path, reason = passed[0]
+        return one_line(f"{where}: no images ({len(passed)} file(s) passed over; {path.name}: {reason})")
+    return f"{where}: no images (an empty folder)"
 
 
 def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing:
@@ -298,7 +316,8 @@ def discover(inputs: Path, recursive: bool, include: tuple[str, ...]) -> Listing
 
 def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every non-folder entry under ``inputs`` (symlinks to folders included, not followed), sorted,
-    and the folders that could not be read, each with :data:`UNREADABLE_FOLDER` and why."""
+    and the folders passed over: those that could not be read (:data:`UNREADABLE_FOLDER` and why)
+    and, without ``recursive``, the sub-folders not entered (:data:`NOT_ENTERED`)."""
     unreadable: list[tuple[Path, str]] = []
 
     def failed(exc: OSError) -> None:
@@ -310,6 +329,7 @@ def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path
         entries += [here / name for name in names]
         entries += [here / name for name in dirs if (here / name).is_symlink()]
         if not recursive:
+            unreadable += [(here / n, NOT_ENTERED) for n in dirs if not (here / n).is_symlink() and n[:1] != "."]
             dirs.clear()
     return sorted(entries), unreadable
 
@@ -331,6 +351,7 @@ def _check_paths(job: RestoreJob) -> None:
                 raise InputError(f"{job.output}: the output folder is inside the input tree {source}; choose another")
     check_options(job.session)
     if job.report is not None:
+        check_write(Planned(job.report, "--report", SIGNATURE), [*job.sources, job.model])
         check_report_path(job.report)
 
 
@@ -359,9 +380,17 @@ def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]
     if not job.to_one_file and job.output.exists() and not job.output.is_dir():
         raise InputError(f"{job.output}: is a file, not a folder; name a folder for the restored images")
     by_output: dict[Path, list[Path]] = {}
+    inputs = {path.resolve(): path for path, _ in pairs}
     for path, out in pairs:
         if out.resolve() == path.resolve():
             raise InputError(f"{out}: would be restored into itself, replacing the photo; choose another output")
+        if out.resolve() in inputs:
+            raise InputError(
+                f"{out}: the output of {path} is also an input of this run (--overwrite or not, moce never "
+                "writes over an input); choose another output"
+            )
+        if job.report is not None and out.resolve() == job.report.resolve():
+            raise InputError(f"{job.report}: --report is also the output of {path}; give the report its own name")
         by_output.setdefault(out, []).append(path)
     clashes = [(out, paths) for out, paths in by_output.items() if len(paths) > 1]
     if clashes:
@@ -526,7 +555,7 @@ def outputs_to_write(job: RestoreJob, pairs: Pairs) -> tuple[Pairs, list[ImageRe
 def write_report(path: Path, summary: RestoreSummary) -> None:
     """Write the JSON report atomically; a failure (a full disk, say) is an :class:`InputError`."""
     try:
-        write_bytes_atomic(path, json.dumps(summary.to_dict(), indent=2).encode())
+        write_bytes_atomic(path, json.dumps(signed(summary.to_dict(), SIGNATURE), indent=2).encode())
     except OSError as exc:
         raise InputError(f"{one_line(str(path))}: cannot write the report ({exc.strerror or exc})") from None
 

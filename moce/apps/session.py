@@ -11,6 +11,7 @@ the same bytes whichever of them restores it.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -130,14 +131,15 @@ def check_options(options: SessionOptions, multiple: int = 8) -> None:
     check_restore_options(options.restore_options(), multiple)
 
 
-def settle(options: SessionOptions, say: Messages = quiet) -> RestoreOptions:
-    """The restore options a run actually uses: image-wide sums across tiles run in the fp32 tile
-    graphs only, so at any other precision tiles make one pass (said once through ``say``)."""
+def settle(options: SessionOptions) -> tuple[RestoreOptions, str | None]:
+    """The restore options a run actually uses, and the note to give when the first image is tiled:
+    image-wide sums across tiles run in the fp32 tile graphs only, so at any other precision tiles
+    make one pass."""
     restore = options.restore_options()
     if options.precision != "fp32" and restore.passes() > 1:
-        say(f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {options.precision})")
-        return replace(restore, tile_passes=1)
-    return restore
+        note = f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {options.precision})"
+        return replace(restore, tile_passes=1), note
+    return restore, None
 
 
 def check_graphs(manifest: Manifest, options: SessionOptions, backend: str) -> None:
@@ -220,7 +222,8 @@ class Session:
         self.options = options or SessionOptions()
         check_options(self.options, manifest.size_multiple)
         self.choice = make_choice(manifest, self.options)
-        self.restore_options = settle(self.options, progress)
+        self.restore_options, self._tiling_note = settle(self.options)
+        self._say = progress
         self.memory = self._budget(progress) if self.restore_options.tile == AUTO else None
         warning = slow_path_warning(self.choice, self.options.precision)
         if warning:
@@ -238,6 +241,12 @@ class Session:
             return MemoryBudget(self.options.max_memory, model, True, "--max-memory")
         budget = default_budget(device)
         return MemoryBudget(budget, model, False, f"half the {where} available when the session opened")
+
+    def tiled_once(self) -> None:
+        """Say the tiling note (one pass at this precision) once, when the first image is tiled."""
+        note, self._tiling_note = self._tiling_note, None
+        if note:
+            self._say(note)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -314,6 +323,8 @@ class Session:
         ``moce restore`` writes it; an existing ``dest``, or a format of ``dest`` that cannot hold
         the source's depth or alpha, is refused unless ``overwrite`` / ``allow_lossy``."""
         source, dest = Path(source), Path(dest)
+        if os.path.realpath(dest) == os.path.realpath(source):
+            raise InputError(f"{dest}: is the input; overwrite replaces earlier outputs, never the photo restored")
         if dest.exists() and not overwrite:
             raise InputError(f"{dest}: exists; pass overwrite=True to replace it")
         rgb, info = self.read(source)
@@ -486,6 +497,7 @@ class Batcher(Generic[T]):
 
     def _tiled(self, item: T, rgb: np.ndarray, plan: TilePlan) -> None:
         restorer = self.session.restorer
+        self.session.tiled_once()
         start = time.perf_counter()
         try:
             if self.on_tiles:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -29,8 +30,9 @@ import numpy as np
 
 from moce.apps.session import Session, SessionOptions
 from moce.errors import InputError, MoceError, one_line
-from moce.files import write_bytes_atomic
+from moce.files import umask, write_bytes_atomic
 from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, array_to_rgb, check_min_side, check_pixels, rgb_to_array
+from moce.outputs import Planned, check_write, mark_folder
 from moce.package.manifest import MANIFEST, Manifest, sha256_bytes
 from moce.package.store import cache_dir
 from moce.runtime.resolve import open_model
@@ -42,6 +44,9 @@ ROUTES = "ROUTES"
 TRITON_TYPES = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.uint16): "TYPE_UINT16"}
 PACKAGE_DIR = "package"
 INSTANCE_KINDS = ("cpu", "gpu")
+SIGNATURE = "moce triton"
+"""What a model folder's marker carries: ``moce triton`` replaces that folder only (:mod:`moce.outputs`)."""
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 MODEL_PY = '''"""Triton Python-backend model written by `moce triton`: moce's runtime on ./package."""
 
@@ -272,32 +277,63 @@ def config_pbtxt(manifest: Manifest, options: ServeOptions, name: str = MODEL_NA
     )
 
 
+def check_serving(manifest: Manifest, options: ServeOptions) -> None:
+    """Open (and close) the session every served instance will open, so that a backend, precision or
+    routing form the package cannot serve is refused here, before a repository is written or a
+    server started, as ``moce restore`` refuses it before any image."""
+    Session(manifest, options.session_options()).close()  # the device is the serving machine's: not checked here
+
+
+def check_repository(out: Path, name: str, overwrite: bool, reads: list[Path | str | None]) -> None:
+    """Refuse, before any work, a model folder ``out/name`` that would lose something: one moce did
+    not write, one it did unless ``overwrite``, one on or in what the command reads, or a model
+    name Triton would not take. Every other model and file in the repository is left alone."""
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise MoceError(f"--name {name!r}: a Triton model name is letters, digits, '-', '_' and '.' (not '.' first)")
+    folder = Path(out) / name
+    check_write(Planned(folder, "-o/--output with --name", SIGNATURE, folder=True), reads)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise MoceError(f"{folder}: holds this model from an earlier `moce triton`; pass --overwrite to replace it")
+
+
 def write_repository(
-    model: str | Path | Manifest | None, out: Path, options: ServeOptions, name: str = MODEL_NAME
+    model: str | Path | Manifest | None,
+    out: Path,
+    options: ServeOptions,
+    name: str = MODEL_NAME,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a Triton model repository serving ``model`` (a package, a checkpoint or an opened
-    package) into ``out`` (created or replaced whole: a half-written repository is never left
-    behind). Returns the model's folder."""
-    manifest = model if isinstance(model, Manifest) else open_model(model)
+    """Write the model folder ``out/name`` of a Triton model repository serving ``model`` (a
+    package, a checkpoint or an opened package); the repository may hold other models, which are
+    left alone. The folder appears whole or not at all, and replaces an earlier one of moce's only
+    with ``overwrite``. Returns the model's folder."""
     out = Path(out)
-    if out.exists() and not (out / name / "config.pbtxt").is_file():
-        raise MoceError(f"{out}: exists and is not a moce Triton repository; choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    check_repository(out, name, overwrite, [] if isinstance(model, Manifest) else [model])
+    manifest = model if isinstance(model, Manifest) else open_model(model)
+    check_serving(manifest, options)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
     try:
-        model = staging / name
-        (model / "1").mkdir(parents=True)
-        _copy_package(manifest, model / "1" / PACKAGE_DIR)
-        write_bytes_atomic(model / "config.pbtxt", config_pbtxt(manifest, options, name).encode())
-        write_bytes_atomic(model / "1" / "model.py", MODEL_PY.encode())
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        (staging / "1").mkdir()
+        _copy_package(manifest, staging / "1" / PACKAGE_DIR)
+        write_bytes_atomic(staging / "config.pbtxt", config_pbtxt(manifest, options, name).encode())
+        write_bytes_atomic(staging / "1" / "model.py", MODEL_PY.encode())
+        mark_folder(staging, SIGNATURE)
+        staging.chmod(0o777 & ~umask())  # a folder as mkdir makes it, not mkdtemp's 0700
+        _replace_folder(staging, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / name
+
+
+def _replace_folder(staging: Path, folder: Path) -> None:
+    """Put ``staging`` at ``folder``, the old one renamed aside first and removed after."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _copy_package(manifest: Manifest, dest: Path) -> None:
@@ -321,5 +357,5 @@ def cached_repository(model: str | Path | None, options: ServeOptions, progress:
     manifest = open_model(model, progress)
     root = cache_dir() / "triton" / repository_key(manifest.root, options)
     if not (root / MODEL_NAME / "config.pbtxt").is_file():
-        write_repository(manifest, root, options)
+        write_repository(manifest, root, options, overwrite=True)
     return root

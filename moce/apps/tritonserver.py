@@ -10,6 +10,7 @@ NumPy below 2. Only the Python backend is bundled, which is all a moce repositor
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import site
@@ -28,12 +29,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moce.apps.triton import ServeOptions, cached_repository
-from moce.errors import MoceError
+from moce.apps.triton import ServeOptions, cached_repository, check_serving
+from moce.errors import MoceError, one_line
+from moce.outputs import MARKER, Planned, check_write, mark_folder
+from moce.runtime.resolve import open_model
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 SERVER_ENV = "MOCE_TRITONSERVER"
 BUNDLE = Path("pytriton") / "tritonserver"
+INSTALL = "moce install-tritonserver"
+"""What an unpacked server's folder marker carries (:mod:`moce.outputs`)."""
+LOG_ERROR = re.compile(r"^E\d{4} |error|failed", re.IGNORECASE)
+"""A line of Triton's log that says what went wrong (glog's ``E`` lines first among them)."""
 
 
 class ServerError(MoceError):
@@ -58,6 +65,7 @@ def install_server(dest: Path | None = None) -> Path:
     """Download the ``nvidia-pytriton`` wheel (no dependencies) and unpack its server, its libraries
     and the Python backend stub built for this Python into ``dest``; returns the binary's path."""
     dest = Path(dest or bundled_root())
+    check_install_folder(dest)
     with tempfile.TemporaryDirectory() as tmp:
         pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", tmp, PYTRITON]
         done = subprocess.run(pip, capture_output=True, text=True)
@@ -72,11 +80,21 @@ def install_server(dest: Path | None = None) -> Path:
                 ]
                 wheel.extractall(staging, members)
             _place_stub(staging)
+            mark_folder(staging, INSTALL)
             shutil.rmtree(dest, ignore_errors=True)
             staging.rename(dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return dest / BUNDLE / "bin" / "tritonserver"
+
+
+def check_install_folder(dest: Path) -> None:
+    """Refuse a folder to unpack into that holds anything but an earlier unpacked server (marked,
+    or as moce 0.7.5 and earlier left it: the bundle's two folders alone)."""
+    earlier = {"pytriton", "nvidia_pytriton.libs"}
+    if dest.is_dir() and not (dest / MARKER).exists() and {p.name for p in dest.iterdir()} <= earlier:
+        return
+    check_write(Planned(dest, "-o/--output", INSTALL, folder=True))
 
 
 def _parent(dest: Path) -> Path:
@@ -216,20 +234,22 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode}: {self.log_tail()}")
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}: {self.log_summary()}")
             if self.ready():
                 return
             time.sleep(0.2)
         self.stop()
-        raise ServerError(f"tritonserver was not ready within {timeout_s:g} s: {self.log_tail()}")
+        raise ServerError(f"tritonserver was not ready within {timeout_s:g} s: {self.log_summary()}")
 
-    def log_tail(self, lines: int = 6) -> str:
-        """The last lines of the server's log, on one line (for error messages)."""
+    def log_summary(self) -> str:
+        """What went wrong, for a one-line error: the log's first error line (its last line where
+        none says error), then the log's path."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            text = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) + f" (log: {self.log_path})"
+            return f"(no log at {self.log_path})"
+        first = next((line for line in text if LOG_ERROR.search(line)), text[-1] if text else "(empty log)")
+        return f"{one_line(first)[:400]} (log: {self.log_path})"
 
     def stop(self) -> int | None:
         """SIGTERM (Triton finishes open requests, unloads the models and exits), then SIGKILL to the
@@ -301,6 +321,7 @@ def serve(
     install = find_server(binary)
     ports = ports or Ports()
     check_ports(host, ports)
+    check_serving(open_model(model, progress), options)
     repository = cached_repository(model, options, progress)
     server = TritonServer(repository, install, host, ports)
     with _stop_signals():
@@ -310,7 +331,7 @@ def serve(
                 on_ready(server)
             code = server.wait()
             if code != 0:
-                raise ServerError(f"tritonserver exited with code {code}: {server.log_tail()}")
+                raise ServerError(f"tritonserver exited with code {code}: {server.log_summary()}")
             return code
         except _Stopped as stopped:
             return 128 + stopped.signum

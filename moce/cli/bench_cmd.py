@@ -7,27 +7,45 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.bench import BenchOptions, BenchResult, chart, fastest, from_json, run_bench, speedups, to_json
-from moce.apps.bench_tiling import (
-    TilingBench,
-    TilingResult,
-    check_json_output,
-    parse_tilings,
-    run_tiling_bench,
-    tiling_json,
+from moce.apps.bench import (
+    BENCH_BACKENDS,
+    SIGNATURE,
+    BenchOptions,
+    BenchResult,
+    chart,
+    fastest,
+    from_json,
+    run_bench,
+    saved_json,
+    saved_rows,
+    speedups,
 )
+from moce.apps.bench_tiling import SIGNATURE as TILING
+from moce.apps.bench_tiling import TilingBench, TilingResult, parse_tilings, run_tiling_bench, tiling_json
 from moce.cli.common import (
     THREADS,
     batch_sizes,
-    memory_size,
-    passes_count,
+    reads,
     render_table,
     user_errors,
     write_json_output,
+    writes,
 )
 from moce.cli.common import sizes as parse_sizes
+from moce.cli.options import (
+    counts,
+    image_sizes,
+    list_of,
+    memory_size,
+    passes_count,
+    precisions,
+    routings,
+    tilings,
+)
+from moce.cli.options import device as device_name
 from moce.cli.progress import say
 from moce.errors import InputError
+from moce.outputs import Planned, check_writes
 
 
 def _side(shape: tuple[int, int]) -> str:
@@ -48,7 +66,7 @@ def _percent(share: float | None) -> str:
 
 def _saved(path: Path) -> list[BenchResult]:
     try:
-        return from_json(json.loads(path.read_text()))
+        return from_json(saved_rows(json.loads(path.read_text())))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a `moce bench --json` file ({exc.__class__.__name__}: {exc})") from exc
 
@@ -79,36 +97,48 @@ def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
     backends: str = typer.Option(
         None,
+        parser=list_of((*BENCH_BACKENDS, "auto"), "backend"),
         help="torch, torch-graphs (CUDA graphs), torch-compile (inductor), onnxruntime, tensorrt (comma-separated) "
         "[default: torch,onnxruntime; with --tiling: auto, or the first listed]",
     ),
-    routing: str = typer.Option("split,conditional,dense", help="Routing forms to time"),
+    routing: str = typer.Option("split,conditional,dense", parser=routings, help="Routing forms to time"),
     precision: str = typer.Option(
-        "fp32", help="Precisions to time, each against eager fp32: fp32,fp16,bf16,int8 (fp16/int8: moce build-engine)"
+        "fp32",
+        parser=precisions,
+        help="Precisions to time, each against eager fp32: fp32,fp16,bf16,int8 (fp16/int8: moce build-engine)",
     ),
-    sizes: str = typer.Option("256,512", help="Image sizes, 256 or HxW, comma-separated"),
-    batch: str = typer.Option("1", help="Batch sizes"),
-    warmup: int = typer.Option(2, help="Untimed runs per case"),
+    sizes: str = typer.Option("256,512", parser=image_sizes, help="Image sizes, 256 or HxW, comma-separated"),
+    batch: str = typer.Option("1", parser=counts, help="Batch sizes"),
+    warmup: int = typer.Option(2, min=0, max=1000, help="Untimed runs per case"),
     rounds: int = typer.Option(
-        None, help="Timed interleaved rounds (each runs every case once) [default: 10; with --tiling: 1 per case]"
+        None,
+        min=1,
+        max=10_000,
+        help="Timed interleaved rounds (each runs every case once) [default: 10; with --tiling: 1 per case]",
     ),
     threads: int = THREADS,
-    device: str = typer.Option(None, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"),
+    device: str = typer.Option(
+        None, parser=device_name, help="cpu or cuda, for every case [default: cuda where PyTorch sees a GPU]"
+    ),
     memory: bool = typer.Option(True, help="Measure peak memory per case (one child process each)"),
-    json_out: Path = typer.Option(None, "--json", help="Write all timings as JSON to this file (-: standard output)"),
-    png: Path = typer.Option(None, "--chart", help="Write a PNG bar chart of the medians"),
+    json_out: Path = typer.Option(
+        None, "--json", parser=writes, help="Write all timings as JSON to this file (-: standard output)"
+    ),
+    png: Path = typer.Option(None, "--chart", parser=writes, help="Write a PNG bar chart of the medians"),
     from_saved: Path = typer.Option(
         None,
         "--from-json",
+        parser=reads,
         help="Measure nothing: tabulate (and chart) a run saved with --json, e.g. on another machine",
     ),
     tiling: str = typer.Option(
         None,
+        parser=tilings,
         help="Time the whole restore path at photo sizes instead (--sizes 1920x1080,4000x3000), one policy "
         "beside another: auto, untiled or a tile side, e.g. untiled,auto,512 (each scored against the first)",
     ),
     photo: Path = typer.Option(
-        None, help="With --tiling: the photo to resize to each size [default: a bundled sample]"
+        None, parser=reads, help="With --tiling: the photo to resize to each size [default: a bundled sample]"
     ),
     max_memory: str = typer.Option(
         None, parser=memory_size, metavar="SIZE", help="With --tiling: --tile auto's budget"
@@ -121,6 +151,8 @@ def bench(
 
     Freed memory is kept for reuse (MOCE_MALLOC_DEFAULTS=1 times glibc's defaults instead).
     """
+    planned = [Planned(json_out, "--json", TILING if tiling else SIGNATURE)]
+    check_writes([*planned, Planned(png, "--chart", SIGNATURE, suffix=".png")], reads=[model, photo, from_saved])
     if tiling:
         options = TilingBench(
             parse_tilings(tiling),
@@ -135,7 +167,6 @@ def bench(
         )
         if photo is not None and not photo.is_file():
             raise InputError(f"{photo}: no such photo")
-        check_json_output(json_out, [p for p in (photo, Path(model) if model else None) if p is not None])
         tiled = run_tiling_bench(model, options, say)
         _print_tiling(tiled)
         if json_out:
@@ -225,6 +256,6 @@ def bench(
         )
     )
     if json_out and not from_saved:
-        write_json_output(json_out, to_json(results))
+        write_json_output(json_out, saved_json(results))
     if png:
         chart(results, png)

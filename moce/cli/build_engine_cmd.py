@@ -7,12 +7,14 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import batch_sizes as _batches
-from moce.cli.common import deprecated, render_table, user_errors
+from moce.cli.common import deprecated, reads, render_table, user_errors, writes
 from moce.cli.common import sizes as parse_sizes
+from moce.cli.options import counts, image_sizes
 from moce.cli.progress import say
 from moce.engines.build import BuildOptions, build
-from moce.engines.tensorrt_builder import Profile
+from moce.engines.tensorrt_builder import ENGINE_CACHE, Profile
 from moce.errors import InputError
+from moce.outputs import Planned, check_writes
 from moce.package.manifest import MANIFEST
 
 
@@ -45,7 +47,7 @@ def _legacy_shape(name: str) -> typer.models.OptionInfo:
 
 @user_errors
 def build_engine(
-    package: Path = typer.Argument(..., help="Model package folder from `moce export`"),
+    package: Path = typer.Argument(..., parser=reads, help="Model package folder from `moce export`"),
     fp16: bool = typer.Option(False, "--fp16", help="Mixed FP16 variant (norms, softmax, routers stay FP32)"),
     int8: bool = typer.Option(
         False,
@@ -53,19 +55,28 @@ def build_engine(
         help="INT8 Q/DQ variants calibrated on real images, per expert: int8 placed for TensorRT, "
         "int8-cpu for ONNX Runtime on the CPU",
     ),
-    calib: Path = typer.Option(None, help="Folder of calibration images [default: bundled samples, all degradations]"),
-    sizes: str = typer.Option(
-        "64,512,1024", help="Image sizes (256 or HxW) the engines accept: smallest, tuned for, largest"
+    calib: Path = typer.Option(
+        None, parser=reads, help="Folder of calibration images [default: bundled samples, all degradations]"
     ),
-    batches: str = typer.Option("1,1,4", help="Batch sizes the engines accept: smallest, tuned for, largest"),
+    sizes: str = typer.Option(
+        "64,512,1024",
+        parser=image_sizes,
+        help="Image sizes (256 or HxW) the engines accept: smallest, tuned for, largest",
+    ),
+    batches: str = typer.Option(
+        "1,1,4", parser=counts, help="Batch sizes the engines accept: smallest, tuned for, largest"
+    ),
     min_shape: str = _legacy_shape("--min-shape"),
     opt_shape: str = _legacy_shape("--opt-shape"),
     max_shape: str = _legacy_shape("--max-shape"),
-    workspace: int = typer.Option(4096, help="Builder workspace in MiB"),
+    workspace: int = typer.Option(4096, min=16, max=1 << 22, help="Builder workspace in MiB"),
     onnx_only: bool = typer.Option(False, help="Write the ONNX precision variants only (no TensorRT)"),
-    engine_cache: Path = typer.Option(None, help="Engine and timing cache folder [default: ~/.cache/moce/engines]"),
+    engine_cache: Path = typer.Option(
+        None, parser=writes, help="Engine and timing cache folder [default: ~/.cache/moce/engines]"
+    ),
 ) -> None:
     """Convert precision at ONNX level, then build TensorRT engines per graph (cached)."""
+    check_writes([Planned(engine_cache, "--engine-cache", ENGINE_CACHE, folder=True)], reads=[package, calib])
     precisions = [p for p, on in (("fp16", fp16), ("int8", int8)) if on]
     profile = _profile(sizes, batches, (min_shape, opt_shape, max_shape))
     options = BuildOptions(precisions, calib, profile, workspace, onnx_only, engine_cache)

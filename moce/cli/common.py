@@ -11,11 +11,26 @@ from typing import Any, TypeVar
 
 import typer
 
+from moce.cli.options import refusing
 from moce.cli.progress import say
 from moce.errors import InputError, MoceError
 from moce.files import write_json_atomic
+from moce.outputs import signed
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def writes(text: str) -> Path:
+    """The parser of every option or argument that names a path the command writes. Each command
+    declares those paths to :func:`moce.outputs.check_writes` before any work; the tests find every
+    such option by this parser, so a new one is checked without editing them."""
+    return Path(text)
+
+
+def reads(text: str) -> Path:
+    """The parser of every option or argument that names a file or folder the command reads (what
+    the output guard keeps every written path off)."""
+    return Path(text)
 
 
 def user_errors(fn: F) -> F:
@@ -55,64 +70,12 @@ def batch_sizes(text: str, option: str = "--batches") -> tuple[int, ...]:
     return counts
 
 
-def pixels(text: str | int) -> int:
-    """A pixel count as people write it: ``64M``, ``64MP``, ``12.5M``, ``800k`` or ``1000000``."""
-    if isinstance(text, int):
-        return text
-    value = str(text).strip().upper().removesuffix("P")
-    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000}.get(value[-1:], 1)
-    try:
-        count = float(value[:-1] if scale > 1 else value) * scale
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a pixel count (say 64M, 800k or 1000000)") from None
-    return int(count)
-
-
-def tile_side(text: str | int) -> int | str:
-    """``--tile``: ``auto`` (from the memory budget) or a side in pixels."""
-    if isinstance(text, int) or str(text).strip().lower() == "auto":
-        return text if isinstance(text, int) else "auto"
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: give auto or a tile side in pixels such as 512") from None
-
-
-def passes_count(text: str | int | None) -> int | None:
-    """``--tile-passes``: ``auto`` (None: 1 with --tile auto, 3 with --tile N) or a count."""
-    if text is None or isinstance(text, int):
-        return text
-    if str(text).strip().lower() == "auto":
-        return None
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: give auto or a number of passes such as 3") from None
-
-
-MEMORY_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def memory_size(text: str | float | None) -> float | None:
-    """A memory size as people write it: ``8G``, ``8GiB``, ``1.5G``, ``512M`` (binary units) or bytes."""
-    if text is None or isinstance(text, float | int):
-        return text
-    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    scale = MEMORY_UNITS.get(value[-1:], 1)
-    try:
-        size = float(value[:-1] if scale > 1 else value) * scale
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a memory size (say 8G, 512M or 1.5G)") from None
-    if size <= 0:
-        raise typer.BadParameter(f"{text!r}: give a positive memory size such as 8G")
-    return size
-
-
 def deprecated(old: str, instead: str) -> None:
     """The one line an old spelling prints while it still works (each goes in moce 0.8)."""
     say(f"warning: {old} is deprecated and goes in moce 0.8; {instead}")
 
 
+@refusing("-1")
 def _threads(value: int | None) -> int | None:
     if value is not None and value < 0:
         raise typer.BadParameter(f"{value} threads: give a count of at least 1, or leave --threads out for all cores")
@@ -127,7 +90,7 @@ THREADS = typer.Option(None, callback=_threads, help="CPU threads [default: all 
 under Triton); left out, all the cores this process may use."""
 
 
-LEGACY_OUT = typer.Option(None, "--out", hidden=True, help="Old spelling of --output (removed in 0.8)")
+LEGACY_OUT = typer.Option(None, "--out", hidden=True, parser=writes, help="Old spelling of --output (removed in 0.8)")
 """``--out``: the old spelling of ``-o/--output`` in train, demo and triton, kept for one release."""
 
 
@@ -139,12 +102,13 @@ def output_or_legacy(output: Path, legacy: Path | None, old: str = "--out") -> P
     return legacy
 
 
-def write_json_output(path: Path, data: Any) -> None:
-    """``--json PATH``: the file, written atomically, or standard output for ``-``."""
+def write_json_output(path: Path, data: Any, signature: str | None = None) -> None:
+    """``--json PATH``: the file, written atomically and signed by ``signature``'s command (where
+    the data is not signed already), or standard output for ``-``."""
     if str(path) == "-":
         print_json(data)
     else:
-        write_json_atomic(path, data)
+        write_json_atomic(path, signed(data, signature) if signature else data)
 
 
 def print_json(data: Any) -> None:

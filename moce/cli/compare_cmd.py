@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.compare import CompareOptions, Spec
+from moce.apps.compare import ERROR_STATS, SIGNATURE, CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
-from moce.cli.common import deprecated, render_table, user_errors, write_json_output
+from moce.cli.common import deprecated, reads, render_table, user_errors, write_json_output, writes
+from moce.cli.options import one_of, runner_specs
 from moce.cli.progress import Verbosity, say, verbosity
+from moce.outputs import Planned, check_writes
 
 
 @user_errors
@@ -17,17 +19,24 @@ def compare(
     model: str = typer.Argument(..., help="Model package folder or checkpoint"),
     runners: str = typer.Option(
         "torch,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8",
+        parser=runner_specs,
         help="backend[:precision] list; the first is the reference",
     ),
-    images: Path = typer.Option(None, help="Folder of real images [default: bundled degraded samples]"),
-    atol: float = typer.Option(1e-2, help="Absolute tolerance on the restored image (Polygraphy)"),
-    rtol: float = typer.Option(1e-2, help="Relative tolerance on the restored image (Polygraphy)"),
-    error_stat: str = typer.Option("mean", help="Polygraphy check_error_stat: elemwise, max, mean, median"),
-    min_psnr: float = typer.Option(35.0, help="Fail below this PSNR (dB) against the reference, per image"),
-    min_route_agreement: float = typer.Option(0.95, help="Fail below this share of identical routing decisions"),
-    save_results: Path = typer.Option(None, help="Save Polygraphy RunResults JSON here"),
+    images: Path = typer.Option(None, parser=reads, help="Folder of real images [default: bundled degraded samples]"),
+    atol: float = typer.Option(1e-2, min=0.0, help="Absolute tolerance on the restored image (Polygraphy)"),
+    rtol: float = typer.Option(1e-2, min=0.0, help="Relative tolerance on the restored image (Polygraphy)"),
+    error_stat: str = typer.Option(
+        "mean",
+        parser=one_of(ERROR_STATS, "error statistic"),
+        help="Polygraphy check_error_stat: elemwise, max, mean, median",
+    ),
+    min_psnr: float = typer.Option(35.0, min=0.0, help="Fail below this PSNR (dB) against the reference, per image"),
+    min_route_agreement: float = typer.Option(
+        0.95, min=0.0, max=1.0, help="Fail below this share of identical routing decisions"
+    ),
+    save_results: Path = typer.Option(None, parser=writes, help="Save Polygraphy RunResults JSON here"),
     json_out: Path = typer.Option(
-        None, "--json", help="Write the comparison table as JSON to this file (-: standard output)"
+        None, "--json", parser=writes, help="Write the comparison table as JSON to this file (-: standard output)"
     ),
     verbose: bool = typer.Option(False, "--verbose", hidden=True, help="Old spelling of moce -v compare"),
 ) -> None:
@@ -35,6 +44,8 @@ def compare(
     With moce -v, Polygraphy's per-iteration statistics too."""
     if verbose:
         deprecated("compare --verbose", "use moce -v compare")
+    planned = [Planned(save_results, "--save-results", SIGNATURE), Planned(json_out, "--json", SIGNATURE)]
+    check_writes(planned, reads=[model, images])
     options = CompareOptions(
         [Spec.parse(s) for s in runners.split(",")],
         images,
@@ -68,7 +79,8 @@ def compare(
         )
     )
     if json_out:
-        write_json_output(json_out, {"reference": report.reference, "rows": report.rows, "failures": report.failures})
+        table = {"reference": report.reference, "rows": report.rows, "failures": report.failures}
+        write_json_output(json_out, table, SIGNATURE)
     for failure in report.failures:
         typer.echo(f"failed: {failure}", err=True)
     raise typer.Exit(0 if report.passed else 1)

@@ -6,28 +6,48 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.evaluate import DEFAULT_DEGRADATIONS, EvalOptions, evaluation_chart
+from moce.apps.demo import SIGNATURE as DEMO
+from moce.apps.evaluate import DEFAULT_DEGRADATIONS, SIGNATURE, EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
-from moce.cli.common import LEGACY_OUT, output_or_legacy, render_table, user_errors, write_json_output
+from moce.cli.common import LEGACY_OUT, output_or_legacy, reads, render_table, user_errors, write_json_output, writes
+from moce.cli.options import backend as backend_name
+from moce.cli.options import crop_side
+from moce.cli.options import degradations as degradation_names
 from moce.cli.progress import CliProgress, say
+from moce.outputs import Planned, check_writes
 
 
 @user_errors
 def evaluate(
-    data: list[Path] = typer.Option(..., "--data", help="Folder of clean images (held out from training); repeatable"),
-    model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled model]"),
-    degradations: str = typer.Option(",".join(DEFAULT_DEGRADATIONS), help="Degradations"),
-    crops: int = typer.Option(24, help="Random crops per image and degradation for the routing analysis"),
-    crop: int = typer.Option(96, help="Crop side (multiple of 8)"),
-    backend: str = typer.Option("onnxruntime", help="onnxruntime, torch or tensorrt"),
-    seed: int = typer.Option(0, help="Seed of degradations and crops"),
-    draws: int = typer.Option(
-        4, help="Degradations drawn per image (draw k uses seed + k); the table gives the gain's range over draws"
+    data: list[Path] = typer.Option(
+        ..., "--data", parser=reads, help="Folder of clean images (held out from training); repeatable"
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the results as JSON to this file (-: standard output)"),
-    chart: Path = typer.Option(None, help="Write a PNG of gain, colour and the experts each degradation uses"),
+    model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled model]"),
+    degradations: str = typer.Option(",".join(DEFAULT_DEGRADATIONS), parser=degradation_names, help="Degradations"),
+    crops: int = typer.Option(
+        24, min=1, max=10_000, help="Random crops per image and degradation for the routing analysis"
+    ),
+    crop: int = typer.Option(96, parser=crop_side, help="Crop side (multiple of 8)"),
+    backend: str = typer.Option("onnxruntime", parser=backend_name, help="onnxruntime, torch or tensorrt"),
+    seed: int = typer.Option(0, min=0, help="Seed of degradations and crops"),
+    draws: int = typer.Option(
+        4,
+        min=1,
+        max=100,
+        help="Degradations drawn per image (draw k uses seed + k); the table gives the gain's range over draws",
+    ),
+    json_out: Path = typer.Option(
+        None, "--json", parser=writes, help="Write the results as JSON to this file (-: standard output)"
+    ),
+    chart: Path = typer.Option(
+        None, parser=writes, help="Write a PNG of gain, colour and the experts each degradation uses"
+    ),
 ) -> None:
     """PSNR/SSIM and colour per degradation, and how well routes alone identify the degradation."""
+    check_writes(
+        [Planned(json_out, "--json", SIGNATURE), Planned(chart, "--chart", SIGNATURE, suffix=".png")],
+        reads=[*data, model],
+    )
     options = EvalOptions(tuple(degradations.split(",")), crops, crop, backend, seed, draws)
     report = run_evaluate(model, data, options, say)
     rows = [
@@ -62,22 +82,23 @@ def evaluate(
         render_table(["true \\ predicted", *tasks], [[t, *[report.confusion[t][p] for p in tasks]] for t in tasks])
     )
     if json_out:
-        write_json_output(json_out, report.to_dict())
+        write_json_output(json_out, report.to_dict(), SIGNATURE)
     if chart:
         evaluation_chart(report, chart, f"{model or 'bundled model'} on {', '.join(map(str, data))}")
 
 
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("out/demo"), "--output", "-o", help="Output folder"),
+    out: Path = typer.Option(Path("out/demo"), "--output", "-o", parser=writes, help="Output folder"),
     legacy_out: Path = LEGACY_OUT,
     model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled demo model]"),
-    backend: str = typer.Option("auto", help="auto, onnxruntime, torch or tensorrt"),
+    backend: str = typer.Option("auto", parser=backend_name, help="auto, onnxruntime, torch or tensorrt"),
 ) -> None:
     """Restore the bundled degraded samples; write outputs, report, before/after sheet and routing chart."""
     from moce.apps.demo import run_demo
 
     out = output_or_legacy(out, legacy_out)
+    check_writes([Planned(out, "-o/--output", DEMO, folder=True)], reads=[model])
     progress = CliProgress()
     try:
         result = run_demo(out, model, backend, progress)

@@ -7,27 +7,33 @@ from pathlib import Path
 import typer
 
 from moce.apps.export import export_and_validate
-from moce.cli.common import batch_sizes, render_table, user_errors
+from moce.cli.common import batch_sizes, reads, render_table, user_errors, writes
 from moce.cli.common import sizes as parse_sizes
+from moce.cli.options import OPSETS, counts, image_sizes
 from moce.cli.progress import say
 from moce.errors import ValidationError
+from moce.outputs import Planned, check_writes
 from moce.package.writer import ExportOptions, ExportResult
 
 
 @user_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="Lightning .ckpt, plain state dict or .safetensors"),
-    output: Path = typer.Option(None, "-o", "--output", help="Package folder [default: CKPT name + .moce]"),
-    opset: int = typer.Option(17, help="ONNX opset"),
+    checkpoint: Path = typer.Argument(..., parser=reads, help="Lightning .ckpt, plain state dict or .safetensors"),
+    output: Path = typer.Option(
+        None, "-o", "--output", parser=writes, help="Package folder [default: CKPT name + .moce]"
+    ),
+    opset: int = typer.Option(17, min=OPSETS[0], max=OPSETS[1], help="ONNX opset"),
     conditional: bool = typer.Option(True, help="Also write the If-routed whole-network graph"),
     dense: bool = typer.Option(True, help="Also write the dense (all experts, one-hot gate) graph"),
     tiles: bool = typer.Option(
         True, help="Also write the tile segments that share image-wide sums (restore --tile-passes)"
     ),
     validate: bool = typer.Option(True, help="Compare every form with PyTorch on ONNX Runtime (CPU)"),
-    sizes: str = typer.Option("64x64,128x96", help="Validation image sizes, 64 or HxW (multiples of 8)"),
-    batches: str = typer.Option("1,2", help="Validation batch sizes"),
-    atol: float = typer.Option(1e-4, help="Largest absolute difference accepted"),
+    sizes: str = typer.Option(
+        "64x64,128x96", parser=image_sizes, help="Validation image sizes, 64 or HxW (multiples of 8)"
+    ),
+    batches: str = typer.Option("1,2", parser=counts, help="Validation batch sizes"),
+    atol: float = typer.Option(1e-4, min=0.0, help="Largest absolute difference accepted"),
     overwrite: bool = typer.Option(False, help="Replace an existing package folder"),
 ) -> None:
     """Export a checkpoint to an ONNX model package and validate it against PyTorch."""
@@ -43,6 +49,8 @@ def export(
         overwrite=overwrite,
     )
     out = output or checkpoint.with_suffix(".moce")
+    # the package writer keeps its own rule for what is already at ``out`` (only a package, with --overwrite)
+    check_writes([Planned(out, "-o/--output", "moce export", folder=True)], reads=[checkpoint], existing=False)
     steps = [0]
 
     def progress(message: str) -> None:

@@ -6,25 +6,30 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.inspect import inspect_checkpoint
-from moce.cli.common import render_table, sizes, user_errors, write_json_output
+from moce.apps.inspect import SIGNATURE, inspect_checkpoint
+from moce.cli.common import reads, render_table, sizes, user_errors, write_json_output, writes
+from moce.cli.options import image_sizes
+from moce.outputs import Planned, check_writes
 
 
 @user_errors
 def inspect(
     checkpoint: Path = typer.Argument(
-        ..., help="Lightning .ckpt, plain state dict (.pt/.pth), .safetensors or a model package folder"
+        ..., parser=reads, help="Lightning .ckpt, plain state dict (.pt/.pth), .safetensors or a model package folder"
     ),
-    size: str = typer.Option("256x256", help="Image size (256 or HxW) at which expert FLOPs are counted"),
+    size: str = typer.Option(
+        "256x256", parser=image_sizes, help="Image size (256 or HxW) at which expert FLOPs are counted"
+    ),
     json_out: Path = typer.Option(
-        None, "--json", help="Write the description as JSON to this file (-: standard output)"
+        None, "--json", parser=writes, help="Write the description as JSON to this file (-: standard output)"
     ),
 ) -> None:
     """Print the architecture derived from a checkpoint and what each expert costs."""
     ((height, width),) = sizes(size, "--size")
+    check_writes([Planned(json_out, "--json", SIGNATURE)], reads=[checkpoint])
     info = inspect_checkpoint(checkpoint, height, width)
     if json_out is not None:
-        write_json_output(json_out, info)
+        write_json_output(json_out, info, SIGNATURE)
         if str(json_out) == "-":
             return
     cfg = info["config"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 import cv2
 import cv2.utils.logging
@@ -21,9 +23,34 @@ from moce.cli.progress import Verbosity, set_verbosity
 from moce.cli.restore_cmd import restore
 from moce.cli.serve_cmd import install_tritonserver, serve_command, triton
 from moce.cli.train_cmd import train
+from moce.errors import one_line
 from moce.runtime.allocator import keep_freed_memory
+from moce.runtime.resolve import ALLOW_INVALID
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The command group, printing a bad option value or usage as one line (``error: ...``) with
+    exit status 2, in the style of moce's own errors, instead of click's usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer._click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `moce` alone: the help, as before
+            sys.exit(exc.exit_code)
+        except typer._click.exceptions.ClickException as exc:
+            typer.echo(f"error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -48,10 +75,15 @@ def _root(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Every step stamped with the seconds since the start; a line per image"
     ),
+    allow_invalid_package: bool = typer.Option(
+        False, "--allow-invalid-package", help="Use a model package whose export failed validation (said once)"
+    ),
 ) -> None:
     """Deploy MoCE-IR: export, build engines, restore."""
     if quiet and verbose:
         raise typer.BadParameter("-q/--quiet and -v/--verbose: choose one")
+    if allow_invalid_package:
+        os.environ[ALLOW_INVALID] = "1"  # the library's opt-in, seen by Ray workers and Triton's stubs too
     set_verbosity(Verbosity.QUIET if quiet else Verbosity.VERBOSE if verbose else Verbosity.NORMAL)
     configure_process()
 

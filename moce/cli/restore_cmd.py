@@ -8,11 +8,16 @@ from pathlib import Path
 import typer
 
 from moce.apps.cluster import local_path, locations, restore_on_cluster
-from moce.apps.restore import OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
+from moce.apps.restore import NOT_ENTERED, OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
 from moce.apps.restore import restore as run_restore
 from moce.apps.session import SessionOptions
-from moce.cli.common import THREADS, memory_size, passes_count, pixels, render_table, tile_side, user_errors
-from moce.cli.progress import CliProgress
+from moce.cli.common import THREADS, render_table, user_errors, writes
+from moce.cli.options import backend as backend_name
+from moce.cli.options import cluster_address, image_ext, memory_size, one_of, passes_count, pixels, tile_side
+from moce.cli.options import device as device_name
+from moce.cli.options import precision as precision_name
+from moce.cli.options import routing as routing_form
+from moce.cli.progress import CliProgress, Verbosity, verbosity
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
 
@@ -28,16 +33,19 @@ def restore(
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
     ),
-    backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | torch"),
+    backend: str = typer.Option("auto", parser=backend_name, help="auto | tensorrt | onnxruntime | torch"),
     routing: str = typer.Option(
         "split",
+        parser=routing_form,
         help="split (the host launches the chosen experts) | conditional (the choice inside the graph; "
         "torch with --cuda-graphs: one CUDA graph with IF nodes) | dense",
     ),
     precision: str = typer.Option(
-        "fp32", help="fp32 | fp16 | bf16 | int8 (ONNX fp16/int8 need `moce build-engine`; bf16: torch backend)"
+        "fp32",
+        parser=precision_name,
+        help="fp32 | fp16 | bf16 | int8 (ONNX fp16/int8 need `moce build-engine`; bf16: torch backend)",
     ),
-    device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
+    device: str = typer.Option(None, parser=device_name, help="cpu or cuda [default: cuda when available]"),
     tile: str = typer.Option(
         "auto",
         parser=tile_side,
@@ -45,10 +53,17 @@ def restore(
         help="auto: untiled when the image fits --max-memory, else the fewest tiles that fit; N: tiles of N px "
         "(multiple of 8) for images larger than that",
     ),
-    overlap: int = typer.Option(32, help="Overlap between tiles, feather-blended"),
-    route_per: str = typer.Option("image", help="image: route once per image; tile: each tile routes itself"),
+    overlap: int = typer.Option(32, min=0, max=1024, help="Overlap between tiles, feather-blended"),
+    route_per: str = typer.Option(
+        "image",
+        parser=one_of(("image", "tile"), "--route-per"),
+        help="image: route once per image; tile: each tile routes itself",
+    ),
     route_size: int = typer.Option(
-        None, help="Longest side of the routing pass for tiled images [default: --tile N, or 512 with auto]"
+        None,
+        min=16,
+        max=65536,
+        help="Longest side of the routing pass for tiled images [default: --tile N, or 512 with auto]",
     ),
     tile_passes: str = typer.Option(
         "auto",
@@ -64,10 +79,12 @@ def restore(
         help="Memory --tile auto plans for: 8G, 512M (RAM on the CPU, device memory on CUDA) "
         "[default: half of what is available when the run starts]",
     ),
-    batch: int = typer.Option(1, help="Tiles, or same-sized images, per inference call"),
+    batch: int = typer.Option(1, min=1, max=1024, help="Tiles, or same-sized images, per inference call"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders"),
     include: list[str] = typer.Option([], "--include", help="Glob filter on names or relative paths (repeatable)"),
-    ext: str = typer.Option(None, help="Output format (png, jpg, tif, webp, bmp) [default: the input's]"),
+    ext: str = typer.Option(
+        None, parser=image_ext, help="Output format (png, jpg, tif, webp, bmp) [default: the input's]"
+    ),
     overwrite: bool = typer.Option(False, help="Redo images whose output exists (default: skip them, so runs resume)"),
     quality: int = typer.Option(
         None, min=1, max=100, help="JPEG and lossy WebP quality, 1-100 [default: the input's; 95 when it has none]"
@@ -75,7 +92,9 @@ def restore(
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="Allow an output format that cannot hold the input's depth or alpha (--ext jpg)"
     ),
-    report: Path = typer.Option(None, help="Write a JSON report: per-image status, routes, gates, timing"),
+    report: Path = typer.Option(
+        None, parser=writes, help="Write a JSON report: per-image status, routes, gates, timing"
+    ),
     threads: int = THREADS,
     cuda_graphs: bool = typer.Option(
         False,
@@ -90,9 +109,13 @@ def restore(
         "per image size on first use",
     ),
     cluster: str = typer.Option(
-        None, help="Run on Ray: local (this machine), auto or ray://HOST:PORT (a running cluster)"
+        None,
+        parser=cluster_address,
+        help="Run on Ray: local (this machine), auto or ray://HOST:PORT (a running cluster)",
     ),
-    workers: int = typer.Option(2, help="With --cluster: Ray actors, one model each (a GPU each where there are)"),
+    workers: int = typer.Option(
+        2, min=1, max=4096, help="With --cluster: Ray actors, one model each (a GPU each where there are)"
+    ),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS,
         parser=pixels,
@@ -141,7 +164,7 @@ def restore(
             if cluster is None:
                 summary = run_restore(job, progress, stop=stop)
             else:
-                summary = restore_on_cluster(job, cluster, workers, progress, stop)
+                summary = restore_on_cluster(job, cluster, workers, progress, stop, verbosity() == Verbosity.QUIET)
         finally:
             progress.stop()
     _print_summary(summary)
@@ -185,6 +208,10 @@ def _print_summary(summary: RestoreSummary) -> None:
     )
     for record in summary.failed:
         typer.echo(f"failed: {record.error}", err=True)
+    folders = [Path(r.input).name for r in summary.skipped if r.reason == NOT_ENTERED]
+    if folders:
+        names = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+        typer.echo(f"{len(folders)} sub-folder(s) not entered ({names}); -r/--recursive restores them", err=True)
     existing = sum(r.reason == OUTPUT_EXISTS for r in summary.skipped)
     if existing:
         typer.echo(f"skipped {existing} image(s) whose output exists; --overwrite redoes them", err=True)

@@ -10,23 +10,37 @@ from typing import Any
 
 import typer
 
-from moce.apps.triton import ServeOptions, write_repository
+from moce.apps.triton import INSTANCE_KINDS, ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, install_server, serve
-from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, pixels, user_errors
+from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, reads, user_errors, writes
+from moce.cli.options import backend, one_of, pixels, precision, routing, tile_pixels
 from moce.cli.progress import say
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS
 
 SERVE_OPTIONS = {  # ServeOptions field -> (type, its command-line option): how the served model runs
-    "backend": (str, typer.Option("auto", help="auto | tensorrt | onnxruntime | torch, inside the Python backend")),
-    "precision": (str, typer.Option("fp32", help="fp32 | fp16 | bf16 | int8 (as in `moce restore`)")),
-    "routing": (str, typer.Option("split", help="split | conditional | dense")),
-    "tile": (int, typer.Option(512, help="Tile side for images larger than this (multiple of 8)")),
-    "overlap": (int, typer.Option(32, help="Overlap between tiles")),
+    "backend": (
+        str,
+        typer.Option("auto", parser=backend, help="auto | tensorrt | onnxruntime | torch, inside the Python backend"),
+    ),
+    "precision": (str, typer.Option("fp32", parser=precision, help="fp32 | fp16 | bf16 | int8 (as in `moce restore`)")),
+    "routing": (str, typer.Option("split", parser=routing, help="split | conditional | dense")),
+    "tile": (int, typer.Option(512, parser=tile_pixels, help="Tile side for images larger than this (multiple of 8)")),
+    "overlap": (int, typer.Option(32, min=0, max=1024, help="Overlap between tiles")),
     "threads": (int, THREADS),
-    "max_batch_size": (int, typer.Option(8, help="Triton max_batch_size: images per batch the dynamic batcher forms")),
-    "instances": (int, typer.Option(1, help="Model instances (instance_group count)")),
-    "instance_kind": (str, typer.Option("cpu", help="cpu | gpu (KIND_GPU: one instance per GPU, on its device)")),
+    "max_batch_size": (
+        int,
+        typer.Option(8, min=1, max=1024, help="Triton max_batch_size: images per batch the dynamic batcher forms"),
+    ),
+    "instances": (int, typer.Option(1, min=1, max=64, help="Model instances (instance_group count)")),
+    "instance_kind": (
+        str,
+        typer.Option(
+            "cpu",
+            parser=one_of(INSTANCE_KINDS, "instance kind"),
+            help="cpu | gpu (KIND_GPU: one instance per GPU, on its device)",
+        ),
+    ),
     "max_pixels": (
         int,
         typer.Option(DEFAULT_MAX_PIXELS, parser=pixels, help="Refuse images larger than this (64M, 800k, 1000000)"),
@@ -58,17 +72,23 @@ def with_serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def triton(
     model: str = typer.Argument(..., help="Model package folder or checkpoint"),
     out: Path = typer.Option(
-        None, "--output", "-o", help="Repository folder to write (replaced whole if it is one)", show_default=False
+        None,
+        "--output",
+        "-o",
+        parser=writes,
+        help="Model repository folder: moce writes its model's folder (--name) there and leaves the others alone",
+        show_default=False,
     ),
     legacy_out: Path = LEGACY_OUT,
-    name: str = typer.Option("moce", help="Model name in the repository"),
+    name: str = typer.Option("moce", help="Model name in the repository (its folder)"),
+    overwrite: bool = typer.Option(False, help="Replace this model's folder from an earlier `moce triton`"),
     options: ServeOptions = ServeOptions(),
 ) -> None:
     """Write a Triton Inference Server model repository that serves the model (Python backend)."""
     out = output_or_legacy(out, legacy_out)
     if out is None:
         raise InputError("moce triton needs -o/--output: the repository folder to write")
-    folder = write_repository(model, out, options, name)
+    folder = write_repository(model, out, options, name, overwrite)
     typer.echo(
         f"wrote {folder} (config.pbtxt, 1/model.py, 1/package); serve it with: tritonserver --model-repository={out}"
     )
@@ -79,10 +99,12 @@ def triton(
 def serve_command(
     model: str = typer.Argument(None, help="Model package folder or checkpoint [default: bundled demo model]"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)"),
-    http_port: int = typer.Option(8000, help="HTTP/REST port"),
-    grpc_port: int = typer.Option(8001, help="gRPC port"),
-    metrics_port: int = typer.Option(8002, help="Prometheus metrics port"),
-    tritonserver: Path = typer.Option(None, help="tritonserver binary [default: $MOCE_TRITONSERVER, bundled, PATH]"),
+    http_port: int = typer.Option(8000, min=1, max=65535, help="HTTP/REST port"),
+    grpc_port: int = typer.Option(8001, min=1, max=65535, help="gRPC port"),
+    metrics_port: int = typer.Option(8002, min=1, max=65535, help="Prometheus metrics port"),
+    tritonserver: Path = typer.Option(
+        None, parser=reads, help="tritonserver binary [default: $MOCE_TRITONSERVER, bundled, PATH]"
+    ),
     options: ServeOptions = ServeOptions(),
 ) -> None:
     """Serve the model with Triton Inference Server until interrupted (Ctrl-C)."""
@@ -102,9 +124,9 @@ def serve_command(
 @user_errors
 def install_tritonserver(
     dest: Path = typer.Option(
-        None, "--output", "-o", help="Folder to unpack into [default: <environment>/opt/tritonserver]"
+        None, "--output", "-o", parser=writes, help="Folder to unpack into [default: <environment>/opt/tritonserver]"
     ),
-    legacy_dest: Path = typer.Option(None, "--dest", hidden=True, help="Old spelling of --output"),
+    legacy_dest: Path = typer.Option(None, "--dest", hidden=True, parser=writes, help="Old spelling of --output"),
 ) -> None:
     """Unpack the Triton server bundled in the nvidia-pytriton wheel (from PyPI) for `moce serve`."""
     binary = install_server(output_or_legacy(dest, legacy_dest, "--dest"))

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, user_errors
+from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, reads, user_errors, writes
+from moce.cli.options import counts, crop_side
+from moce.cli.options import degradations as degradation_names
 from moce.data.degrade import WIDE_RANGES
 from moce.train.trainer import TrainOptions
 from moce.train.trainer import train as run_train
@@ -19,34 +21,45 @@ def _ints(text: str) -> tuple[int, ...]:
 
 @user_errors
 def train(
-    data: Path = typer.Argument(..., help="Folder of clean training images"),
-    out: Path = typer.Option(Path("runs/train"), "-o", "--output", help="Folder for last.ckpt and final.ckpt"),
-    legacy_out: Path = LEGACY_OUT,
-    dim: int = typer.Option(16, help="Channels at full resolution"),
-    num_blocks: str = typer.Option("1,1,1,2", help="Encoder blocks per level, then the latent"),
-    num_dec_blocks: str = typer.Option("1,1,1", help="Decoder blocks per level (shallow first)"),
-    heads: str = typer.Option("1,1,2,2", help="Attention heads per level"),
-    refinement: int = typer.Option(1, help="Refinement blocks"),
-    degradations: str = typer.Option(
-        ",".join(WIDE_RANGES), help="Degradations to train on (repeat one to draw it more often)"
+    data: Path = typer.Argument(..., parser=reads, help="Folder of clean training images"),
+    out: Path = typer.Option(
+        Path("runs/train"), "-o", "--output", parser=writes, help="Folder for last.ckpt and final.ckpt"
     ),
-    iterations: int = typer.Option(2000, help="Optimizer steps"),
-    batch: int = typer.Option(8, help="Crops per step"),
-    crop: int = typer.Option(64, help="Crop side (multiple of 8)"),
-    lr: float = typer.Option(2e-4, help="Peak learning rate (AdamW, warm-up then cosine)"),
-    seed: int = typer.Option(0, help="Seed for weights, crops and degradations"),
-    save_every: int = typer.Option(200, help="Write last.ckpt every N steps"),
+    legacy_out: Path = LEGACY_OUT,
+    dim: int = typer.Option(16, min=4, max=1024, help="Channels at full resolution"),
+    num_blocks: str = typer.Option("1,1,1,2", parser=counts, help="Encoder blocks per level, then the latent"),
+    num_dec_blocks: str = typer.Option("1,1,1", parser=counts, help="Decoder blocks per level (shallow first)"),
+    heads: str = typer.Option("1,1,2,2", parser=counts, help="Attention heads per level"),
+    refinement: int = typer.Option(1, min=0, max=64, help="Refinement blocks"),
+    degradations: str = typer.Option(
+        ",".join(WIDE_RANGES),
+        parser=degradation_names,
+        help="Degradations to train on (repeat one to draw it more often)",
+    ),
+    iterations: int = typer.Option(2000, min=1, help="Optimizer steps"),
+    batch: int = typer.Option(8, min=1, max=4096, help="Crops per step"),
+    crop: int = typer.Option(64, parser=crop_side, help="Crop side (multiple of 8)"),
+    lr: float = typer.Option(2e-4, min=1e-9, max=1.0, help="Peak learning rate (AdamW, warm-up then cosine)"),
+    seed: int = typer.Option(0, min=0, help="Seed for weights, crops and degradations"),
+    save_every: int = typer.Option(200, min=1, help="Write last.ckpt every N steps"),
     resume: bool = typer.Option(True, help="Continue from OUT/last.ckpt when it exists"),
     device: str = typer.Option(None, help="cpu or cuda [default: cuda when available]"),
     threads: int = THREADS,
-    workers: int = typer.Option(0, help="Processes that synthesise batches ahead of the model (use on a GPU)"),
-    minutes: float = typer.Option(
-        None, help="Time budget: the learning-rate schedule ends at whichever of --iterations or --minutes comes first"
+    workers: int = typer.Option(
+        0, min=0, max=256, help="Processes that synthesise batches ahead of the model (use on a GPU)"
     ),
-    init: Path = typer.Option(None, help="Start from this checkpoint's weights (fine-tune; same architecture)"),
-    balance_weight: float = typer.Option(0.01, help="Weight of the load-balancing loss (the paper: 0.01)"),
+    minutes: float = typer.Option(
+        None,
+        min=0.01,
+        help="Time budget: the learning-rate schedule ends at whichever of --iterations or --minutes comes first",
+    ),
+    init: Path = typer.Option(
+        None, parser=reads, help="Start from this checkpoint's weights (fine-tune; same architecture)"
+    ),
+    balance_weight: float = typer.Option(0.01, min=0.0, help="Weight of the load-balancing loss (the paper: 0.01)"),
     route_weight: float = typer.Option(
         0.0,
+        min=0.0,
         help="Weight of the task-discriminative route contrast, which uses the "
         "degradation labels (not in the paper; 0 = the paper's objective)",
     ),
@@ -57,13 +70,16 @@ def train(
     ),
     relative_fft: bool = typer.Option(False, help="The same per-sample weighting for the FFT loss (not in the paper)"),
     colour_weight: float = typer.Option(
-        0.0, help="Weight of a colour loss on per-image channel means and chroma (not in the paper; 0 = off)"
+        0.0, min=0.0, help="Weight of a colour loss on per-image channel means and chroma (not in the paper; 0 = off)"
     ),
     saturation_weight: float = typer.Option(
-        0.0, help="Weight of a loss on each image's overall colourfulness (not in the paper; 0 = off)"
+        0.0, min=0.0, help="Weight of a loss on each image's overall colourfulness (not in the paper; 0 = off)"
     ),
     colour_jitter: float = typer.Option(
-        0.0, help="Scale the saturation and channel gains of clean crops by up to +-this fraction (0 = off)"
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Scale the saturation and channel gains of clean crops by up to +-this fraction (0 = off)",
     ),
     channel_shuffle: bool = typer.Option(
         False, help="Put the RGB channels of clean crops in a random order: hues the photos lack"

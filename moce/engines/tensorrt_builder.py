@@ -23,11 +23,15 @@ from typing import Any
 from moce.errors import PackageError
 from moce.files import sha256_file, write_bytes_atomic, write_json_atomic
 from moce.names import BATCH_DIM, image_dims
+from moce.outputs import mark_folder
 from moce.package.manifest import EngineEntry, Manifest
 from moce.runtime.tensorrt_runner import engine_graphs, gpu_identity, import_tensorrt
 
 MAX_LEVELS = 8
 """Resolution levels a profile has sizes for (MoCE-IR has 4)."""
+
+ENGINE_CACHE = "moce build-engine"
+"""What an engine cache folder's marker carries (:mod:`moce.outputs`)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ def cached_engine(cache_dir: Path, digest: str) -> bytes | None:
 def store_engine(cache_dir: Path, digest: str, data: bytes) -> None:
     """Cache an engine: the file first, then the record of its size and hash that makes it trusted,
     each written whole or not at all (a build killed in between leaves nothing that is reused)."""
+    mark_folder(cache_dir, ENGINE_CACHE)
     write_bytes_atomic(cache_dir / f"{digest}.engine", data)
     write_json_atomic(
         cache_dir / f"{digest}.engine.json", {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

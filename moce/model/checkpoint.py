@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from moce.errors import CheckpointError, ConfigError
-from moce.files import sha256_file
+from moce.files import atomic_path, sha256_file
 from moce.model.config import MoCEConfig, config_from_hyperparameters, cross_check, derive_config
 from moce.model.network import MoCEIR
 
@@ -190,13 +190,39 @@ def _declared_config(hparams: Mapping[str, Any]) -> MoCEConfig | None:
     return None
 
 
+IMAGE_MAGIC = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _image_kind(path: Path) -> str | None:
+    """The image format ``path`` starts like (a photo given where a checkpoint goes), or None."""
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+
+
 def load_checkpoint(path: str | Path, top_k: int | None = None) -> LoadedCheckpoint:
     """Read, validate and describe a checkpoint without ever running code from it."""
     path = Path(path)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        raise CheckpointError(f"{path}: is a model package (exported already), not a checkpoint")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
+    kind = None if path.suffix == ".safetensors" else _image_kind(path)  # its header length may read "BM"
+    if kind:
+        raise CheckpointError(f"{path}: is a {kind} image, not a checkpoint (.ckpt, .pt, .pth or .safetensors)")
     if path.suffix == ".safetensors":
         raw, hparams = _read_safetensors(path)
     else:
@@ -236,4 +262,6 @@ def save_safetensors(model: MoCEIR, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={SAFETENSORS_CONFIG_KEY: json.dumps(model.config.to_dict(), default=str)})
+    metadata = {SAFETENSORS_CONFIG_KEY: json.dumps(model.config.to_dict(), default=str)}
+    with atomic_path(Path(path)) as tmp:  # whole or not at all, with the umask's mode like every package file
+        save_file(state, str(tmp), metadata=metadata)

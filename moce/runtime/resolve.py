@@ -9,11 +9,12 @@ failure, and is not cached); nothing: the bundled demo model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moce.data import DEFAULT_MODEL
-from moce.errors import PackageError
+from moce.errors import PackageError, one_line
 from moce.package.manifest import Manifest, load_manifest
 from moce.package.store import cached_export, cached_module_export
 from moce.progress import Messages
@@ -21,11 +22,43 @@ from moce.progress import Messages
 if TYPE_CHECKING:  # a package folder needs no PyTorch
     from moce.model.network import MoCEIR
 
+ALLOW_INVALID = "MOCE_ALLOW_INVALID_PACKAGE"
+"""Set to 1 (``moce --allow-invalid-package``) to open packages whose export failed validation."""
 
-def open_model(model: str | Path | MoCEIR | None = None, progress: Messages | None = None) -> Manifest:
+
+def validation_failure(manifest: Manifest) -> str | None:
+    """Why ``manifest``'s package is not to be trusted: its export's validation failed (recorded in
+    the manifest by ``moce export``), or None."""
+    validation = manifest.info.get("validation")
+    if not isinstance(validation, dict) or validation.get("passed") is not False:
+        return None
+    failures = validation.get("failures") or ["no detail recorded"]
+    return one_line(
+        f"{manifest.root}: failed validation when exported ({len(failures)} problem(s), first: {failures[0]})"
+    )
+
+
+def check_validated(manifest: Manifest, allow_invalid: bool | None, progress: Messages | None) -> None:
+    """Refuse a package that failed validation unless allowed (by argument, or else by
+    :data:`ALLOW_INVALID`); allowed, it is said in one line."""
+    why = validation_failure(manifest)
+    if why is None:
+        return
+    if allow_invalid is None:
+        allow_invalid = os.environ.get(ALLOW_INVALID) == "1"
+    if not allow_invalid:
+        raise PackageError(f"{why}; re-export it, or pass moce --allow-invalid-package to use it anyway")
+    if progress:
+        progress(f"warning: {why}; used anyway (--allow-invalid-package)")
+
+
+def open_model(
+    model: str | Path | MoCEIR | None = None, progress: Messages | None = None, allow_invalid: bool | None = None
+) -> Manifest:
     """The verified package for ``model``: a package folder, a checkpoint file, a ``MoCEIR``
     module, or None for the bundled demo model. Every file the manifest names is checked
-    (:meth:`Manifest.verify_files`) before it is returned."""
+    (:meth:`Manifest.verify_files`) before it is returned, and a package whose export failed
+    validation is refused unless ``allow_invalid`` (None: :data:`ALLOW_INVALID` decides)."""
     check = lambda manifest, net: _validated(manifest, net, progress)  # noqa: E731
     if model is not None and not isinstance(model, str | Path):
         manifest = cached_module_export(model, progress, check)
@@ -33,6 +66,7 @@ def open_model(model: str | Path | MoCEIR | None = None, progress: Messages | No
         path = Path(model) if model else DEFAULT_MODEL
         if path.is_dir():
             manifest = load_manifest(path)
+            check_validated(manifest, allow_invalid, progress)
         elif path.is_file():
             manifest = cached_export(path, progress, check)
         else:

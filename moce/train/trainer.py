@@ -23,8 +23,12 @@ from moce.imageio import read_images
 from moce.model.checkpoint import SAFE_GLOBALS
 from moce.model.config import MoCEConfig, config_from_hyperparameters
 from moce.model.network import MoCEIR
+from moce.outputs import Planned, check_write, mark_folder
 from moce.train.objective import objective
 
+SIGNATURE = "moce train"
+"""What a run folder's marker carries (:mod:`moce.outputs`): a rerun resumes there, nothing else is replaced."""
+LAST = "last.ckpt"
 TRAIN_FORMAT_VERSION = "2.2.1"  # the Lightning version the released checkpoints were written with
 
 
@@ -228,6 +232,7 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
     ``opts.threads`` holds for the training only: the process's PyTorch thread count is restored.
     """
     check_degradations(opts.degradations)
+    check_run_folder(opts)
     previous = torch.get_num_threads()
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -237,21 +242,46 @@ def train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] |
         torch.set_num_threads(previous)
 
 
+def check_run_folder(opts: TrainOptions) -> None:
+    """Refuse, before any work, a run folder that is not empty and not a moce run, that sits on or in
+    the training images or the --init checkpoint, or that holds a finished run with nothing to
+    resume (its final.ckpt would be replaced); then mark it as a moce run."""
+    out = Path(opts.out)
+    check_write(Planned(out, "-o/--output", SIGNATURE, folder=True), [opts.data, opts.init])
+    if (out / "final.ckpt").exists() and not (opts.resume and (out / LAST).is_file()):
+        raise InputError(f"{out}: holds a finished run (final.ckpt) and no last.ckpt to resume; choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    mark_folder(out, SIGNATURE)
+
+
+def _resume(model: MoCEIR, optimizer: torch.optim.Optimizer, last: Path, device: torch.device) -> tuple[int, float]:
+    """Load the run's ``last.ckpt`` into ``model`` and ``optimizer``: (step, seconds spent)."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        blob = torch.load(last, map_location=device, weights_only=True)
+    try:
+        model.load_state_dict({k[len("net.") :]: v for k, v in blob["state_dict"].items()})
+    except RuntimeError:
+        raise InputError(
+            f"{last}: this run has another architecture than the options build; give its options, "
+            "another -o or --no-resume"
+        ) from None
+    optimizer.load_state_dict(blob["optimizer_states"][0])
+    return int(blob["global_step"]), float(blob.get("elapsed_s", 0.0))
+
+
 def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     photos = read_images(Path(opts.data), "training images", opts.exclude)
     images = [img for _, img in photos if min(img.shape[:2]) >= opts.crop]
+    if not images:
+        raise InputError(f"{opts.data}: no image has a shorter side of at least --crop {opts.crop} px")
     torch.manual_seed(opts.seed)
     model = build_model(opts).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
-    last = Path(opts.out) / "last.ckpt"
+    last = Path(opts.out) / LAST
     step, elapsed_before = 0, 0.0
     if opts.resume and last.is_file():
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            blob = torch.load(last, map_location=device, weights_only=True)
-        model.load_state_dict({k[len("net.") :]: v for k, v in blob["state_dict"].items()})
-        optimizer.load_state_dict(blob["optimizer_states"][0])
-        step, elapsed_before = int(blob["global_step"]), float(blob.get("elapsed_s", 0.0))
+        step, elapsed_before = _resume(model, optimizer, last, device)
     elif opts.init is not None:
         _load_init(model, Path(opts.init))
     started = time.monotonic()

@@ -11,7 +11,16 @@ import torch
 from typer.testing import CliRunner
 
 from moce.apps import bench
-from moce.apps.bench import REFERENCE, BenchOptions, bench_device, bench_images, expand_cases, from_json, to_json
+from moce.apps.bench import (
+    REFERENCE,
+    BenchOptions,
+    bench_device,
+    bench_images,
+    expand_cases,
+    from_json,
+    saved_rows,
+    to_json,
+)
 from moce.cli.main import app
 from moce.errors import InputError
 from tests.runtime.test_allocator import keeps_freed_memory_here
@@ -75,7 +84,7 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows = saved_rows(json.loads(out.read_text()))
     assert len(rows) == 2 * 4 and png.stat().st_size > 1000
     for row in rows:
         assert (row["size"], row["width"]) == (48, 64)
@@ -129,7 +138,7 @@ def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows = saved_rows(json.loads(out.read_text()))
     for row in rows:
         del row["kept_freed_memory"]  # the shape of a 0.2.0 file
     out.write_text(json.dumps(rows))
@@ -212,7 +221,7 @@ def test_bench_times_the_torch_backend_on_cuda(tmp_path, tiny_pkg):
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows = saved_rows(json.loads(out.read_text()))
     assert rows and all(row["cuda"] and row["max_abs_vs_eager"] <= 1e-4 for row in rows)
     assert {(r["backend"], r["routing"]) for r in rows} >= {("torch-graphs", "conditional"), ("torch", "conditional")}
     assert "float32 GEMM peak (cuda" in result.output
@@ -224,7 +233,7 @@ def test_precisions_are_timed_side_by_side_with_their_accuracy_and_skips_say_why
     args += ["--precision", "fp32,bf16,int8", "--sizes", "32", "--rounds", "1", "--warmup", "0", "--no-memory"]
     result = CliRunner().invoke(app, [*args, "--device", "cpu", "--threads", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    rows = {(r["backend"], r["precision"]): r for r in json.loads(out.read_text())}
+    rows = {(r["backend"], r["precision"]): r for r in saved_rows(json.loads(out.read_text()))}
     assert rows[("onnxruntime", "bf16")]["skipped"] == "the onnxruntime backend runs fp32, fp16, int8"
     assert rows[("torch", "int8")]["skipped"].startswith("the torch backend runs")
     assert "skipped onnxruntime/split bf16 32px b1: the onnxruntime backend runs" in result.output

@@ -17,6 +17,7 @@ from moce.apps.restore import NoProgress, RestoreJob, StopRequest, discover, res
 from moce.apps.session import SessionOptions
 from moce.cli.main import app
 from moce.errors import InputError
+from moce.package.store import cache_dir
 
 ray = pytest.importorskip("ray", reason="needs ray[data]: pip install 'moce[cluster]'")
 
@@ -133,3 +134,15 @@ def test_a_stopped_cluster_run_says_so_lists_what_it_did_not_get_back_and_resume
     rest = restore_on_cluster(replace(job, report=None), workers=1)
     assert rest.exit_code == 1 and rest.interrupted is None  # broken.png fails, as in a whole run
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"img{i}.png" for i in range(4)]
+
+
+def test_a_quiet_cluster_run_writes_rays_lines_to_a_log_file_not_the_terminal(tmp_path, tiny_pkg, local_ray, capfd):
+    _folder(tmp_path / "in")
+    args = ["-q", "restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(tiny_pkg.root)]
+    args += ["--backend", "onnxruntime", "--cluster", "local", "--workers", "1", "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # broken.png
+    terminal = capfd.readouterr().err
+    assert "Dataset" not in terminal and "Ray instance" not in terminal, terminal
+    logs = sorted((cache_dir() / "logs").glob("ray-*.log"))
+    assert logs and "Dataset" in logs[-1].read_text()

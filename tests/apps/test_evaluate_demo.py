@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moce.apps.evaluate import EvalOptions, _fit_predict, evaluate, score_summary
+from moce.apps.evaluate import PALETTE, EvalOptions, _fit_predict, evaluate, routing_grid, score_summary
 from moce.cli.main import app
 from moce.data.degrade import DEGRADATIONS, IDENTITY, degrade
 from moce.errors import InputError
@@ -82,6 +82,22 @@ def test_demo_writes_outputs_report_sheet_and_routing_chart(tmp_path, tiny_pkg):
     sheet = cv2.imread(str(out / "sheet.png"))
     assert sheet is not None and sheet.shape[0] > 10 * 100
     assert cv2.imread(str(out / "routing.png")) is not None
+    again = CliRunner().invoke(app, ["demo", "--output", str(out), "--model", str(tiny_pkg.root)])
+    assert again.exit_code == 0, again.output  # its own folder: a rerun replaces what it wrote
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "sheet.png").write_bytes(b"the user's")
+    refused = CliRunner().invoke(app, ["demo", "--output", str(tmp_path / "mine"), "--model", str(tiny_pkg.root)])
+    assert refused.exit_code == 2 and "holds files that moce did not write" in refused.output
+    assert (tmp_path / "mine" / "sheet.png").read_bytes() == b"the user's"
+
+
+def test_the_routing_chart_shows_each_experts_share_in_its_colour():
+    usage = {"noise": [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]], "haze": [[0.0, 0.0, 0.25, 0.75], [0, 0, 1, 0]]}
+    img = routing_grid(usage, "t")
+    colours = {tuple(int(c) for c in px) for px in img.reshape(-1, 3)}
+    assert all(tuple(p) in colours for p in PALETTE)  # every expert taken somewhere is drawn in its colour
+    noise_half = img[62 + 10, :, :]  # the noise row: adapter 1 half expert 0, half expert 1
+    assert sum(tuple(px) == PALETTE[0] for px in noise_half) > sum(tuple(px) == PALETTE[1] for px in noise_half) > 20
 
 
 def test_several_draws_average_what_single_draws_at_successive_seeds_give(tiny_pkg):

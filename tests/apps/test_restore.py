@@ -119,7 +119,7 @@ def _messy_folder(root: Path) -> None:
     (root / ".hidden.png").write_bytes(data)
     (root / "line\nbreak.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     os.mkfifo(root / "pipe.png")
-    (root / "folder.png").mkdir()  # a folder is not a file: not listed
+    (root / "folder.png").mkdir()  # a sub-folder: listed as not entered (no -r)
 
 
 def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_pkg):
@@ -161,15 +161,16 @@ def test_messy_folder_restores_the_good_files_and_lists_the_bad(tmp_path, tiny_p
         "notes.txt": ("skipped", "not an image type moce reads (.txt)"),
         ".hidden.png": ("skipped", "hidden file"),
         "pipe.png": ("skipped", "not a regular file"),
+        "folder.png": ("skipped", "sub-folder not entered (-r/--recursive restores sub-folders)"),
     }
     assert all("\n" not in i["error"] for i in report["images"] if i["error"])
     timings = {"seconds": 0, "setup_seconds": 0, "restore_seconds": 0, "images_per_second": 0}
     assert report["totals"] | timings | {"expert_compute_skipped": 0} == {
-        "files": 11,
+        "files": 12,
         "images": 8,
         "ok": 4,
         "errors": 4,
-        "skipped": 3,
+        "skipped": 4,
         "skipped_existing": 0,
         "not_processed": 0,
         "seconds": 0,

@@ -122,11 +122,11 @@ def test_a_report_that_cannot_be_written_is_refused_before_work(tmp_path, run):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--device", "gpu"], "--device must be cpu, cuda or cuda:N, got gpu"),
+        (["--device", "gpu"], "'--device': 'gpu': give cpu, cuda or cuda:N"),
         (["--cluster", "ray"], "--cluster ray: not a Ray address; use local"),
         (["--cluster", "nonsense"], "--cluster nonsense: not a Ray address"),
-        (["--tile", "0"], "--tile must be a positive multiple of 8, got 0"),
-        (["--route-per", "pixel"], "--route-per must be one of image, tile, got pixel"),
+        (["--tile", "0"], "'--tile': 0: a tile side is a multiple of 8 from 16 up"),
+        (["--route-per", "pixel"], "unknown --route-per 'pixel'; choose from image, tile"),
     ],
 )
 def test_bad_option_values_are_one_line_errors_before_work(tmp_path, run, args, message):
@@ -198,3 +198,55 @@ def test_checking_the_report_folder_leaves_only_the_report_there(tmp_path, run):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["mine.txt", "r.json"]
     assert (tmp_path / "reports" / "mine.txt").read_text() == "the user's"
+
+
+def test_overwrite_never_replaces_an_input_and_the_run_is_refused_before_any_image(tmp_path, run):
+    _image(tmp_path / "a" / "p.png")
+    _image(tmp_path / "o" / "a" / "p.png", channels=1)  # also an input, named on its own
+    before = (tmp_path / "o" / "a" / "p.png").read_bytes()
+    result, ran = run(tmp_path / "a", tmp_path / "o" / "a" / "p.png", tmp_path / "o", "--overwrite")
+    assert result.exit_code == 2 and not ran, result.output
+    assert "is also an input of this run" in result.output
+    assert (tmp_path / "o" / "a" / "p.png").read_bytes() == before
+
+
+def test_a_report_never_lands_on_an_input_an_output_or_a_foreign_file(tmp_path, run):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "out" / "b.png")
+    (tmp_path / "notes.json").write_text("{}")
+    for report, why in (
+        (tmp_path / "in" / "a.png", "which this command reads"),
+        (tmp_path / "out" / "a.png", "--report is also the output of"),
+        (tmp_path / "out" / "b.png", "was not written by moce"),
+        (tmp_path / "notes.json", "was not written by moce"),
+    ):
+        result, ran = run(tmp_path / "in", tmp_path / "out", "--report", report)
+        assert result.exit_code == 2 and not ran and why in result.output, result.output
+    assert (tmp_path / "notes.json").read_text() == "{}" and not (tmp_path / "out" / "a.png").exists()
+    result, _ = run(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0 and json.loads((tmp_path / "r.json").read_text())["written_by"] == "moce restore"
+    result, _ = run(tmp_path / "in", tmp_path / "out", "--report", tmp_path / "r.json")  # its own: replaced
+    assert result.exit_code == 0, result.output
+
+
+def test_a_folder_with_nothing_to_restore_says_why_in_one_line(tmp_path, run):
+    (tmp_path / "empty").mkdir()
+    _image(tmp_path / "top" / "inner" / "a.png")
+    (tmp_path / "top" / "notes.txt").write_text("x")
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / ".a.png").write_bytes(b"x")
+    for source, why in (
+        ("empty", "no images (an empty folder)"),
+        ("top", "no images here; 1 sub-folder(s) not entered (inner, ...): add -r"),
+        ("hidden", "no images (1 file(s) passed over; .a.png: hidden file)"),
+    ):
+        result, ran = run(tmp_path / source, tmp_path / "out")
+        assert result.exit_code == 2 and not ran and why in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    _image(tmp_path / "top" / "b.png")
+    result, _ = run(tmp_path / "top", tmp_path / "out")
+    assert (
+        result.exit_code == 0 and "1 sub-folder(s) not entered (inner); -r/--recursive restores them" in result.output
+    )
+    result, _ = run(tmp_path / "top", tmp_path / "out2", "-r")
+    assert result.exit_code == 0 and "not entered" not in result.output

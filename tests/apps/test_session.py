@@ -102,12 +102,12 @@ def test_every_front_end_restores_the_bytes_moce_restore_writes(
 
 
 def test_the_tile_pass_rule_lives_in_one_place():
-    said = []
-    assert settle(SessionOptions(precision="fp32")).passes() == 1  # --tile auto: tiles as large as memory allows
-    assert settle(SessionOptions(precision="fp32", tile=512)).passes() == 3
-    assert settle(SessionOptions(precision="fp16", tile=512), said.append).passes() == 1
-    assert said == ["tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at fp16)"]
-    assert settle(SessionOptions(precision="fp16")).passes() == 1
+    assert settle(SessionOptions(precision="fp32"))[0].passes() == 1  # --tile auto: tiles as large as memory allows
+    assert settle(SessionOptions(precision="fp32", tile=512))[0].passes() == 3
+    options, note = settle(SessionOptions(precision="fp16", tile=512))
+    assert options.passes() == 1
+    assert note == "tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at fp16)"
+    assert settle(SessionOptions(precision="fp16"))[0].passes() == 1
     served = ServeOptions().session_options()  # served images: as `moce restore --tile 512`
     assert (served.tile, served.tile_passes) == (512, 3)
 
@@ -131,6 +131,33 @@ def test_a_session_takes_arrays_of_every_layout_and_keeps_it(tiny_pkg):
             session.restore(np.zeros((4, 32, 3), np.uint8))
         with pytest.raises(InputError, match="NaN"):
             session.restore(np.full((16, 16, 3), np.nan, np.float32))
+        with pytest.raises(
+            InputError, match=r"float pixel values lie in \[0, 255\]; moce takes float images in \[0, 1\]"
+        ):
+            session.restore(np.linspace(0, 255, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3))
+
+
+def test_restore_file_never_restores_a_photo_in_place(tiny_pkg, tmp_path):
+    photo = tmp_path / "x.png"
+    cv2.imwrite(str(photo), np.full((16, 16, 3), 80, np.uint8))
+    before = photo.read_bytes()
+    with moce.open(tiny_pkg.root, backend="onnxruntime", threads=1) as session:
+        for dest in (photo, tmp_path / "." / "x.png"):
+            with pytest.raises(InputError, match="is the input; overwrite replaces earlier outputs"):
+                session.restore_file(photo, dest, overwrite=True)
+    assert photo.read_bytes() == before
+
+
+def test_the_one_pass_note_is_said_only_when_an_image_is_tiled(tiny_variants):
+    said: list[str] = []
+    options = SessionOptions(backend="onnxruntime", precision="fp16", tile=32, overlap=8, threads=1)
+    with Session(tiny_variants.manifest, options, said.append) as session:
+        session.restore_rgb([np.full((24, 24, 3), 0.5, np.float32)])
+        assert not any("tile passes" in s for s in said)
+        session.restore_rgb([np.full((72, 80, 3), 0.5, np.float32)] * 2)
+    assert [s for s in said if "tile passes" in s] == [
+        "tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at fp16)"
+    ]
 
 
 def test_restore_many_batches_same_sized_images_and_keeps_their_order(tiny_pkg):

@@ -26,6 +26,7 @@ from moce.apps.triton import (
 )
 from moce.cli.main import app
 from moce.errors import MoceError
+from moce.files import umask
 from moce.package.manifest import load_manifest
 from tests.apps import fake_triton
 
@@ -58,7 +59,7 @@ def repository(tmp_path_factory, tiny_pkg) -> Path:
 
 
 def test_repository_holds_config_model_and_a_verified_package_copy(repository, tiny_pkg):
-    assert sorted(p.name for p in repository.iterdir()) == ["1", "config.pbtxt"]
+    assert sorted(p.name for p in repository.iterdir()) == [".moce", "1", "config.pbtxt"]
     copy = load_manifest(repository / "1" / "package")
     copy.verify_files()
     assert sorted(copy.file_names()) == sorted(tiny_pkg.file_names())
@@ -72,17 +73,30 @@ def test_repository_holds_config_model_and_a_verified_package_copy(repository, t
     )
 
 
-def test_repository_is_replaced_whole_and_other_folders_are_refused(tmp_path, tiny_pkg):
+def test_a_shared_repository_keeps_other_models_and_moce_replaces_only_its_own_when_asked(tmp_path, tiny_pkg):
     out = tmp_path / "repo"
-    write_repository(tiny_pkg.root, out, ServeOptions(instances=2))
-    write_repository(tiny_pkg.root, out, ServeOptions(instance_kind="gpu"))
+    (out / "other" / "1").mkdir(parents=True)
+    (out / "other" / "config.pbtxt").write_text('name: "other"\n')
+    (out / "README.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    folder = write_repository(tiny_pkg.root, out, ServeOptions(instances=2))
+    assert folder == out / "moce" and "KIND_CPU count: 2" in (folder / "config.pbtxt").read_text()
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~umask())  # as mkdir makes it, not 0700
+    with pytest.raises(MoceError, match="holds this model from an earlier `moce triton`; pass --overwrite"):
+        write_repository(tiny_pkg.root, out, ServeOptions(instance_kind="gpu"))
+    write_repository(tiny_pkg.root, out, ServeOptions(instance_kind="gpu"), overwrite=True)
     assert "KIND_GPU count: 1" in (out / "moce" / "config.pbtxt").read_text()
-    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging or old copy left
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "keep.txt").write_text("mine")
-    with pytest.raises(MoceError, match="not a moce Triton repository"):
-        write_repository(tiny_pkg.root, tmp_path / "data", ServeOptions())
-    assert (tmp_path / "data" / "keep.txt").read_text() == "mine"
+    write_repository(tiny_pkg.root, out, ServeOptions(), name="second")
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "moce", "other", "second"]  # nothing left over
+    assert {p: p.read_bytes() for p in before} == before
+    (out / "theirs").mkdir()
+    (out / "theirs" / "keep.txt").write_text("mine")
+    for name in ("theirs", "other"):
+        with pytest.raises(MoceError, match="holds files that moce did not write"):
+            write_repository(tiny_pkg.root, out, ServeOptions(), name=name, overwrite=True)
+    assert (out / "theirs" / "keep.txt").read_text() == "mine"
+    with pytest.raises(MoceError, match="a Triton model name"):
+        write_repository(tiny_pkg.root, out, ServeOptions(), name="../up")
     with pytest.raises(MoceError, match="instance-kind"):
         ServeOptions(instance_kind="tpu")
 
@@ -167,8 +181,12 @@ def test_triton_command_writes_a_repository(tmp_path, tiny_pkg):
     result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(out), "--instances", "2"])
     assert result.exit_code == 0, result.output
     assert "KIND_CPU count: 2" in (out / "moce" / "config.pbtxt").read_text()
+    again = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(out), "--instances", "3"])
+    assert again.exit_code == 2 and "pass --overwrite" in again.output
+    again = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(out), "--instances", "3", "--overwrite"])
+    assert again.exit_code == 0 and "KIND_CPU count: 3" in (out / "moce" / "config.pbtxt").read_text()
     bad = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(out), "--max-batch-size", "0"])
-    assert bad.exit_code == 2 and "--max-batch-size must be at least 1" in bad.output
+    assert bad.exit_code == 2 and "'--max-batch-size': Input should be greater than or equal to 1" in bad.output
 
 
 def test_config_names_the_model(tiny_pkg):
@@ -184,3 +202,28 @@ def test_a_gpu_instance_sees_only_its_own_gpu(repository, monkeypatch):
     model.initialize({**args, "model_instance_kind": "GPU", "model_instance_device_id": "2"})
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
     model.finalize()
+
+
+def test_a_failed_server_is_reported_by_the_first_error_line_of_its_log_and_the_log_path(tmp_path):
+    from moce.apps.tritonserver import TritonServer
+
+    server = TritonServer.__new__(TritonServer)  # only its log is read here
+    server.log_path = tmp_path / "repo.tritonserver.log"
+    server.log_path.write_text(
+        "I1208 10:00:00.1 1 server.cc:1] starting\n"
+        "E1208 10:00:01.2 1 model_lifecycle.cc:2] failed to load 'moce' version 1: Invalid argument: bad\n"
+        "I1208 10:00:02.3 1 server.cc:3] unloading\n"
+        "error: creating server: Internal - failed to load all models\n"
+    )
+    summary = server.log_summary()
+    assert summary.startswith("E1208 10:00:01.2 1 model_lifecycle.cc:2] failed to load 'moce'")
+    assert summary.endswith(f"(log: {server.log_path})") and "\n" not in summary
+
+
+def test_triton_and_serve_open_the_served_session_before_writing_or_starting(tmp_path, tiny_pkg):
+    out = tmp_path / "repo"
+    result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(out), "--precision", "fp16"])
+    assert result.exit_code == 2 and "no fp16 graphs" in result.output, result.output
+    assert not out.exists()
+    served = CliRunner().invoke(app, ["serve", str(tiny_pkg.root), "--precision", "int8", "--http-port", "1"])
+    assert served.exit_code == 2 and len(served.output.strip().splitlines()) == 1

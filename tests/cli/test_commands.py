@@ -50,8 +50,8 @@ def test_build_engine_takes_sizes_and_batches_and_refuses_bad_ones_in_one_line(t
     )
     for args, message in (
         (["--sizes", "64,512"], "--sizes and --batches take three values each"),
-        (["--batches", "1,0,4"], "--batches takes batch sizes like 1,2, got 1,0,4"),
-        (["--sizes", "64,big,1024"], "--sizes takes sizes like 256 or 256x192"),
+        (["--batches", "1,0,4"], "'--batches': '1,0,4': every count is at least 1"),
+        (["--sizes", "64,big,1024"], "'64,big,1024': give sizes like 256 or 256x192"),
         (["--min-shape", "64x64"], "BATCHxHEIGHTxWIDTH"),  # the old spelling, still read in 0.7
     ):
         result = CliRunner().invoke(app, ["build-engine", str(tiny_pkg.root), *args])
@@ -113,3 +113,28 @@ def test_max_pixels_takes_megapixels(tmp_path, tiny_pkg):
     assert small.exit_code == 1 and "1,600 pixels), over the limit of 1,000 pixels" in small.output
     assert CliRunner().invoke(app, [*args, "0.01M"]).exit_code == 0
     assert CliRunner().invoke(app, [*args, "lots"]).exit_code == 2
+
+
+def test_train_keeps_what_is_not_its_run_and_refuses_a_run_of_another_architecture(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.png"), (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8))
+    small = ["--iterations", "1", "--batch", "1", "--crop", "32", "--threads", "1", "--save-every", "1"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "final.ckpt").write_bytes(b"the user's own")
+    result = CliRunner().invoke(app, ["train", str(photos), "-o", str(foreign), "--dim", "8", *small])
+    assert result.exit_code == 2 and "holds files that moce did not write" in result.output
+    assert (foreign / "final.ckpt").read_bytes() == b"the user's own"
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["train", str(photos), "-o", str(run), "--dim", "8", *small]).exit_code == 0
+    other = CliRunner().invoke(app, ["train", str(photos), "-o", str(run), "--dim", "16", *small])
+    assert other.exit_code == 2 and "this run has another architecture" in other.output
+    assert len(other.output.strip().splitlines()) == 1
+    (run / "last.ckpt").unlink()
+    final = (run / "final.ckpt").read_bytes()
+    again = CliRunner().invoke(app, ["train", str(photos), "-o", str(run), "--dim", "8", *small])
+    assert again.exit_code == 2 and "holds a finished run (final.ckpt) and no last.ckpt" in again.output
+    assert (run / "final.ckpt").read_bytes() == final
+    big = CliRunner().invoke(app, ["train", str(photos), "-o", str(tmp_path / "r2"), "--crop", "64", *small[:-6]])
+    assert big.exit_code == 2 and "no image has a shorter side of at least --crop 64" in big.output

@@ -53,7 +53,7 @@ def test_inspect_reads_a_package_like_its_checkpoint_and_takes_a_square_size(tin
     from_ckpt = json.loads(runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "128x128", "--json", "-"]).output)
     assert from_package["adapters"] == from_ckpt["adapters"] and from_package["params"] == from_ckpt["params"]
     bad = runner.invoke(app, ["inspect", str(tiny_ckpt), "--size", "big"])
-    assert bad.exit_code == 2 and "--size takes sizes like 256 or 256x192, got big" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--size': 'big': give sizes like 256 or 256x192" in bad.output
 
 
 def test_json_takes_a_file_and_the_old_flag_still_prints_with_a_warning(tmp_path, tiny_ckpt, capsys):
@@ -64,3 +64,13 @@ def test_json_takes_a_file_and_the_old_flag_still_prints_with_a_warning(tmp_path
     assert upgrade_legacy(["inspect", "m.ckpt", "--json", "--size", "64"])[2:4] == ["--json", "-"]
     assert "deprecated" in capsys.readouterr().err
     assert upgrade_legacy(["inspect", "m.ckpt", "--json", "out.json"]) == ["inspect", "m.ckpt", "--json", "out.json"]
+
+
+def test_an_image_or_a_package_where_a_checkpoint_goes_is_named_for_what_it_is(tmp_path, tiny_pkg):
+    photo = tmp_path / "photo.ckpt"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    result = runner.invoke(app, ["inspect", str(photo)])
+    assert result.exit_code == 2 and "is a PNG image, not a checkpoint" in result.output
+    exported = runner.invoke(app, ["export", str(tiny_pkg.root), "-o", str(tmp_path / "again.moce")])
+    assert exported.exit_code == 2 and "is a model package (exported already), not a checkpoint" in exported.output
+    assert not (tmp_path / "again.moce").exists()

@@ -151,3 +151,8 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
     assert not result.manifest.has_graph("conditional")
     assert "top-1" in result.manifest.info["routing"]["forms"]["conditional"]
     assert {c.mode for c in result.report.cases} == {"split", "dense", "tiles-local", "tiles-imposed"}
+
+
+def test_every_package_file_gets_the_umask_mode(tiny_pkg):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tiny_pkg.root.rglob("*") if p.is_file()}
+    assert len(set(modes.values())) == 1, modes  # weights.safetensors was 0600 while the graphs were 0644
