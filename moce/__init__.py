@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from moce._version import __version__
 
 if TYPE_CHECKING:
-    from moce.apps.restore import RestoreSummary, restore_folder
-    from moce.apps.session import RestoreResult, Session, SessionOptions
+    from moce.apps.report import RestoreSummary
+    from moce.apps.restore import restore_folder
+    from moce.apps.session import RestoreResult, Session
     from moce.apps.session import open_session as open
+    from moce.apps.session_options import SessionOptions
     from moce.errors import MoceError
 
 __all__ = [
@@ -41,10 +43,10 @@ __all__ = [
 _PUBLIC = {  # name -> (module, attribute), imported on first use (PEP 562)
     "open": ("moce.apps.session", "open_session"),
     "Session": ("moce.apps.session", "Session"),
-    "SessionOptions": ("moce.apps.session", "SessionOptions"),
+    "SessionOptions": ("moce.apps.session_options", "SessionOptions"),
     "RestoreResult": ("moce.apps.session", "RestoreResult"),
     "restore_folder": ("moce.apps.restore", "restore_folder"),
-    "RestoreSummary": ("moce.apps.restore", "RestoreSummary"),
+    "RestoreSummary": ("moce.apps.report", "RestoreSummary"),
     "MoceError": ("moce.errors", "MoceError"),
 }
 

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from moce.apps.cluster import restore_on_cluster
-from moce.apps.restore import RestoreJob, restore
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
 from moce.cli.main import configure_process
 from moce.data import DEFAULT_MODEL
 

@@ -17,8 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from moce.apps.bench import BenchOptions, run_bench
-from moce.apps.restore import RestoreJob, restore
+from moce.apps.bench import run_bench
+from moce.apps.bench_cases import BenchOptions
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
 from moce.cli.main import configure_process
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from moce import files
 from moce.errors import InputError
-from moce.imageio import from_rgb_float, header_size, image_files, read_image, write_image_atomic
+from moce.image_headers import header_size
+from moce.imageio import from_rgb_float, image_files, read_image, write_image_atomic
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ LAYERS = (
             "moce.names",
             "moce.progress",
             "moce.imageio",
+            "moce.image_headers",
             "moce.metrics",
             "moce.data",
         ),

@@ -25,156 +25,34 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from moce._version import __version__
+from moce.apps.bench_cases import (
+    REFERENCE,
+    TORCH_COMPILE,
+    TORCH_GRAPHS,
+    BenchOptions,
+    BenchResult,
+    Case,
+    backend_of,
+    expand_cases,
+    height_width,
+    why_not,
+)
 from moce.apps.memory import peak_resident
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.errors import InputError, MoceError
-from moce.imageio import write_chart
 from moce.metrics import psnr
-from moce.outputs import signed
 from moce.package.manifest import Manifest
 from moce.runtime.allocator import freed_memory_kept, keep_freed_memory
-from moce.runtime.backends import BACKENDS, cuda_available, ort_providers
+from moce.runtime.backends import cuda_available, ort_providers
 from moce.runtime.executor import PlanExecutor, expert_flops
 from moce.runtime.resolve import open_model
-
-SIGNATURE = "moce bench"
-"""What bench's JSON results and chart carry: a rerun may replace them and nothing else."""
-REFERENCE = "torch-eager"
-TORCH_GRAPHS = "torch-graphs"
-"""The torch backend replaying CUDA graphs (moce.runtime.cuda_graphs), timed beside the plain one."""
-TORCH_COMPILE = "torch-compile"
-"""The torch backend with each segment and expert through ``torch.compile`` (inductor)."""
-BENCH_BACKENDS = (*BACKENDS, TORCH_GRAPHS, TORCH_COMPILE)
-"""What ``--backends`` takes."""
-
-
-Size = int | tuple[int, int]
-"""An image size as ``--sizes`` gives it: a square side, or (height, width)."""
-
-
-def height_width(size: Size) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (size[0], size[1])
-
-
-@dataclass(frozen=True)
-class Case:
-    backend: str  # torch-eager, torch, onnxruntime, tensorrt
-    routing: str
-    size: int  # the height (and the width of a square image)
-    batch: int
-    width: int | None = None  # None: square
-    precision: str = "fp32"
-
-    @classmethod
-    def of(cls, backend: str, routing: str, size: Size, batch: int, precision: str = "fp32") -> Case:
-        height, width = height_width(size)
-        return cls(backend, routing, height, batch, None if width == height else width, precision)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.size, self.width or self.size
-
-    @property
-    def label(self) -> str:
-        side = f"{self.size}" if self.width is None else f"{self.size}x{self.width}"
-        return f"{self.backend}/{self.routing} {self.precision} {side}px b{self.batch}"
-
-
-@dataclass
-class BenchResult:
-    case: Case
-    times: list[float] = field(default_factory=list)
-    peak_mb: float | None = None
-    expert_gflops: float = 0.0
-    dense_expert_gflops: float = 0.0
-    trunk_gflops: float = 0.0
-    gemm_peak_gflops: float | None = None  # float32 matmul rate of the device the case ran on
-    cuda: bool = False
-    max_abs_vs_reference: float | None = None
-    kept_freed_memory: bool = False  # malloc reused freed blocks (moce.runtime.allocator)
-    psnr_vs_reference: float | None = None  # dB, outputs clipped to [0, 1] as they are saved
-    route_agreement: float | None = None  # share of routing decisions equal to the reference's
-    skipped: str | None = None  # why the case did not run
-
-    @property
-    def _median_s(self) -> float:
-        """The median run time; NaN for a case that did not run."""
-        return float(np.median(self.times)) if self.times else float("nan")
-
-    @property
-    def median_ms(self) -> float:
-        return self._median_s * 1e3
-
-    @property
-    def p90_ms(self) -> float:
-        return float(np.percentile(self.times, 90) * 1e3) if self.times else float("nan")
-
-    def images_per_s(self) -> float:
-        return self.case.batch / self._median_s
-
-    @property
-    def gflops(self) -> float:
-        """Work done per run: every trunk segment plus the experts actually run."""
-        return self.trunk_gflops + self.expert_gflops
-
-    def gflops_per_s(self) -> float:
-        return self.gflops / self._median_s
-
-    def share_of_peak(self) -> float | None:
-        return self.gflops_per_s() / self.gemm_peak_gflops if self.gemm_peak_gflops else None
-
-
-@dataclass
-class BenchOptions:
-    backends: list[str]
-    routings: list[str]
-    sizes: list[Size]
-    batches: list[int]
-    warmup: int = 2
-    rounds: int = 10
-    threads: int | None = None
-    device: str | None = None
-    memory: bool = True
-    seed: int = 0
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])
-
-
-def backend_of(name: str) -> str:
-    """The backend a bench case name runs on (``torch-graphs``: torch with CUDA graphs; ``torch-compile``:
-    torch with torch.compile)."""
-    return "torch" if name in (TORCH_GRAPHS, TORCH_COMPILE) else name
-
-
-def expand_cases(options: BenchOptions) -> list[Case]:
-    """Every requested combination, plus the eager float32 reference per size/batch; routing forms
-    a backend does not run are left out (the table would only repeat the backend's design)."""
-    cases = []
-    for size in options.sizes:
-        for batch in options.batches:
-            cases.append(Case.of(REFERENCE, "split", size, batch))
-            for backend in options.backends:
-                for routing in options.routings:
-                    if routing not in BACKENDS[backend_of(backend)].routings:
-                        continue
-                    cases += [Case.of(backend, routing, size, batch, p) for p in options.precisions]
-    return cases
-
-
-def why_not(case: Case) -> str | None:
-    """Why a backend cannot run ``case``'s precision at all, or None."""
-    if case.backend == REFERENCE:
-        return None
-    backend = BACKENDS[backend_of(case.backend)]
-    if case.precision in backend.precisions:
-        return None
-    return f"the {backend.name} backend runs {', '.join(backend.precisions)}"
 
 
 class _Timer:
@@ -452,123 +330,6 @@ def _child(spec: str) -> None:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process image, in MB."""
     return peak_resident() / 2**20
-
-
-def speedups(results: list[BenchResult]) -> dict[Case, float]:
-    ref = {(r.case.shape, r.case.batch): r.median_ms for r in results if r.case.backend == REFERENCE}
-    return {r.case: ref[(r.case.shape, r.case.batch)] / r.median_ms for r in results}
-
-
-def fastest(results: list[BenchResult]) -> dict[tuple[tuple[int, int], int], BenchResult]:
-    """Per (size, batch), the quickest case that ran, the reference aside: the path to pick here."""
-    best: dict[tuple[tuple[int, int], int], BenchResult] = {}
-    for r in results:
-        key = (r.case.shape, r.case.batch)
-        if r.case.backend != REFERENCE and r.times and (key not in best or r.median_ms < best[key].median_ms):
-            best[key] = r
-    return best
-
-
-def _finite(value: float | None) -> float | None:
-    """Strict JSON has no NaN or infinity: a skipped case's timings, and the PSNR of an output equal
-    to eager's (``max_abs_vs_eager`` 0), are written as null."""
-    return value if value is None or np.isfinite(value) else None
-
-
-def to_json(results: list[BenchResult]) -> list[dict[str, Any]]:
-    ups = speedups(results)
-    return [
-        {
-            **asdict(r.case),
-            "median_ms": _finite(r.median_ms),
-            "p90_ms": _finite(r.p90_ms),
-            "images_per_s": _finite(r.images_per_s()),
-            "peak_mb": r.peak_mb,
-            "expert_gflops": r.expert_gflops,
-            "dense_expert_gflops": r.dense_expert_gflops,
-            "trunk_gflops": r.trunk_gflops,
-            "gflops": r.gflops,
-            "gflops_per_s": _finite(r.gflops_per_s()),
-            "gemm_peak_gflops": r.gemm_peak_gflops,
-            "share_of_gemm_peak": _finite(r.share_of_peak()),
-            "speedup_vs_eager": _finite(ups[r.case]),
-            "max_abs_vs_eager": r.max_abs_vs_reference,
-            "psnr_vs_eager": _finite(r.psnr_vs_reference),
-            "route_agreement": r.route_agreement,
-            "skipped": r.skipped,
-            "cuda": r.cuda,
-            "kept_freed_memory": r.kept_freed_memory,
-            "times_s": r.times,
-        }
-        for r in results
-    ]
-
-
-def saved_json(results: list[BenchResult]) -> dict[str, Any]:
-    """What ``--json`` writes: the rows of :func:`to_json`, signed as bench's."""
-    return signed({"moce": __version__, "results": to_json(results)}, SIGNATURE)
-
-
-def saved_rows(data: Any) -> list[dict[str, Any]]:
-    """The rows of a file ``--json`` wrote (a bare list before moce 0.7.6)."""
-    return data["results"] if isinstance(data, dict) else data
-
-
-def _psnr_of(row: dict[str, Any]) -> float | None:
-    """A saved PSNR: null is infinite where the output equalled eager's; runs before 0.7.1 have none."""
-    if row.get("psnr_vs_eager") is None and row.get("max_abs_vs_eager") == 0 and "route_agreement" in row:
-        return float("inf")
-    return row.get("psnr_vs_eager")
-
-
-def from_json(rows: list[dict[str, Any]]) -> list[BenchResult]:
-    """Results back from ``to_json``: a run saved on another machine (a lent GPU, say) tabulated and
-    charted here. Derived columns are recomputed from the raw times."""
-    return [
-        BenchResult(
-            Case(r["backend"], r["routing"], r["size"], r["batch"], r.get("width"), r.get("precision", "fp32")),
-            times=list(r["times_s"]),
-            peak_mb=r["peak_mb"],
-            expert_gflops=r["expert_gflops"],
-            dense_expert_gflops=r["dense_expert_gflops"],
-            trunk_gflops=r["trunk_gflops"],
-            gemm_peak_gflops=r["gemm_peak_gflops"],
-            cuda=bool(r.get("cuda", False)),
-            max_abs_vs_reference=r["max_abs_vs_eager"],
-            kept_freed_memory=bool(r.get("kept_freed_memory", False)),  # runs before 0.2.1: glibc defaults
-            psnr_vs_reference=_psnr_of(r),
-            route_agreement=r.get("route_agreement"),
-            skipped=r.get("skipped"),
-        )
-        for r in rows
-    ]
-
-
-def chart(results: list[BenchResult], path: Path) -> None:
-    """Horizontal bars of median latency per case; beside each, the speed-up against eager and the
-    accuracy it costs (PSNR against eager fp32, share of identical routes). Skipped cases are left out."""
-    import cv2
-
-    ups = speedups(results)
-    ran = [r for r in results if r.times]
-    row, left, width = 28, 380, 520
-    img = np.full((row * len(ran) + 50, left + width + 260, 3), 255, np.uint8)
-    worst = max(r.median_ms for r in ran)
-    title = "median latency (ms), speed-up vs PyTorch eager fp32, PSNR vs its output / routes the same"
-    cv2.putText(img, title, (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    for i, r in enumerate(ran):
-        y = 40 + i * row
-        colour = (150, 150, 150) if r.case.backend == REFERENCE else (200, 120, 40)
-        cv2.putText(img, r.case.label, (10, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        bar = int(width * r.median_ms / worst)
-        cv2.rectangle(img, (left, y + 4), (left + bar, y + row - 6), colour, -1)
-        accuracy = ""
-        if r.case.backend != REFERENCE and r.psnr_vs_reference is not None and r.route_agreement is not None:
-            db = f"{r.psnr_vs_reference:.1f} dB" if r.psnr_vs_reference < 99 else "> 99 dB"
-            accuracy = f"  {db} / {100 * r.route_agreement:.0f}%"
-        label = f"{r.median_ms:.0f} ms  x{ups[r.case]:.2f}{accuracy}"
-        cv2.putText(img, label, (left + bar + 6, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    write_chart(path, img, SIGNATURE)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ import numpy as np
 
 from moce._version import __version__
 from moce.apps.memory import peak_resident
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.errors import InputError, MoceError
 from moce.files import atomic_path
 from moce.metrics import psnr
@@ -73,11 +74,7 @@ class TilingBench:
     tilings: list[str]
     sizes: list[tuple[int, int]]
     photo: Path | None = None
-    backend: str = "auto"
-    precision: str = "fp32"
-    threads: int | None = None
-    max_memory: float | None = None
-    tile_passes: int | None = None
+    session: SessionOptions = field(default_factory=SessionOptions)  # every case's, but its tiling
     rounds: int = 1
 
 
@@ -117,15 +114,7 @@ def parse_tilings(text: str) -> list[str]:
 def session_options(tiling: str, height: int, width: int, bench: TilingBench) -> SessionOptions:
     """The session a case restores with: untiled is a tile larger than the image."""
     tile: int | str = AUTO if tiling == AUTO else int(tiling) if tiling != UNTILED else _covering(height, width)
-    return SessionOptions(
-        backend=bench.backend,
-        precision=bench.precision,
-        tile=tile,
-        tile_passes=bench.tile_passes,
-        max_memory=bench.max_memory,
-        threads=bench.threads,
-        max_pixels=max(height * width, 64),
-    )
+    return replace(bench.session, tile=tile, max_pixels=max(height * width, 64))
 
 
 def _covering(height: int, width: int) -> int:
@@ -160,7 +149,9 @@ def _run_child(root: Path, case: TilingCase, bench: TilingBench, out: Path) -> T
     spec = {
         "model": str(root),
         "case": asdict(case),
-        "bench": {**asdict(bench), "photo": str(bench.photo) if bench.photo else None, "sizes": []},
+        "options": asdict(session_options(case.tiling, case.height, case.width, bench)),
+        "photo": str(bench.photo) if bench.photo else None,
+        "rounds": bench.rounds,
         "out": str(out),
         "keep_freed_memory": freed_memory_kept(),
     }
@@ -187,14 +178,11 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["keep_freed_memory"]:
         keep_freed_memory()
     case = TilingCase(**spec["case"])
-    raw = spec["bench"]
-    bench = TilingBench(**{**raw, "photo": Path(raw["photo"]) if raw["photo"] else None})
-    options = session_options(case.tiling, case.height, case.width, bench)
-    with Session(open_model(spec["model"]), options) as session:
-        rgb = photo_at(bench.photo, case.height, case.width, session)
+    with Session(open_model(spec["model"]), SessionOptions(**spec["options"])) as session:
+        rgb = photo_at(Path(spec["photo"]) if spec["photo"] else None, case.height, case.width, session)
         plan = session.restorer.plan(rgb)  # measures the memory model (set-up, untimed) where it is not cached
         seconds = []
-        for _ in range(bench.rounds):
+        for _ in range(spec["rounds"]):
             start = time.perf_counter()
             result = session.restore_rgb([rgb])[0]
             seconds.append(time.perf_counter() - start)

@@ -30,29 +30,16 @@ from urllib.parse import urlparse
 import numpy as np
 
 from moce._lazy import require
-from moce.apps.restore import (
-    NOT_ENTERED,
-    ImageLoop,
-    ImageRecord,
-    Listing,
-    NoProgress,
-    Pairs,
-    Prepared,
-    Progress,
-    RestoreJob,
-    RestoreSummary,
-    StopRequest,
-    not_processed,
-    outputs_to_write,
-    passed_record,
-    prepare,
-    summarize,
-    why_not,
-    write_report,
-)
+from moce.apps.checks import outputs_to_write
+from moce.apps.discovery import NOT_ENTERED, Listing, Pairs, why_not
+from moce.apps.job import RestoreJob
+from moce.apps.report import ImageRecord, RestoreSummary, not_processed, passed_record, write_report
+from moce.apps.restore import ImageLoop, Prepared, prepare, summarize
 from moce.apps.session import Session
+from moce.apps.stop import StopRequest
 from moce.errors import InputError, one_line
 from moce.package.store import cache_dir
+from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model
 
 RAY_HINT = "'ray[data]'"

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from moce._lazy import require
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.data import SAMPLES
 from moce.engines.build import BuildOptions, build
 from moce.errors import InputError

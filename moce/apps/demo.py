@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from moce.apps.evaluate import route_usage, routing_chart
-from moce.apps.restore import Progress, RestoreJob, RestoreSummary, restore
-from moce.apps.session import SessionOptions
+from moce.apps.job import RestoreJob
+from moce.apps.report import RestoreSummary
+from moce.apps.restore import restore
+from moce.apps.session_options import SessionOptions
 from moce.data import DEFAULT_MODEL, SAMPLES
 from moce.imageio import read_image, write_chart
 from moce.metrics import psnr
 from moce.outputs import Planned, check_write, mark_folder
+from moce.progress import Progress
 
 SIGNATURE = "moce demo"
 """What the demo folder's marker, report and charts carry."""

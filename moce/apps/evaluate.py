@@ -21,7 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.data.degrade import FIXED_RANGES, IDENTITY, TASK_OF, check_degradations, degrade
 from moce.errors import InputError
 from moce.imageio import read_images, write_chart

@@ -62,6 +62,10 @@ class ProbeSpec:
     keep_freed_memory: bool
 
 
+PROBED_OPTIONS = ("precision", "routing", "threads", "compile", "cuda_graphs")
+"""The session options a :class:`ProbeSpec` records as they are."""
+
+
 def probe_key(spec: ProbeSpec, manifest_sha256: str) -> str:
     """The cache key: the package's content (its manifest's hash), the run settings and moce's version."""
     fields = {**asdict(spec), "package": manifest_sha256, "threads": None, "moce": __version__}
@@ -179,15 +183,7 @@ def default_budget(device: str, available: Callable[[], float] = available_ram) 
 
 
 def probe_spec(manifest: Manifest, backend: str, device: str, options: Any) -> ProbeSpec:
-    """The :class:`ProbeSpec` of a session's options (``SessionOptions``) on ``backend`` and ``device``."""
-    return ProbeSpec(
-        package=str(manifest.root),
-        backend=backend,
-        device=device,
-        precision=options.precision,
-        routing=options.routing,
-        threads=options.threads,
-        compile=options.compile,
-        cuda_graphs=options.cuda_graphs,
-        keep_freed_memory=freed_memory_kept(),
-    )
+    """The :class:`ProbeSpec` of a session's options (``SessionOptions``) on ``backend`` and ``device``:
+    the options of the same names, as the session has them."""
+    shared = {name: getattr(options, name) for name in PROBED_OPTIONS}
+    return ProbeSpec(str(manifest.root), backend, device, keep_freed_memory=freed_memory_kept(), **shared)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from moce.apps.memory import PROBE_SIDES, ProbeSpec, free_device_memory, peak_resident, resident_bytes
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.runtime.allocator import keep_freed_memory
 from moce.runtime.resolve import open_model
 

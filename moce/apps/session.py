@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as fields_of
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from moce.apps.batcher import Batcher
 from moce.apps.memory import default_budget, memory_model, probe_spec
+from moce.apps.session_options import (
+    SessionOptions,
+    check_options,
+    make_choice,
+    runner_device,
+    settle,
+    slow_path_warning,
+)
 from moce.errors import InputError
 from moce.imageio import (
-    DEFAULT_MAX_PIXELS,
     ImageInfo,
     array_to_rgb,
     check_min_side,
@@ -37,54 +44,20 @@ from moce.imageio import (
     storage_of,
     write_image_atomic,
 )
-from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
 from moce.package.manifest import Manifest, SegmentEntry
 from moce.progress import Messages, Progress, quiet
-from moce.runtime.backends import (
-    BACKENDS,
-    BackendChoice,
-    cpu_bf16_units,
-    cuda_available,
-    make_runner,
-    nvidia_gpu_present,
-)
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
-from moce.runtime.restorer import ImageResult, MemoryBudget, RestoreOptions, Restorer, check_restore_options
+from moce.runtime.restorer import (
+    ImageResult,
+    MemoryBudget,
+    Restorer,
+    skipped_share,
+)
 from moce.runtime.tile_plan import AUTO, TilePlan, gib
 
 if TYPE_CHECKING:  # a package needs no PyTorch
     from moce.model.network import MoCEIR
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    """How a session restores: the backend and its precision, the routing form, tiling and batching.
-
-    The same fields, with the same defaults, as ``moce restore``'s options of those names.
-    """
-
-    backend: str = "auto"  # auto, tensorrt, onnxruntime or torch
-    device: str | None = None  # cpu or cuda; None: cuda where the backend has it
-    precision: str = "fp32"  # fp32, fp16, bf16 (torch) or int8 (ONNX graphs from `moce build-engine`)
-    routing: str = "split"  # split, conditional or dense
-    tile: int | str = AUTO  # auto: untiled if the image fits max_memory, else the largest tiles that do; N: N px tiles
-    overlap: int = 32
-    route_per: str = "image"  # image: one route for a whole tiled image; tile: each tile routes itself
-    route_size: int | None = None  # longest side of a tiled image's routing pass; None: the tile side (auto: 512)
-    tile_passes: int | None = None  # passes over the tiles sharing image-wide sums; None: 1 with auto, 3 with N
-    max_memory: float | None = None  # bytes tile auto plans for; None: half the memory available at open
-    batch: int = 1  # same-sized images, or tiles, per inference call
-    threads: int | None = None  # CPU threads of the backend; None: all cores
-    cuda_graphs: bool = False  # torch on CUDA: replay CUDA graphs
-    compile: bool = False  # torch: each segment and expert through torch.compile (inductor)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused before they are decoded
-
-    def restore_options(self) -> RestoreOptions:
-        """The fields that decide how one image is restored (tiling, routing form, batching)."""
-        return RestoreOptions(**{f.name: getattr(self, f.name) for f in fields(RestoreOptions)})
 
 
 @dataclass
@@ -109,105 +82,7 @@ class RestoreResult:
     @property
     def expert_compute_skipped(self) -> float:
         """The share of expert FLOPs a dense pass would run that routing skipped."""
-        return 1.0 - self.expert_flops / self.dense_expert_flops if self.dense_expert_flops else 0.0
-
-
-DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-"""What ``--device`` takes: ``cpu``, ``cuda`` or ``cuda:N``."""
-
-
-def check_options(options: SessionOptions, multiple: int = 8) -> None:
-    """Refuse, before any backend loads, option values no run could use."""
-    if options.device is not None and not DEVICE.fullmatch(options.device):
-        raise InputError(f"--device must be cpu, cuda or cuda:N, got {options.device}")
-    if options.routing not in ROUTING_MODES:
-        raise InputError(f"--routing must be one of {', '.join(ROUTING_MODES)}, got {options.routing}")
-    if options.compile and options.backend != "torch":
-        raise InputError(f"--compile compiles the torch backend's model; add --backend torch (got {options.backend})")
-    if options.threads is not None and options.threads < 1:
-        raise InputError(f"--threads must be at least 1 (leave it out for all cores), got {options.threads}")
-    if options.max_pixels < 64:
-        raise InputError(f"--max-pixels must be at least 64, got {options.max_pixels}")
-    check_restore_options(options.restore_options(), multiple)
-
-
-def settle(options: SessionOptions) -> tuple[RestoreOptions, str | None]:
-    """The restore options a run actually uses, and the note to give when the first image is tiled:
-    image-wide sums across tiles run in the fp32 tile graphs only, so at any other precision tiles
-    make one pass."""
-    restore = options.restore_options()
-    if options.precision != "fp32" and restore.passes() > 1:
-        note = f"tile passes: 1 (image-wide sums run in the fp32 tile graphs only, not at {options.precision})"
-        return replace(restore, tile_passes=1), note
-    return restore, None
-
-
-def check_graphs(manifest: Manifest, options: SessionOptions, backend: str) -> None:
-    """A backend that runs the package's graphs needs them at the requested precision (fp16 and
-    int8 come from ``moce build-engine``), and a whole-network routing form needs its graph there
-    (:func:`make_runner` has checked that the backend runs the form at all)."""
-    if not BACKENDS[backend].whole_from_package:
-        return
-    if options.precision in GRAPH_PRECISIONS:
-        manifest.graphs(options.precision)  # refused with the command that builds them
-    routing = options.routing
-    if routing == "split":
-        return
-    if routing not in manifest.graphs(options.precision):
-        why = manifest.info.get("routing", {}).get("forms", {}).get(routing, "not exported")
-        raise InputError(
-            f"--routing {routing}: {manifest.root} has no {options.precision} {routing} graph ({why}); "
-            "use --routing split"
-        )
-
-
-def check_device(options: SessionOptions) -> None:
-    """Refuse a CUDA device this machine does not have, instead of running on the CPU unasked."""
-    if not (options.device or "").startswith("cuda"):
-        return
-    if not nvidia_gpu_present():
-        raise InputError(f"--device {options.device}: this machine shows no NVIDIA GPU; use --device cpu")
-    if options.backend == "torch" and not cuda_available():
-        raise InputError(f"--device {options.device}: PyTorch here has no CUDA (a CPU build?); use --device cpu")
-
-
-def slow_path_warning(choice: BackendChoice, precision: str) -> str | None:
-    """One line for a slow path chosen on purpose, with the faster choice."""
-    device = getattr(choice.runner, "device", None)
-    if choice.name != "torch" or getattr(device, "type", None) != "cpu":
-        return None
-    if precision == "fp16":
-        return (
-            "warning: fp16 on the CPU runs several times slower than fp32 in PyTorch (no fp16 arithmetic "
-            "units); --precision fp32 is faster here (bf16 too, on CPUs with AVX512_BF16 or AMX)"
-        )
-    if precision == "bf16" and not cpu_bf16_units():
-        return (
-            "warning: this CPU has no bfloat16 units (AVX512_BF16 or AMX), so PyTorch emulates bf16, "
-            "many times slower than fp32; --precision fp32 is faster here"
-        )
-    return None
-
-
-def make_choice(manifest: Manifest, options: SessionOptions) -> BackendChoice:
-    """The backend's runner for ``options`` (not activated): a named backend is checked against the
-    package before it loads anything, ``auto``'s pick after."""
-    check_device(options)
-    if options.backend in BACKENDS:
-        check_graphs(manifest, options, options.backend)
-    choice = make_runner(
-        options.backend,
-        manifest,
-        options.device,
-        options.threads,
-        options.precision,
-        options.cuda_graphs,
-        options.routing,
-        options.compile,
-    )
-    if options.backend not in BACKENDS:
-        check_graphs(manifest, options, choice.name)
-    return choice
+        return skipped_share(self.expert_flops, self.dense_expert_flops)
 
 
 class Session:
@@ -374,15 +249,15 @@ class Session:
 
     def _result(self, result: ImageResult, image: np.ndarray | None) -> RestoreResult:
         return RestoreResult(
-            image if image is not None else result.restored,
-            result.routes,
-            result.probs,
-            result.seconds,
-            result.tiles,
-            result.expert_flops,
-            result.dense_expert_flops,
-            result.tile_routes,
-            result.plan,
+            image=image if image is not None else result.restored,
+            routes=result.routes,
+            probs=result.probs,
+            seconds=result.seconds,
+            tiles=result.tiles,
+            expert_flops=result.expert_flops,
+            dense_expert_flops=result.dense_expert_flops,
+            tile_routes=result.tile_routes,
+            plan=result.plan,
         )
 
     # -- what it is ---------------------------------------------------------------------------
@@ -439,86 +314,6 @@ class Session:
         )
 
 
-class Batcher(Generic[T]):
-    """The one place that groups images into inference calls: consecutive same-sized untiled
-    images, up to ``batch``, run together; an image larger than a tile runs alone, in tiles.
-
-    ``done(item, outcome)`` receives each item's :class:`ImageResult`, or the exception its call
-    raised (every item of a failed call gets it). At most ``batch`` images are held at a time.
-    """
-
-    def __init__(
-        self,
-        session: Session,
-        done: Callable[[T, ImageResult | Exception], None],
-        tiles: Callable[[int], None] | None = None,
-        tile_done: Callable[[int], None] | None = None,
-    ) -> None:
-        self.session, self.done = session, done
-        self.on_tiles, self.on_tile_done = tiles, tile_done
-        self.pending: list[tuple[T, np.ndarray]] = []
-        self.plans: list[TilePlan] = []
-
-    def add(self, item: T, rgb: np.ndarray) -> None:
-        restorer = self.session.restorer
-        try:
-            plan = restorer.plan(rgb)
-        except InputError as exc:  # over the memory budget: this image fails, the others go on
-            self.flush()
-            self.done(item, exc)
-            return
-        if plan.tiled:
-            self.flush()
-            self._tiled(item, rgb, plan)
-            return
-        if self.pending and self.pending[0][1].shape != rgb.shape:
-            self.flush()
-        self.pending.append((item, rgb))
-        self.plans.append(plan)
-        if len(self.pending) >= restorer.options.batch:
-            self.flush()
-
-    def flush(self) -> None:
-        items, self.pending = self.pending, []
-        plans, self.plans = self.plans, []
-        if not items:
-            return
-        start = time.perf_counter()
-        try:
-            results = self.session.restorer.restore_batch([rgb for _, rgb in items])
-        except Exception as exc:  # noqa: BLE001 - the caller decides what a failed call means
-            for item, _ in items:
-                self.done(item, exc)
-            return
-        seconds = (time.perf_counter() - start) / len(items)
-        for (item, _), result, plan in zip(items, results, plans):
-            result.seconds, result.plan = seconds, plan
-            self.done(item, result)
-
-    def _tiled(self, item: T, rgb: np.ndarray, plan: TilePlan) -> None:
-        restorer = self.session.restorer
-        self.session.tiled_once()
-        start = time.perf_counter()
-        try:
-            if self.on_tiles:
-                self.on_tiles(plan.tiles * plan.passes)
-            result = restorer.restore_tiled(rgb, self.on_tile_done, plan)
-        except Exception as exc:  # noqa: BLE001 - the caller decides what a failed image means
-            self.done(item, exc)
-            return
-        result.seconds = time.perf_counter() - start
-        self.done(item, result)
-
-
-def runner_device(choice: BackendChoice) -> str:
-    """Where a backend's runner computes: ``cpu``, or ``cuda``/``cuda:N``."""
-    device = getattr(choice.runner, "device", None)
-    if device is not None:
-        return str(device)
-    providers = getattr(choice.runner, "providers", ["CPUExecutionProvider"])
-    return "cuda" if choice.name == "tensorrt" or providers[0] == "CUDAExecutionProvider" else "cpu"
-
-
 def _like(out: np.ndarray, given: np.ndarray) -> np.ndarray:
     """``out`` with ``given``'s number of axes (a gray ``H x W x 1`` input gets ``H x W x 1`` back)."""
     return out[:, :, None] if out.ndim == 2 and given.ndim == 3 else out
@@ -531,46 +326,25 @@ def write_restored(path: Path, restored: np.ndarray, info: ImageInfo, quality: i
 
 def open_session(
     model: str | Path | MoCEIR | None = None,
+    options: SessionOptions | None = None,
     *,
-    backend: str = "auto",
-    device: str | None = None,
-    precision: str = "fp32",
-    routing: str = "split",
-    tile: int | str = AUTO,
-    overlap: int = 32,
-    route_per: str = "image",
-    route_size: int | None = None,
-    tile_passes: int | None = None,
-    max_memory: float | None = None,
-    batch: int = 1,
-    threads: int | None = None,
-    cuda_graphs: bool = False,
-    compile: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Messages = quiet,
+    **fields: Any,
 ) -> Session:
     """Open ``model`` for restoring: a package folder, a checkpoint (exported and validated once
-    into the cache), a ``MoCEIR`` module, or None for the bundled demo model.
+    into the cache), a ``MoCEIR`` module, or None for the bundled demo model. ``fields`` are any of
+    :class:`SessionOptions`'s by name, over ``options`` (``moce.open(pkg, backend="onnxruntime",
+    tile=512)``): the options and their defaults are declared there alone.
 
     Everything that can be refused is refused here, before any image: unreadable or tampered
     packages, unknown backends and precisions, option values no run could use.
     """
-    options = SessionOptions(
-        backend=backend,
-        device=device,
-        precision=precision,
-        routing=routing,
-        tile=tile,
-        overlap=overlap,
-        route_per=route_per,
-        route_size=route_size,
-        tile_passes=tile_passes,
-        max_memory=max_memory,
-        batch=batch,
-        threads=threads,
-        cuda_graphs=cuda_graphs,
-        compile=compile,
-        max_pixels=max_pixels,
-    )
+    known = {f.name for f in fields_of(SessionOptions)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InputError(
+            f"unknown session option(s) {', '.join(unknown)}; SessionOptions has {', '.join(sorted(known))}"
+        )
+    options = replace(options or SessionOptions(), **fields)
     check_options(options)
     return Session(open_model(model, progress), options, progress)

@@ -22,16 +22,17 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from moce.apps.session import Session, SessionOptions
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions
 from moce.errors import InputError, MoceError, one_line
 from moce.files import umask, write_bytes_atomic
-from moce.imageio import DEFAULT_MAX_PIXELS, ImageInfo, array_to_rgb, check_min_side, check_pixels, rgb_to_array
+from moce.imageio import ImageInfo, array_to_rgb, check_min_side, check_pixels, rgb_to_array
 from moce.outputs import Planned, check_write, mark_folder
 from moce.package.manifest import MANIFEST, Manifest, sha256_bytes
 from moce.package.store import cache_dir
@@ -68,19 +69,30 @@ class TritonPythonModel(TritonModel):
 '''
 
 
+SERVED = SessionOptions(tile=512, tile_passes=3)
+"""A served model's session unless told otherwise: ``moce restore --tile 512``'s (fixed tiles, not
+auto: instances share the machine, and a server wants its memory per request known)."""
+SERVED_FIELDS = (
+    "backend",
+    "precision",
+    "routing",
+    "tile",
+    "overlap",
+    "route_per",
+    "tile_passes",
+    "threads",
+    "max_pixels",
+)
+"""The session options a repository records in ``config.pbtxt`` (the device and the batch are the
+instance's own)."""
+
+
 @dataclass(frozen=True)
 class ServeOptions:
-    """How the served model runs; written into ``config.pbtxt`` as parameters."""
+    """How the served model runs: its session (:class:`SessionOptions`, the options of
+    ``moce restore``) and Triton's own settings; written into ``config.pbtxt`` as parameters."""
 
-    backend: str = "auto"
-    precision: str = "fp32"
-    routing: str = "split"
-    tile: int = 512  # fixed, not auto: instances share the machine, and a server wants its memory per request known
-    overlap: int = 32
-    route_per: str = "image"
-    tile_passes: int = 3  # as `moce restore --tile 512`: a served image is the image that command writes
-    threads: int = 0  # CPU threads per instance (0: all cores, as leaving out moce restore --threads)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    session: SessionOptions = SERVED
     max_batch_size: int = 8
     instances: int = 1
     instance_kind: str = "cpu"  # cpu or gpu (one instance per GPU, each on its own device)
@@ -89,34 +101,41 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if self.instance_kind not in INSTANCE_KINDS:
             raise MoceError(f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
-        for name in ("max_batch_size", "instances", "tile"):
+        for name in ("max_batch_size", "instances"):
             if getattr(self, name) < 1:
                 raise MoceError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
+    @classmethod
+    def of(cls, **values: Any) -> ServeOptions:
+        """Serve options from flat names, each a session option or one of Triton's."""
+        own = {f.name for f in fields(cls)} - {"session"}
+        session = replace(SERVED, **{k: v for k, v in values.items() if k not in own})
+        return cls(session, **{k: v for k, v in values.items() if k in own})
+
     def session_options(self, device: str | None = None) -> SessionOptions:
-        """The served model's session: ``moce restore``'s options of the same names, batches of up to
-        ``max_batch_size`` images."""
-        return SessionOptions(
-            backend=self.backend,
-            device=device,
-            precision=self.precision,
-            routing=self.routing,
-            tile=self.tile,
-            overlap=self.overlap,
-            route_per=self.route_per,
-            tile_passes=self.tile_passes,
-            batch=self.max_batch_size,
-            threads=self.threads or None,
-            max_pixels=self.max_pixels,
-        )
+        """The served model's session on ``device``, batches of up to ``max_batch_size`` images."""
+        return replace(self.session, device=device, batch=self.max_batch_size)
+
+    def parameters(self) -> dict[str, str]:
+        """What ``config.pbtxt`` records, as the strings Triton hands back (None as "")."""
+        flat = {name: getattr(self.session, name) for name in SERVED_FIELDS}
+        flat |= {f.name: getattr(self, f.name) for f in fields(self) if f.name != "session"}
+        return {k: "" if v is None else str(v) for k, v in flat.items()}
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, Any]) -> ServeOptions:
         """Read back what :func:`config_pbtxt` wrote (Triton hands parameters over as strings)."""
         values = {k: v["string_value"] for k, v in parameters.items() if isinstance(v, dict)}
-        kinds = {f.name: f.type for f in fields(cls)}
-        typed = {k: int(v) if kinds[k] == "int" else v for k, v in values.items() if k in kinds}
-        return cls(**typed)
+        return cls.of(
+            **{k: _typed(k, v) for k, v in values.items() if k in SERVED_FIELDS or k in cls.__dataclass_fields__}
+        )
+
+
+def _typed(name: str, text: str) -> Any:
+    """A parameter's value back in its option's type: numbers, None for "", words as they are."""
+    if text == "":
+        return None
+    return int(text) if text.lstrip("-").isdigit() and name not in ("backend", "precision", "routing") else text
 
 
 # -- images in and out --------------------------------------------------------------------------
@@ -174,7 +193,7 @@ class ImageService:
         decoded: dict[int, list[tuple[np.ndarray, ImageInfo]]] = {}
         for i, (batch, label) in enumerate(batches):
             try:
-                check_batch(batch, label, self.options.max_pixels)
+                check_batch(batch, label, self.options.session.max_pixels)
                 decoded[i] = [decode_array(image, f"{label} image {k}") for k, image in enumerate(batch)]
             except MoceError as exc:
                 answers[i] = exc
@@ -266,7 +285,7 @@ def config_pbtxt(manifest: Manifest, options: ServeOptions, name: str = MODEL_NA
     outputs += f',\n    {{ name: "{ROUTES}" data_type: TYPE_INT32 dims: [ {adapters}, {k} ] }}'
     kind = "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"
     params = ",\n".join(
-        f'    {{ key: "{key}" value: {{ string_value: "{value}" }} }}' for key, value in asdict(options).items()
+        f'    {{ key: "{key}" value: {{ string_value: "{value}" }} }}' for key, value in options.parameters().items()
     )
     return (
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: {options.max_batch_size}\n'
@@ -348,7 +367,7 @@ def _copy_package(manifest: Manifest, dest: Path) -> None:
 def repository_key(package: Path, options: ServeOptions) -> str:
     """What names a cached repository: the package's manifest and the options."""
     manifest_bytes = (Path(package) / MANIFEST).read_bytes()
-    return sha256_bytes(manifest_bytes + json.dumps(asdict(options), sort_keys=True).encode())[:16]
+    return sha256_bytes(manifest_bytes + json.dumps(options.parameters(), sort_keys=True).encode())[:16]
 
 
 def cached_repository(model: str | Path | None, options: ServeOptions, progress: Any = None) -> Path:

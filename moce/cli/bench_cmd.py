@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from moce.apps.bench import (
-    BENCH_BACKENDS,
-    SIGNATURE,
-    BenchOptions,
-    BenchResult,
-    chart,
-    fastest,
-    from_json,
-    run_bench,
-    saved_json,
-    saved_rows,
-    speedups,
-)
+from moce.apps.bench import run_bench
+from moce.apps.bench_cases import BENCH_BACKENDS, BenchOptions, BenchResult, fastest, speedups
+from moce.apps.bench_results import SIGNATURE, chart, from_json, saved_json, saved_rows
 from moce.apps.bench_tiling import SIGNATURE as TILING
 from moce.apps.bench_tiling import TilingBench, TilingResult, parse_tilings, run_tiling_bench, tiling_json
+from moce.apps.session_options import SessionOptions
 from moce.cli.common import (
     THREADS,
     batch_sizes,
@@ -154,17 +146,10 @@ def bench(
     planned = [Planned(json_out, "--json", TILING if tiling else SIGNATURE)]
     check_writes([*planned, Planned(png, "--chart", SIGNATURE, suffix=".png")], reads=[model, photo, from_saved])
     if tiling:
-        options = TilingBench(
-            parse_tilings(tiling),
-            list(parse_sizes(sizes, "--sizes")),
-            photo,
-            backends.split(",")[0] if backends else "auto",
-            precision.split(",")[0],
-            threads,
-            max_memory,
-            tile_passes,
-            rounds or 1,
-        )
+        backend = backends.split(",")[0] if backends else "auto"
+        session = SessionOptions(backend, precision=precision.split(",")[0], threads=threads)
+        session = replace(session, max_memory=max_memory, tile_passes=tile_passes)
+        options = TilingBench(parse_tilings(tiling), list(parse_sizes(sizes, "--sizes")), photo, session, rounds or 1)
         if photo is not None and not photo.is_file():
             raise InputError(f"{photo}: no such photo")
         tiled = run_tiling_bench(model, options, say)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from moce.cli.common import batch_sizes as _batches
-from moce.cli.common import deprecated, reads, render_table, user_errors, writes
+from moce.cli.common import reads, render_table, user_errors, writes
 from moce.cli.common import sizes as parse_sizes
 from moce.cli.options import counts, image_sizes
 from moce.cli.progress import say
@@ -18,31 +18,13 @@ from moce.outputs import Planned, check_writes
 from moce.package.manifest import MANIFEST
 
 
-def _bhw(text: str) -> tuple[int, int, int]:
-    try:
-        b, h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"shapes look like BATCHxHEIGHTxWIDTH (1x512x512), got {text!r}") from None
-    return b, h, w
-
-
-def _profile(sizes: str, batches: str, legacy: tuple[str | None, str | None, str | None]) -> Profile:
-    """The engines' shape range from ``--sizes MIN,OPT,MAX`` and ``--batches MIN,OPT,MAX``, or from
-    the old ``--min-shape/--opt-shape/--max-shape BxHxW`` (deprecated) where given."""
+def _profile(sizes: str, batches: str) -> Profile:
+    """The engines' shape range from ``--sizes MIN,OPT,MAX`` and ``--batches MIN,OPT,MAX``."""
     hw = parse_sizes(sizes, "--sizes")
     counts = _batches(batches)
     if len(hw) != 3 or len(counts) != 3:
         raise InputError("--sizes and --batches take three values each: the smallest, the tuned-for and the largest")
-    shapes = [(b, h, w) for b, (h, w) in zip(counts, hw)]
-    for i, (name, old) in enumerate(zip(("--min-shape", "--opt-shape", "--max-shape"), legacy)):
-        if old is not None:
-            deprecated(name, "use --sizes MIN,OPT,MAX --batches MIN,OPT,MAX")
-            shapes[i] = _bhw(old)
-    return Profile(*shapes)
-
-
-def _legacy_shape(name: str) -> typer.models.OptionInfo:
-    return typer.Option(None, name, hidden=True, help="Old spelling of --sizes/--batches (removed in 0.8)")
+    return Profile(*[(b, h, w) for b, (h, w) in zip(counts, hw)])
 
 
 @user_errors
@@ -66,9 +48,6 @@ def build_engine(
     batches: str = typer.Option(
         "1,1,4", parser=counts, help="Batch sizes the engines accept: smallest, tuned for, largest"
     ),
-    min_shape: str = _legacy_shape("--min-shape"),
-    opt_shape: str = _legacy_shape("--opt-shape"),
-    max_shape: str = _legacy_shape("--max-shape"),
     workspace: int = typer.Option(4096, min=16, max=1 << 22, help="Builder workspace in MiB"),
     onnx_only: bool = typer.Option(False, help="Write the ONNX precision variants only (no TensorRT)"),
     engine_cache: Path = typer.Option(
@@ -78,7 +57,7 @@ def build_engine(
     """Convert precision at ONNX level, then build TensorRT engines per graph (cached)."""
     check_writes([Planned(engine_cache, "--engine-cache", ENGINE_CACHE, folder=True)], reads=[package, calib])
     precisions = [p for p, on in (("fp16", fp16), ("int8", int8)) if on]
-    profile = _profile(sizes, batches, (min_shape, opt_shape, max_shape))
+    profile = _profile(sizes, batches)
     options = BuildOptions(precisions, calib, profile, workspace, onnx_only, engine_cache)
     result = build(package, options, say)
     rows = [[r.precision, r.target, len(r.graphs), len(r.warnings)] for r in result.variants]

@@ -6,18 +6,19 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
 from moce.cli.options import refusing
-from moce.cli.progress import say
 from moce.errors import InputError, MoceError
 from moce.files import write_json_atomic
 from moce.outputs import signed
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def writes(text: str) -> Path:
@@ -70,18 +71,10 @@ def batch_sizes(text: str, option: str = "--batches") -> tuple[int, ...]:
     return counts
 
 
-def deprecated(old: str, instead: str) -> None:
-    """The one line an old spelling prints while it still works (each goes in moce 0.8)."""
-    say(f"warning: {old} is deprecated and goes in moce 0.8; {instead}")
-
-
-@refusing("-1")
+@refusing("0")
 def _threads(value: int | None) -> int | None:
-    if value is not None and value < 0:
+    if value is not None and value < 1:
         raise typer.BadParameter(f"{value} threads: give a count of at least 1, or leave --threads out for all cores")
-    if value == 0:
-        deprecated("--threads 0", "leave --threads out for all cores")
-        return None
     return value
 
 
@@ -90,16 +83,10 @@ THREADS = typer.Option(None, callback=_threads, help="CPU threads [default: all 
 under Triton); left out, all the cores this process may use."""
 
 
-LEGACY_OUT = typer.Option(None, "--out", hidden=True, parser=writes, help="Old spelling of --output (removed in 0.8)")
-"""``--out``: the old spelling of ``-o/--output`` in train, demo and triton, kept for one release."""
-
-
-def output_or_legacy(output: Path, legacy: Path | None, old: str = "--out") -> Path:
-    """``-o/--output``, or the old spelling's value with a deprecation line."""
-    if legacy is None:
-        return output
-    deprecated(old, "use -o/--output")
-    return legacy
+def options_of(kind: type[T], values: dict[str, Any]) -> T:
+    """An options dataclass from a command's parameters of its fields' names (``locals()`` at the
+    top of the command): the fields and their defaults stay declared in the library alone."""
+    return kind(**{f.name: values[f.name] for f in fields(kind) if f.name in values})  # type: ignore[call-arg]
 
 
 def write_json_output(path: Path, data: Any, signature: str | None = None) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from moce.apps.compare import ERROR_STATS, SIGNATURE, CompareOptions, Spec
 from moce.apps.compare import compare as run_compare
-from moce.cli.common import deprecated, reads, render_table, user_errors, write_json_output, writes
+from moce.cli.common import reads, render_table, user_errors, write_json_output, writes
 from moce.cli.options import one_of, runner_specs
 from moce.cli.progress import Verbosity, say, verbosity
 from moce.outputs import Planned, check_writes
@@ -38,12 +38,9 @@ def compare(
     json_out: Path = typer.Option(
         None, "--json", parser=writes, help="Write the comparison table as JSON to this file (-: standard output)"
     ),
-    verbose: bool = typer.Option(False, "--verbose", hidden=True, help="Old spelling of moce -v compare"),
 ) -> None:
     """Compare backends and precisions on real images: errors, PSNR/SSIM and routing agreement.
     With moce -v, Polygraphy's per-iteration statistics too."""
-    if verbose:
-        deprecated("compare --verbose", "use moce -v compare")
     planned = [Planned(save_results, "--save-results", SIGNATURE), Planned(json_out, "--json", SIGNATURE)]
     check_writes(planned, reads=[model, images])
     options = CompareOptions(
@@ -55,7 +52,7 @@ def compare(
         min_route_agreement,
         error_stat,
         save_results,
-        verbose or verbosity() == Verbosity.VERBOSE,
+        verbosity() == Verbosity.VERBOSE,
     )
     report = run_compare(model, options, say)
     rows = [

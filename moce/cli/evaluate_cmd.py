@@ -9,7 +9,7 @@ import typer
 from moce.apps.demo import SIGNATURE as DEMO
 from moce.apps.evaluate import DEFAULT_DEGRADATIONS, SIGNATURE, EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
-from moce.cli.common import LEGACY_OUT, output_or_legacy, reads, render_table, user_errors, write_json_output, writes
+from moce.cli.common import reads, render_table, user_errors, write_json_output, writes
 from moce.cli.options import backend as backend_name
 from moce.cli.options import crop_side
 from moce.cli.options import degradations as degradation_names
@@ -90,14 +90,12 @@ def evaluate(
 @user_errors
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--output", "-o", parser=writes, help="Output folder"),
-    legacy_out: Path = LEGACY_OUT,
     model: str = typer.Option(None, "--model", "-m", help="Package or checkpoint [default: bundled demo model]"),
     backend: str = typer.Option("auto", parser=backend_name, help="auto, onnxruntime, torch or tensorrt"),
 ) -> None:
     """Restore the bundled degraded samples; write outputs, report, before/after sheet and routing chart."""
     from moce.apps.demo import run_demo
 
-    out = output_or_legacy(out, legacy_out)
     check_writes([Planned(out, "-o/--output", DEMO, folder=True)], reads=[model])
     progress = CliProgress()
     try:

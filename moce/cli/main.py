@@ -14,7 +14,6 @@ import typer
 from moce._version import __version__
 from moce.cli.bench_cmd import bench
 from moce.cli.build_engine_cmd import build_engine
-from moce.cli.common import deprecated
 from moce.cli.compare_cmd import compare
 from moce.cli.evaluate_cmd import demo, evaluate
 from moce.cli.export_cmd import export
@@ -112,17 +111,5 @@ app.command("serve")(serve_command)
 app.command("install-tritonserver")(install_tritonserver)
 
 
-def upgrade_legacy(args: list[str]) -> list[str]:
-    """Old spellings that the options' types cannot take any more, rewritten with a deprecation line
-    (removed in 0.8): ``moce inspect X --json`` (a flag before 0.7) is ``--json -``."""
-    command = next((a for a in args if not a.startswith("-")), None)
-    if command == "inspect" and "--json" in args:
-        at = args.index("--json")
-        if at == len(args) - 1 or args[at + 1].startswith("-") and args[at + 1] != "-":
-            deprecated("inspect --json without a file", "use --json -")
-            return [*args[: at + 1], "-", *args[at + 1 :]]
-    return args
-
-
 def main() -> None:
-    app(args=upgrade_legacy(sys.argv[1:]))
+    app(args=sys.argv[1:])

@@ -15,7 +15,7 @@ import typer
 
 from moce.apps.bench_tiling import parse_tilings
 from moce.apps.cluster import check_address
-from moce.apps.session import DEVICE
+from moce.apps.session_options import DEVICE
 from moce.data.degrade import check_degradations
 from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS, SUPPORTED

@@ -8,10 +8,13 @@ from pathlib import Path
 import typer
 
 from moce.apps.cluster import local_path, locations, restore_on_cluster
-from moce.apps.restore import NOT_ENTERED, OUTPUT_EXISTS, RestoreJob, RestoreSummary, StopRequest
+from moce.apps.discovery import NOT_ENTERED
+from moce.apps.job import RestoreJob
+from moce.apps.report import OUTPUT_EXISTS, RestoreSummary
 from moce.apps.restore import restore as run_restore
-from moce.apps.session import SessionOptions
-from moce.cli.common import THREADS, render_table, user_errors, writes
+from moce.apps.session_options import SessionOptions
+from moce.apps.stop import StopRequest
+from moce.cli.common import THREADS, options_of, render_table, user_errors, writes
 from moce.cli.options import backend as backend_name
 from moce.cli.options import cluster_address, image_ext, memory_size, one_of, passes_count, pixels, tile_side
 from moce.cli.options import device as device_name
@@ -123,23 +126,7 @@ def restore(
     ),
 ) -> None:
     """Restore images, running only the experts each image's routers choose."""
-    session = SessionOptions(
-        backend=backend,
-        device=device,
-        precision=precision,
-        routing=routing,
-        tile=tile,
-        overlap=overlap,
-        route_per=route_per,
-        route_size=route_size,
-        tile_passes=tile_passes,
-        max_memory=max_memory,
-        batch=batch,
-        threads=threads,
-        cuda_graphs=cuda_graphs,
-        compile=compile,
-        max_pixels=max_pixels,
-    )
+    session = options_of(SessionOptions, locals())  # the parameters named as its fields
     if len(paths) < 2:
         raise InputError("restore takes the inputs, then the output: moce restore photo.png out/")
     *inputs, output = paths

@@ -12,7 +12,7 @@ import typer
 
 from moce.apps.triton import INSTANCE_KINDS, ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, TritonServer, install_server, serve
-from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, reads, user_errors, writes
+from moce.cli.common import THREADS, reads, user_errors, writes
 from moce.cli.options import backend, one_of, pixels, precision, routing, tile_pixels
 from moce.cli.progress import say
 from moce.errors import InputError
@@ -60,7 +60,7 @@ def with_serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(**values: Any) -> Any:
         given = {name: values.pop(name) for name in SERVE_OPTIONS}
-        options = ServeOptions(**{name: value for name, value in given.items() if value is not None})
+        options = ServeOptions.of(**{name: value for name, value in given.items() if value is not None})
         return command(**values, options=options)
 
     wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
@@ -79,13 +79,11 @@ def triton(
         help="Model repository folder: moce writes its model's folder (--name) there and leaves the others alone",
         show_default=False,
     ),
-    legacy_out: Path = LEGACY_OUT,
     name: str = typer.Option("moce", help="Model name in the repository (its folder)"),
     overwrite: bool = typer.Option(False, help="Replace this model's folder from an earlier `moce triton`"),
     options: ServeOptions = ServeOptions(),
 ) -> None:
     """Write a Triton Inference Server model repository that serves the model (Python backend)."""
-    out = output_or_legacy(out, legacy_out)
     if out is None:
         raise InputError("moce triton needs -o/--output: the repository folder to write")
     folder = write_repository(model, out, options, name, overwrite)
@@ -126,8 +124,7 @@ def install_tritonserver(
     dest: Path = typer.Option(
         None, "--output", "-o", parser=writes, help="Folder to unpack into [default: <environment>/opt/tritonserver]"
     ),
-    legacy_dest: Path = typer.Option(None, "--dest", hidden=True, parser=writes, help="Old spelling of --output"),
 ) -> None:
     """Unpack the Triton server bundled in the nvidia-pytriton wheel (from PyPI) for `moce serve`."""
-    binary = install_server(output_or_legacy(dest, legacy_dest, "--dest"))
+    binary = install_server(dest)
     typer.echo(f"installed {binary}")

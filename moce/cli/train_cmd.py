@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from moce.cli.common import LEGACY_OUT, THREADS, output_or_legacy, reads, user_errors, writes
+from moce.cli.common import THREADS, reads, user_errors, writes
 from moce.cli.options import counts, crop_side
 from moce.cli.options import degradations as degradation_names
 from moce.data.degrade import WIDE_RANGES
@@ -25,7 +25,6 @@ def train(
     out: Path = typer.Option(
         Path("runs/train"), "-o", "--output", parser=writes, help="Folder for last.ckpt and final.ckpt"
     ),
-    legacy_out: Path = LEGACY_OUT,
     dim: int = typer.Option(16, min=4, max=1024, help="Channels at full resolution"),
     num_blocks: str = typer.Option("1,1,1,2", parser=counts, help="Encoder blocks per level, then the latent"),
     num_dec_blocks: str = typer.Option("1,1,1", parser=counts, help="Decoder blocks per level (shallow first)"),
@@ -93,7 +92,6 @@ def train(
     ),
 ) -> None:
     """Train a MoCE-IR on clean photos with synthetic degradations (L1 + FFT + load balance)."""
-    out = output_or_legacy(out, legacy_out)
     opts = TrainOptions(
         data=data,
         out=out,

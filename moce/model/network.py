@@ -145,6 +145,17 @@ class TorchRows:
         return out.index_add(0, rows.to(out.device), value)
 
 
+@torch.compiler.disable
+def decide(logits: Tensor, k: int) -> tuple[Routing, list[tuple[int, Tensor, Tensor]]]:
+    """The routing of a batch from its router logits, and its groups as tensors on their device.
+
+    A host-side NumPy decision (as every runtime makes it), kept out of ``torch.compile``: dynamo
+    would trace NumPy into tensors whose guards fail under inference mode. A compiled model breaks
+    its graph here, once per adapter, and compiles the segments and experts between."""
+    routing = route(logits.float().cpu().numpy(), k)
+    return routing, torch_groups(routing, logits.device)
+
+
 def torch_groups(routing: Routing, device: torch.device) -> list[tuple[int, Tensor, Tensor]]:
     """:meth:`Routing.gated_groups` as tensors on ``device``, for :meth:`Adapter.mix`."""
     return [
@@ -248,11 +259,9 @@ class MoCEIR(nn.Module):
         routings: list[Routing] = []
 
         def adapter(step: AdapterStep, env: dict[str, Tensor]) -> Tensor:
-            routing = route(env[step.logits].float().cpu().numpy(), self.config.top_k)
+            routing, groups = decide(env[step.logits], self.config.top_k)
             routings.append(routing)
-            return self.adapter(step.index).mix(
-                env[step.inputs[0]], env[step.inputs[1]], torch_groups(routing, image.device)
-            )
+            return self.adapter(step.index).mix(env[step.inputs[0]], env[step.inputs[1]], groups)
 
         env = walk(self.plan, {IMAGE: image}, lambda step, env: self.run_segment(step.index, env), adapter)
         return env[RESTORED], routings

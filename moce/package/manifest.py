@@ -19,17 +19,17 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import msgspec
-import onnx
 
 from moce.errors import PackageError, listed
 from moce.files import write_bytes_atomic
 from moce.model.config import MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
 from moce.names import CPU_INT8, MIN_SIDE, tile_segment_graph
+from moce.package.graph_checks import check_signature, external_data, parse_graph, unsafe_path
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -338,66 +338,13 @@ class Manifest:
                 raise PackageError(f"{path}: does not match the manifest (sha256 differs); re-export the package")
             if not isinstance(info, GraphEntry):
                 continue
-            graph = _parse_graph(path, data)
-            _check_signature(path, graph, info)
-            if external := _external_data(graph):
+            graph = parse_graph(path, data)
+            check_signature(path, graph, ([s.name for s in info.inputs], [s.name for s in info.outputs]))
+            if external := external_data(graph):
                 raise PackageError(
                     f"{path}: reads weights from external data ({external}); moce packages keep weights "
                     "inside each graph, so nothing outside the hashed files is loaded: re-export the package"
                 )
-
-
-def unsafe_path(file: str) -> str | None:
-    """Why ``file`` may not be named by a manifest (absolute, ``..``, empty), or None when it is a
-    plain relative path inside the package."""
-    parts = PurePosixPath(file).parts
-    if not file or "\\" in file or "\0" in file:
-        return f"{file!r} is not a plain relative path"
-    if PurePosixPath(file).is_absolute():
-        return f"{file!r} is an absolute path; files must lie inside the package"
-    if ".." in parts:
-        return f"{file!r} leads outside the package"
-    return None
-
-
-def _parse_graph(path: Path, data: bytes) -> onnx.GraphProto:
-    """The ONNX graph in ``data``, parsed once for every check :meth:`Manifest.verify_files` makes."""
-    try:
-        return onnx.load_from_string(data).graph
-    except Exception as exc:  # noqa: BLE001 - a hostile file can fail the parser anyhow
-        raise PackageError(f"{path}: not a readable ONNX graph ({type(exc).__name__})") from None
-
-
-def _check_signature(path: Path, graph: onnx.GraphProto, entry: GraphEntry) -> None:
-    """Refuse a graph whose inputs and outputs are not the ones the manifest records for it (a graph
-    swapped for another, with the manifest re-hashed, would fail on every image instead)."""
-    found = ([i.name for i in graph.input], [o.name for o in graph.output])
-    expected = ([s.name for s in entry.inputs], [s.name for s in entry.outputs])
-    if found != expected:
-        raise PackageError(
-            f"{path}: takes {', '.join(found[0])} and gives {', '.join(found[1])}, but the manifest says "
-            f"{', '.join(expected[0])} and {', '.join(expected[1])}; re-export the package"
-        )
-
-
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor stored in ``graph``: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    yield from (s.values for s in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            yield from [attr.t] if attr.HasField("t") else attr.tensors
-            for sub in [attr.g] if attr.HasField("g") else attr.graphs:
-                yield from _tensors(sub)
-
-
-def _external_data(graph: onnx.GraphProto) -> str | None:
-    """The location of the first tensor of ``graph`` kept in external data, if any."""
-    for tensor in _tensors(graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
-            location = {e.key: e.value for e in tensor.external_data}.get("location", "?")
-            return f"tensor '{tensor.name}' in {location!r}"
-    return None
 
 
 def load_manifest(root: str | Path) -> Manifest:

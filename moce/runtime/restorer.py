@@ -100,6 +100,16 @@ class ImageResult:
     seconds: float = 0.0  # restoring time (set by the caller that timed it)
     plan: TilePlan | None = None  # how the image was cut (None: untiled in a batch of its size)
 
+    @property
+    def expert_compute_skipped(self) -> float:
+        """The share of the expert FLOPs a dense pass would run that routing skipped."""
+        return skipped_share(self.expert_flops, self.dense_expert_flops)
+
+
+def skipped_share(run: float, dense: float) -> float:
+    """The share of ``dense`` expert FLOPs that running ``run`` of them skipped (0 with none)."""
+    return 1.0 - run / dense if dense else 0.0
+
 
 def _routes(rows: list[Routing]) -> tuple[list[list[int]], list[list[float]]]:
     return [r.experts[0].tolist() for r in rows], [r.probs[0].tolist() for r in rows]

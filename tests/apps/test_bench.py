@@ -11,16 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from moce.apps import bench
-from moce.apps.bench import (
-    REFERENCE,
-    BenchOptions,
-    bench_device,
-    bench_images,
-    expand_cases,
-    from_json,
-    saved_rows,
-    to_json,
-)
+from moce.apps.bench import bench_device, bench_images
+from moce.apps.bench_cases import REFERENCE, BenchOptions, expand_cases
+from moce.apps.bench_results import from_json, saved_rows, to_json
+from moce.apps.inspect import inspect_checkpoint
 from moce.cli.main import app
 from moce.errors import InputError
 from tests.runtime.test_allocator import keeps_freed_memory_here
@@ -86,13 +80,17 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     assert result.exit_code == 0, result.output
     rows = saved_rows(json.loads(out.read_text()))
     assert len(rows) == 2 * 4 and png.stat().st_size > 1000
+    # every expert's FLOPs as `moce inspect` counts them at the package's reference size (256 px, where
+    # the count per pixel no longer depends on the size), for this image's pixels
+    costs = inspect_checkpoint(tiny_pkg.root, 256, 256)["adapters"]
+    dense_per_image = sum(e["flops"] for a in costs for e in a["experts"]) / 256**2 * 48 * 64 / 1e9
     for row in rows:
         assert (row["size"], row["width"]) == (48, 64)
         assert len(row["times_s"]) == 2 and row["median_ms"] > 0 and row["peak_mb"] > 10
         assert row["max_abs_vs_eager"] <= 1e-4  # every backend computes the same restoration
         assert row["expert_gflops"] <= row["dense_expert_gflops"]
         assert row["gflops"] == row["trunk_gflops"] + row["expert_gflops"] and row["trunk_gflops"] > 0
-        assert row["gflops_per_s"] == row["gflops"] / (row["median_ms"] / 1e3)
+        assert abs(row["dense_expert_gflops"] - row["batch"] * dense_per_image) < 1e-9  # as `moce inspect` counts
         assert row["gemm_peak_gflops"] > 0 and row["share_of_gemm_peak"] > 0
         if row["routing"] == "dense":
             assert row["expert_gflops"] == row["dense_expert_gflops"]
@@ -108,11 +106,12 @@ def test_bench_cli_writes_json_and_chart(tmp_path, tiny_pkg):
     assert to_json(from_json(rows)) == rows  # a saved run comes back whole
     replay = CliRunner().invoke(app, ["bench", "--from-json", str(out), "--chart", str(tmp_path / "again.png")])
     assert replay.exit_code == 0, replay.output
-    assert replay.output.splitlines()[-3:] == result.output.splitlines()[-3:]  # the same table, measured once
+    assert result.output.rstrip().endswith(replay.output.rstrip())  # the whole table and its lines, measured once
+    assert len(replay.output.splitlines()) >= len(rows) + 2
     assert (tmp_path / "again.png").stat().st_size > 1000
 
 
-def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path, tiny_pkg):
+def test_runs_saved_by_0_7_read_back_and_older_ones_are_refused_in_one_line(tmp_path, tiny_pkg):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(
         app,
@@ -139,11 +138,14 @@ def test_runs_saved_before_the_allocator_setting_read_as_glibc_defaults(tmp_path
     )
     assert result.exit_code == 0, result.output
     rows = saved_rows(json.loads(out.read_text()))
+    (tmp_path / "0.7.json").write_text(json.dumps(rows))  # a bare list, as 0.7.5 and earlier wrote it
+    replay = CliRunner().invoke(app, ["bench", "--from-json", str(tmp_path / "0.7.json")])
+    assert replay.exit_code == 0 and "memory allocator:" in replay.output
     for row in rows:
-        del row["kept_freed_memory"]  # the shape of a 0.2.0 file
-    out.write_text(json.dumps(rows))
-    replay = CliRunner().invoke(app, ["bench", "--from-json", str(out)])
-    assert replay.exit_code == 0 and "memory allocator: glibc defaults" in replay.output
+        del row["kept_freed_memory"]  # the shape of a 0.2.0 file, read as glibc defaults until 0.8
+    (tmp_path / "0.2.json").write_text(json.dumps(rows))
+    old = CliRunner().invoke(app, ["bench", "--from-json", str(tmp_path / "0.2.json")])
+    assert old.exit_code == 2 and "0.2.json: not a `moce bench --json` file (KeyError" in old.output
 
 
 def _machine(monkeypatch, gpu: bool, ort_cuda: bool) -> None:

@@ -13,11 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from moce.apps.cluster import input_location, list_inputs, local_path, restore_on_cluster
-from moce.apps.restore import NoProgress, RestoreJob, StopRequest, discover, restore
-from moce.apps.session import SessionOptions
+from moce.apps.discovery import discover
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
+from moce.apps.session_options import SessionOptions
+from moce.apps.stop import StopRequest
 from moce.cli.main import app
 from moce.errors import InputError
 from moce.package.store import cache_dir
+from moce.progress import NoProgress
 
 ray = pytest.importorskip("ray", reason="needs ray[data]: pip install 'moce[cluster]'")
 

@@ -10,7 +10,7 @@ import moce
 from moce.apps import memory
 from moce.apps.bench_tiling import TilingBench, run_tiling_bench
 from moce.apps.memory import memory_model, probe_spec
-from moce.apps.session import SessionOptions
+from moce.apps.session_options import SessionOptions
 from moce.cli.main import app
 from moce.metrics import psnr
 from moce.runtime.restorer import SMALL
@@ -40,7 +40,7 @@ def test_the_model_is_measured_once_then_read_from_the_cache(tiny_pkg, monkeypat
 def test_the_model_bounds_the_peak_memory_of_a_restore(tiny_pkg, tiling, size, budget):
     """The estimate is what --tile auto plans with: a restore's measured peak stays under it (with
     the stated margin) and the estimate is not wildly above it either."""
-    bench = TilingBench([tiling], [size], backend="onnxruntime", threads=1, max_memory=budget)
+    bench = TilingBench([tiling], [size], session=SessionOptions(backend="onnxruntime", threads=1, max_memory=budget))
     (result,) = run_tiling_bench(tiny_pkg.root, bench)
     model = memory_model(tiny_pkg, _spec(tiny_pkg))
     pixels = size[0] * size[1]

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moce.apps.restore import NoProgress, RestoreJob, restore
-from moce.apps.session import SessionOptions
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
+from moce.apps.session_options import SessionOptions
 from moce.cli.main import app
 from moce.errors import InputError, PackageError
 from moce.imageio import read_image
 from moce.package import store
 from moce.package.manifest import load_manifest
+from moce.progress import NoProgress
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
@@ -317,7 +319,7 @@ def test_a_report_write_failure_is_one_line_exit_2_and_leaves_no_temporary(tmp_p
     def full_disk(path, data):  # noqa: ANN001 - the signature of files.write_bytes_atomic
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("moce.apps.restore.write_bytes_atomic", full_disk)
+    monkeypatch.setattr("moce.apps.report.write_bytes_atomic", full_disk)
     result = runner.invoke(
         app,
         [

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from moce.cli.main import app
-from moce.imageio import _tiff_tags
+from moce.image_headers import tiff_tags
 
 
 def _photo(h: int = 48, w: int = 64) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_a_tiff_keeps_its_orientation_camera_tags_and_icc_profile(tmp_path, tiny
     assert b"moce tiff camera" in data and b"2026:01:02 03:04:05" in data and icc in data
     # OpenCV turns a TIFF upright as it reads it: the pixels are restored upright, with no turn to show
     if out.suffix == ".tif":  # read back with moce's own TIFF directory walker, not Pillow
-        tags = _tiff_tags(data)
+        tags = tiff_tags(data)
         assert tags.get(0x0112, 1) == 1 and (tags[257], tags[256]) == (64, 48) and 0x8769 in tags
     else:
         stored = cv2.imread(str(out), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)

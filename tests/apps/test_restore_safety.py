@@ -156,7 +156,7 @@ def test_an_unreadable_folder_in_the_input_is_an_error_in_the_report(tmp_path, r
                 onerror(PermissionError(13, "Permission denied", str(Path(folder) / "locked")))
             yield folder, dirs, names
 
-    monkeypatch.setattr("moce.apps.restore.os.walk", walk)
+    monkeypatch.setattr("moce.apps.discovery.os.walk", walk)
     result, _ = run(tmp_path / "in", tmp_path / "out", "-r", "--report", tmp_path / "r.json")
     assert result.exit_code == 1, result.output
     records = {Path(r["input"]).name: r for r in json.loads((tmp_path / "r.json").read_text())["images"]}

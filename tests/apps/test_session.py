@@ -8,6 +8,7 @@ and fp16, whole and in tiles (three passes at fp32; one at fp16, settled in one 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ from typer.testing import CliRunner
 
 import moce
 from moce.apps.cluster import ImageWorker
-from moce.apps.restore import RestoreJob
-from moce.apps.session import Session, SessionOptions, settle
+from moce.apps.job import RestoreJob
+from moce.apps.session import Session
+from moce.apps.session_options import SessionOptions, settle
 from moce.apps.triton import ServeOptions, write_repository
 from moce.cli.main import app
 from moce.errors import InputError, PackageError
@@ -96,7 +98,9 @@ def test_every_front_end_restores_the_bytes_moce_restore_writes(
     assert json.loads(record)["status"] == "ok", record
     assert out.read_bytes() == (outputs[(backend, precision)] / f"{size}.png").read_bytes()
 
-    serve = ServeOptions(backend=backend, precision=precision, tile=TILE, overlap=OVERLAP, threads=1, max_batch_size=1)
+    serve = ServeOptions.of(
+        backend=backend, precision=precision, tile=TILE, overlap=OVERLAP, threads=1, max_batch_size=1
+    )
     repository = write_repository(package, tmp_path / "repo", serve)
     assert np.array_equal(_served(repository, image), expected)
 
@@ -264,9 +268,43 @@ def test_activation_loads_what_every_image_runs_and_leaves_experts_to_their_firs
     ],
 )
 def test_a_slow_precision_chosen_on_a_cpu_says_what_is_faster(tiny_pkg, monkeypatch, precision, bf16_units, warned):
-    monkeypatch.setattr("moce.apps.session.cpu_bf16_units", lambda: bf16_units)
+    monkeypatch.setattr("moce.apps.session_options.cpu_bf16_units", lambda: bf16_units)
     said: list[str] = []
     moce.open(tiny_pkg.root, backend="torch", device="cpu", precision=precision, progress=said.append)
     warnings = [line for line in said if line.startswith("warning:")]
     assert (warnings == []) if warned is None else (len(warnings) == 1 and warned in warnings[0]), said
     assert all("--precision fp32 is faster here" in line for line in warnings)
+
+
+def _resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
+def test_a_long_lived_session_keeps_its_memory_flat_over_1000_images(tiny_pkg):
+    rng = np.random.default_rng(4)
+    images = [(rng.random((24, 32, 3)) * 255).astype(np.uint8) for _ in range(8)]
+    with moce.open(tiny_pkg.root, backend="onnxruntime", threads=1) as session:
+        for i in range(100):  # warm: every expert loaded, the allocator at its working size
+            session.restore(images[i % len(images)])
+        warm = _resident_mb()
+        for i in range(900):
+            session.restore(images[i % len(images)])
+        grown = _resident_mb() - warm
+    assert grown < 25, f"resident memory grew by {grown:.1f} MB over 900 images"
+
+
+def test_restore_folder_restores_with_an_open_session_and_leaves_it_open(tiny_pkg, tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png"):
+        cv2.imwrite(str(tmp_path / "in" / name), np.full((24, 32, 3), 100, np.uint8))
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    with moce.open(tiny_pkg.root, backend="onnxruntime", threads=1) as session:
+        summary = moce.restore_folder(
+            session, tmp_path / "in", tmp_path / "out", recursive=True, report=tmp_path / "r.json"
+        )
+        assert summary.exit_code == 0 and len(summary.restored) == 2 and len(summary.skipped) == 1
+        assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "sub" / "b.png").is_file()
+        assert json.loads((tmp_path / "r.json").read_text())["totals"]["ok"] == 2
+        again = moce.restore_folder(session, [tmp_path / "in" / "a.png"], tmp_path / "one", overwrite=True)
+        assert again.exit_code == 0 and (tmp_path / "one" / "a.png").is_file()  # the session is still open

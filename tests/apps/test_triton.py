@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from moce.apps.restore import RestoreJob, restore
-from moce.apps.session import SessionOptions
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
+from moce.apps.session_options import SessionOptions
 from moce.apps.triton import (
     ROUTES,
     ImageService,
@@ -55,7 +56,7 @@ def _parameters(config: Path) -> dict:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory, tiny_pkg) -> Path:
     out = tmp_path_factory.mktemp("triton") / "repo"
-    return write_repository(tiny_pkg.root, out, ServeOptions(backend="onnxruntime", threads=1, max_batch_size=4))
+    return write_repository(tiny_pkg.root, out, ServeOptions.of(backend="onnxruntime", threads=1, max_batch_size=4))
 
 
 def test_repository_holds_config_model_and_a_verified_package_copy(repository, tiny_pkg):
@@ -68,7 +69,7 @@ def test_repository_holds_config_model_and_a_verified_package_copy(repository, t
         assert expected in text
     assert f'name: "{ROUTES}" data_type: TYPE_INT32 dims: [ 3, 1 ]' in text
     assert "from moce.apps.triton import TritonModel" in (repository / "1" / "model.py").read_text()
-    assert ServeOptions.from_parameters(_parameters(repository / "config.pbtxt")) == ServeOptions(
+    assert ServeOptions.from_parameters(_parameters(repository / "config.pbtxt")) == ServeOptions.of(
         backend="onnxruntime", threads=1, max_batch_size=4
     )
 
@@ -79,12 +80,12 @@ def test_a_shared_repository_keeps_other_models_and_moce_replaces_only_its_own_w
     (out / "other" / "config.pbtxt").write_text('name: "other"\n')
     (out / "README.txt").write_text("mine")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    folder = write_repository(tiny_pkg.root, out, ServeOptions(instances=2))
+    folder = write_repository(tiny_pkg.root, out, ServeOptions.of(instances=2))
     assert folder == out / "moce" and "KIND_CPU count: 2" in (folder / "config.pbtxt").read_text()
     assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~umask())  # as mkdir makes it, not 0700
     with pytest.raises(MoceError, match="holds this model from an earlier `moce triton`; pass --overwrite"):
-        write_repository(tiny_pkg.root, out, ServeOptions(instance_kind="gpu"))
-    write_repository(tiny_pkg.root, out, ServeOptions(instance_kind="gpu"), overwrite=True)
+        write_repository(tiny_pkg.root, out, ServeOptions.of(instance_kind="gpu"))
+    write_repository(tiny_pkg.root, out, ServeOptions.of(instance_kind="gpu"), overwrite=True)
     assert "KIND_GPU count: 1" in (out / "moce" / "config.pbtxt").read_text()
     write_repository(tiny_pkg.root, out, ServeOptions(), name="second")
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "moce", "other", "second"]  # nothing left over
@@ -98,7 +99,7 @@ def test_a_shared_repository_keeps_other_models_and_moce_replaces_only_its_own_w
     with pytest.raises(MoceError, match="a Triton model name"):
         write_repository(tiny_pkg.root, out, ServeOptions(), name="../up")
     with pytest.raises(MoceError, match="instance-kind"):
-        ServeOptions(instance_kind="tpu")
+        ServeOptions.of(instance_kind="tpu")
 
 
 def _images() -> dict[str, np.ndarray]:
@@ -161,7 +162,7 @@ def test_bad_requests_get_one_line_errors_and_the_rest_of_the_batch_is_answered(
 
 
 def test_same_sized_images_of_several_requests_run_as_one_batch(tiny_pkg):
-    service = ImageService(load_manifest(tiny_pkg.root), ServeOptions(backend="onnxruntime", max_batch_size=8))
+    service = ImageService(load_manifest(tiny_pkg.root), ServeOptions.of(backend="onnxruntime", max_batch_size=8))
     image = np.zeros((2, 16, 16, 3), np.uint8)
     service.restore([(image, "a"), (image, "b"), (image[:1], "c")])
     batches = [batch for graph, batch in service.session.choice.runner.calls if graph.startswith("segment")]
@@ -195,7 +196,7 @@ def test_config_names_the_model(tiny_pkg):
 
 def test_a_gpu_instance_sees_only_its_own_gpu(repository, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    monkeypatch.setattr("moce.apps.session.nvidia_gpu_present", lambda: True)  # as on a GPU machine
+    monkeypatch.setattr("moce.apps.session_options.nvidia_gpu_present", lambda: True)  # as on a GPU machine
     model = FakeModel()
     config = json.dumps({"parameters": _parameters(repository / "config.pbtxt")})
     args = {"model_config": config, "model_repository": str(repository), "model_version": "1"}

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from moce.apps.restore import RestoreJob, restore
-from moce.apps.session import SessionOptions
+from moce.apps.job import RestoreJob
+from moce.apps.restore import restore
+from moce.apps.session_options import SessionOptions
 from moce.apps.triton import OUTPUTS, ServeOptions, write_repository
 from moce.apps.tritonserver import Ports, ServerError, TritonServer, find_server
 
@@ -30,7 +31,7 @@ def server(tmp_path_factory, tiny_pkg):
     except ServerError as exc:
         pytest.skip(str(exc))
     root = tmp_path_factory.mktemp("served")
-    options = ServeOptions(backend="onnxruntime", threads=1, max_batch_size=8)
+    options = ServeOptions.of(backend="onnxruntime", threads=1, max_batch_size=8)
     write_repository(tiny_pkg.root, root / "repo", options)
     with TritonServer(root / "repo", install, ports=Ports.free(), exit_timeout_s=5) as running:
         yield running

@@ -45,18 +45,16 @@ def test_build_engine_writes_the_onnx_variant_and_exits_3_without_tensorrt(tmp_p
 
 
 def test_build_engine_takes_sizes_and_batches_and_refuses_bad_ones_in_one_line(tiny_pkg):
-    assert _profile("64,512x384,1024", "1,2,4", (None, None, None)) == Profile(
-        (1, 64, 64), (2, 512, 384), (4, 1024, 1024)
-    )
+    assert _profile("64,512x384,1024", "1,2,4") == Profile((1, 64, 64), (2, 512, 384), (4, 1024, 1024))
     for args, message in (
         (["--sizes", "64,512"], "--sizes and --batches take three values each"),
         (["--batches", "1,0,4"], "'--batches': '1,0,4': every count is at least 1"),
         (["--sizes", "64,big,1024"], "'64,big,1024': give sizes like 256 or 256x192"),
-        (["--min-shape", "64x64"], "BATCHxHEIGHTxWIDTH"),  # the old spelling, still read in 0.7
+        (["--min-shape", "1x64x64"], "No such option: --min-shape"),  # the spelling of 0.6, gone in 0.8
     ):
         result = CliRunner().invoke(app, ["build-engine", str(tiny_pkg.root), *args])
         assert result.exit_code == 2 and message in result.output, result.output
-    assert "--min-shape is deprecated" in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_quiet_keeps_the_result_and_verbose_times_every_step(tmp_path, tiny_pkg):
@@ -76,8 +74,8 @@ def test_quiet_keeps_the_result_and_verbose_times_every_step(tmp_path, tiny_pkg)
 def test_threads_mean_the_same_everywhere(tmp_path, tiny_pkg):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((24, 24, 3), 90, np.uint8))
     args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "out"), "-m", str(tiny_pkg.root)]
-    old = CliRunner().invoke(app, [*args, "--threads", "0"])
-    assert old.exit_code == 0 and "--threads 0 is deprecated" in old.output
+    old = CliRunner().invoke(app, [*args, "--threads", "0"])  # "all cores" until 0.8: now leave it out
+    assert old.exit_code == 2 and "leave --threads out for all cores" in old.output
     bad = CliRunner().invoke(app, [*args, "--threads", "-2"])
     assert bad.exit_code == 2 and "leave --threads out for all cores" in bad.output
     for command in ("restore", "bench", "train", "triton", "serve"):
@@ -93,14 +91,13 @@ def test_every_command_takes_h_and_help_shows_the_defaults_written_in_it():
     assert "[default: bundled demo model]" in words
 
 
-def test_output_is_spelled_the_same_everywhere_and_the_old_spelling_still_works(tmp_path, tiny_pkg):
-    result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "--out", str(tmp_path / "old")])
-    assert result.exit_code == 0 and "--out is deprecated" in result.output
+def test_output_is_spelled_the_same_everywhere_and_the_old_spelling_is_one_line(tmp_path, tiny_pkg):
+    for command in (["triton", str(tiny_pkg.root)], ["demo"], ["train", str(tmp_path)]):
+        result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "old")])  # the spelling of 0.6
+        assert result.exit_code == 2 and "No such option: --out" in result.output, command
+        assert not (tmp_path / "old").exists()
     result = CliRunner().invoke(app, ["triton", str(tiny_pkg.root), "-o", str(tmp_path / "new")])
-    assert result.exit_code == 0 and "deprecated" not in result.output
-    assert (tmp_path / "old" / "moce" / "config.pbtxt").is_file() and (
-        tmp_path / "new" / "moce" / "config.pbtxt"
-    ).is_file()
+    assert result.exit_code == 0 and (tmp_path / "new" / "moce" / "config.pbtxt").is_file()
 
 
 def test_max_pixels_takes_megapixels(tmp_path, tiny_pkg):

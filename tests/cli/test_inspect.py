@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from moce import __version__
-from moce.cli.main import app, upgrade_legacy
+from moce.cli.main import app
 
 runner = CliRunner()
 
@@ -56,14 +56,14 @@ def test_inspect_reads_a_package_like_its_checkpoint_and_takes_a_square_size(tin
     assert bad.exit_code == 2 and "Invalid value for '--size': 'big': give sizes like 256 or 256x192" in bad.output
 
 
-def test_json_takes_a_file_and_the_old_flag_still_prints_with_a_warning(tmp_path, tiny_ckpt, capsys):
+def test_json_takes_a_file_or_standard_output_and_the_old_bare_flag_is_one_line(tmp_path, tiny_ckpt):
     result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", str(tmp_path / "i.json")])
     assert result.exit_code == 0 and "parameters" in result.output
     assert json.loads((tmp_path / "i.json").read_text())["config"]["dim"] > 0
-    assert upgrade_legacy(["-q", "inspect", "m.ckpt", "--json"]) == ["-q", "inspect", "m.ckpt", "--json", "-"]
-    assert upgrade_legacy(["inspect", "m.ckpt", "--json", "--size", "64"])[2:4] == ["--json", "-"]
-    assert "deprecated" in capsys.readouterr().err
-    assert upgrade_legacy(["inspect", "m.ckpt", "--json", "out.json"]) == ["inspect", "m.ckpt", "--json", "out.json"]
+    printed = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", "-"])
+    assert printed.exit_code == 0 and json.loads(printed.output)["config"]["dim"] > 0
+    bare = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json"])  # the flag of moce 0.6, gone in 0.8
+    assert bare.exit_code == 2 and bare.stderr.strip() == "error: Option '--json' requires an argument."
 
 
 def test_an_image_or_a_package_where_a_checkpoint_goes_is_named_for_what_it_is(tmp_path, tiny_pkg):

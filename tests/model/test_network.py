@@ -102,3 +102,20 @@ def test_top_k_two_mixes_two_experts_with_their_gates(tiny_model, golden_io):
     assert all(r.experts.shape == (2, 2) for r in routings)
     assert all(np.all(r.experts[:, 0] != r.experts[:, 1]) for r in routings)
     assert not torch.allclose(out, tiny_model(torch.from_numpy(golden_io["input"][:2])))
+
+
+def test_torch_compile_of_the_whole_model_equals_eager_with_the_same_routes(tiny_model, monkeypatch):
+    """As users call it: ``torch.compile(model)``; the host-side routing decision is a graph break."""
+    from moce.model import network
+
+    decided: list[np.ndarray] = []
+    real = network.route
+    monkeypatch.setattr(network, "route", lambda logits, k: decided.append((r := real(logits, k)).experts) or r)
+    image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        eager = tiny_model(image)
+        eager_routes, decided[:] = list(decided), []
+        torch._dynamo.reset()
+        compiled = torch.compile(tiny_model)(image)
+    assert (compiled - eager).abs().max().item() < 1e-4
+    assert len(decided) == len(eager_routes) and all(np.array_equal(a, b) for a, b in zip(decided, eager_routes))

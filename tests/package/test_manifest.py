@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+import moce
 from moce.errors import PackageError
 from moce.package.manifest import MANIFEST, AdapterEntry, GraphEntry, load_manifest
+from moce.runtime.resolve import open_model
 
 
 @pytest.fixture()
@@ -148,3 +152,19 @@ def test_a_hostile_package_stops_restore_before_any_work_with_exit_2(package, tm
     result = CliRunner().invoke(app, ["restore", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(package)])
     assert result.exit_code == 2 and "weights.file: '/etc/passwd' is an absolute path" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_package_written_by_0_7_4_opens_and_restores_as_today(tiny_pkg, tmp_path):
+    """tests/data/manifest_0.7.4.json: `moce export` of the tiny checkpoint by moce 0.7.4; its graphs
+    and weights are byte for byte today's, so today's files under that manifest pass every check."""
+    old = tmp_path / "old.moce"
+    shutil.copytree(tiny_pkg.root, old)
+    shutil.copy(Path(__file__).parents[1] / "data" / "manifest_0.7.4.json", old / MANIFEST)
+    assert json.loads((old / MANIFEST).read_text())["created_by"]["moce"] == "0.7.4"
+    manifest = open_model(old)
+    image = np.random.default_rng(2).random((24, 32, 3), dtype=np.float32)
+    with moce.open(old, backend="onnxruntime", threads=1) as then:
+        before = then.restore(image).image
+    with moce.open(tiny_pkg.root, backend="onnxruntime", threads=1) as now:
+        assert np.array_equal(before, now.restore(image).image)
+    assert manifest.config == tiny_pkg.config

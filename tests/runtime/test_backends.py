@@ -24,11 +24,21 @@ def test_auto_without_a_gpu_runs_onnxruntime_on_the_cpu(tiny_pkg, no_gpu):
     assert choice.runner.providers == ["CPUExecutionProvider"] and "no GPU" in choice.reason
 
 
-def test_auto_passes_over_tensorrt_engines_without_tensorrt(tiny_pkg, no_gpu, monkeypatch):
+def test_auto_passes_over_tensorrt_engines_without_tensorrt(tiny_pkg, monkeypatch):
     monkeypatch.setattr(
         tiny_pkg, "engines", [EngineEntry("segment0", "fp32", "e", "0" * 64, "0" * 64, "10", "gpu", "9.0", [], "d")]
     )
-    assert make_runner("auto", tiny_pkg).name == "onnxruntime"
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)  # a GPU is there: only TensorRT's absence decides
+
+    def missing() -> None:
+        raise MissingDependencyError("TensorRT is not installed")
+
+    monkeypatch.setattr(backends, "import_tensorrt", missing)
+    assert backends.BACKENDS["tensorrt"].auto(tiny_pkg, None, "fp32") is None
+    monkeypatch.setattr(backends, "import_tensorrt", lambda: None)  # the same machine with TensorRT: taken
+    assert backends.BACKENDS["tensorrt"].auto(tiny_pkg, None, "fp32") == "TensorRT engines and a GPU found"
+    assert backends.BACKENDS["tensorrt"].auto(tiny_pkg, "cpu", "fp32") is None
+    assert backends.BACKENDS["tensorrt"].auto(tiny_pkg, None, "fp16") is None  # no fp16 engines recorded
 
 
 def test_each_named_backend_makes_its_runner(tiny_pkg):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from moce.apps.bench import BenchOptions, bench_device
+from moce.apps.bench import bench_device
+from moce.apps.bench_cases import BenchOptions
 from moce.errors import InputError, MoceError
 from moce.names import EXPERT_INPUTS
 from moce.runtime.backends import make_runner

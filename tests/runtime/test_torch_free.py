@@ -43,8 +43,9 @@ def test_restore_through_onnx_runtime_needs_no_torch(tmp_path, tiny_pkg):
     result = run_without_torch(f"""
         import sys
         from pathlib import Path
-        from moce.apps.restore import RestoreJob, restore
-        from moce.apps.session import SessionOptions
+        from moce.apps.job import RestoreJob
+        from moce.apps.restore import restore
+        from moce.apps.session_options import SessionOptions
 
         summary = restore(RestoreJob(Path({str(tmp_path / "a.png")!r}), Path({str(tmp_path / "out")!r}),
                                      model=Path({str(tiny_pkg.root)!r}), session=SessionOptions(device="cpu")))
