@@ -43,17 +43,17 @@ class RecordingRunner(GraphRunner):
     name = "recording"
 
     def __init__(self, inner: GraphRunner) -> None:
-        super().__init__()
+        super().__init__(inner.arrays)
         self.inner = inner
         self.feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         self.inner.activate()
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self.inner.deactivate()
 
-    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.feeds[graph].append({k: np.array(v, copy=True) for k, v in feeds.items()})
         return self.inner.infer(graph, feeds)
 

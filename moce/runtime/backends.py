@@ -10,7 +10,8 @@ from moce._lazy import require
 from moce.errors import InputError, MissingDependencyError, MoceError
 from moce.names import CONDITIONAL_GRAPH, DENSE_GRAPH, GRAPH_PRECISIONS, PRECISIONS
 from moce.package.manifest import Manifest
-from moce.runtime.runners import ORT_HINT, GraphRunner, OnnxRuntimeRunner, TorchRunner
+from moce.runtime.ort_loader import ORT_HINT
+from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner, TorchRunner
 from moce.runtime.tensorrt_runner import TensorRTRunner, import_tensorrt
 
 

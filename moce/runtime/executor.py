@@ -114,12 +114,12 @@ class PlanExecutor:
             name,
             {
                 **feeds,
-                CORE_MASK: r.from_host(tiles.core_mask),
-                USE_IMAGE_STATS: r.from_host(np.array([1.0 if imposed else 0.0], np.float32)),
-                IMAGE_STATS: r.from_host(np.ascontiguousarray(image_stats, dtype=np.float32)),
+                CORE_MASK: r.arrays.from_host(tiles.core_mask),
+                USE_IMAGE_STATS: r.arrays.from_host(np.array([1.0 if imposed else 0.0], np.float32)),
+                IMAGE_STATS: r.arrays.from_host(np.ascontiguousarray(image_stats, dtype=np.float32)),
             },
         )
-        stats[index] = r.to_host(made.pop(TILE_STATS)).astype(np.float64)
+        stats[index] = r.arrays.to_host(made.pop(TILE_STATS)).astype(np.float64)
         return made
 
     def _run_split(self, image: np.ndarray, forced: list[Routing] | None, tiles: TileFeeds | None) -> PlanResult:
@@ -130,7 +130,7 @@ class PlanExecutor:
 
         def adapter(step: AdapterStep, env: dict) -> Any:
             if forced is None:
-                routing = route(r.to_host(env[step.logits]), self.top_k)
+                routing = route(r.arrays.to_host(env[step.logits]), self.top_k)
             else:
                 routing = forced[step.index].repeat(image.shape[0])
             routings.append(routing)
@@ -139,8 +139,8 @@ class PlanExecutor:
         def segment(step: SegmentStep, env: dict) -> dict:
             return self._segment(step.index, {n: env[n] for n in step.inputs}, tiles, stats)
 
-        env = walk(self.plan, {IMAGE: r.from_host(image)}, segment, adapter)
-        return PlanResult(r.to_host(env[RESTORED]), routings, calls, stats)
+        env = walk(self.plan, {IMAGE: r.arrays.from_host(image)}, segment, adapter)
+        return PlanResult(r.arrays.to_host(env[RESTORED]), routings, calls, stats)
 
     def _run_adapter(self, step: AdapterStep, env: dict, routing: Routing, calls: list[tuple[int, int, int]]) -> Any:
         """Each chosen expert graph runs once on the rows that chose it (:func:`moce.routing.dispatch`);
@@ -149,17 +149,18 @@ class PlanExecutor:
 
         def run(expert: int, x: Any, shared: Any, gates: np.ndarray) -> Any:
             calls.append((step.index, expert, len(gates)))
-            gate = r.from_host(gates.reshape(-1, 1).astype(np.float32))
+            gate = r.arrays.from_host(gates.reshape(-1, 1).astype(np.float32))
             return r.infer(expert_graph(step.index, expert), dict(zip(EXPERT_INPUTS, (x, shared, gate))))[EXPERT_OUTPUT]
 
         x, shared = (env[n] for n in step.inputs)
-        return dispatch(x, shared, routing.gated_groups(), routing.experts.shape[0], run, r)
+        return dispatch(x, shared, routing.gated_groups(), routing.experts.shape[0], run, r.arrays)
 
     def _run_whole(self, image: np.ndarray, mode: str) -> PlanResult:
         """One call per batch where the runner takes batches (dense), else per image (``If`` graphs)."""
         r = self.runner
         chunks = [image] if mode in r.batched_whole_graphs else [image[i : i + 1] for i in range(image.shape[0])]
-        results = [{n: r.to_host(v) for n, v in r.infer(mode, {IMAGE: r.from_host(chunk)}).items()} for chunk in chunks]
+        host, device = r.arrays.to_host, r.arrays.from_host
+        results = [{n: host(v) for n, v in r.infer(mode, {IMAGE: device(chunk)}).items()} for chunk in chunks]
         adapters = [s.index for s in self.plan if isinstance(s, AdapterStep)]
         routings = []
         for a in adapters:

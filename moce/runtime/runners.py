@@ -7,16 +7,15 @@ nothing about routing, which the executor does.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
-from moce._lazy import require
 from moce.errors import PackageError
 from moce.model.plan import AdapterStep, SegmentStep
 from moce.names import (
@@ -29,68 +28,90 @@ from moce.names import (
     segment_graph,
     tile_segment_graph,
 )
-from moce.package.manifest import Manifest
+from moce.package.manifest import Manifest, TensorSpec
 from moce.runtime.cuda_graphs import Capture, GraphCache, bucket_rows, capture_conditional, capture_cuda
 from moce.runtime.device_routing import Branches, HostBranches, conditional_nodes_missing, routed_forward
-from moce.runtime.ort_layout import enter_blocked_layout, fold_reorder_transposes
-
-# Config entries of every ONNX Runtime session. The split plan runs dozens of sessions one after
-# another: a pool spins between parallel sections only while its own run lasts, then stops, so it
-# never spins on the cores while another session works (MoCE-IR-S, 2 cores: 4% faster at 256 px
-# and 1.5% at 512 px than no spinning at all; measured alternatives in docs/performance.md).
-ORT_SESSION_CONFIG: Mapping[str, str] = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+from moce.runtime.ort_loader import OnnxRuntimeLoader
 
 
-ORT_HINT = "onnxruntime (or onnxruntime-gpu in its place, for CUDA)"
-"""What to install when ``onnxruntime`` is missing (it comes with moce; see the README's "Installing")."""
+class ArrayOps:
+    """The array operations the executor needs between graphs, on NumPy arrays. Device runners
+    give their own (:class:`TorchArrays`), so tensors stay on the device and only router logits
+    and the final image come to the host."""
+
+    def to_host(self, value: Any) -> np.ndarray:
+        return np.asarray(value)
+
+    def from_host(self, value: np.ndarray) -> Any:
+        return value
+
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        return value[rows]
+
+    def zeros_like(self, value: Any) -> Any:
+        return np.zeros_like(value)
+
+    def add_rows(self, out: Any, rows: np.ndarray, value: Any) -> Any:
+        out[rows] += value
+        return out
 
 
 class GraphRunner(ABC):
-    """``activate`` / ``infer`` / ``deactivate``, usable as a context manager."""
+    """A backend with Polygraphy's ``BaseRunner`` contract: :meth:`activate` and :meth:`deactivate`
+    are templates guarded by ``is_active`` (subclasses implement ``activate_impl`` and
+    ``deactivate_impl``), and :meth:`infer` refuses an inactive runner and feeds that do not match
+    :meth:`get_input_metadata` before ``infer_impl`` runs. Usable as a context manager."""
 
     name = "runner"
     batched_whole_graphs: frozenset[str] = frozenset({DENSE_GRAPH})
     """Whole-network graphs this runner runs on a batch at once; the others take one image a call
     (the package's ``If`` graphs have batch 1)."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []  # (graph, batch) of every inference, for reports and tests
+    def __init__(self, arrays: ArrayOps | None = None) -> None:
+        self.is_active = False
+        self.arrays = arrays or ArrayOps()
 
     def activate(self) -> None:
-        """Acquire resources (sessions, engines); graphs may still load lazily on first use."""
+        """Acquire resources (sessions, engines); graphs may still load lazily on first use. A
+        second call while active does nothing."""
+        if self.is_active:
+            return
+        self.activate_impl()
+        self.is_active = True
 
     def deactivate(self) -> None:
-        """Release every resource taken by ``activate`` or ``infer``."""
+        """Release every resource taken by ``activate`` or ``infer``; nothing while inactive."""
+        if not self.is_active:
+            return
+        try:
+            self.deactivate_impl()
+        finally:
+            self.is_active = False
+
+    def activate_impl(self) -> None:
+        """What :meth:`activate` does for this backend."""
+
+    def deactivate_impl(self) -> None:
+        """What :meth:`deactivate` does for this backend."""
 
     def load(self, graphs: Iterable[str]) -> None:
         """Load ``graphs`` now rather than on first use, so that their start-up is set-up time and
         not the first image's. Runners that load everything in ``activate`` have nothing to do."""
 
+    def get_input_metadata(self, graph: str) -> Sequence[TensorSpec] | None:
+        """The inputs ``graph`` takes (name, shape, dtype), from the manifest; None where the runner
+        does not run the package's graphs."""
+        return None
+
+    def infer(self, graph: str, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run ``graph`` on ``feeds`` (arrays of this runner's :attr:`arrays`)."""
+        if not self.is_active:
+            raise PackageError(f"the {self.name} runner must be activated before it runs {graph}")
+        check_feeds(graph, feeds, self.get_input_metadata(graph))
+        return self.infer_impl(graph, feeds)
+
     @abstractmethod
-    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = next(iter(feeds.values())).shape[0] if feeds else 0
-        self.calls.append((graph, batch))
-        return self._infer(graph, feeds)
-
-    # Array operations the executor needs between graphs. NumPy here; device runners keep
-    # tensors on the device and only bring router logits and the final output to the host.
-    def to_host(self, value) -> np.ndarray:  # noqa: ANN001 - a runner's array type
-        return np.asarray(value)
-
-    def from_host(self, value: np.ndarray):  # noqa: ANN201
-        return value
-
-    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
-        return value[rows]
-
-    def zeros_like(self, value):  # noqa: ANN001, ANN201
-        return np.zeros_like(value)
-
-    def add_rows(self, out, rows: np.ndarray, value):  # noqa: ANN001, ANN201
-        out[rows] += value
-        return out
+    def infer_impl(self, graph: str, feeds: dict[str, Any]) -> dict[str, Any]: ...
 
     def __enter__(self) -> GraphRunner:
         self.activate()
@@ -98,6 +119,22 @@ class GraphRunner(ABC):
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.deactivate()
+
+
+def check_feeds(graph: str, feeds: Mapping[str, Any], specs: Sequence[TensorSpec] | None) -> None:
+    """Refuse feeds whose names or ranks are not the graph's inputs (a plan that would hand a graph
+    the wrong tensors fails here, naming them, not deep inside a backend)."""
+    if specs is None:
+        return
+    expected = {s.name: s for s in specs}
+    missing, extra = sorted(set(expected) - set(feeds)), sorted(set(feeds) - set(expected))
+    if missing or extra:
+        takes = ", ".join(expected)
+        raise PackageError(f"{graph} takes {takes}; missing {missing or 'none'}, unexpected {extra or 'none'}")
+    for name, value in feeds.items():
+        rank = len(expected[name].shape)
+        if rank and getattr(value, "ndim", rank) != rank:
+            raise PackageError(f"{graph}: input {name} has {value.ndim} dimensions, the graph takes {rank}")
 
 
 def default_threads() -> int:
@@ -120,137 +157,86 @@ class OnnxRuntimeRunner(GraphRunner):
         layout_passes: bool = True,
     ) -> None:
         super().__init__()
-        self.layout_passes = layout_passes  # on the CPU: the passes of moce.runtime.ort_layout
-        self.profile_dir = profile_dir  # ONNX Runtime's profiler: one JSON trace per graph, see end_profiling
         self.manifest = manifest
-        self.session_config = {**ORT_SESSION_CONFIG, **(session_config or {})}
         self.precision = precision
         manifest.graphs(precision)  # fail early when the package lacks this precision
-        self.providers = providers or ["CPUExecutionProvider"]
-        self.variant = manifest.variant_for(precision, cpu=self.providers[0] == "CPUExecutionProvider")
-        self.threads = threads or default_threads()
-        self._sessions: dict[str, object] = {}
+        providers = providers or ["CPUExecutionProvider"]
+        self.variant = manifest.variant_for(precision, cpu=providers[0] == "CPUExecutionProvider")
+        threads = threads or default_threads()
+        self.loader = OnnxRuntimeLoader(providers, threads, session_config, profile_dir, layout_passes)
+        self._sessions: dict[str, Any] = {}
 
-    def activate(self) -> None:
-        self._ort = require("onnxruntime", ORT_HINT)
+    @property
+    def providers(self) -> list[str]:
+        return self.loader.providers
 
-    _arena_registered = False
+    @property
+    def session_config(self) -> dict[str, str]:
+        return self.loader.session_config
 
     def load(self, graphs: Iterable[str]) -> None:
         for graph in graphs:
             self._session(graph)
 
-    def _shared_arena(self) -> bool:
-        """One CPU arena for all sessions: the split plan has dozens, whose own arenas would
-        each keep their peak buffers (measured: 5.3 GB instead of 1.5 GB for MoCE-IR-S at 512 px)."""
-        if "CPUExecutionProvider" != self.providers[0]:
-            return False
-        if not OnnxRuntimeRunner._arena_registered:
-            ort = self._ort
-            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-            OnnxRuntimeRunner._arena_registered = True
-        return True
+    def get_input_metadata(self, graph: str) -> Sequence[TensorSpec] | None:
+        return self.manifest.graphs(self.variant)[graph].inputs if graph in self.manifest.graphs(self.variant) else None
 
-    def _options(self, graph: str, optimise: bool = True):  # noqa: ANN202 - onnxruntime.SessionOptions
-        options = self._ort.SessionOptions()
-        level = self._ort.GraphOptimizationLevel
-        options.graph_optimization_level = level.ORT_ENABLE_ALL if optimise else level.ORT_DISABLE_ALL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(key, value)
-        if self._shared_arena():
-            options.add_session_config_entry("session.use_env_allocators", "1")
-        return options
-
-    def _session(self, graph: str):  # noqa: ANN202 - onnxruntime.InferenceSession
+    def _session(self, graph: str) -> Any:
         if graph not in self._sessions:
-            path = str(self.manifest.graph_file(graph, self.variant))
-            if self.layout_passes and self.providers[0] == "CPUExecutionProvider":
-                self._sessions[graph] = self._laid_out_session(graph, path)
-            else:
-                self._sessions[graph] = self._new_session(path, self._profiled(self._options(graph), graph))
+            self._sessions[graph] = self.loader(str(self.manifest.graph_file(graph, self.variant)), graph)
         return self._sessions[graph]
 
-    def _new_session(self, source: str | bytes, options):  # noqa: ANN001, ANN202
-        return self._ort.InferenceSession(source, sess_options=options, providers=self.providers)
-
-    def _profiled(self, options, graph: str):  # noqa: ANN001, ANN202
-        if self.profile_dir is not None:
-            options.enable_profiling = True
-            options.profile_file_prefix = os.path.join(self.profile_dir, graph)
-        return options
-
-    def _laid_out_session(self, graph: str, path: str):  # noqa: ANN202
-        """The graph through :mod:`moce.runtime.ort_layout`'s two passes around ONNX Runtime's
-        optimiser for this CPU; the result runs without a second optimisation. With nothing to
-        change, the first session is the one kept."""
-        onnx = require("onnx", "onnx")
-        source = onnx.load(path)
-        entered = enter_blocked_layout(source)
-        with tempfile.TemporaryDirectory(prefix="moce-ort-") as tmp:
-            options = self._options(graph)
-            options.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
-            first = self._new_session(source.SerializeToString() if entered else path, options)
-            model = onnx.load(options.optimized_model_filepath)
-        if not fold_reorder_transposes(model) and self.profile_dir is None:
-            return first
-        as_optimised = self._profiled(self._options(graph, optimise=False), graph)
-        return self._new_session(model.SerializeToString(), as_optimised)
-
-    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session(graph)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds)))
 
     def end_profiling(self) -> dict[str, str]:
         """Close the profiler of every session made so far: graph name -> its trace file."""
-        if self.profile_dir is None:
+        if self.loader.profile_dir is None:
             return {}
         return {graph: session.end_profiling() for graph, session in self._sessions.items()}
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self._sessions.clear()
 
 
-class TorchTensors(GraphRunner):
-    """Array operations on torch tensors, so device runners keep data on their device."""
+class TorchArrays(ArrayOps):
+    """:class:`ArrayOps` on torch tensors on ``device``; arrays from the host become ``dtype`` in
+    ``memory_format`` where given (the layout the runner's model runs fastest in)."""
 
-    device = None
-
-    def _torch_module(self):  # noqa: ANN202
+    def __init__(self, device: Any = None, dtype: Any = None, memory_format: Any = None) -> None:
         import torch
 
-        return torch
+        self.torch, self.device, self.dtype, self.memory_format = torch, device, dtype, memory_format
 
-    def to_host(self, value) -> np.ndarray:  # noqa: ANN001
-        torch = self._torch_module()
+    def to_host(self, value: Any) -> np.ndarray:
+        torch = self.torch
         return value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
-    def from_host(self, value: np.ndarray):  # noqa: ANN201
-        torch = self._torch_module()
-        with torch.inference_mode():
-            return torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+    def from_host(self, value: np.ndarray) -> Any:
+        with self.torch.inference_mode():
+            tensor = self.torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            if self.dtype is not None:
+                tensor = tensor.to(self.dtype)
+            if self.memory_format is not None and tensor.ndim == 4:
+                tensor = tensor.contiguous(memory_format=self.memory_format)
+            return tensor
 
-    def take(self, value, rows: np.ndarray):  # noqa: ANN001, ANN201
-        torch = self._torch_module()
-        with torch.inference_mode():
-            return value[torch.as_tensor(rows, device=value.device)]
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        with self.torch.inference_mode():
+            return value[self.torch.as_tensor(rows, device=value.device)]
 
-    def zeros_like(self, value):  # noqa: ANN001, ANN201
-        torch = self._torch_module()
-        with torch.inference_mode():
-            return torch.zeros_like(value)
+    def zeros_like(self, value: Any) -> Any:
+        with self.torch.inference_mode():
+            return self.torch.zeros_like(value)
 
-    def add_rows(self, out, rows: np.ndarray, value):  # noqa: ANN001, ANN201
-        torch = self._torch_module()
-        with torch.inference_mode():
-            return out.index_add_(0, torch.as_tensor(rows, device=out.device), value)
+    def add_rows(self, out: Any, rows: np.ndarray, value: Any) -> Any:
+        with self.torch.inference_mode():
+            return out.index_add_(0, self.torch.as_tensor(rows, device=out.device), value.to(out.dtype))
 
 
-class TorchRunner(TorchTensors):
+class TorchRunner(GraphRunner):
     """The PyTorch reference as a runner: each graph name of the package is bound to the model's
     segment, tile segment or expert it was exported from, and ``conditional`` to the whole routed
     forward with the expert choice made on the device (:mod:`moce.runtime.device_routing`)."""
@@ -261,7 +247,6 @@ class TorchRunner(TorchTensors):
     def __init__(self, model, device: str | None = None, channels_last: bool | None = None) -> None:  # noqa: ANN001
         """``model``: a moce.model.MoCEIR; ``channels_last`` (default: on CUDA) keeps weights and image
         batches in NHWC memory, the layout GPU convolution kernels run fastest on."""
-        super().__init__()
         import torch
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -269,6 +254,8 @@ class TorchRunner(TorchTensors):
         self._format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self._format).eval()
         self.dtype = model.patch_embed.proj.weight.dtype  # float32, or the half of moce.model.half.half_form
+        super().__init__(TorchArrays(self.device, self.dtype, self._format))
+        self._torch = torch
         self._tiles = None  # moce.model.global_stats.TileSegments, made on first use
         self._graph_cache: GraphCache | None = None  # see use_cuda_graphs
         self._capture_branches: Capture | None = None  # the conditional forward as one graph with IF nodes
@@ -350,14 +337,10 @@ class TorchRunner(TorchTensors):
         x, shared, gate = (feeds[n] for n in EXPERT_INPUTS)
         return {EXPERT_OUTPUT: self.model.adapter(adapter).expert(expert)(x, shared) * gate.reshape(-1, 1, 1, 1)}
 
-    def from_host(self, value: np.ndarray):  # noqa: ANN201
-        tensor = super().from_host(value).to(self.dtype)
-        return tensor.contiguous(memory_format=self._format) if tensor.ndim == 4 else tensor
-
-    def _infer(self, graph: str, feeds: dict) -> dict:
+    def infer_impl(self, graph: str, feeds: dict) -> dict:
         if graph not in self._graphs:
             raise PackageError(f"the torch backend runs the split plan and the conditional forward, not '{graph}'")
-        with self._torch_module().inference_mode():
+        with self._torch.inference_mode():
             if self._graph_cache is None or graph not in self._captured:
                 return self._graphs[graph](feeds)
             if graph not in self._experts:

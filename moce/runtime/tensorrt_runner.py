@@ -18,7 +18,7 @@ import numpy as np
 from moce.errors import MissingDependencyError, PackageError
 from moce.names import WHOLE_GRAPHS
 from moce.package.manifest import Manifest
-from moce.runtime.runners import TorchTensors
+from moce.runtime.runners import GraphRunner, TorchArrays
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32"}
 TORCH_DTYPES |= {"INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
@@ -170,36 +170,73 @@ class CudaStream:
         return pinned.numpy()
 
 
-class TensorRTRunner(TorchTensors):
+class StreamArrays(TorchArrays):
+    """:class:`TorchArrays` whose transfers and row operations run on the runner's CUDA stream."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def from_host(self, value: np.ndarray) -> Any:
+        return self.stream.upload(value)
+
+    def to_host(self, value: Any) -> np.ndarray:
+        return self.stream.download(value).astype(np.float32, copy=False)
+
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        with self.stream.scope():
+            return super().take(value, rows)
+
+    def zeros_like(self, value: Any) -> Any:
+        with self.stream.scope():
+            return super().zeros_like(value)
+
+    def add_rows(self, out: Any, rows: np.ndarray, value: Any) -> Any:
+        with self.stream.scope():
+            return super().add_rows(out, rows, value)
+
+
+class TensorRTRunner(GraphRunner):
     """Runs the split plan's engines on one CUDA stream (:class:`CudaStream`), torch tensors as buffers.
 
     Tensors stay on the GPU between plan steps and no engine launch waits for the host: the host
     waits once per adapter (its router logits) and once for the final image. Output buffers take
     the dtypes the engine declares; the caller's feeds are never changed. Unverified on a GPU here;
     tested against the double in tests/engines/fake_tensorrt.py with a CPU stand-in stream.
+
+    ``trt`` (the ``tensorrt`` module), ``stream`` and ``gpu`` (name, compute capability) are
+    injected where given and found otherwise; either way the engines are checked against them.
     """
 
     name = "tensorrt"
 
-    def __init__(self, manifest: Manifest, precision: str = "fp32", stream: Any = None, trt: Any = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        precision: str = "fp32",
+        stream: Any = None,
+        trt: Any = None,
+        gpu: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.manifest, self.precision = manifest, precision
-        self.stream, self.trt = stream, trt  # given by tests; made in activate otherwise
+        self.stream, self.trt, self.gpu = stream, trt, gpu
         self._contexts: dict[str, Any] = {}
         self._engines: dict[str, Any] = {}
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         import torch
 
         self._torch = torch
-        if self.trt is None:
-            self.trt = import_tensorrt()
-            self.files = check_engines(self.manifest, self.precision, self.trt.__version__, gpu_identity())
-        else:
-            self.files = {n: self.manifest.root / e.file for n, e in self.manifest.engines_of(self.precision).items()}
+        self.trt = self.trt or import_tensorrt()
+        self.files = check_engines(self.manifest, self.precision, self.trt.__version__, self.gpu or gpu_identity())
         self.stream = self.stream or CudaStream(torch)
-        self.device = torch.device("cuda") if isinstance(self.stream, CudaStream) else None
+        self.arrays = StreamArrays(self.stream)
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
+
+    def get_input_metadata(self, graph: str) -> Any:
+        graphs = self.manifest.graphs(self.precision)
+        return graphs[graph].inputs if graph in graphs else None
 
     def _context(self, graph: str) -> Any:
         if graph not in self._contexts:
@@ -213,7 +250,7 @@ class TensorRTRunner(TorchTensors):
         member = next(m for m in TORCH_DTYPES if getattr(self.trt.DataType, m, None) == kind)
         return getattr(self._torch, TORCH_DTYPES[member])
 
-    def _infer(self, graph: str, feeds: dict) -> dict:
+    def infer_impl(self, graph: str, feeds: dict) -> dict:
         context = self._context(graph)
         engine = self._engines[graph]
         self.stream.wait_for_caller()
@@ -233,24 +270,6 @@ class TensorRTRunner(TorchTensors):
                 raise PackageError(f"TensorRT execution of {graph} failed")
         return outputs
 
-    def from_host(self, value: np.ndarray) -> Any:
-        return self.stream.upload(value)
-
-    def to_host(self, value: Any) -> np.ndarray:
-        return self.stream.download(value).astype(np.float32, copy=False)
-
-    def take(self, value: Any, rows: np.ndarray) -> Any:
-        with self.stream.scope():
-            return super().take(value, rows)
-
-    def zeros_like(self, value: Any) -> Any:
-        with self.stream.scope():
-            return super().zeros_like(value)
-
-    def add_rows(self, out: Any, rows: np.ndarray, value: Any) -> Any:
-        with self.stream.scope():
-            return super().add_rows(out, rows, value.to(out.dtype))
-
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self._contexts.clear()
         self._engines = {}

@@ -25,6 +25,7 @@ from moce.progress import NoProgress
 from moce.runtime.backends import make_runner
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.restorer import RestoreOptions, Restorer
+from tests.recording import record_calls
 
 runner = CliRunner()
 
@@ -96,8 +97,9 @@ def test_report_routes_equal_the_golden_routes(tmp_path, tiny_pkg, golden_pngs, 
 def test_each_chosen_expert_graph_runs_once_per_batch(tiny_pkg, golden_pngs, golden_io):
     images = [read_image(golden_pngs / f"sample{i}.png")[0] for i in range(4)]
     with make_runner("onnxruntime", tiny_pkg).runner as r:
+        calls = record_calls(r)
         Restorer(PlanExecutor(tiny_pkg, r), RestoreOptions(batch=4)).restore_batch(images)
-        experts_run = [(g, b) for g, b in r.calls if g.startswith("adapter")]
+        experts_run = [(g, b) for g, b in calls if g.startswith("adapter")]
     routes = golden_io["routes"]
     expected = [
         (f"adapter{a}.expert{e}", int((routes[:, a] == e).sum())) for a in range(3) for e in np.unique(routes[:, a])

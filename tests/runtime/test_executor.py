@@ -14,6 +14,7 @@ from moce.package.manifest import SegmentEntry
 from moce.routing import Routing
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.runners import GraphRunner, OnnxRuntimeRunner
+from tests.recording import record_calls
 
 
 class StandIn(GraphRunner):
@@ -30,7 +31,7 @@ class StandIn(GraphRunner):
         self.experts = {e.graph: e.expert for a in manifest.adapters() for e in a.experts}
         self.rows_seen: list[tuple[str, list[int]]] = []
 
-    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if graph in self.experts:
             x, _, gate = (feeds[n] for n in EXPERT_INPUTS)
             self.rows_seen.append((graph, x[:, 0, 0, 0].astype(int).tolist()))
@@ -53,6 +54,7 @@ def _logits(batch_routes: list[int], experts: int = 4) -> np.ndarray:
 def test_each_chosen_expert_runs_once_on_its_rows_and_outputs_are_gate_weighted(tiny_pkg):
     routes = {a.index: [0, 2, 0] for a in tiny_pkg.adapters()}
     runner = StandIn(tiny_pkg, {a: _logits(r) for a, r in routes.items()})
+    runner.activate()  # runners run only when active (Polygraphy's contract)
     result = PlanExecutor(tiny_pkg, runner).run(np.zeros((3, 3, 16, 16), np.float32))
     last = tiny_pkg.adapters()[-1]
     assert [(g, rows) for g, rows in runner.rows_seen if g.startswith(f"adapter{last.index}.")] == [
@@ -67,6 +69,7 @@ def test_each_chosen_expert_runs_once_on_its_rows_and_outputs_are_gate_weighted(
 
 def test_a_whole_batch_on_one_expert_runs_it_on_the_batch_as_it_is(tiny_pkg):
     runner = StandIn(tiny_pkg, {a.index: _logits([1, 1]) for a in tiny_pkg.adapters()})
+    runner.activate()  # runners run only when active (Polygraphy's contract)
     added = []
     runner.add_rows = lambda out, rows, value: added.append(rows)  # would be called by a scatter
     result = PlanExecutor(tiny_pkg, runner).run(np.zeros((2, 3, 16, 16), np.float32))
@@ -76,6 +79,7 @@ def test_a_whole_batch_on_one_expert_runs_it_on_the_batch_as_it_is(tiny_pkg):
 
 def test_forced_routes_override_the_routers(tiny_pkg):
     runner = StandIn(tiny_pkg, {a.index: _logits([0, 0]) for a in tiny_pkg.adapters()})
+    runner.activate()  # runners run only when active (Polygraphy's contract)
     forced = [
         Routing(np.array([[3]]), np.array([[1.0]], np.float32), np.eye(4, dtype=np.float32)[3:])
         for _ in tiny_pkg.adapters()
@@ -95,8 +99,9 @@ def test_modes_that_cannot_take_forced_routes_or_tiles_are_refused(tiny_pkg):
 
 def test_split_plan_runs_only_the_chosen_experts(tiny_pkg, golden_io):
     with OnnxRuntimeRunner(tiny_pkg) as runner:
+        calls = record_calls(runner)
         result = PlanExecutor(tiny_pkg, runner).run(golden_io["input"], "split")
-        graphs_run = [g for g, _ in runner.calls if g.startswith("adapter")]
+        graphs_run = [g for g, _ in calls if g.startswith("adapter")]
     routes = golden_io["routes"]
     expected = sorted(f"adapter{a}.expert{e}" for a in range(routes.shape[1]) for e in np.unique(routes[:, a]))
     assert sorted(graphs_run) == expected

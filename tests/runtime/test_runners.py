@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from moce.errors import PackageError
 from moce.runtime.executor import PlanExecutor
-from moce.runtime.runners import ORT_SESSION_CONFIG, OnnxRuntimeRunner, TorchRunner
+from moce.runtime.ort_loader import ORT_SESSION_CONFIG
+from moce.runtime.runners import OnnxRuntimeRunner, TorchRunner
+from tests.recording import record_calls
 
 
 def test_sessions_get_the_default_config_plus_the_callers_entries(tiny_pkg):
@@ -30,9 +34,10 @@ def test_sessions_get_the_default_config_plus_the_callers_entries(tiny_pkg):
 def test_profiling_writes_one_trace_per_graph_with_its_kernels(tiny_pkg, tmp_path):
     image = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     with OnnxRuntimeRunner(tiny_pkg, threads=1, profile_dir=tmp_path) as runner:
+        calls = record_calls(runner)
         PlanExecutor(tiny_pkg, runner).run(image, "split")
         traces = runner.end_profiling()
-    assert set(traces) == {graph for graph, _ in runner.calls}
+    assert set(traces) == {graph for graph, _ in calls}
     for graph, trace in traces.items():
         assert Path(trace).parent == tmp_path and Path(trace).name.startswith(graph)
         events = json.loads(Path(trace).read_text())
@@ -67,3 +72,22 @@ def test_every_segment_and_expert_compiles_whole_and_agrees_with_eager(tiny_mode
     np.testing.assert_allclose(got.restored, want.restored, atol=1e-4)
     np.testing.assert_array_equal(again.restored, got.restored)
     assert [r.experts.tolist() for r in got.routings] == [r.experts.tolist() for r in want.routings]
+
+
+def test_runners_keep_polygraphys_contract_activation_guard_and_input_checks(tiny_pkg):
+    runner = OnnxRuntimeRunner(tiny_pkg, threads=1)
+    image = np.zeros((1, 3, 16, 16), np.float32)
+    with pytest.raises(PackageError, match="must be activated before it runs segment0"):
+        runner.infer("segment0", {"image": image})
+    runner.deactivate()  # inactive: nothing to release, no error
+    with runner:
+        runner.activate()  # a second activation does nothing
+        assert runner.is_active
+        specs = runner.get_input_metadata("segment0")
+        assert [s.name for s in specs] == ["image"]
+        with pytest.raises(PackageError, match="segment0 takes image; missing \\['image'\\], unexpected \\['img'\\]"):
+            runner.infer("segment0", {"img": image})
+        with pytest.raises(PackageError, match="input image has 3 dimensions, the graph takes 4"):
+            runner.infer("segment0", {"image": image[0]})
+        assert set(runner.infer("segment0", {"image": image})) >= {"freq_emb"}
+    assert not runner.is_active and not hasattr(runner, "calls")  # no per-call log grows in a long-lived server

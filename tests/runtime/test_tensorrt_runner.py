@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from moce.names import EXPERT_INPUTS, EXPERT_OUTPUT, RESTORED
+from moce.names import EXPERT_INPUTS, EXPERT_OUTPUT, FREQ_EMB, RESTORED
 from moce.package.manifest import EngineEntry, SegmentEntry
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.tensorrt_runner import TensorRTRunner, engine_graphs
@@ -22,12 +22,17 @@ def _segment(step: SegmentEntry, logits: dict[str, np.ndarray]) -> Program:
 
     def shapes(inputs: dict[str, tuple]) -> dict[str, tuple]:
         n = next(iter(inputs.values()))[0]
-        return {name: (n, EXPERTS) if name in logits else (n, 2, 4, 4) for name in step.outputs}
+        return {
+            name: (n, EXPERTS) if name in logits else (n, 2) if name == FREQ_EMB else (n, 2, 4, 4)
+            for name in step.outputs
+        }
 
     def compute(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = next(iter(feeds.values())).shape[0]
         rows = np.arange(1, n + 1, dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 2, 4, 4), np.float32)
         out = {name: logits[name] if name in logits else rows for name in step.outputs}
+        if FREQ_EMB in out:
+            out[FREQ_EMB] = rows[:, :, 0, 0]  # an embedding per row, as the real segment gives
         if RESTORED in step.outputs:
             out[RESTORED] = feeds[step.inputs[1]]
         return out
@@ -60,14 +65,17 @@ def runner(tmp_path, tiny_pkg):
         path = tmp_path / "engines" / f"{name}.engine"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(name.encode())
-        entries.append(EngineEntry(name, "fp32", str(path), "0" * 64, "0" * 64, "fake", "fake", "0.0", [], "d"))
+        graph_sha256 = tiny_pkg.graphs("fp32")[name].sha256  # engines of these graphs, for this TensorRT and GPU
+        entries.append(
+            EngineEntry(name, "fp32", str(path), "0" * 64, graph_sha256, trt.__version__, "fake", "0.0", [], "d")
+        )
     for step in tiny_pkg.plan_entries:
         if isinstance(step, SegmentEntry):
             trt.programs[step.graph.encode()] = _segment(step, logits)
         else:
             trt.programs.update({e.graph.encode(): _expert(e.expert) for e in step.experts})
     manifest = type(tiny_pkg)(**{**vars(tiny_pkg), "engines": entries})
-    with TensorRTRunner(manifest, "fp32", stream=CpuStream(), trt=trt) as r:
+    with TensorRTRunner(manifest, "fp32", stream=CpuStream(), trt=trt, gpu=("fake", "0.0")) as r:
         yield r
 
 
@@ -83,7 +91,7 @@ def test_the_plan_runs_with_one_host_wait_per_adapter_and_one_for_the_image(runn
 
 def test_output_buffers_take_the_engines_dtypes(runner, tiny_pkg):
     step = tiny_pkg.plan_entries[0]
-    made = runner.infer(step.graph, {step.inputs[0]: runner.from_host(np.zeros((3, 3, 16, 16), np.float32))})
+    made = runner.infer(step.graph, {step.inputs[0]: runner.arrays.from_host(np.zeros((3, 3, 16, 16), np.float32))})
     logits = tiny_pkg.adapters()[0].logits
     assert made[logits].dtype == torch.float16 and made[step.outputs[0]].dtype == torch.float32
 
