@@ -64,7 +64,7 @@ def saved_json(results: list[BenchResult]) -> dict[str, Any]:
 
 
 def saved_rows(data: Any) -> list[dict[str, Any]]:
-    """The rows of a file ``--json`` wrote (a bare list before moce 0.7.6)."""
+    """The rows of a file ``--json`` wrote (a bare list before moce 0.8.0)."""
     return data["results"] if isinstance(data, dict) else data
 
 

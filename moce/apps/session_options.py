@@ -101,7 +101,7 @@ def check_graphs(manifest: Manifest, options: SessionOptions, backend: str) -> N
     if routing == "split":
         return
     if routing not in manifest.graphs(options.precision):
-        why = manifest.info.get("routing", {}).get("forms", {}).get(routing, "not exported")
+        why = manifest.routing_form(routing)
         raise InputError(
             f"--routing {routing}: {manifest.root} has no {options.precision} {routing} graph ({why}); "
             "use --routing split"

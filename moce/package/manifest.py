@@ -77,9 +77,9 @@ class ExpertEntry:
     flops_per_pixel: float
 
 
-@dataclass
-class SegmentEntry:
-    kind: str
+class SegmentEntry(msgspec.Struct, tag_field="kind", tag="segment"):
+    """A trunk segment of the plan (``"kind": "segment"`` in the manifest)."""
+
     index: int
     inputs: list[str]
     outputs: list[str]
@@ -87,9 +87,9 @@ class SegmentEntry:
     flops_per_pixel: float
 
 
-@dataclass
-class AdapterEntry:
-    kind: str
+class AdapterEntry(msgspec.Struct, tag_field="kind", tag="adapter"):
+    """An adapter of the plan (``"kind": "adapter"``): its router's logits and its experts' graphs."""
+
     index: int
     level: int
     logits: str
@@ -97,6 +97,21 @@ class AdapterEntry:
     output: str
     top_k: int
     experts: list[ExpertEntry]
+
+
+PlanStep = SegmentEntry | AdapterEntry
+"""One step of the plan: a tagged union, decoded by its ``kind``."""
+
+
+@dataclass
+class Validation:
+    """What ``moce export`` recorded of its validation (``"validation"`` in the manifest)."""
+
+    passed: bool
+    atol: float
+    failures: list[str]
+    max_abs_error: dict[str, float]
+    cases: list[dict[str, Any]]
 
 
 @dataclass
@@ -135,7 +150,7 @@ class Manifest:
     opset: int
     input: dict[str, Any]
     graph_entries: dict[str, GraphEntry]
-    plan_entries: list[SegmentEntry | AdapterEntry]
+    plan_entries: list[PlanStep]
     weights: FileEntry | None = None
     precisions: dict[str, Variant] = field(default_factory=dict)
     engines: list[EngineEntry] = field(default_factory=list)
@@ -215,6 +230,28 @@ class Manifest:
         merged = {**self.info, **typed}
         order = [k for k in self.key_order if k in merged] + [k for k in merged if k not in self.key_order]
         return {k: merged[k] for k in order}
+
+    @property
+    def validation(self) -> Validation | None:
+        """The export's validation as recorded, or None for a package exported without it."""
+        data = self.info.get("validation")
+        if data is None:
+            return None
+        problems: list[str] = []
+        validation = _convert(Validation, data, "validation", problems)
+        if problems:
+            raise PackageError(f"{self.root / MANIFEST}: malformed manifest: {listed(problems, 5)}")
+        return validation
+
+    def record_validation(self, validation: Validation) -> None:
+        """Record the export's validation (written with the manifest by :meth:`write`)."""
+        self.info["validation"] = asdict(validation)
+
+    def routing_form(self, form: str) -> str:
+        """What the export recorded of a whole-network routing form: written, or why not."""
+        forms = self.info.get("routing", {}).get("forms", {}) if isinstance(self.info.get("routing"), dict) else {}
+        note = forms.get(form) if isinstance(forms, dict) else None
+        return note if isinstance(note, str) else "not exported"
 
     @property
     def config(self) -> MoCEConfig:
@@ -376,7 +413,7 @@ def input_spec(config: MoCEConfig) -> dict[str, Any]:
 
 def _plain(record: Any) -> Any:
     """A record as JSON data; optional fields left at None are left out."""
-    return {k: v for k, v in asdict(record).items() if v is not None}
+    return {k: v for k, v in msgspec.to_builtins(record).items() if v is not None}
 
 
 def _convert(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
@@ -407,21 +444,6 @@ def _graph_map(value: Any, where: str, problems: list[str]) -> dict[str, GraphEn
     return {name: entry for name, entry in converted.items() if entry is not None}
 
 
-PLAN_KINDS: dict[str, type[SegmentEntry] | type[AdapterEntry]] = {"segment": SegmentEntry, "adapter": AdapterEntry}
-
-
-def _plan(value: Any, problems: list[str]) -> list[SegmentEntry | AdapterEntry]:
-    """The plan's steps, each converted to the record its ``kind`` names."""
-    if not isinstance(value, list):
-        problems.append(f"plan: expected a list, got {'nothing' if value is None else type(value).__name__}")
-        return []
-    steps = []
-    for i, item in enumerate(value):
-        kind = item.get("kind") if isinstance(item, dict) else None
-        if kind not in PLAN_KINDS:
-            problems.append(f"plan[{i}].kind: expected 'segment' or 'adapter', got {kind!r}")
-            continue
-        step = _convert(PLAN_KINDS[kind], item, f"plan[{i}]", problems)
-        if step is not None:
-            steps.append(step)
-    return steps
+def _plan(value: Any, problems: list[str]) -> list[PlanStep]:
+    """The plan's steps, each decoded as the record its ``kind`` names (msgspec's tagged union)."""
+    return _convert(list[PlanStep], value, "plan", problems) or []

@@ -145,9 +145,7 @@ def _plan_entries(model: MoCEIR, progress: Messages) -> list[SegmentEntry | Adap
             progress(f"count FLOPs of segment {step.index}")
             flops = _segment_flops(model, step) / pixels
             entries.append(
-                SegmentEntry(
-                    "segment", step.index, list(step.inputs), list(step.outputs), segment_graph(step.index), flops
-                )
+                SegmentEntry(step.index, list(step.inputs), list(step.outputs), segment_graph(step.index), flops)
             )
             continue
         assert isinstance(step, AdapterStep)
@@ -158,7 +156,6 @@ def _plan_entries(model: MoCEIR, progress: Messages) -> list[SegmentEntry | Adap
         ]
         entries.append(
             AdapterEntry(
-                "adapter",
                 step.index,
                 step.level,
                 step.logits,

@@ -29,10 +29,10 @@ ALLOW_INVALID = "MOCE_ALLOW_INVALID_PACKAGE"
 def validation_failure(manifest: Manifest) -> str | None:
     """Why ``manifest``'s package is not to be trusted: its export's validation failed (recorded in
     the manifest by ``moce export``), or None."""
-    validation = manifest.info.get("validation")
-    if not isinstance(validation, dict) or validation.get("passed") is not False:
+    validation = manifest.validation
+    if validation is None or validation.passed:
         return None
-    failures = validation.get("failures") or ["no detail recorded"]
+    failures = validation.failures or ["no detail recorded"]
     return one_line(
         f"{manifest.root}: failed validation when exported ({len(failures)} problem(s), first: {failures[0]})"
     )

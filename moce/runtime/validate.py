@@ -17,7 +17,7 @@ import torch
 from moce.errors import ValidationError
 from moce.model.network import MoCEIR
 from moce.names import WHOLE_GRAPHS
-from moce.package.manifest import Manifest
+from moce.package.manifest import Manifest, Validation
 from moce.package.writer import DEFAULT_BATCHES, DEFAULT_SIZES, ExportOptions
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds
 from moce.runtime.runners import OnnxRuntimeRunner
@@ -147,13 +147,16 @@ def validation_check(
 
     def check(manifest: Manifest, model: MoCEIR) -> ValidationReport:
         report = validate_package(manifest, model, options.sizes, options.batches, options.atol, progress=progress)
-        manifest.info["validation"] = {
-            "passed": not report.failures,
-            "atol": options.atol,
-            "failures": report.failures,
-            "max_abs_error": {m: report.max_error(m) for m in sorted({c.mode for c in report.cases})},
-            "cases": [vars(c) for c in report.cases],
-        }
+        modes = sorted({c.mode for c in report.cases})
+        manifest.record_validation(
+            Validation(
+                passed=not report.failures,
+                atol=options.atol,
+                failures=report.failures,
+                max_abs_error={m: report.max_error(m) for m in modes},
+                cases=[vars(c) for c in report.cases],
+            )
+        )
         manifest.write()
         return report
 

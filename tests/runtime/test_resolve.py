@@ -42,7 +42,7 @@ def test_a_package_that_failed_validation_is_refused_unless_allowed(tmp_path, ti
     package = tmp_path / "p.moce"
     shutil.copytree(tiny_pkg.root, package)
     data = json.loads((package / "manifest.json").read_text())
-    data["validation"] = {"passed": False, "failures": ["planted failure", "another"]}
+    data["validation"] |= {"passed": False, "failures": ["planted failure", "another"]}
     (package / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(
         PackageError, match=r"failed validation when exported \(2 problem\(s\), first: planted failure\)"
