@@ -9,7 +9,12 @@
   write it ourselves because ModelOpt's ONNX extra pins onnxruntime-gpu and cupy, which clash
   with CPU onnxruntime, and a 100-line pass is easier to audit than that dependency.
 * INT8: explicit QuantizeLinear/DequantizeLinear pairs from ONNX Runtime's static quantiser,
-  symmetric (zero point 0) activations and per-channel weights, the form TensorRT consumes.
+  per-channel weights. One precision, two placements (``moce.engines.variants.INT8_PLACEMENTS``,
+  each a *variant* of the package: a folder of graphs): ``int8``, symmetric activations (zero
+  point 0) on every convolution, the form TensorRT consumes; and ``int8-cpu``
+  (:data:`moce.names.CPU_INT8`), unsigned activations and 7-bit weights for ONNX Runtime's x86
+  kernels, which ``--precision int8`` reads on the CPU. "Precision" names the number format a user
+  asks for; "variant" names the folder of graphs a runner reads for it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ import inspect
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import onnx
 
@@ -67,7 +68,7 @@ def _register(manifest: Manifest, precision: str, name: str, model: onnx.ModelPr
     file = variant_file(manifest, precision, name)
     data = model.SerializeToString()
     write_bytes_atomic(manifest.root / file, data)
-    entry = replace(
+    entry = msgspec.structs.replace(
         manifest.graph_entries[name], file=file, bytes=len(data), nodes=len(model.graph.node), sha256=sha256_bytes(data)
     )
     manifest.add_variant_graph(precision, name, entry)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +39,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass
-class TensorSpec:
+class TensorSpec(msgspec.Struct):
     name: str
     shape: list[int | str]
     dtype: str
 
 
-@dataclass
-class GraphEntry:
+class GraphEntry(msgspec.Struct, omit_defaults=True):
     """One ONNX graph of the package: its file (relative to the package), hash and I/O."""
 
     file: str
@@ -59,15 +57,13 @@ class GraphEntry:
     stats_size: int | None = None  # tile segments: numbers of image-wide sums each tile reports
 
 
-@dataclass
-class FileEntry:
+class FileEntry(msgspec.Struct):
     file: str
     sha256: str
     format: str = "safetensors"
 
 
-@dataclass
-class ExpertEntry:
+class ExpertEntry(msgspec.Struct):
     expert: int
     graph: str
     rank: int
@@ -103,8 +99,7 @@ PlanStep = SegmentEntry | AdapterEntry
 """One step of the plan: a tagged union, decoded by its ``kind``."""
 
 
-@dataclass
-class Validation:
+class Validation(msgspec.Struct):
     """What ``moce export`` recorded of its validation (``"validation"`` in the manifest)."""
 
     passed: bool
@@ -114,15 +109,13 @@ class Validation:
     cases: list[dict[str, Any]]
 
 
-@dataclass
-class Variant:
+class Variant(msgspec.Struct):
     """The graphs of one precision written by ``moce build-engine`` (fp16, int8)."""
 
     graphs: dict[str, GraphEntry]
 
 
-@dataclass
-class EngineEntry:
+class EngineEntry(msgspec.Struct):
     """A TensorRT engine of one graph and precision: its file, hash, and what it was built from and for."""
 
     graph: str
@@ -137,31 +130,76 @@ class EngineEntry:
     digest: str  # the engine cache's key
 
 
-TYPED = ("schema_version", "config", "opset", "input", "graphs", "weights", "plan", "precisions", "engines")
-"""Top-level keys read into typed fields; every other key is kept as written (provenance, notes)."""
+class InputSpec(msgspec.Struct):
+    """What every graph's ``image`` input takes, and how an image is padded to fit."""
+
+    name: str
+    layout: str
+    dtype: str
+    channels: int
+    range: list[float]
+    size_multiple: int
+    min_side: int
+    padding: str
+
+
+class RoutingInfo(msgspec.Struct):
+    """How experts are chosen, and what the export wrote of each whole-network form (or why not)."""
+
+    rule: str
+    top_k: int
+    forms: dict[str, str] = {}
+
+
+class ManifestFile(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``manifest.json``'s top level, declared once: every key, its type, and (by the order here) the
+    order the file lays them out in. Descriptive keys are optional; the rest must be there."""
+
+    schema_version: int
+    format: str | None = None
+    created_by: dict[str, str] | None = None
+    source: dict[str, Any] | None = None
+    config: dict[str, Any]
+    opset: int
+    input: InputSpec
+    output: dict[str, Any] | None = None
+    routing: RoutingInfo | None = None
+    expert_interface: dict[str, Any] | None = None
+    graphs: dict[str, GraphEntry]
+    weights: FileEntry | None = None
+    plan: list[PlanStep]
+    flops_reference: dict[str, Any] | None = None
+    validation: Validation | None = None
+    precisions: dict[str, Variant] = {}
+    engines: list[EngineEntry] = []
+
+
+ABOUT = ("format", "created_by", "source", "output", "expert_interface", "flops_reference")
+"""The keys that describe a package (provenance, notes) and that no code reads."""
 
 
 @dataclass
 class Manifest:
-    """A parsed manifest plus the folder it lives in."""
+    """A parsed manifest plus the folder it lives in (its file's layout: :class:`ManifestFile`)."""
 
     root: Path
     config_data: dict[str, Any]
     opset: int
-    input: dict[str, Any]
+    input: InputSpec
     graph_entries: dict[str, GraphEntry]
     plan_entries: list[PlanStep]
     weights: FileEntry | None = None
     precisions: dict[str, Variant] = field(default_factory=dict)
     engines: list[EngineEntry] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    """The other top-level keys (format, created_by, source, output, routing, validation, ...)."""
-    key_order: list[str] = field(default_factory=list)
+    routing: RoutingInfo | None = None
+    validation: Validation | None = None  # what ``moce export`` recorded of its validation
+    about: dict[str, Any] = field(default_factory=dict)
+    """The descriptive keys (:data:`ABOUT`: provenance and notes), kept as written."""
 
     @classmethod
     def from_dict(cls, root: Path, data: Any) -> Manifest:
-        """Parse ``data`` (a decoded manifest.json) with msgspec against the records above; every
-        field that fails is named, and all of them are reported in one error."""
+        """Parse ``data`` (a decoded manifest.json) with msgspec against :class:`ManifestFile`; the
+        field that fails is named by its path (``graphs.segment0.sha256: expected str, got int``)."""
         where = root / MANIFEST
         if not isinstance(data, dict):
             raise PackageError(f"{where}: a manifest is a JSON object, this is a {type(data).__name__}")
@@ -170,30 +208,31 @@ class Manifest:
                 f"{where}: schema_version {data.get('schema_version')!r}, this moce reads {SCHEMA_VERSION}; "
                 "re-export the package from its checkpoint with `moce export CKPT -o PKG`"
             )
-        problems: list[str] = []
-        field = lambda kind, name, default=None: _convert(kind, data.get(name, default), name, problems)  # noqa: E731
-        precisions = field(dict[str, dict[str, Any]], "precisions", {}) or {}
-        manifest = cls(
-            root=root,
-            config_data=field(dict[str, Any], "config"),
-            opset=field(int, "opset"),
-            input=field(dict[str, Any], "input"),
-            graph_entries=_graph_map(data.get("graphs"), "graphs", problems),
-            plan_entries=_plan(data.get("plan"), problems),
-            weights=field(FileEntry | None, "weights"),
-            precisions={
-                p: Variant(_graph_map(v.get("graphs"), f"precisions.{p}.graphs", problems))
-                for p, v in precisions.items()
-            },
-            engines=field(list[EngineEntry], "engines", []) or [],
-            info={k: v for k, v in data.items() if k not in TYPED},
-            key_order=list(data),
-        )
-        if not problems:
+        problems = _named_graph_errors(data)  # msgspec writes a map's keys as [...]: name them first
+        record = None if problems else _convert(ManifestFile, data, "", problems)
+        if record is not None:
+            manifest = cls.from_record(root, record)
             problems += manifest.check()
         if problems:
             raise PackageError(f"{where}: malformed manifest: {listed(problems, 5)}")
         return manifest
+
+    @classmethod
+    def from_record(cls, root: Path, record: ManifestFile) -> Manifest:
+        return cls(
+            root=root,
+            config_data=record.config,
+            opset=record.opset,
+            input=record.input,
+            graph_entries=record.graphs,
+            plan_entries=record.plan,
+            weights=record.weights,
+            precisions=record.precisions,
+            engines=record.engines,
+            routing=record.routing,
+            validation=record.validation,
+            about={k: getattr(record, k) for k in ABOUT if getattr(record, k) is not None},
+        )
 
     def check(self) -> list[str]:
         """Cross-field rules the types alone do not carry (also run on a package the writer builds)."""
@@ -202,9 +241,8 @@ class Manifest:
             MoCEConfig.from_dict(self.config_data)
         except Exception as exc:  # noqa: BLE001 - any malformed config is reported, not raised
             problems.append(f"config: {exc}")
-        multiple = self.input.get("size_multiple")
-        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
-            problems.append(f"input.size_multiple: expected a positive integer, got {multiple!r}")
+        if self.input.size_multiple < 1:
+            problems.append(f"input.size_multiple: expected a positive integer, got {self.input.size_multiple!r}")
         problems += [f"plan: graph {g!r} is not in graphs" for g in self.plan_graphs() if g not in self.graph_entries]
         for e in self.engines:
             known = e.precision == "fp32" or e.precision in self.precisions
@@ -212,46 +250,34 @@ class Manifest:
                 problems.append(f"engines: {e.precision} graph {e.graph!r} is not in the package")
         return problems
 
-    def to_dict(self) -> dict[str, Any]:
-        typed: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "config": self.config_data,
-            "opset": self.opset,
-            "input": self.input,
-            "graphs": {n: _plain(g) for n, g in self.graph_entries.items()},
-            "plan": [_plain(s) for s in self.plan_entries],
-        }
-        if self.weights:
-            typed["weights"] = _plain(self.weights)
-        if self.precisions:
-            typed["precisions"] = {p: _plain(v) for p, v in self.precisions.items()}
-        if self.engines:
-            typed["engines"] = [_plain(e) for e in self.engines]
-        merged = {**self.info, **typed}
-        order = [k for k in self.key_order if k in merged] + [k for k in merged if k not in self.key_order]
-        return {k: merged[k] for k in order}
+    def to_record(self) -> ManifestFile:
+        return ManifestFile(
+            schema_version=SCHEMA_VERSION,
+            config=self.config_data,
+            opset=self.opset,
+            input=self.input,
+            graphs=self.graph_entries,
+            weights=self.weights,
+            plan=self.plan_entries,
+            precisions=self.precisions,
+            engines=self.engines,
+            routing=self.routing,
+            validation=self.validation,
+            **self.about,
+        )
 
-    @property
-    def validation(self) -> Validation | None:
-        """The export's validation as recorded, or None for a package exported without it."""
-        data = self.info.get("validation")
-        if data is None:
-            return None
-        problems: list[str] = []
-        validation = _convert(Validation, data, "validation", problems)
-        if problems:
-            raise PackageError(f"{self.root / MANIFEST}: malformed manifest: {listed(problems, 5)}")
-        return validation
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON data, laid out as :class:`ManifestFile` declares it."""
+        return msgspec.to_builtins(self.to_record())
 
     def record_validation(self, validation: Validation) -> None:
         """Record the export's validation (written with the manifest by :meth:`write`)."""
-        self.info["validation"] = asdict(validation)
+        self.validation = validation
 
     def routing_form(self, form: str) -> str:
         """What the export recorded of a whole-network routing form: written, or why not."""
-        forms = self.info.get("routing", {}).get("forms", {}) if isinstance(self.info.get("routing"), dict) else {}
-        note = forms.get(form) if isinstance(forms, dict) else None
-        return note if isinstance(note, str) else "not exported"
+        note = self.routing.forms.get(form) if self.routing is not None else None
+        return note or "not exported"
 
     @property
     def config(self) -> MoCEConfig:
@@ -263,7 +289,7 @@ class Manifest:
 
     @property
     def size_multiple(self) -> int:
-        return int(self.input["size_multiple"])
+        return self.input.size_multiple
 
     def graphs(self, precision: str = "fp32") -> dict[str, GraphEntry]:
         """The graph entries of ``precision`` (fp32: the exported graphs; others: build-engine's)."""
@@ -398,22 +424,17 @@ def load_manifest(root: str | Path) -> Manifest:
     return Manifest.from_dict(root, data)
 
 
-def input_spec(config: MoCEConfig) -> dict[str, Any]:
-    return {
-        "name": "image",
-        "layout": "NCHW",
-        "dtype": "float32",
-        "channels": config.in_channels,
-        "range": [0.0, 1.0],
-        "size_multiple": config.size_multiple,
-        "min_side": MIN_SIDE,
-        "padding": "reflect, bottom/right, cropped back after the network",
-    }
-
-
-def _plain(record: Any) -> Any:
-    """A record as JSON data; optional fields left at None are left out."""
-    return {k: v for k, v in msgspec.to_builtins(record).items() if v is not None}
+def input_spec(config: MoCEConfig) -> InputSpec:
+    return InputSpec(
+        name="image",
+        layout="NCHW",
+        dtype="float32",
+        channels=config.in_channels,
+        range=[0.0, 1.0],
+        size_multiple=config.size_multiple,
+        min_side=MIN_SIDE,
+        padding="reflect, bottom/right, cropped back after the network",
+    )
 
 
 def _convert(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
@@ -429,21 +450,23 @@ def _convert(kind: Any, value: Any, where: str, problems: list[str]) -> Any:
 def _field_error(where: str, message: str) -> str:
     """msgspec's ``Expected `int`, got `str` - at `$.plan[0].index``` as ``plan[0].index: expected int, got str``."""
     text, _, path = message.partition(" - at `$")
-    path = where + path.rstrip("`")
+    path = (where + path.rstrip("`")).lstrip(".")
     missing = re.fullmatch(r"Object missing required field `(.+)`", text)
     if missing:
-        return f"{path}.{missing.group(1)}: missing"
+        return f"{path}.{missing.group(1)}: missing".lstrip(".")
     text = text.replace("`", "").replace("got null", "got nothing")
     return f"{path}: {text[:1].lower()}{text[1:]}"
 
 
-def _graph_map(value: Any, where: str, problems: list[str]) -> dict[str, GraphEntry]:
-    """A ``{name: graph}`` object, each entry converted on its own so that errors name the graph."""
-    graphs = _convert(dict[str, Any], value, where, problems) or {}
-    converted = {name: _convert(GraphEntry, entry, f"{where}.{name}", problems) for name, entry in graphs.items()}
-    return {name: entry for name, entry in converted.items() if entry is not None}
-
-
-def _plan(value: Any, problems: list[str]) -> list[PlanStep]:
-    """The plan's steps, each decoded as the record its ``kind`` names (msgspec's tagged union)."""
-    return _convert(list[PlanStep], value, "plan", problems) or []
+def _named_graph_errors(data: dict[str, Any]) -> list[str]:
+    """Each graph entry converted on its own (``graphs`` and every variant's), so that an error names
+    the graph (``graphs.segment0.sha256: missing``), which msgspec's path for a map does not."""
+    maps = [("graphs", data.get("graphs"))]
+    precisions = data.get("precisions")
+    if isinstance(precisions, dict):
+        maps += [(f"precisions.{p}.graphs", v.get("graphs")) for p, v in precisions.items() if isinstance(v, dict)]
+    problems: list[str] = []
+    for where, graphs in maps:
+        for name, entry in graphs.items() if isinstance(graphs, dict) else ():
+            _convert(GraphEntry, entry, f"{where}.{name}", problems)
+    return problems

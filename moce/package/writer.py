@@ -7,10 +7,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import onnx
 import torch
 
@@ -39,6 +40,7 @@ from moce.package.manifest import (
     FileEntry,
     GraphEntry,
     Manifest,
+    RoutingInfo,
     SegmentEntry,
     TensorSpec,
     input_spec,
@@ -52,23 +54,6 @@ DEFAULT_SIZES = ((64, 64), (128, 96))
 DEFAULT_BATCHES = (1, 2)
 PACKAGE_FORMAT = "moce-onnx-package"
 """What a package's manifest says it is (its ``format`` key)."""
-KEY_ORDER = (
-    "schema_version",
-    "format",
-    "created_by",
-    "source",
-    "config",
-    "opset",
-    "input",
-    "output",
-    "routing",
-    "expert_interface",
-    "graphs",
-    "weights",
-    "plan",
-    "flops_reference",
-)
-"""The order of manifest.json's top-level keys as the writer lays them out."""
 Check = Callable[[Manifest, MoCEIR], Any]
 """Runs on the written package before it is moved into place (validation); its result is returned."""
 
@@ -94,7 +79,7 @@ class ExportResult:
     seconds: float
 
     def graph_rows(self) -> list[dict[str, Any]]:
-        return [{"graph": n, **asdict(g)} for n, g in self.manifest.graph_entries.items()]
+        return [{"graph": n, **msgspec.structs.asdict(g)} for n, g in self.manifest.graph_entries.items()]
 
 
 def _graph_entry(file: str, model: onnx.ModelProto, data: bytes) -> GraphEntry:
@@ -173,7 +158,7 @@ def _versions() -> dict[str, str]:
 
     return {
         "moce": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion, a str subclass JSON encoders may not take
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
@@ -287,16 +272,16 @@ def write_package(
         graph_entries=graphs,
         plan_entries=_plan_entries(model, progress),
         weights=FileEntry(WEIGHTS, sha256_bytes((out_dir / WEIGHTS).read_bytes()), "safetensors"),
-        info={
+        routing=RoutingInfo(
+            rule="softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
+            top_k=config.top_k,
+            forms=notes,
+        ),
+        about={
             "format": PACKAGE_FORMAT,
             "created_by": _versions(),
             "source": source,
             "output": {"name": "restored", "note": "not clamped; clamp to [0, 1] before quantising"},
-            "routing": {
-                "rule": "softmax of router logits; top-k experts; gate = their probability; ties to the lower index",
-                "top_k": config.top_k,
-                "forms": notes,
-            },
             "expert_interface": {"inputs": list(EXPERT_INPUTS), "output": EXPERT_OUTPUT},
             "flops_reference": {
                 "height": FLOPS_REFERENCE[0],
@@ -304,7 +289,6 @@ def write_package(
                 "counted": "convolutions and matrix products, 2 FLOPs per multiply-add",
             },
         },
-        key_order=list(KEY_ORDER),
     )
     problems = manifest.check()
     if problems:

@@ -237,7 +237,7 @@ def test_checkpoint_as_model_is_exported_into_the_cache(tmp_path, tiny_ckpt, mon
     summary = restore(RestoreJob(tmp_path / "a.png", tmp_path / "out", model=tiny_ckpt))
     assert summary.exit_code == 0 and (tmp_path / "out" / "a.png").is_file()
     assert list((tmp_path / "cache" / "packages").glob("*.moce")) == [store.cached_package_path(tiny_ckpt)]
-    assert load_manifest(store.cached_package_path(tiny_ckpt)).info["validation"]["passed"]  # as moce export does
+    assert load_manifest(store.cached_package_path(tiny_ckpt)).validation.passed  # as moce export does
     restore(RestoreJob(tmp_path / "a.png", tmp_path / "out1", model=tiny_ckpt))
     assert len(list((tmp_path / "cache" / "packages").glob("*.moce"))) == 1  # the same code reuses the export
 

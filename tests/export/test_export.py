@@ -149,7 +149,7 @@ def test_top_k_two_skips_the_conditional_form_and_validates_the_rest(tmp_path, t
     model.load_state_dict(tiny_model.state_dict())
     result = export_and_validate(model, tmp_path / "k2.moce", ExportOptions(sizes=((64, 64),), batches=(2,)))
     assert not result.manifest.has_graph("conditional")
-    assert "top-1" in result.manifest.info["routing"]["forms"]["conditional"]
+    assert "top-1" in result.manifest.routing_form("conditional")
     assert {c.mode for c in result.report.cases} == {"split", "dense", "tiles-local", "tiles-imposed"}
 
 
