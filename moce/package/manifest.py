@@ -28,7 +28,7 @@ from moce.errors import PackageError, listed
 from moce.files import write_bytes_atomic
 from moce.model.config import MoCEConfig
 from moce.model.plan import AdapterStep, SegmentStep, Step
-from moce.names import CPU_INT8, MIN_SIDE, tile_segment_graph
+from moce.names import CPU_INT8, tile_segment_graph
 from moce.package.graph_checks import check_signature, external_data, parse_graph, unsafe_path
 
 SCHEMA_VERSION = 1
@@ -174,6 +174,12 @@ class ManifestFile(msgspec.Struct, kw_only=True, omit_defaults=True):
     engines: list[EngineEntry] = []
 
 
+RECORD_FIELDS = {
+    **{"config_data": "config", "graph_entries": "graphs", "plan_entries": "plan"},
+    **{name: name for name in ("opset", "input", "weights", "precisions", "engines", "routing", "validation")},
+}
+""":class:`Manifest`'s attributes and the :class:`ManifestFile` keys they are read from and written to."""
+
 ABOUT = ("format", "created_by", "source", "output", "expert_interface", "flops_reference")
 """The keys that describe a package (provenance, notes) and that no code reads."""
 
@@ -219,20 +225,8 @@ class Manifest:
 
     @classmethod
     def from_record(cls, root: Path, record: ManifestFile) -> Manifest:
-        return cls(
-            root=root,
-            config_data=record.config,
-            opset=record.opset,
-            input=record.input,
-            graph_entries=record.graphs,
-            plan_entries=record.plan,
-            weights=record.weights,
-            precisions=record.precisions,
-            engines=record.engines,
-            routing=record.routing,
-            validation=record.validation,
-            about={k: getattr(record, k) for k in ABOUT if getattr(record, k) is not None},
-        )
+        about = {k: getattr(record, k) for k in ABOUT if getattr(record, k) is not None}
+        return cls(root=root, about=about, **{attr: getattr(record, key) for attr, key in RECORD_FIELDS.items()})
 
     def check(self) -> list[str]:
         """Cross-field rules the types alone do not carry (also run on a package the writer builds)."""
@@ -251,20 +245,8 @@ class Manifest:
         return problems
 
     def to_record(self) -> ManifestFile:
-        return ManifestFile(
-            schema_version=SCHEMA_VERSION,
-            config=self.config_data,
-            opset=self.opset,
-            input=self.input,
-            graphs=self.graph_entries,
-            weights=self.weights,
-            plan=self.plan_entries,
-            precisions=self.precisions,
-            engines=self.engines,
-            routing=self.routing,
-            validation=self.validation,
-            **self.about,
-        )
+        fields = {key: getattr(self, attr) for attr, key in RECORD_FIELDS.items()}
+        return ManifestFile(schema_version=SCHEMA_VERSION, **fields, **self.about)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON data, laid out as :class:`ManifestFile` declares it."""
@@ -422,19 +404,6 @@ def load_manifest(root: str | Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PackageError(f"{path}: invalid JSON ({str(exc).splitlines()[0][:200]})") from None
     return Manifest.from_dict(root, data)
-
-
-def input_spec(config: MoCEConfig) -> InputSpec:
-    return InputSpec(
-        name="image",
-        layout="NCHW",
-        dtype="float32",
-        channels=config.in_channels,
-        range=[0.0, 1.0],
-        size_multiple=config.size_multiple,
-        min_side=MIN_SIDE,
-        padding="reflect, bottom/right, cropped back after the network",
-    )
 
 
 def _convert(kind: Any, value: Any, where: str, problems: list[str]) -> Any:

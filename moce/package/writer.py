@@ -22,6 +22,7 @@ from moce.export.graphs import DEFAULT_OPSET, export_expert, export_segment, exp
 from moce.export.patches import export_form
 from moce.model.checkpoint import LoadedCheckpoint, load_model, save_safetensors
 from moce.model.complexity import count_flops, expert_costs
+from moce.model.config import MoCEConfig
 from moce.model.network import MoCEIR
 from moce.model.plan import AdapterStep, SegmentStep
 from moce.names import (
@@ -29,6 +30,7 @@ from moce.names import (
     DENSE_GRAPH,
     EXPERT_INPUTS,
     EXPERT_OUTPUT,
+    MIN_SIDE,
     expert_graph,
     segment_graph,
     tile_segment_graph,
@@ -39,11 +41,11 @@ from moce.package.manifest import (
     ExpertEntry,
     FileEntry,
     GraphEntry,
+    InputSpec,
     Manifest,
     RoutingInfo,
     SegmentEntry,
     TensorSpec,
-    input_spec,
     sha256_bytes,
 )
 from moce.progress import Messages
@@ -151,6 +153,19 @@ def _plan_entries(model: MoCEIR, progress: Messages) -> list[SegmentEntry | Adap
             )
         )
     return entries
+
+
+def input_spec(config: MoCEConfig) -> InputSpec:
+    return InputSpec(
+        name="image",
+        layout="NCHW",
+        dtype="float32",
+        channels=config.in_channels,
+        range=[0.0, 1.0],
+        size_multiple=config.size_multiple,
+        min_side=MIN_SIDE,
+        padding="reflect, bottom/right, cropped back after the network",
+    )
 
 
 def _versions() -> dict[str, str]:
