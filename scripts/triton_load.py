@@ -2,7 +2,7 @@
 concurrency mode): each of C clients sends its next request when the last one is answered.
 
     python scripts/triton_load.py --model PKG_OR_CKPT [--size 256] [--concurrency 1,8] [--requests 200]
-        [--instances 1] [--threads 0] [--protocol http|grpc] [--url HOST:PORT]
+        [--instances 1] [--threads N] [--protocol http|grpc] [--url HOST:PORT]
 
 Without ``--url`` it serves the model itself (``moce serve``'s code: ONNX Runtime on the CPU,
 free ports on 127.0.0.1) and stops the server at the end. Images are random SIZE x SIZE UINT8,
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="runtime threads per instance (0: default)")
+    parser.add_argument("--threads", type=int, default=None, help="runtime threads per instance [default: all cores]")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--url", default=None, help="a running server (HTTP or gRPC address, as --protocol)")
     args = parser.parse_args()
@@ -76,7 +76,7 @@ def main() -> None:
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            options = ServeOptions(backend="onnxruntime", instances=args.instances, threads=args.threads)
+            options = ServeOptions.of(backend="onnxruntime", instances=args.instances, threads=args.threads)
             repo = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "repo"
             write_repository(open_model(args.model).root, repo, options)
             server = stack.enter_context(TritonServer(repo, find_server(), ports=Ports.free(), exit_timeout_s=5))
