@@ -331,7 +331,9 @@ def write_repository(
     manifest = model if isinstance(model, Manifest) else open_model(model)
     check_serving(manifest, options)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+    # Staged beside the repository, not in it: Triton polls every folder of a repository, hidden ones
+    # included, and one it cannot load (a staging copy named otherwise) fails the whole server.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.{name}.", dir=out.resolve().parent))
     try:
         (staging / "1").mkdir()
         _copy_package(manifest, staging / "1" / PACKAGE_DIR)
@@ -346,8 +348,9 @@ def write_repository(
 
 
 def _replace_folder(staging: Path, folder: Path) -> None:
-    """Put ``staging`` at ``folder``, the old one renamed aside first and removed after."""
-    old = folder.with_name(f".{folder.name}.old")
+    """Put ``staging`` at ``folder``, the old one renamed aside (beside ``staging``, outside the
+    repository) first and removed after."""
+    old = staging.with_name(f"{staging.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)

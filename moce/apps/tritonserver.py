@@ -39,8 +39,11 @@ SERVER_ENV = "MOCE_TRITONSERVER"
 BUNDLE = Path("pytriton") / "tritonserver"
 INSTALL = "moce install-tritonserver"
 """What an unpacked server's folder marker carries (:mod:`moce.outputs`)."""
-LOG_ERROR = re.compile(r"^E\d{4} |error|failed", re.IGNORECASE)
-"""A line of Triton's log that says what went wrong (glog's ``E`` lines first among them)."""
+LOG_FAILED = re.compile(r"failed", re.IGNORECASE)
+LOG_ERROR = re.compile(r"^E\d{4} |error", re.IGNORECASE)
+"""Lines of Triton's log that say what went wrong: the first that says something *failed* (a model
+that would not load), else the first error (glog's ``E`` lines; on a machine without a GPU the
+first of those is a harmless note about CUDA)."""
 
 
 class ServerError(MoceError):
@@ -248,7 +251,10 @@ class TritonServer:
             text = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return f"(no log at {self.log_path})"
-        first = next((line for line in text if LOG_ERROR.search(line)), text[-1] if text else "(empty log)")
+        failed = (line for line in text if LOG_FAILED.search(line))
+        first = next(
+            failed, next((line for line in text if LOG_ERROR.search(line)), text[-1] if text else "(empty log)")
+        )
         return f"{one_line(first)[:400]} (log: {self.log_path})"
 
     def stop(self) -> int | None:

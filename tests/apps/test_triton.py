@@ -90,6 +90,7 @@ def test_a_shared_repository_keeps_other_models_and_moce_replaces_only_its_own_w
     assert "KIND_GPU count: 1" in (out / "moce" / "config.pbtxt").read_text()
     write_repository(tiny_pkg.root, out, ServeOptions(), name="second")
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "moce", "other", "second"]  # nothing left over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # staged beside it, and cleaned up
     assert {p: p.read_bytes() for p in before} == before
     (out / "theirs").mkdir()
     (out / "theirs" / "keep.txt").write_text("mine")
@@ -214,6 +215,7 @@ def test_a_failed_server_is_reported_by_the_first_error_line_of_its_log_and_the_
     server.log_path = tmp_path / "repo.tritonserver.log"
     server.log_path.write_text(
         "I1208 10:00:00.1 1 server.cc:1] starting\n"
+        'E1208 10:00:00.5 1 server.cc:241] "CudaDriverHelper has not been initialized."\n'  # harmless without a GPU
         "E1208 10:00:01.2 1 model_lifecycle.cc:2] failed to load 'moce' version 1: Invalid argument: bad\n"
         "I1208 10:00:02.3 1 server.cc:3] unloading\n"
         "error: creating server: Internal - failed to load all models\n"
