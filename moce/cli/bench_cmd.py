@@ -12,18 +12,16 @@ from moce.apps.bench import run_bench
 from moce.apps.bench_cases import BENCH_BACKENDS, BenchOptions, BenchResult, fastest, speedups
 from moce.apps.bench_results import SIGNATURE, chart, from_json, saved_json, saved_rows
 from moce.apps.bench_tiling import SIGNATURE as TILING
-from moce.apps.bench_tiling import TilingBench, TilingResult, parse_tilings, run_tiling_bench, tiling_json
+from moce.apps.bench_tiling import TilingBench, TilingResult, run_tiling_bench, tiling_json
 from moce.apps.session_options import SessionOptions
 from moce.cli.common import (
     THREADS,
-    batch_sizes,
     reads,
     render_table,
     user_errors,
     write_json_output,
     writes,
 )
-from moce.cli.common import sizes as parse_sizes
 from moce.cli.options import (
     counts,
     image_sizes,
@@ -146,10 +144,10 @@ def bench(
     planned = [Planned(json_out, "--json", TILING if tiling else SIGNATURE)]
     check_writes([*planned, Planned(png, "--chart", SIGNATURE, suffix=".png")], reads=[model, photo, from_saved])
     if tiling:
-        backend = backends.split(",")[0] if backends else "auto"
-        session = SessionOptions(backend, precision=precision.split(",")[0], threads=threads)
+        backend = backends[0] if backends else "auto"
+        session = SessionOptions(backend, precision=precision[0], threads=threads)
         session = replace(session, max_memory=max_memory, tile_passes=tile_passes)
-        options = TilingBench(parse_tilings(tiling), list(parse_sizes(sizes, "--sizes")), photo, session, rounds or 1)
+        options = TilingBench(tiling, list(sizes), photo, session, rounds or 1)
         if photo is not None and not photo.is_file():
             raise InputError(f"{photo}: no such photo")
         tiled = run_tiling_bench(model, options, say)
@@ -161,16 +159,16 @@ def bench(
         results = _saved(from_saved)
     else:
         options = BenchOptions(
-            (backends or "torch,onnxruntime").split(","),
-            routing.split(","),
-            list(parse_sizes(sizes, "--sizes")),
-            list(batch_sizes(batch, "--batch")),
+            backends or ["torch", "onnxruntime"],
+            routing,
+            list(sizes),
+            list(batch),
             warmup,
             rounds or 10,
             threads,
             device,
             memory,
-            precisions=precision.split(","),
+            precisions=precision,
         )
         results = run_bench(model, options, say)
     ups = speedups(results)

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moce.cli.common import batch_sizes as _batches
 from moce.cli.common import reads, render_table, user_errors, writes
-from moce.cli.common import sizes as parse_sizes
 from moce.cli.options import counts, image_sizes
 from moce.cli.progress import say
 from moce.engines.build import BuildOptions, build
@@ -18,10 +16,8 @@ from moce.outputs import Planned, check_writes
 from moce.package.manifest import MANIFEST
 
 
-def _profile(sizes: str, batches: str) -> Profile:
+def _profile(hw: tuple[tuple[int, int], ...], counts: tuple[int, ...]) -> Profile:
     """The engines' shape range from ``--sizes MIN,OPT,MAX`` and ``--batches MIN,OPT,MAX``."""
-    hw = parse_sizes(sizes, "--sizes")
-    counts = _batches(batches)
     if len(hw) != 3 or len(counts) != 3:
         raise InputError("--sizes and --batches take three values each: the smallest, the tuned-for and the largest")
     return Profile(*[(b, h, w) for b, (h, w) in zip(counts, hw)])

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from moce.cli.options import refusing
-from moce.errors import InputError, MoceError
+from moce.errors import MoceError
 from moce.files import write_json_atomic
 from moce.outputs import signed
 
@@ -46,29 +46,6 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def sizes(text: str, option: str) -> tuple[tuple[int, int], ...]:
-    """Image sizes as every command takes them: ``256`` (square) or ``256x192`` (height x width),
-    comma-separated where several are allowed."""
-    try:
-        parts = [[int(v) for v in item.lower().split("x")] for item in text.split(",")]
-        if any(len(p) not in (1, 2) or min(p) < 1 for p in parts):
-            raise ValueError
-    except ValueError:
-        raise InputError(f"{option} takes sizes like 256 or 256x192, got {text}") from None
-    return tuple((p[0], p[-1]) for p in parts)
-
-
-def batch_sizes(text: str, option: str = "--batches") -> tuple[int, ...]:
-    """Batch sizes as every command takes them: ``1,2``."""
-    try:
-        counts = tuple(int(b) for b in text.split(","))
-        if min(counts) < 1:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"{option} takes batch sizes like 1,2, got {text}") from None
-    return counts
 
 
 @refusing("0")

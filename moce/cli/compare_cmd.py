@@ -44,7 +44,7 @@ def compare(
     planned = [Planned(save_results, "--save-results", SIGNATURE), Planned(json_out, "--json", SIGNATURE)]
     check_writes(planned, reads=[model, images])
     options = CompareOptions(
-        [Spec.parse(s) for s in runners.split(",")],
+        [Spec.parse(s) for s in runners],
         images,
         atol,
         rtol,

@@ -48,7 +48,7 @@ def evaluate(
         [Planned(json_out, "--json", SIGNATURE), Planned(chart, "--chart", SIGNATURE, suffix=".png")],
         reads=[*data, model],
     )
-    options = EvalOptions(tuple(degradations.split(",")), crops, crop, backend, seed, draws)
+    options = EvalOptions(degradations, crops, crop, backend, seed, draws)
     report = run_evaluate(model, data, options, say)
     rows = [
         [

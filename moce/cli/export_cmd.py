@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from moce.apps.export import export_and_validate
-from moce.cli.common import batch_sizes, reads, render_table, user_errors, writes
-from moce.cli.common import sizes as parse_sizes
+from moce.cli.common import reads, render_table, user_errors, writes
 from moce.cli.options import OPSETS, counts, image_sizes
 from moce.cli.progress import say
 from moce.errors import ValidationError
@@ -43,8 +42,8 @@ def export(
         dense=dense,
         tiles=tiles,
         validate=validate,
-        sizes=parse_sizes(sizes, "--sizes"),
-        batches=batch_sizes(batches),
+        sizes=sizes,
+        batches=batches,
         atol=atol,
         overwrite=overwrite,
     )

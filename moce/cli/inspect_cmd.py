@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from moce.apps.inspect import SIGNATURE, inspect_checkpoint
-from moce.cli.common import reads, render_table, sizes, user_errors, write_json_output, writes
-from moce.cli.options import image_sizes
+from moce.cli.common import reads, render_table, user_errors, write_json_output, writes
+from moce.cli.options import image_size
 from moce.outputs import Planned, check_writes
 
 
@@ -18,14 +18,14 @@ def inspect(
         ..., parser=reads, help="Lightning .ckpt, plain state dict (.pt/.pth), .safetensors or a model package folder"
     ),
     size: str = typer.Option(
-        "256x256", parser=image_sizes, help="Image size (256 or HxW) at which expert FLOPs are counted"
+        "256x256", parser=image_size, help="Image size (256 or HxW) at which expert FLOPs are counted"
     ),
     json_out: Path = typer.Option(
         None, "--json", parser=writes, help="Write the description as JSON to this file (-: standard output)"
     ),
 ) -> None:
     """Print the architecture derived from a checkpoint and what each expert costs."""
-    ((height, width),) = sizes(size, "--size")
+    height, width = size
     check_writes([Planned(json_out, "--json", SIGNATURE)], reads=[checkpoint])
     info = inspect_checkpoint(checkpoint, height, width)
     if json_out is not None:

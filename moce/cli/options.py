@@ -52,16 +52,16 @@ def one_of(values: Sequence[str], what: str) -> Parser[str]:
     return parse
 
 
-def list_of(values: Sequence[str], what: str) -> Parser[str]:
-    """A parser taking a comma-separated list of ``values`` (kept as the text the commands split)."""
+def list_of(values: Sequence[str], what: str) -> Parser[list[str]]:
+    """A parser taking a comma-separated list of ``values``."""
 
     @refusing("bogus")
-    def parse(text: Any) -> str:
+    def parse(text: Any) -> list[str]:
         items = [t.strip().lower() for t in str(text).split(",")]
         unknown = [t for t in items if t.split(":")[0] not in values]
         if unknown or not items:
             raise typer.BadParameter(f"unknown {what} {', '.join(unknown)!r}; choose from {', '.join(values)}")
-        return ",".join(items)
+        return items
 
     return parse
 
@@ -80,7 +80,17 @@ def checked_by(check: Callable[[str], None], invalid: str) -> Parser[str]:
     return parse
 
 
-degradations = checked_by(lambda text: check_degradations(text.split(",")), "fog")
+@refusing("fog")
+def degradations(text: Any) -> tuple[str, ...]:
+    """Degradation names, comma-separated (a name may repeat, to draw it more often)."""
+    names = tuple(str(text).split(","))
+    try:
+        check_degradations(names)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return names
+
+
 cluster_address = checked_by(check_address, "ray:/x")
 
 
@@ -110,7 +120,7 @@ precisions = list_of(PRECISIONS, "precision")
 
 
 @refusing("onnxruntime:int4")
-def runner_specs(text: Any) -> str:
+def runner_specs(text: Any) -> list[str]:
     """``backend[:precision]`` items, comma-separated: each backend and precision one moce has."""
     items = [t.strip().lower() for t in str(text).split(",")]
     for item in items:
@@ -120,23 +130,22 @@ def runner_specs(text: Any) -> str:
                 f"{item!r}: give backend[:precision] with a backend of {', '.join(BACKEND_NAMES)} "
                 f"and a precision of {', '.join(PRECISIONS)}"
             )
-    return ",".join(items)
+    return items
 
 
 @refusing("bogus")
-def tilings(text: Any) -> str:
+def tilings(text: Any) -> list[str]:
     """``bench --tiling``: policies such as ``untiled,auto,512``."""
     try:
-        return ",".join(parse_tilings(str(text)))
+        return parse_tilings(str(text))
     except InputError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
 @refusing("3")
-def image_sizes(text: Any) -> str:
-    """Image sizes: ``256`` (square) or ``256x192`` (height x width), comma-separated where several
-    are allowed; each side a multiple of the network's stride, each size within the default
-    ``--max-pixels``. Kept as text, which :func:`moce.cli.common.sizes` splits."""
+def image_sizes(text: Any) -> tuple[tuple[int, int], ...]:
+    """Image sizes: ``256`` (square) or ``256x192`` (height x width), comma-separated; each side a
+    multiple of the network's stride, each size within the default ``--max-pixels``."""
     value = str(text).strip().lower()
     try:
         parts = [[int(v) for v in item.split("x")] for item in value.split(",")]
@@ -147,7 +156,16 @@ def image_sizes(text: Any) -> str:
             raise typer.BadParameter(f"{text!r}: each side is a multiple of {MIN_SIDE} from {MIN_SIDE} up")
         if part[0] * part[-1] > DEFAULT_MAX_PIXELS:
             raise typer.BadParameter(f"{text!r}: a size is at most {DEFAULT_MAX_PIXELS:,} pixels")
-    return value
+    return tuple((p[0], p[-1]) for p in parts)
+
+
+@refusing("256,128")
+def image_size(text: Any) -> tuple[int, int]:
+    """One image size (:func:`image_sizes`, a single one)."""
+    found = image_sizes(text)
+    if len(found) != 1:
+        raise typer.BadParameter(f"{text!r}: give one size, such as 256 or 256x192")
+    return found[0]
 
 
 @refusing("12")
@@ -163,7 +181,7 @@ def crop_side(text: Any) -> int:
 
 
 @refusing("0,1")
-def counts(text: Any) -> str:
+def counts(text: Any) -> tuple[int, ...]:
     """A comma-separated list of counts, each at least 1 (batch sizes, blocks, heads)."""
     try:
         values = [int(v) for v in str(text).split(",")]
@@ -171,7 +189,7 @@ def counts(text: Any) -> str:
         raise typer.BadParameter(f"{text!r}: give counts like 1,2") from None
     if min(values) < 1:
         raise typer.BadParameter(f"{text!r}: every count is at least 1")
-    return ",".join(map(str, values))
+    return tuple(values)
 
 
 @refusing("lots")

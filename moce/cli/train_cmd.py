@@ -15,10 +15,6 @@ from moce.train.trainer import TrainOptions
 from moce.train.trainer import train as run_train
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
 @user_errors
 def train(
     data: Path = typer.Argument(..., parser=reads, help="Folder of clean training images"),
@@ -96,11 +92,11 @@ def train(
         data=data,
         out=out,
         dim=dim,
-        num_blocks=_ints(num_blocks),
-        num_dec_blocks=_ints(num_dec_blocks),
-        heads=_ints(heads),
+        num_blocks=num_blocks,
+        num_dec_blocks=num_dec_blocks,
+        heads=heads,
         num_refinement_blocks=refinement,
-        degradations=tuple(degradations.split(",")),
+        degradations=degradations,
         iterations=iterations,
         batch=batch,
         crop=crop,

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from moce.cli.build_engine_cmd import _profile
 from moce.cli.main import app
+from moce.cli.options import counts, image_sizes
 from moce.engines.tensorrt_builder import Profile
 from moce.model import load_model
 from moce.package.manifest import load_manifest
@@ -45,7 +46,9 @@ def test_build_engine_writes_the_onnx_variant_and_exits_3_without_tensorrt(tmp_p
 
 
 def test_build_engine_takes_sizes_and_batches_and_refuses_bad_ones_in_one_line(tiny_pkg):
-    assert _profile("64,512x384,1024", "1,2,4") == Profile((1, 64, 64), (2, 512, 384), (4, 1024, 1024))
+    assert _profile(image_sizes("64,512x384,1024"), counts("1,2,4")) == Profile(
+        (1, 64, 64), (2, 512, 384), (4, 1024, 1024)
+    )
     for args, message in (
         (["--sizes", "64,512"], "--sizes and --batches take three values each"),
         (["--batches", "1,0,4"], "'--batches': '1,0,4': every count is at least 1"),
