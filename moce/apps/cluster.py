@@ -239,17 +239,18 @@ def _start_ray(ray: Any, address: str, workers: int) -> None:
 def ray_lines_to(log: Path | None) -> Iterator[None]:
     """Ray's own lines (its C++ core's, its driver's, Ray Data's, the processes it starts) written
     to ``log`` instead of the terminal while the block runs: the process's standard error is the
-    file meanwhile, since Ray writes it from native code too. None: left as they are."""
+    file meanwhile, since Ray writes it from native code too. None: left as they are. ``log`` is
+    created here (an existing file is refused) and streamed to, so it cannot be written atomically;
+    it lies in moce's cache (:func:`ray_log_path`), never where a user named."""
     if log is None:
         yield
         return
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved, python_stderr = os.dup(2), sys.stderr
-    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # a new file of moce's cache, never another's
     os.dup2(target, 2)
-    os.close(target)
-    sys.stderr = open(log, "a", buffering=1)  # Python's handlers write to whatever sys.stderr is then  # noqa: SIM115
+    sys.stderr = os.fdopen(target, "w", buffering=1)  # Python's handlers write to whatever sys.stderr is then
     try:
         yield
     finally:

@@ -348,14 +348,21 @@ def write_repository(
 
 
 def _replace_folder(staging: Path, folder: Path) -> None:
-    """Put ``staging`` at ``folder``, the old one renamed aside (beside ``staging``, outside the
-    repository) first and removed after."""
-    old = staging.with_name(f"{staging.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Put ``staging`` at ``folder``. An earlier ``folder`` (moce's, as :func:`check_repository`
+    made sure) is first moved into a fresh temporary folder beside ``staging`` and removed with it:
+    nothing is deleted that this call did not create or move there."""
+    aside = Path(tempfile.mkdtemp(prefix=f"{staging.name}.old.", dir=staging.parent))
+    moved = aside / folder.name
+    try:
+        if folder.exists():
+            folder.rename(moved)
+        staging.rename(folder)
+    except BaseException:
+        if moved.exists() and not folder.exists():
+            moved.rename(folder)  # the earlier folder back where it was
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _copy_package(manifest: Manifest, dest: Path) -> None:
@@ -373,11 +380,13 @@ def repository_key(package: Path, options: ServeOptions) -> str:
     return sha256_bytes(manifest_bytes + json.dumps(options.parameters(), sort_keys=True).encode())[:16]
 
 
-def cached_repository(model: str | Path | None, options: ServeOptions, progress: Any = None) -> Path:
-    """A repository for ``model`` (package or checkpoint) under the cache, written once per package
-    and options; returns the repository folder."""
-    manifest = open_model(model, progress)
+def cached_repository(manifest: Manifest, options: ServeOptions) -> Path:
+    """A repository for an opened package under the cache, written once per package and options
+    (the session it serves checked as it is written, or here when it was written before);
+    returns the repository folder."""
     root = cache_dir() / "triton" / repository_key(manifest.root, options)
-    if not (root / MODEL_NAME / "config.pbtxt").is_file():
+    if (root / MODEL_NAME / "config.pbtxt").is_file():
+        check_serving(manifest, options)
+    else:
         write_repository(manifest, root, options, overwrite=True)
     return root

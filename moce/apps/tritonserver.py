@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moce.apps.triton import ServeOptions, cached_repository, check_serving
+from moce.apps.triton import ServeOptions, cached_repository
 from moce.errors import MoceError, one_line
 from moce.outputs import MARKER, Planned, check_write, mark_folder
 from moce.runtime.resolve import open_model
@@ -251,10 +251,9 @@ class TritonServer:
             text = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return f"(no log at {self.log_path})"
-        failed = (line for line in text if LOG_FAILED.search(line))
-        first = next(
-            failed, next((line for line in text if LOG_ERROR.search(line)), text[-1] if text else "(empty log)")
-        )
+        last = text[-1] if text else "(empty log)"
+        first_error = next((line for line in text if LOG_ERROR.search(line)), last)
+        first = next((line for line in text if LOG_FAILED.search(line)), first_error)
         return f"{one_line(first)[:400]} (log: {self.log_path})"
 
     def stop(self) -> int | None:
@@ -327,8 +326,7 @@ def serve(
     install = find_server(binary)
     ports = ports or Ports()
     check_ports(host, ports)
-    check_serving(open_model(model, progress), options)
-    repository = cached_repository(model, options, progress)
+    repository = cached_repository(open_model(model, progress), options)
     server = TritonServer(repository, install, host, ports)
     with _stop_signals():
         try:

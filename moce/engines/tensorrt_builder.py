@@ -124,6 +124,7 @@ def build_engines(
     recorded in the manifest."""
     trt = trt or import_tensorrt()
     gpu = gpu or gpu_identity()
+    mark_folder(cache_dir, ENGINE_CACHE)  # before its timing cache and engines are written there
     timing_cache = cache_dir / f"timing-{gpu[0].replace(' ', '_')}-{trt.__version__}.cache"
     records = []
     for name in engine_graphs(manifest, precision):
@@ -166,7 +167,6 @@ def cached_engine(cache_dir: Path, digest: str) -> bytes | None:
 def store_engine(cache_dir: Path, digest: str, data: bytes) -> None:
     """Cache an engine: the file first, then the record of its size and hash that makes it trusted,
     each written whole or not at all (a build killed in between leaves nothing that is reused)."""
-    mark_folder(cache_dir, ENGINE_CACHE)
     write_bytes_atomic(cache_dir / f"{digest}.engine", data)
     write_json_atomic(
         cache_dir / f"{digest}.engine.json", {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

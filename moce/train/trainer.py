@@ -28,7 +28,7 @@ from moce.train.objective import objective
 
 SIGNATURE = "moce train"
 """What a run folder's marker carries (:mod:`moce.outputs`): a rerun resumes there, nothing else is replaced."""
-LAST = "last.ckpt"
+LAST, FINAL = "last.ckpt", "final.ckpt"
 TRAIN_FORMAT_VERSION = "2.2.1"  # the Lightning version the released checkpoints were written with
 
 
@@ -248,7 +248,7 @@ def check_run_folder(opts: TrainOptions) -> None:
     resume (its final.ckpt would be replaced); then mark it as a moce run."""
     out = Path(opts.out)
     check_write(Planned(out, "-o/--output", SIGNATURE, folder=True), [opts.data, opts.init])
-    if (out / "final.ckpt").exists() and not (opts.resume and (out / LAST).is_file()):
+    if (out / FINAL).exists() and not (opts.resume and (out / LAST).is_file()):
         raise InputError(f"{out}: holds a finished run (final.ckpt) and no last.ckpt to resume; choose another -o")
     out.mkdir(parents=True, exist_ok=True)
     mark_folder(out, SIGNATURE)
@@ -320,6 +320,6 @@ def _train(opts: TrainOptions, on_step: Callable[[int, dict[str, float]], None] 
     # resumed --minutes run must see all the time spent.
     save_atomic(checkpoint_blob(model, opts, step, optimizer, elapsed()), last)
     model.eval()
-    final = Path(opts.out) / "final.ckpt"
+    final = Path(opts.out) / FINAL
     save_atomic(checkpoint_blob(model, opts, step, None), final)
     return final

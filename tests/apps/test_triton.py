@@ -232,3 +232,41 @@ def test_triton_and_serve_open_the_served_session_before_writing_or_starting(tmp
     assert not out.exists()
     served = CliRunner().invoke(app, ["serve", str(tiny_pkg.root), "--precision", "int8", "--http-port", "1"])
     assert served.exit_code == 2 and len(served.output.strip().splitlines()) == 1
+
+
+def test_replacing_a_model_folder_deletes_nothing_else_and_puts_it_back_on_failure(tmp_path, tiny_pkg, monkeypatch):
+    out = tmp_path / "repo"
+    write_repository(tiny_pkg.root, out, ServeOptions.of(instances=2))
+    (tmp_path / "mine.old").mkdir()  # names near moce's temporaries are left alone
+    (tmp_path / "mine.old" / "keep.txt").write_text("mine")
+    before = (out / "moce" / "config.pbtxt").read_bytes()
+    real = Path.rename
+
+    def failing(self: Path, target: Path) -> Path:
+        if self.name.startswith(".repo.moce.") and not self.name.count(".old."):
+            raise OSError("disk full")  # the staged folder cannot be moved into place
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_repository(tiny_pkg.root, out, ServeOptions.of(instances=3), overwrite=True)
+    monkeypatch.undo()
+    assert (out / "moce" / "config.pbtxt").read_bytes() == before  # the earlier model, back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.old", "repo"]  # no temporaries left
+    assert (tmp_path / "mine.old" / "keep.txt").read_text() == "mine"
+
+
+def test_install_tritonserver_refuses_a_folder_it_did_not_unpack_before_any_download(tmp_path, monkeypatch):
+    from moce.apps import tritonserver
+
+    monkeypatch.setattr(tritonserver.subprocess, "run", lambda *a, **k: pytest.fail("downloaded before the check"))
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "notes.txt").write_text("mine")
+    with pytest.raises(MoceError, match="holds files that moce did not write"):
+        tritonserver.install_server(tmp_path / "tools")
+    assert (tmp_path / "tools" / "notes.txt").read_text() == "mine"
+    (tmp_path / "old" / "pytriton").mkdir(parents=True)  # what moce 0.7.5 and earlier unpacked: accepted
+    tritonserver.check_install_folder(tmp_path / "old")
+    (tmp_path / "old" / "notes.txt").write_text("mine")  # ... until it holds something else
+    with pytest.raises(MoceError, match="holds files that moce did not write"):
+        tritonserver.check_install_folder(tmp_path / "old")
