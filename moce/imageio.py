@@ -18,7 +18,7 @@ from moce.errors import InputError
 from moce.files import write_bytes_atomic
 from moce.image_headers import big_endian, check_complete, header_size
 from moce.names import MIN_SIDE
-from moce.outputs import png_text_chunk
+from moce.outputs import png_text
 
 SUPPORTED = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
@@ -351,7 +351,7 @@ def _pillow_encode(image: np.ndarray, suffix: str, quality: int, metadata: Metad
 def _png_with(data: bytes, metadata: Metadata) -> bytes:
     """A PNG from OpenCV with ``iCCP`` and ``eXIf`` chunks after its header chunk: Pillow writes
     them only for 8-bit images, and moce's PNGs may hold 16-bit samples."""
-    chunks = b"" if metadata.software is None else png_text_chunk(metadata.software)
+    chunks = b"" if metadata.software is None else _png_chunk(b"tEXt", png_text(metadata.software))
     if metadata.icc is not None:
         chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(metadata.icc))
     if metadata.exif is not None:

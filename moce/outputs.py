@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +56,9 @@ def signed(data: dict[str, Any], signature: str) -> dict[str, Any]:
     return {SIGNATURE_KEY: signature, **{k: v for k, v in data.items() if k != SIGNATURE_KEY}}
 
 
-def png_text_chunk(signature: str) -> bytes:
-    """A PNG ``tEXt`` chunk ``Software: signature``, inserted after the header by the image writer."""
-    payload = PNG_SIGNATURE_KEY + b"\0" + signature.encode("latin-1")
-    crc = zlib.crc32(b"tEXt" + payload) & 0xFFFFFFFF
-    return len(payload).to_bytes(4, "big") + b"tEXt" + payload + crc.to_bytes(4, "big")
+def png_text(signature: str) -> bytes:
+    """The payload of a PNG ``tEXt`` chunk ``Software: signature`` (the image writer makes the chunk)."""
+    return PNG_SIGNATURE_KEY + b"\0" + signature.encode("latin-1")
 
 
 def mark_folder(folder: Path, signature: str) -> None:
@@ -149,7 +146,7 @@ def _check_against_reads(plan: Planned, target: Path, sources: list[Path]) -> No
             _refuse(plan, "is an input of this command; moce never writes over what it reads")
         if source.is_dir() and target.is_relative_to(source):
             _refuse(plan, f"lies inside {source}, which this command reads; write it elsewhere")
-        if plan.folder and source.is_relative_to(target) and not _owned(target, plan):
+        if plan.folder and source.is_relative_to(target) and signature_of(target) != plan.signature:
             _refuse(plan, f"holds {source}, which this command reads; write it elsewhere")
 
 
@@ -165,15 +162,11 @@ def _check_existing(plan: Planned, target: Path) -> None:
         _refuse(plan, "is a folder; give a file name")
     if plan.folder and not any(target.iterdir()):
         return
-    if not _owned(target, plan):
-        found = signature_of(target)
+    found = signature_of(target)
+    if found != plan.signature:
         whose = f"was written by `{found}`" if found else "was not written by moce"
         what = "holds files that moce did not write" if plan.folder and not found else f"exists and {whose}"
         _refuse(plan, f"{what}; moce replaces only what `{plan.signature}` wrote, so choose another path")
-
-
-def _owned(target: Path, plan: Planned) -> bool:
-    return signature_of(target) == plan.signature
 
 
 def _refuse(plan: Planned, why: str) -> None:

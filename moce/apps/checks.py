@@ -45,14 +45,9 @@ def check_paths(job: RestoreJob) -> None:
 
 
 def check_report_path(path: Path) -> None:
-    """Refuse, before any work, a report path that cannot be written: a folder, or under a file."""
-    if path.is_dir():
-        raise InputError(f"{path}: --report names a folder; give a file name")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"{path}: --report cannot be written: {parent} is not a folder")
+    """Refuse, before any work, a report path whose folder cannot be written to (the output guard,
+    run first, has refused a folder, a path under a file and a file moce did not write)."""
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{path}: --report cannot be written: no permission to write in {parent}")
     try:  # permissions are not the whole story (a read-only mount, /proc): try it
