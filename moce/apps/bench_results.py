@@ -10,12 +10,7 @@ from typing import Any
 import numpy as np
 
 from moce._version import __version__
-from moce.apps.bench_cases import (
-    REFERENCE,
-    BenchResult,
-    Case,
-    speedups,
-)
+from moce.apps.bench_cases import REFERENCE, BenchResult, Case, speedups
 from moce.imageio import write_chart
 from moce.outputs import signed
 

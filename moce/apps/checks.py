@@ -8,17 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from moce.apps.discovery import (
-    Pairs,
-)
+from moce.apps.discovery import Pairs
 from moce.apps.job import RestoreJob
-from moce.apps.report import (
-    OUTPUT_EXISTS,
-    SIGNATURE,
-    ImageRecord,
-    error_record,
-    skipped_record,
-)
+from moce.apps.report import OUTPUT_EXISTS, SIGNATURE, ImageRecord, error_record, skipped_record
 from moce.apps.session_options import check_options
 from moce.errors import InputError, one_line
 from moce.files import remove_stale_temporaries
@@ -64,16 +56,18 @@ def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]
     if not job.to_one_file and job.output.exists() and not job.output.is_dir():
         raise InputError(f"{job.output}: is a file, not a folder; name a folder for the restored images")
     by_output: dict[Path, list[Path]] = {}
-    inputs = {path.resolve(): path for path, _ in pairs}
+    inputs = {path.resolve() for path, _ in pairs}
+    report = job.report.resolve() if job.report is not None else None
     for path, out in pairs:
-        if out.resolve() == path.resolve():
+        where = out.resolve()
+        if where == path.resolve():
             raise InputError(f"{out}: would be restored into itself, replacing the photo; choose another output")
-        if out.resolve() in inputs:
+        if where in inputs:
             raise InputError(
                 f"{out}: the output of {path} is also an input of this run (--overwrite or not, moce never "
                 "writes over an input); choose another output"
             )
-        if job.report is not None and out.resolve() == job.report.resolve():
+        if where == report:
             raise InputError(f"{job.report}: --report is also the output of {path}; give the report its own name")
         by_output.setdefault(out, []).append(path)
     clashes = [(out, paths) for out, paths in by_output.items() if len(paths) > 1]

@@ -9,13 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moce.apps.job import RestoreJob
-from moce.apps.report import (
-    UNREADABLE_FOLDER,
-)
+from moce.apps.report import UNREADABLE_FOLDER
 from moce.errors import InputError, one_line
-from moce.imageio import (
-    SUPPORTED,
-)
+from moce.imageio import SUPPORTED
 
 NOT_ENTERED = "sub-folder not entered (-r/--recursive restores sub-folders)"
 

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from moce.apps.session_options import SessionOptions
-from moce.imageio import (
-    SUPPORTED,
-)
+from moce.imageio import SUPPORTED
 
 
 @dataclass

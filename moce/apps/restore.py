@@ -28,11 +28,7 @@ from moce.apps.checks import (
     read_head,
     remove_temporaries,
 )
-from moce.apps.discovery import (
-    Listing,
-    Pairs,
-    discover_inputs,
-)
+from moce.apps.discovery import Listing, Pairs, discover_inputs
 from moce.apps.job import RestoreJob
 from moce.apps.report import (
     ImageRecord,
@@ -46,11 +42,7 @@ from moce.apps.report import (
 from moce.apps.session import Session, write_restored
 from moce.apps.stop import StopRequest
 from moce.errors import InputError, MoceError, one_line
-from moce.imageio import (
-    ImageInfo,
-    conversion_loss,
-    storage_of,
-)
+from moce.imageio import ImageInfo, conversion_loss, storage_of
 from moce.package.manifest import Manifest
 from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model

@@ -48,12 +48,7 @@ from moce.package.manifest import Manifest, SegmentEntry
 from moce.progress import Messages, Progress, quiet
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
-from moce.runtime.restorer import (
-    ImageResult,
-    MemoryBudget,
-    Restorer,
-    skipped_share,
-)
+from moce.runtime.restorer import ImageResult, MemoryBudget, Restorer, skipped_share
 from moce.runtime.tile_plan import AUTO, TilePlan, gib
 
 if TYPE_CHECKING:  # a package needs no PyTorch

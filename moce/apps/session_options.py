@@ -8,9 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from moce.errors import InputError
-from moce.imageio import (
-    DEFAULT_MAX_PIXELS,
-)
+from moce.imageio import DEFAULT_MAX_PIXELS
 from moce.names import GRAPH_PRECISIONS, ROUTING_MODES
 from moce.package.manifest import Manifest
 from moce.runtime.backends import (
@@ -21,10 +19,7 @@ from moce.runtime.backends import (
     make_runner,
     nvidia_gpu_present,
 )
-from moce.runtime.restorer import (
-    RestoreOptions,
-    check_restore_options,
-)
+from moce.runtime.restorer import RestoreOptions, check_restore_options
 from moce.runtime.tile_plan import AUTO
 
 if TYPE_CHECKING:  # a package needs no PyTorch

@@ -14,24 +14,8 @@ from moce.apps.bench_results import SIGNATURE, chart, from_json, saved_json, sav
 from moce.apps.bench_tiling import SIGNATURE as TILING
 from moce.apps.bench_tiling import TilingBench, TilingResult, run_tiling_bench, tiling_json
 from moce.apps.session_options import SessionOptions
-from moce.cli.common import (
-    THREADS,
-    reads,
-    render_table,
-    user_errors,
-    write_json_output,
-    writes,
-)
-from moce.cli.options import (
-    counts,
-    image_sizes,
-    list_of,
-    memory_size,
-    passes_count,
-    precisions,
-    routings,
-    tilings,
-)
+from moce.cli.common import THREADS, reads, render_table, user_errors, write_json_output, writes
+from moce.cli.options import counts, image_sizes, list_of, memory_size, passes_count, precisions, routings, tilings
 from moce.cli.options import device as device_name
 from moce.cli.progress import say
 from moce.errors import InputError
