@@ -70,6 +70,7 @@ class GraphRunner(ABC):
     def __init__(self, arrays: ArrayOps | None = None) -> None:
         self.is_active = False
         self.arrays = arrays or ArrayOps()
+        self._ranks: dict[str, dict[str, int] | None] = {}  # graph -> its inputs' ranks (None: unchecked)
 
     def activate(self) -> None:
         """Acquire resources (sessions, engines); graphs may still load lazily on first use. A
@@ -107,7 +108,10 @@ class GraphRunner(ABC):
         """Run ``graph`` on ``feeds`` (arrays of this runner's :attr:`arrays`)."""
         if not self.is_active:
             raise PackageError(f"the {self.name} runner must be activated before it runs {graph}")
-        check_feeds(graph, feeds, self.get_input_metadata(graph))
+        if graph not in self._ranks:  # read once per graph, not on every call
+            specs = self.get_input_metadata(graph)
+            self._ranks[graph] = None if specs is None else {s.name: len(s.shape) for s in specs}
+        check_feeds(graph, feeds, self._ranks[graph])
         return self.infer_impl(graph, feeds)
 
     @abstractmethod
@@ -121,18 +125,24 @@ class GraphRunner(ABC):
         self.deactivate()
 
 
-def check_feeds(graph: str, feeds: Mapping[str, Any], specs: Sequence[TensorSpec] | None) -> None:
-    """Refuse feeds whose names or ranks are not the graph's inputs (a plan that would hand a graph
-    the wrong tensors fails here, naming them, not deep inside a backend)."""
-    if specs is None:
+def manifest_inputs(manifest: Manifest, variant: str, graph: str) -> Sequence[TensorSpec] | None:
+    """The input specs the manifest records for ``graph`` of ``variant``, or None for a graph it lacks."""
+    graphs = manifest.graphs(variant)
+    return graphs[graph].inputs if graph in graphs else None
+
+
+def check_feeds(graph: str, feeds: Mapping[str, Any], ranks: Mapping[str, int] | None) -> None:
+    """Refuse feeds whose names or ranks (name -> rank; None: unchecked) are not the graph's inputs
+    (a plan that would hand a graph the wrong tensors fails here, naming them, not deep inside a
+    backend)."""
+    if ranks is None:
         return
-    expected = {s.name: s for s in specs}
-    missing, extra = sorted(set(expected) - set(feeds)), sorted(set(feeds) - set(expected))
+    missing, extra = sorted(set(ranks) - set(feeds)), sorted(set(feeds) - set(ranks))
     if missing or extra:
-        takes = ", ".join(expected)
+        takes = ", ".join(ranks)
         raise PackageError(f"{graph} takes {takes}; missing {missing or 'none'}, unexpected {extra or 'none'}")
     for name, value in feeds.items():
-        rank = len(expected[name].shape)
+        rank = ranks[name]
         if rank and getattr(value, "ndim", rank) != rank:
             raise PackageError(f"{graph}: input {name} has {value.ndim} dimensions, the graph takes {rank}")
 
@@ -179,7 +189,7 @@ class OnnxRuntimeRunner(GraphRunner):
             self._session(graph)
 
     def get_input_metadata(self, graph: str) -> Sequence[TensorSpec] | None:
-        return self.manifest.graphs(self.variant)[graph].inputs if graph in self.manifest.graphs(self.variant) else None
+        return manifest_inputs(self.manifest, self.variant, graph)
 
     def _session(self, graph: str) -> Any:
         if graph not in self._sessions:

@@ -18,7 +18,7 @@ import numpy as np
 from moce.errors import MissingDependencyError, PackageError
 from moce.names import WHOLE_GRAPHS
 from moce.package.manifest import Manifest
-from moce.runtime.runners import GraphRunner, TorchArrays
+from moce.runtime.runners import GraphRunner, TorchArrays, manifest_inputs
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32"}
 TORCH_DTYPES |= {"INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
@@ -235,8 +235,7 @@ class TensorRTRunner(GraphRunner):
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
 
     def get_input_metadata(self, graph: str) -> Any:
-        graphs = self.manifest.graphs(self.precision)
-        return graphs[graph].inputs if graph in graphs else None
+        return manifest_inputs(self.manifest, self.precision, graph)
 
     def _context(self, graph: str) -> Any:
         if graph not in self._contexts:
