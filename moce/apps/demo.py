@@ -73,7 +73,7 @@ def contact_sheet(
 def run_demo(
     out: Path, model: str | Path | None = None, backend: str = "auto", progress: Progress | None = None
 ) -> DemoResult:
-    check_write(Planned(Path(out), "output folder", SIGNATURE, folder=True), [model])
+    check_write(Planned(Path(out), "-o/--output", SIGNATURE, folder=True), [model])
     Path(out).mkdir(parents=True, exist_ok=True)
     mark_folder(Path(out), SIGNATURE)
     restored_dir = out / "restored"

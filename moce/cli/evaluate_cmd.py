@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from moce.apps.demo import SIGNATURE as DEMO
 from moce.apps.evaluate import DEFAULT_DEGRADATIONS, SIGNATURE, EvalOptions, evaluation_chart
 from moce.apps.evaluate import evaluate as run_evaluate
 from moce.cli.common import reads, render_table, user_errors, write_json_output, writes
@@ -96,7 +95,6 @@ def demo(
     """Restore the bundled degraded samples; write outputs, report, before/after sheet and routing chart."""
     from moce.apps.demo import run_demo
 
-    check_writes([Planned(out, "-o/--output", DEMO, folder=True)], reads=[model])
     progress = CliProgress()
     try:
         result = run_demo(out, model, backend, progress)
