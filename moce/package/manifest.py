@@ -214,8 +214,10 @@ class Manifest:
                 f"{where}: schema_version {data.get('schema_version')!r}, this moce reads {SCHEMA_VERSION}; "
                 "re-export the package from its checkpoint with `moce export CKPT -o PKG`"
             )
-        problems = _named_graph_errors(data)  # msgspec writes a map's keys as [...]: name them first
-        record = None if problems else _convert(ManifestFile, data, "", problems)
+        problems: list[str] = []
+        record = _convert(ManifestFile, data, "", problems)
+        if record is None and "[...]" in problems[0]:  # msgspec writes a map's keys as [...]: name the graph
+            problems = _named_graph_errors(data) or problems
         if record is not None:
             manifest = cls.from_record(root, record)
             problems += manifest.check()
@@ -429,7 +431,8 @@ def _field_error(where: str, message: str) -> str:
 
 def _named_graph_errors(data: dict[str, Any]) -> list[str]:
     """Each graph entry converted on its own (``graphs`` and every variant's), so that an error names
-    the graph (``graphs.segment0.sha256: missing``), which msgspec's path for a map does not."""
+    the graph (``graphs.segment0.sha256: missing``), which msgspec's path for a map does not; only
+    once the whole record has failed, so a good manifest is converted once."""
     maps = [("graphs", data.get("graphs"))]
     precisions = data.get("precisions")
     if isinstance(precisions, dict):
