@@ -96,6 +96,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+Route = tuple[tuple[int, ...], ...]
+"""Experts imposed on an image, per adapter (best first): a video shot's, or the API's ``route=``."""
+
+
+def impose(logits: np.ndarray, experts: tuple[int, ...]) -> Routing:
+    """Every sample runs ``experts``, each gated by the sample's own router probability for it: the
+    expert choice is imposed, the weighting stays the image's (as the network would weight it)."""
+    probs = softmax(np.asarray(logits, dtype=np.float32))
+    chosen = np.repeat(np.asarray(experts, dtype=np.int64)[None], probs.shape[0], axis=0)
+    return Routing(experts=chosen, gates=np.take_along_axis(probs, chosen, axis=1), probs=probs)
+
+
 def route(logits: np.ndarray, k: int) -> Routing:
     """Top-k experts per sample without noise; ties go to the lower expert index."""
     logits = np.asarray(logits, dtype=np.float32)

@@ -17,7 +17,7 @@ import pytest
 from filelock import FileLock
 
 from moce.apps.export import export_and_validate
-from moce.data import TINY_MODEL
+from moce.data import DEFAULT_MODEL, TINY_MODEL
 from moce.engines.build import BuildOptions, BuildResult, build
 from moce.export import graphs
 from moce.files import write_bytes_atomic
@@ -83,6 +83,12 @@ def tiny_export(tmp_path_factory, tiny_ckpt) -> ExportResult:
 @pytest.fixture(scope="session")
 def tiny_pkg(tiny_export) -> Manifest:
     return tiny_export.manifest
+
+
+@pytest.fixture(scope="session")
+def demo_pkg(tmp_path_factory) -> Manifest:
+    """The bundled demo model exported once per run (about 15 s): routing that tells tasks apart."""
+    return made_once(tmp_path_factory, "demo.moce", lambda path: export_and_validate(DEFAULT_MODEL, path)).manifest
 
 
 @pytest.fixture(scope="session")

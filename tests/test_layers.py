@@ -22,6 +22,7 @@ LAYERS = (
             "moce.progress",
             "moce.imageio",
             "moce.image_headers",
+            "moce.videoio",
             "moce.metrics",
             "moce.data",
         ),

@@ -9,6 +9,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from moce.errors import InputError
+from moce.routing import Route
 from moce.runtime.restorer import ImageResult, Restorer
 from moce.runtime.tile_plan import TilePlan
 
@@ -32,6 +33,7 @@ class Batcher(Generic[T]):
 
     ``done(item, outcome)`` receives each item's :class:`ImageResult`, or the exception its call
     raised (every item of a failed call gets it). At most ``batch`` images are held at a time.
+    An image given a ``route`` (:func:`moce.routing.impose`) runs only with images given the same.
     """
 
     def __init__(
@@ -45,8 +47,9 @@ class Batcher(Generic[T]):
         self.on_tiles, self.on_tile_done = tiles, tile_done
         self.pending: list[tuple[T, np.ndarray]] = []
         self.plans: list[TilePlan] = []
+        self.route: Route | None = None  # the pending images'
 
-    def add(self, item: T, rgb: np.ndarray) -> None:
+    def add(self, item: T, rgb: np.ndarray, route: Route | None = None) -> None:
         restorer = self.session.restorer
         try:
             plan = restorer.plan(rgb)
@@ -56,10 +59,11 @@ class Batcher(Generic[T]):
             return
         if plan.tiled:
             self.flush()
-            self._tiled(item, rgb, plan)
+            self._tiled(item, rgb, plan, route)
             return
-        if self.pending and self.pending[0][1].shape != rgb.shape:
+        if self.pending and (self.pending[0][1].shape != rgb.shape or self.route != route):
             self.flush()
+        self.route = route
         self.pending.append((item, rgb))
         self.plans.append(plan)
         if len(self.pending) >= restorer.options.batch:
@@ -72,7 +76,7 @@ class Batcher(Generic[T]):
             return
         start = time.perf_counter()
         try:
-            results = self.session.restorer.restore_batch([rgb for _, rgb in items])
+            results = self.session.restorer.restore_batch([rgb for _, rgb in items], self.route)
         except Exception as exc:  # noqa: BLE001 - the caller decides what a failed call means
             for item, _ in items:
                 self.done(item, exc)
@@ -82,14 +86,14 @@ class Batcher(Generic[T]):
             result.seconds, result.plan = seconds, plan
             self.done(item, result)
 
-    def _tiled(self, item: T, rgb: np.ndarray, plan: TilePlan) -> None:
+    def _tiled(self, item: T, rgb: np.ndarray, plan: TilePlan, route: Route | None) -> None:
         restorer = self.session.restorer
         self.session.tiled_once()
         start = time.perf_counter()
         try:
             if self.on_tiles:
                 self.on_tiles(plan.tiles * plan.passes)
-            result = restorer.restore_tiled(rgb, self.on_tile_done, plan)
+            result = restorer.restore_tiled(rgb, self.on_tile_done, plan, route)
         except Exception as exc:  # noqa: BLE001 - the caller decides what a failed image means
             self.done(item, exc)
             return

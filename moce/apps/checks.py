@@ -9,21 +9,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moce.apps.discovery import Pairs
-from moce.apps.job import RestoreJob
+from moce.apps.job import RestoreJob, names_a_file
 from moce.apps.report import OUTPUT_EXISTS, SIGNATURE, ImageRecord, error_record, skipped_record
 from moce.apps.session_options import check_options
+from moce.apps.video import encoding_for
 from moce.errors import InputError, one_line
 from moce.files import remove_stale_temporaries
 from moce.image_headers import header_size, header_storage
 from moce.imageio import SUPPORTED, conversion_loss
 from moce.outputs import Planned, check_write
 from moce.runtime.tile_plan import AUTO
+from moce.videoio import Encoding, VideoInfo, is_video, probe
 
 
 def check_paths(job: RestoreJob) -> None:
     if job.ext and f".{job.ext.lstrip('.').lower()}" not in SUPPORTED:
         raise InputError(f"--ext {job.ext}: unsupported; choose from {', '.join(s.lstrip('.') for s in SUPPORTED)}")
-    if len(job.sources) > 1 and job.output.suffix.lower() in SUPPORTED and not job.output.is_dir():
+    if len(job.sources) > 1 and names_a_file(job.output) and not job.output.is_dir():
         raise InputError(f"{job.output}: {len(job.sources)} inputs are restored into a folder; name a folder")
     for source in job.sources:
         if source.is_dir():
@@ -81,6 +83,11 @@ def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]
     if job.allow_lossy:
         return
     for path, out in pairs:
+        if is_video(path) != is_video(out):
+            what = "a clip; name a video file (.mp4, .mkv, ...)" if is_video(path) else "an image; name an image file"
+            raise InputError(f"{out}: {path} is {what} or a folder")
+        if is_video(path):
+            continue
         suffix = out.suffix
         storage = header_storage(header(path)) if suffix.lower() != path.suffix.lower() else None
         loss = storage and conversion_loss(*storage, suffix)
@@ -130,3 +137,25 @@ def outputs_to_write(job: RestoreJob, pairs: Pairs) -> tuple[Pairs, list[ImageRe
         else:
             todo.append((path, out))
     return todo, records
+
+
+Checked = dict[Path, tuple[VideoInfo, Encoding] | InputError]
+"""Every clip of a job with what it holds and how it will be encoded, or why it cannot be read:
+read before work."""
+
+
+def check_videos(job: RestoreJob, pairs: Pairs) -> Checked:
+    """Every clip read before any work. A clip that cannot be read (no video stream, a codec this
+    FFmpeg cannot decode, a file cut short before its index) gets its error, and the others go on;
+    the run is refused when the encoder asked for is missing or its container cannot hold it."""
+    checked: Checked = {}
+    for path, out in pairs:
+        if not is_video(path):
+            continue
+        try:
+            info = probe(path)
+        except InputError as exc:
+            checked[path] = exc
+            continue
+        checked[path] = info, encoding_for(info, out, job.video)
+    return checked

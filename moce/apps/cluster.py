@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from moce._lazy import require
-from moce.apps.checks import outputs_to_write
+from moce.apps.checks import Checked, outputs_to_write
 from moce.apps.discovery import NOT_ENTERED, Listing, Pairs, why_not
 from moce.apps.job import RestoreJob
 from moce.apps.report import ImageRecord, RestoreSummary, not_processed, passed_record, write_report
@@ -41,6 +41,7 @@ from moce.errors import InputError, one_line
 from moce.package.store import cache_dir
 from moce.progress import NoProgress, Progress
 from moce.runtime.resolve import open_model
+from moce.videoio import is_video
 
 RAY_HINT = "'ray[data]'"
 
@@ -109,33 +110,42 @@ def list_inputs(filesystem: Any, inputs: Path, recursive: bool, include: tuple[s
 
 
 class ImageWorker:
-    """One Ray actor: the job's session opened once, then every batch of rows restored and written."""
+    """One Ray actor: the job's session opened once, then every batch of rows restored and written;
+    a clip (checked by the driver, in ``videos``) is restored whole by the worker that takes it."""
 
-    def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str]) -> None:
+    def __init__(self, job: RestoreJob, package: str, outputs: dict[str, str], videos: Checked | None = None) -> None:
         self.session = Session(open_model(package), job.session)
         self.session.activate()
-        self.loop = ImageLoop(job, self.session, NoProgress())
+        self.loop = ImageLoop(job, self.session, NoProgress(), videos=videos)
         self.outputs = outputs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.loop.records = []
         contents = batch.get("bytes", [None] * len(batch["path"]))  # None: the worker reads the file itself
         for path, data in zip(batch["path"], contents):
-            self.loop.add(Path(str(path)), Path(self.outputs[str(path)]), None if data is None else bytes(data))
+            source, out = Path(str(path)), Path(self.outputs[str(path)])
+            if source in self.loop.videos:
+                self.loop.flush()
+                self.loop.video(source, out)
+            else:
+                self.loop.add(source, out, None if data is None else bytes(data))
         self.loop.flush()
         return {"record": np.array([json.dumps(vars(r)) for r in self.loop.records])}
 
 
-def restore_dataset(ds: Any, job: RestoreJob, package: str, outputs: dict[str, str], workers: int) -> Any:
+def restore_dataset(
+    ds: Any, job: RestoreJob, package: str, outputs: dict[str, str], workers: int, videos: Checked | None = None
+) -> Any:
     """``ds`` (rows with a ``path``, and the file's ``bytes`` where the dataset read them, as
     ``ray.data.read_binary_files(..., include_paths=True)`` gives) mapped to rows with one ``record``
-    each: the JSON of the image's report record; ``outputs`` maps each path to its output. Each of
-    ``workers`` actors takes a GPU where the cluster has them, a CPU otherwise."""
+    each: the JSON of the image's report record; ``outputs`` maps each path to its output; ``videos``
+    are the clips among them, checked (:func:`moce.apps.checks.check_videos`). Each of ``workers``
+    actors takes a GPU where the cluster has them, a CPU otherwise."""
     ray = require("ray", RAY_HINT)
     gpus = ray.cluster_resources().get("GPU", 0) >= 1
     return ds.map_batches(
         ImageWorker,
-        fn_constructor_kwargs={"job": job, "package": package, "outputs": outputs},
+        fn_constructor_kwargs={"job": job, "package": package, "outputs": outputs, "videos": videos},
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(outputs)))),  # no idle actors
@@ -180,6 +190,12 @@ def restore_on_cluster(
     fs = job.filesystem
     listed = None if fs is None else lambda where: list_inputs(fs, where, job.recursive, job.include)
     prepared = prepare(job, progress, listed)
+    clip = next((path for path in prepared.files if fs is not None and is_video(path)), None)
+    if clip is not None:
+        raise InputError(
+            f"{one_line(str(clip))}: clips on a {fs.type_name} file system cannot be restored yet; "
+            "copy them to local or shared storage"
+        )
     todo, records = outputs_to_write(job, prepared.pairs)
     records = [passed_record(path, reason) for path, reason in prepared.passed] + records
     setup = time.perf_counter() - start
@@ -206,7 +222,7 @@ def _gather(
     outputs = {str(path): str(out) for path, out in todo}
     ds = _input_dataset(ray, job, list(outputs), workers)
     records = []
-    for row in restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers).iter_rows():
+    for row in restore_dataset(ds, job, str(prepared.manifest.root), outputs, workers, prepared.videos).iter_rows():
         record = ImageRecord(**json.loads(row["record"]))
         records.append(record)
         progress.image_done(Path(record.input), record.status)

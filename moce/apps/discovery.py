@@ -1,5 +1,5 @@
-"""Which files a job restores and where each one's output goes: inputs name their outputs as
-``cp -r`` does, every other entry seen is passed over with the reason."""
+"""Which files a job restores (images and clips) and where each one's output goes: inputs name
+their outputs as ``cp -r`` does, every other entry seen is passed over with the reason."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from moce.apps.job import RestoreJob
 from moce.apps.report import UNREADABLE_FOLDER
 from moce.errors import InputError, one_line
 from moce.imageio import SUPPORTED
+from moce.videoio import is_video
 
 NOT_ENTERED = "sub-folder not entered (-r/--recursive restores sub-folders)"
 
@@ -21,16 +22,16 @@ Listing = tuple[Path, list[Path], list[tuple[Path, str]]]
 
 
 Pairs = list[tuple[Path, Path]]
-"""Images to restore with their outputs, in input order."""
+"""Images and clips to restore with their outputs, in input order."""
 
 
 def why_not(path: Path, root: Path, include: tuple[str, ...], regular: bool | None = None) -> str | None:
-    """Why a file found in the input folder is not an image to restore, or None when it is one;
-    ``regular``: whether it is a regular file, when known (files listed on another file system)."""
+    """Why a file found in the input folder is not an image or clip to restore, or None when it is
+    one; ``regular``: whether it is a regular file, when known (files listed on another file system)."""
     if path.name.startswith("."):
         return "hidden file"
-    if path.suffix.lower() not in SUPPORTED:
-        return f"not an image type moce reads ({path.suffix or 'no extension'})"
+    if path.suffix.lower() not in SUPPORTED and not is_video(path):
+        return f"not an image or video type moce reads ({path.suffix or 'no extension'})"
     if not (path.is_file() if regular is None else regular):
         return "not a regular file"
     relative = path.relative_to(root).as_posix()
@@ -110,5 +111,7 @@ def _entries(inputs: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path
 
 
 def output_path(job: RestoreJob, root: Path, source: Path) -> Path:
-    suffix = f".{job.ext.lstrip('.')}" if job.ext else source.suffix
+    """Where ``source`` is restored to: its path under the output folder, in ``--ext``'s format
+    (images; a clip keeps its container)."""
+    suffix = f".{job.ext.lstrip('.')}" if job.ext and not is_video(source) else source.suffix
     return (job.output / source.relative_to(root)).with_suffix(suffix)

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from moce.apps.session_options import SessionOptions
+from moce.apps.video import VideoOptions
 from moce.imageio import SUPPORTED
+from moce.videoio import CONTAINERS
 
 
 @dataclass
@@ -26,6 +28,7 @@ class RestoreJob:
     allow_lossy: bool = False  # --ext into a format that cannot hold the input's depth or alpha
     report: Path | None = None
     quality: int | None = None  # JPEG / lossy WebP; None: the input's
+    video: VideoOptions = field(default_factory=VideoOptions)  # clips: routing over time, the encoder
     filesystem: Any = None  # pyarrow file system holding ``inputs`` (--cluster); None: the local one
 
     @property
@@ -36,6 +39,11 @@ class RestoreJob:
 
     @property
     def to_one_file(self) -> bool:
-        """One input file restored into an output named like an image (``a.png b.jpg``)."""
+        """One input file restored into an output named like an image or a clip (``a.png b.jpg``)."""
         (first, *more) = self.sources
-        return not more and first.is_file() and self.output.suffix.lower() in SUPPORTED
+        return not more and first.is_file() and names_a_file(self.output)
+
+
+def names_a_file(path: Path) -> bool:
+    """Whether an output path is named like an image or a clip (else it names a folder)."""
+    return path.suffix.lower() in SUPPORTED or path.suffix.lower() in CONTAINERS

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from moce.apps.video import VideoResult
 from moce.errors import InputError, MoceError, one_line
 from moce.files import write_bytes_atomic
 from moce.outputs import signed
@@ -48,6 +49,9 @@ class ImageRecord:
     dense_expert_flops: float = 0.0
     reason: str | None = None  # why a file was skipped
     tiling: dict[str, Any] | None = None  # tiled images: the tile chosen, passes, the memory estimate and why
+    frames: int | None = None  # clips: frames restored and written (an interrupted clip: those done)
+    shots: list[dict[str, Any]] | None = None  # clips: each shot's frames, time range and route
+    video: dict[str, Any] | None = None  # clips: what the input holds, the encoder and why, route changes
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)  # a record read back from JSON (the cluster's workers) holds a str
@@ -63,7 +67,9 @@ OUTPUT_EXISTS = "output exists (--overwrite redoes it)"
 UNREADABLE_FOLDER = "folder cannot be read, so its images were not restored"
 
 
-INTERRUPTED = "the run was interrupted before this file; rerun the same command to resume"
+RESUME = "rerun the same command to resume"
+
+INTERRUPTED = f"the run was interrupted before this file; {RESUME}"
 
 
 def skipped_record(path: Path, reason: str, out: Path | None = None) -> ImageRecord:
@@ -104,6 +110,33 @@ def image_record(path: Path, out: Path, result: ImageResult, seconds: float) -> 
         expert_flops=result.expert_flops,
         dense_expert_flops=result.dense_expert_flops,
         tiling=result.plan.to_dict() if result.plan is not None else None,
+    )
+
+
+def video_record(path: Path, out: Path, result: VideoResult, seconds: float) -> ImageRecord:
+    """The record of a restored clip: its shots (with their routes) stand for per-image routes."""
+    return ImageRecord(
+        input=str(path),
+        output=str(out),
+        status=Status.OK,
+        seconds=round(seconds, 4),
+        expert_flops=result.expert_flops,
+        dense_expert_flops=result.dense_expert_flops,
+        frames=result.frames,
+        shots=[shot.to_dict() for shot in result.shots],
+        video=result.describe(),
+    )
+
+
+def interrupted_video(path: Path, out: Path, frames: int, total: int) -> ImageRecord:
+    """The record of a clip a stop request ended: nothing was written under its name."""
+    of = f" of {total}" if total else ""
+    return ImageRecord(
+        input=str(path),
+        output=str(out),
+        status=Status.NOT_PROCESSED,
+        reason=f"interrupted after {frames}{of} frames, nothing written; {RESUME}",
+        frames=frames,
     )
 
 
@@ -179,6 +212,7 @@ class RestoreSummary:
                 "skipped": len(self.skipped),
                 "skipped_existing": sum(r.reason == OUTPUT_EXISTS for r in self.skipped),
                 "not_processed": len(self.not_processed),
+                "frames": sum(r.frames or 0 for r in self.records if r.status == Status.OK),
                 "seconds": round(self.seconds, 3),
                 "setup_seconds": round(self.setup_seconds, 3),
                 "restore_seconds": round(self.restore_seconds, 3),

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from moce.apps.batcher import Batcher
 from moce.apps.checks import (
+    Checked,
     check_outputs,
     check_paths,
     check_tile_free,
+    check_videos,
     outputs_to_write,
     read_head,
     remove_temporaries,
@@ -35,12 +37,15 @@ from moce.apps.report import (
     RestoreSummary,
     error_record,
     image_record,
+    interrupted_video,
     not_processed,
     passed_record,
+    video_record,
     write_report,
 )
 from moce.apps.session import Session, write_restored
 from moce.apps.stop import StopRequest
+from moce.apps.video import Interrupted, restore_video
 from moce.errors import InputError, MoceError, one_line
 from moce.imageio import ImageInfo, conversion_loss, storage_of
 from moce.package.manifest import Manifest
@@ -60,9 +65,17 @@ class _Pending:
 class ImageLoop:
     """The per-image loop: read, restore through the session's :class:`Batcher`, write."""
 
-    def __init__(self, job: RestoreJob, session: Session, progress: Progress, stop: StopRequest | None = None) -> None:
+    def __init__(
+        self,
+        job: RestoreJob,
+        session: Session,
+        progress: Progress,
+        stop: StopRequest | None = None,
+        videos: Checked | None = None,
+    ) -> None:
         self.job, self.session, self.progress = job, session, progress
         self.stop = stop or StopRequest()
+        self.videos = videos or {}
         self.records: list[ImageRecord] = []
         self.batcher: Batcher[_Pending] = Batcher(session, self._done, progress.tiles, progress.tile_done)
 
@@ -101,15 +114,49 @@ class ImageLoop:
     def run(self, pairs: Pairs) -> None:
         """Restore the images whose outputs are to be written (see :func:`outputs_to_write`)."""
         todo, records = outputs_to_write(self.job, pairs)
+        unreadable = {path for path, _ in todo if isinstance(self.videos.get(path), InputError)}
         for record in records:
             self._finish(record)
+        for path, out in todo:  # clips known bad before work are reported first; the others go on
+            if path in unreadable:
+                self.video(path, out)
+        todo = [(path, out) for path, out in todo if path not in unreadable]
         for n, (path, out) in enumerate(todo):
             if self.stop.requested:
                 self.flush()  # the images in flight are finished and written
                 self.records += [not_processed(left, left_out) for left, left_out in todo[n:]]
                 return
-            self.add(path, out)
+            if path in self.videos:
+                self.flush()  # images before it are written first, in input order
+                self.video(path, out)
+            else:
+                self.add(path, out)
         self.flush()
+
+    def video(self, path: Path, out: Path) -> None:
+        """Restore one clip (checked before work), its frames streamed through the same session."""
+        started = time.perf_counter()
+        checked = self.videos[path]
+        if isinstance(checked, InputError):  # it could not be read when checked
+            self._finish(error_record(path, out, checked, 0.0))
+            return
+        try:
+            result = restore_video(
+                self.session,
+                path,
+                out,
+                self.job.video,
+                progress=self.progress,
+                stop=self.stop,
+                checked=checked,
+            )
+        except Interrupted as exc:
+            self._finish(interrupted_video(path, out, exc.frames, checked[0].frames))
+            return
+        except (MoceError, OSError) as exc:
+            self._finish(error_record(path, out, exc, time.perf_counter() - started))
+            return
+        self._finish(video_record(path, out, result, time.perf_counter() - started))
 
     def _finish(self, record: ImageRecord) -> None:
         self.records.append(record)
@@ -123,6 +170,7 @@ class Prepared:
     pairs: Pairs
     passed: list[tuple[Path, str]]
     session: Session
+    videos: Checked
 
     @property
     def manifest(self) -> Manifest:
@@ -144,16 +192,18 @@ def prepare(
     ``session``: one the caller opened (its options are the job's); by default one is opened."""
     check_paths(job)
     pairs, passed = discover_inputs(job, listed)
+    videos: Checked = {}
     if listed is None:
         check_tile_free(job, [path for path, _ in pairs])
         check_outputs(job, pairs, read_head)
+        videos = check_videos(job, pairs)
     if session is None:
         session = Session(open_model(job.model, progress.message), job.session, progress.message)
     progress.message(f"backend: {session.choice.name} ({session.choice.reason})")
     removed = remove_temporaries(job)
     if removed:
         progress.message(f"removed {len(removed)} temporary file(s) left by an interrupted run")
-    return Prepared(pairs, passed, session)
+    return Prepared(pairs, passed, session, videos)
 
 
 def summarize(prepared: Prepared, job: RestoreJob, records: list[ImageRecord], seconds: float) -> RestoreSummary:
@@ -188,7 +238,7 @@ def restore(
     try:
         prepared.session.activate()
         setup = time.perf_counter() - start
-        loop = ImageLoop(job, prepared.session, progress, stop)
+        loop = ImageLoop(job, prepared.session, progress, stop, prepared.videos)
         progress.start(len(prepared.files) + len(prepared.passed))
         for path, reason in prepared.passed:
             loop.skip(path, reason)

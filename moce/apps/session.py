@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as fields_of
 from pathlib import Path
@@ -30,6 +30,8 @@ from moce.apps.session_options import (
     settle,
     slow_path_warning,
 )
+from moce.apps.stop import StopRequest
+from moce.apps.video import VideoOptions, VideoResult, restore_video
 from moce.errors import InputError
 from moce.imageio import (
     ImageInfo,
@@ -46,6 +48,7 @@ from moce.imageio import (
 )
 from moce.package.manifest import Manifest, SegmentEntry
 from moce.progress import Messages, Progress, quiet
+from moce.routing import Route
 from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult, MemoryBudget, Restorer, skipped_share
@@ -53,6 +56,9 @@ from moce.runtime.tile_plan import AUTO, TilePlan, gib
 
 if TYPE_CHECKING:  # a package needs no PyTorch
     from moce.model.network import MoCEIR
+
+RouteLike = Sequence[Sequence[int] | int]
+"""Experts per adapter as a caller gives them: ``[[2], [0], [3]]`` or, with top-1, ``[2, 0, 3]``."""
 
 
 @dataclass
@@ -161,19 +167,25 @@ class Session:
 
     # -- restoring ----------------------------------------------------------------------------
 
-    def restore(self, image: np.ndarray, progress: Progress | None = None) -> RestoreResult:
+    def restore(
+        self, image: np.ndarray, progress: Progress | None = None, *, route: RouteLike | None = None
+    ) -> RestoreResult:
         """Restore one ``H x W x C`` image (C = 1, 3 or 4, RGB(A) order; or ``H x W`` gray) of
         uint8, uint16 or float32 (in [0, 1]); the result has the input's type and layout.
 
         ``progress`` hears of a tiled image's tile runs as they finish (``tiles(total)``, then
-        ``tile_done(count)``), for a bar or an ETA inside one large image."""
-        return self.restore_many([image], progress)[0]
+        ``tile_done(count)``), for a bar or an ETA inside one large image. ``route``: the experts
+        each adapter runs (``[[2], [0], [3]]``, as ``RestoreResult.routes`` gives them), gated by
+        the image's own routers; by default the image routes itself."""
+        return self.restore_many([image], progress, route=route)[0]
 
-    def restore_many(self, images: Iterable[np.ndarray], progress: Progress | None = None) -> list[RestoreResult]:
+    def restore_many(
+        self, images: Iterable[np.ndarray], progress: Progress | None = None, *, route: RouteLike | None = None
+    ) -> list[RestoreResult]:
         """Restore several images; same-sized ones run together, up to ``batch`` per call."""
         arrays = list(images)
         decoded = [self.decode(image, f"image {i}") for i, image in enumerate(arrays)]
-        results = self.restore_rgb([rgb for rgb, _ in decoded], progress)
+        results = self.restore_rgb([rgb for rgb, _ in decoded], progress, route=route)
         return [
             self._result(result, _like(rgb_to_array(result.restored, info), array))
             for result, (_, info), array in zip(results, decoded, arrays)
@@ -193,10 +205,7 @@ class Session:
         ``moce restore`` writes it; an existing ``dest``, or a format of ``dest`` that cannot hold
         the source's depth or alpha, is refused unless ``overwrite`` / ``allow_lossy``."""
         source, dest = Path(source), Path(dest)
-        if os.path.realpath(dest) == os.path.realpath(source):
-            raise InputError(f"{dest}: is the input; overwrite replaces earlier outputs, never the photo restored")
-        if dest.exists() and not overwrite:
-            raise InputError(f"{dest}: exists; pass overwrite=True to replace it")
+        _check_dest(source, dest, overwrite)
         rgb, info = self.read(source)
         loss = None if allow_lossy else conversion_loss(*storage_of(info), dest.suffix)
         if loss:
@@ -205,9 +214,34 @@ class Session:
         write_restored(dest, result.restored, info, quality)
         return self._result(result, None)
 
-    def restore_rgb(self, images: list[np.ndarray], progress: Progress | None = None) -> list[ImageResult]:
+    def restore_video(
+        self,
+        source: str | Path,
+        dest: str | Path,
+        *,
+        route_per: str = "shot",
+        codec: str | None = None,
+        crf: int | None = None,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        stop: StopRequest | None = None,
+    ) -> VideoResult:
+        """Restore the clip ``source`` into ``dest`` (written whole or not at all), as ``moce restore``
+        does: every frame at its timestamp, other streams copied packet for packet, colour tags,
+        rotation and metadata kept. ``route_per``: ``shot`` (one route per shot), ``frame`` or
+        ``video``; ``codec``/``crf``: the encoder (default: the input's codec). ``stop``: a
+        :class:`StopRequest` that ends the clip early (:class:`Interrupted`, nothing written)."""
+        source, dest = Path(source), Path(dest)
+        _check_dest(source, dest, overwrite)
+        options = VideoOptions(route_per=route_per, codec=codec, crf=crf)
+        return restore_video(self, source, dest, options, progress=progress, stop=stop)
+
+    def restore_rgb(
+        self, images: list[np.ndarray], progress: Progress | None = None, *, route: RouteLike | None = None
+    ) -> list[ImageResult]:
         """The float path under every front end: ``H x W x 3`` float32 RGB in, :class:`ImageResult`
         out, same-sized images grouped into calls of up to ``batch`` (the first error is raised)."""
+        imposed = self.route(route)
         order = sorted(range(len(images)), key=lambda i: images[i].shape)  # stable: same sizes stay in order
         results: dict[int, ImageResult] = {}
 
@@ -218,9 +252,32 @@ class Session:
 
         batcher = Batcher(self, done, *((progress.tiles, progress.tile_done) if progress else ()))
         for i in order:
-            batcher.add(i, images[i])
+            batcher.add(i, images[i], imposed)
         batcher.flush()
         return [results[i] for i in range(len(images))]
+
+    def route(self, given: RouteLike | None) -> Route | None:
+        """``given`` checked against this model (one entry per adapter, ``top_k`` experts each, every
+        index an expert) as the hashable :data:`~moce.routing.Route` the runtime imposes."""
+        if given is None:
+            return None
+        adapters = self.manifest.adapters()
+        try:
+            route = tuple(tuple(int(e) for e in ([experts] if np.isscalar(experts) else experts)) for experts in given)
+        except (TypeError, ValueError):
+            raise InputError(f"route {given!r}: expected one list of expert indices per adapter") from None
+        counts = [len(a.experts) for a in adapters]
+        if len(route) != len(adapters) or any(
+            len(r) != a.top_k or len(set(r)) != len(r) or not all(0 <= e < n for e in r)
+            for r, a, n in zip(route, adapters, counts)
+        ):
+            raise InputError(
+                f"route {given!r}: this model has {len(adapters)} adapters of {counts} experts, "
+                f"{adapters[0].top_k} chosen each"
+            )
+        if self.restore_options.routing != "split":
+            raise InputError(f"route {given!r}: imposing experts needs routing='split'")
+        return route
 
     # -- images in and out --------------------------------------------------------------------
 
@@ -312,6 +369,14 @@ class Session:
 def _like(out: np.ndarray, given: np.ndarray) -> np.ndarray:
     """``out`` with ``given``'s number of axes (a gray ``H x W x 1`` input gets ``H x W x 1`` back)."""
     return out[:, :, None] if out.ndim == 2 and given.ndim == 3 else out
+
+
+def _check_dest(source: Path, dest: Path, overwrite: bool) -> None:
+    """The API's file rule: never the input, an existing ``dest`` only with ``overwrite``."""
+    if os.path.realpath(dest) == os.path.realpath(source):
+        raise InputError(f"{dest}: is the input; overwrite replaces earlier outputs, never the file restored")
+    if dest.exists() and not overwrite:
+        raise InputError(f"{dest}: exists; pass overwrite=True to replace it")
 
 
 def write_restored(path: Path, restored: np.ndarray, info: ImageInfo, quality: int | None = None) -> None:

@@ -21,6 +21,7 @@ from moce.errors import InputError
 from moce.imageio import DEFAULT_MAX_PIXELS, SUPPORTED
 from moce.names import MIN_SIDE, PRECISIONS, ROUTING_MODES
 from moce.runtime.backends import BACKEND_NAMES
+from moce.videoio import ENCODERS
 
 T = TypeVar("T")
 Parser = Callable[[Any], T]
@@ -263,3 +264,12 @@ def memory_size(text: str | float | None) -> float | None:
     if size <= 0:
         raise typer.BadParameter(f"{text!r}: give a positive memory size such as 8G")
     return size
+
+
+@refusing("bogus")
+def video_codec(text: Any) -> str:
+    """``--codec``: a codec moce names (h264, hevc, vp9, ffv1, av1) or an FFmpeg encoder (libx264, ...)."""
+    value = str(text).strip().lower()
+    if value not in ENCODERS and value not in ENCODERS.values():
+        raise typer.BadParameter(f"unknown codec {text!r}; choose from {', '.join(ENCODERS)}")
+    return value

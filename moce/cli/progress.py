@@ -51,13 +51,17 @@ def _stamped(message: str) -> str:
 
 
 TILE_LINE_SECONDS = 5.0
-"""Without a live bar (logs, pipes), a large image's tile progress is a line at most this often."""
+"""Without a live bar (logs, pipes), progress inside one input (tiles, frames) is a line at most this often."""
 
 
-def tile_line(done: int, total: int, elapsed: float) -> str:
-    """``tiles 4/12, 10 s, about 20 s left``: progress inside one tiled image."""
+def tile_line(done: int, total: int, elapsed: float, kind: str = "tiles") -> str:
+    """``tiles 4/12, 10 s, about 20 s left`` (inside one tiled image), or ``frames 40/300, 2.1/s,
+    19 s, about 124 s left`` (inside a clip; total 0 when the clip does not say)."""
+    rate = f", {done / elapsed:.1f}/s" if kind == "frames" and elapsed > 0 else ""
+    if not total:
+        return f"{kind} {done}{rate}, {elapsed:.0f} s"
     left = elapsed / done * (total - done) if done else float("nan")
-    return f"tiles {done}/{total}, {elapsed:.0f} s, about {left:.0f} s left"
+    return f"{kind} {done}/{total}{rate}, {elapsed:.0f} s, about {left:.0f} s left"
 
 
 class CliProgress:
@@ -72,6 +76,7 @@ class CliProgress:
         self._bar = None
         self._tiles_total = self._tiles_done = 0
         self._tiles_started = self._tiles_said = 0.0
+        self._kind = "tiles"
 
     def start(self, images: int) -> None:
         self.total = images
@@ -107,21 +112,38 @@ class CliProgress:
             typer.echo(_stamped(f"[{self.done}/{self.total}] {status:<7} {one_line(str(path))}"), err=True)
 
     def tiles(self, total: int) -> None:
-        self._tiles_total, self._tiles_done = total, 0
-        self._tiles_started = self._tiles_said = time.perf_counter()
-        if self._bar is not None:
-            self._bar.reset(self._tiles, total=total, visible=True)
+        self._inner("tiles", total)
 
     def tile_done(self, count: int) -> None:
-        self._tiles_done += count
+        self._step(count)
+
+    def frames(self, total: int) -> None:
+        self._inner("frames", total)
+
+    def frame_done(self, count: int) -> None:
+        self._step(count)
+
+    def _inner(self, kind: str, total: int) -> None:
+        """Progress inside one input: its tiles, or a clip's frames."""
+        self._kind, self._tiles_total, self._tiles_done = kind, total, 0
+        self._tiles_started = self._tiles_said = time.perf_counter()
         if self._bar is not None:
-            self._bar.advance(self._tiles, count)
-            return
+            self._bar.reset(self._tiles, total=total or None, visible=True, description=kind)
+
+    def _step(self, count: int) -> None:
+        self._tiles_done += count
         now = time.perf_counter()
-        if self.quiet or now - self._tiles_said < TILE_LINE_SECONDS or self._tiles_done >= self._tiles_total:
+        elapsed = now - self._tiles_started
+        if self._bar is not None:
+            rate = f" {self._tiles_done / elapsed:.1f}/s" if self._kind == "frames" and elapsed > 0 else ""
+            self._bar.update(self._tiles, advance=count, description=f"{self._kind}{rate}")
+            return
+        if self.quiet or now - self._tiles_said < TILE_LINE_SECONDS:
+            return
+        if self._tiles_total and self._tiles_done >= self._tiles_total:
             return
         self._tiles_said = now
-        typer.echo(_stamped(tile_line(self._tiles_done, self._tiles_total, now - self._tiles_started)), err=True)
+        typer.echo(_stamped(tile_line(self._tiles_done, self._tiles_total, elapsed, self._kind)), err=True)
 
     def message(self, text: str) -> None:
         if self._bar is not None:

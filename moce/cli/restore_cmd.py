@@ -13,10 +13,21 @@ from moce.apps.job import RestoreJob
 from moce.apps.report import OUTPUT_EXISTS, RestoreSummary
 from moce.apps.restore import restore as run_restore
 from moce.apps.session_options import SessionOptions
+from moce.apps.shots import ROUTE_PER, route_per_of
 from moce.apps.stop import StopRequest
+from moce.apps.video import VideoOptions
 from moce.cli.common import THREADS, options_of, render_table, user_errors, writes
 from moce.cli.options import backend as backend_name
-from moce.cli.options import cluster_address, image_ext, memory_size, one_of, passes_count, pixels, tile_side
+from moce.cli.options import (
+    cluster_address,
+    image_ext,
+    memory_size,
+    one_of,
+    passes_count,
+    pixels,
+    tile_side,
+    video_codec,
+)
 from moce.cli.options import device as device_name
 from moce.cli.options import precision as precision_name
 from moce.cli.options import routing as routing_form
@@ -30,8 +41,8 @@ def restore(
     paths: list[str] = typer.Argument(
         ...,
         metavar="INPUT... OUTPUT",
-        help="Image files or folders, then the output folder (a file name for one input file), as cp takes "
-        "them. With --cluster, one input may be any pyarrow URI: file://, s3://, gs://",
+        help="Image or video files or folders, then the output folder (a file name for one input file), as cp "
+        "takes them. With --cluster, one input may be any pyarrow URI: file://, s3://, gs://",
     ),
     model: str = typer.Option(
         None, "--model", "-m", help="Model package folder or checkpoint [default: bundled demo model]"
@@ -57,10 +68,12 @@ def restore(
         "(multiple of 8) for images larger than that",
     ),
     overlap: int = typer.Option(32, min=0, max=1024, help="Overlap between tiles, feather-blended"),
-    route_per: str = typer.Option(
-        "image",
-        parser=one_of(("image", "tile"), "--route-per"),
-        help="image: route once per image; tile: each tile routes itself",
+    route_over: str = typer.Option(
+        None,
+        "--route-per",
+        parser=one_of(ROUTE_PER, "--route-per"),
+        help="Images: image (route once per image) | tile (each tile routes itself). Clips: shot (one route "
+        "per shot) | frame (each frame alone) | video (one route for the clip) [default: image, and shot]",
     ),
     route_size: int = typer.Option(
         None,
@@ -95,6 +108,14 @@ def restore(
     allow_lossy: bool = typer.Option(
         False, "--allow-lossy", help="Allow an output format that cannot hold the input's depth or alpha (--ext jpg)"
     ),
+    codec: str = typer.Option(
+        None,
+        parser=video_codec,
+        help="Clips: h264 | hevc | vp9 | av1 | ffv1 (lossless, for archives) [default: the input's codec]",
+    ),
+    crf: int = typer.Option(
+        None, min=0, max=63, help="Clips: the encoder's constant quality, lower is better [default: 18 for h264]"
+    ),
     report: Path = typer.Option(
         None, parser=writes, help="Write a JSON report: per-image status, routes, gates, timing"
     ),
@@ -125,8 +146,9 @@ def restore(
         help="Refuse larger images before decoding them (64M, 800k, 1000000; raise it to restore them in tiles)",
     ),
 ) -> None:
-    """Restore images, running only the experts each image's routers choose."""
-    session = options_of(SessionOptions, locals())  # the parameters named as its fields
+    """Restore images and clips, running only the experts each image's (or shot's) routers choose."""
+    route_per, video_route = route_per_of(route_over)
+    session = options_of(SessionOptions, {**locals(), "route_per": route_per})  # the parameters named as its fields
     if len(paths) < 2:
         raise InputError("restore takes the inputs, then the output: moce restore photo.png out/")
     *inputs, output = paths
@@ -144,6 +166,7 @@ def restore(
         allow_lossy=allow_lossy,
         quality=quality,
         report=report,
+        video=VideoOptions(route_per=video_route, codec=codec, crf=crf),
     )
     progress = CliProgress()
     with StopRequest().on_signals() as stop:

@@ -27,7 +27,7 @@ from moce.names import (
     tile_segment_graph,
 )
 from moce.package.manifest import Manifest
-from moce.routing import Routing, dispatch, route
+from moce.routing import Route, Routing, dispatch, impose, route
 from moce.runtime.runners import GraphRunner
 
 
@@ -80,16 +80,18 @@ class PlanExecutor:
         mode: str = "split",
         forced: list[Routing] | None = None,
         tiles: TileFeeds | None = None,
+        imposed: Route | None = None,
     ) -> PlanResult:
         """Restore a padded float32 NCHW batch whose sides are multiples of the package's.
 
         ``forced`` imposes one routing per adapter (one row, applied to every sample): tiles
         of one image then all run the experts that the whole image chose. ``tiles`` runs the
-        tile segments, which report (and, given them, use) image-wide sums.
+        tile segments, which report (and, given them, use) image-wide sums. ``imposed`` makes
+        every sample run these experts per adapter, gated by its own router (:func:`impose`).
         """
         if mode == "split":
-            return self._run_split(image, forced, tiles)
-        if forced is not None or tiles is not None:
+            return self._run_split(image, forced, tiles, imposed)
+        if forced is not None or tiles is not None or imposed is not None:
             raise ValueError("forced routes and tile statistics need the split routing mode")
         if mode in WHOLE_GRAPHS:
             return self._run_whole(image, mode)
@@ -122,14 +124,18 @@ class PlanExecutor:
         stats[index] = r.arrays.to_host(made.pop(TILE_STATS)).astype(np.float64)
         return made
 
-    def _run_split(self, image: np.ndarray, forced: list[Routing] | None, tiles: TileFeeds | None) -> PlanResult:
+    def _run_split(
+        self, image: np.ndarray, forced: list[Routing] | None, tiles: TileFeeds | None, imposed: Route | None
+    ) -> PlanResult:
         r = self.runner
         routings: list[Routing] = []
         calls: list[tuple[int, int, int]] = []
         stats: dict[int, np.ndarray] = {}
 
         def adapter(step: AdapterStep, env: dict) -> Any:
-            if forced is None:
+            if imposed is not None:
+                routing = impose(r.arrays.to_host(env[step.logits]), imposed[step.index])
+            elif forced is None:
                 routing = route(r.arrays.to_host(env[step.logits]), self.top_k)
             else:
                 routing = forced[step.index].repeat(image.shape[0])

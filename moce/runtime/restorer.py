@@ -9,7 +9,7 @@ import numpy as np
 
 from moce.errors import InputError
 from moce.model.config import padding_for
-from moce.routing import Routing
+from moce.routing import Route, Routing
 from moce.runtime.executor import PlanExecutor, PlanResult, TileFeeds, expert_flops
 from moce.runtime.tile_plan import (
     AUTO,
@@ -163,11 +163,12 @@ class Restorer:
         """Expert FLOPs run and those a dense pass would run, for ``pixels`` per sample."""
         return expert_flops(self.expert_flops_pp, routings, self.options.routing == "dense", pixels)
 
-    def restore_batch(self, images: list[np.ndarray]) -> list[ImageResult]:
-        """Restore same-sized images in one call each of up to ``batch`` (untiled)."""
+    def restore_batch(self, images: list[np.ndarray], imposed: Route | None = None) -> list[ImageResult]:
+        """Restore same-sized images in one call each of up to ``batch`` (untiled); ``imposed``:
+        the experts every image runs (:func:`moce.routing.impose`), else each routes itself."""
         nchw = np.stack([im.transpose(2, 0, 1) for im in images]).astype(np.float32, copy=False)
         padded, h, w = pad_nchw(nchw, self.multiple)
-        result = self.executor.run(padded, self.options.routing)
+        result = self.executor.run(padded, self.options.routing, imposed=imposed)
         pixels = padded.shape[2] * padded.shape[3]
         out = []
         for i in range(len(images)):
@@ -192,7 +193,11 @@ class Restorer:
         return self.executor.run(padded, "split").routings
 
     def restore_tiled(
-        self, image: np.ndarray, on_tile: Callable[[int], None] | None = None, plan: TilePlan | None = None
+        self,
+        image: np.ndarray,
+        on_tile: Callable[[int], None] | None = None,
+        plan: TilePlan | None = None,
+        imposed: Route | None = None,
     ) -> ImageResult:
         """Overlapping tiles, batched, feather-blended; routed once per image or per tile.
 
@@ -200,6 +205,7 @@ class Restorer:
         of the network's image-wide sums and the next pass imposes their total, so the tiles
         converge on what the whole image computes (see :mod:`moce.model.global_stats`). The
         first pass runs the routes of a reduced-size pass; later ones route on image sums.
+        ``imposed``: every tile of every pass runs these experts instead.
         """
         opts = self.options
         if opts.route_per == "image" and opts.routing != "split":
@@ -209,7 +215,7 @@ class Restorer:
         plan = plan or self.plan(image)
         if not plan.tiled:  # asked to tile an image that fits: one tile, the whole padded image
             plan = TilePlan(ph, pw, opts.passes(), 1, plan.reason, plan.estimate)
-        forced = self.image_routing(image) if opts.route_per == "image" else None
+        forced = self.image_routing(image) if opts.route_per == "image" and imposed is None else None
         tiles = tiles_for(ph, pw, plan.tile_h or ph, opts.overlap, plan.tile_w)
         passes = plan.passes
         masks = core_masks(tiles, ph, pw, self.multiple) if passes > 1 else {}
@@ -224,7 +230,9 @@ class Restorer:
             for group in batches(tiles, opts.batch):
                 crops = np.stack([padded[0, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
                 feeds = TileFeeds(np.stack([masks[t] for t in group]), image_stats) if passes > 1 else None
-                result = self.executor.run(crops, opts.routing, forced if image_stats is None else None, feeds)
+                result = self.executor.run(
+                    crops, opts.routing, forced if image_stats is None else None, feeds, imposed=imposed
+                )
                 first = first or result
                 for s, total in result.tile_stats.items():
                     sums[s] = sums.get(s, 0.0) + total.sum(0)
@@ -235,7 +243,7 @@ class Restorer:
                 if on_tile:
                     on_tile(len(group))
             image_stats = sums
-        routes, probs = self._tiled_routes(forced, first, tile_routes, passes)
+        routes, probs = self._tiled_routes(forced, first, tile_routes, passes, imposed)
         restored = blender.result()[:, :h, :w].transpose(1, 2, 0)
         return ImageResult(restored, routes, probs, len(tiles) * passes, *flops, tile_routes, plan=plan)
 
@@ -246,9 +254,17 @@ class Restorer:
             tile_routes.append([r.experts[i].tolist() for r in result.routings])
 
     def _tiled_routes(
-        self, forced: list[Routing] | None, first: PlanResult | None, tile_routes: list[list[list[int]]], passes: int
+        self,
+        forced: list[Routing] | None,
+        first: PlanResult | None,
+        tile_routes: list[list[list[int]]],
+        passes: int,
+        imposed: Route | None = None,
     ) -> tuple[list[list[int]], list[list[float]] | None]:
-        """The image's routes: from image-wide sums (later passes), the reduced pass, or the tiles' majority."""
+        """The image's routes: imposed, from image-wide sums (later passes), the reduced pass, or
+        the tiles' majority."""
+        if imposed is not None:
+            return [list(experts) for experts in imposed], None
         if forced is None:
             return _majority(tile_routes), None
         if passes > 1 and first is not None:

@@ -1,0 +1,125 @@
+"""Synthetic clips from the bundled photos: a pan over a degraded photo per shot, with sound.
+
+``moce bench --video`` times restoring them, ``scripts/make_sample_clip.py`` makes the sample clip,
+and the tests check on them that nothing but the picture changes (timestamps, variable frame rate,
+sound, rotation, colour tags, 10 bits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moce._lazy import require
+from moce.data import SAMPLES
+from moce.data.degrade import degrade
+from moce.files import atomic_path
+from moce.imageio import read_image
+from moce.videoio import AV_HINT, CONTAINERS
+
+TIME_BASE = Fraction(1, 90000)
+"""The clips' video time base: MPEG's 90 kHz clock, which every container here keeps."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a synthetic clip shows and how it is stored."""
+
+    shots: tuple[tuple[str, str], ...] = (("coffee", "noise25"),)  # per shot: a bundled photo, a degradation
+    frames_per_shot: int = 24
+    size: tuple[int, int] = (96, 128)  # height, width
+    rate: int = 24
+    vfr: bool = False  # alternate frames last 1/rate and 1.5/rate
+    audio: bool = True  # a mono AAC tone for the clip's length
+    rotation: int = 0  # display rotation, degrees
+    encoder: str = "libx264"
+    pix_fmt: str = "yuv420p"
+    colorspace: int = 1  # AVColorSpace: 1 BT.709, 6 BT.601 (SMPTE 170M)
+    color_range: int = 1  # AVColorRange: 1 limited, 2 full
+    seed: int = 0
+
+    def durations(self) -> list[int]:
+        """Each frame's duration in :data:`TIME_BASE` units."""
+        step = int(1 / (self.rate * TIME_BASE))
+        count = self.frames_per_shot * len(self.shots)
+        return [step * 3 // 2 if self.vfr and i % 2 else step for i in range(count)]
+
+
+def clip_frames(spec: ClipSpec) -> list[np.ndarray]:
+    """The clip's frames as float RGB: each shot pans slowly (a pixel a frame, as a hand-held camera
+    drifts) across its photo, degraded."""
+    cv2 = require("cv2", "opencv-python-headless")
+    h, w = spec.size
+    frames = []
+    for shot, (name, degradation) in enumerate(spec.shots):
+        photo, _ = read_image(SAMPLES / "clean" / f"{name}.png")
+        n = spec.frames_per_shot
+        scale = max((h + n) / photo.shape[0], (w + n) / photo.shape[1], 1.0)
+        big = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
+        still = not degradation.startswith("noise")  # haze, rain, blur: one degraded scene the camera pans over
+        scene = degrade(big, degradation, spec.seed + shot) if still else big
+        for i in range(n):
+            top, left = i // 2, i
+            crop = scene[top : top + h, left : left + w]
+            frames.append(crop if still else degrade(crop, degradation, spec.seed + 1000 * shot + i))
+    return frames
+
+
+def synthesize_clip(path: Path, spec: ClipSpec | None = None) -> Path:
+    """Write the clip ``spec`` describes to ``path`` (its suffix names the container), atomically."""
+    av = require("av", AV_HINT)
+    spec = spec or ClipSpec()
+    wide = "10" in spec.pix_fmt
+    with atomic_path(path) as temporary, av.open(str(temporary), "w", format=CONTAINERS[path.suffix.lower()]) as out:
+        out.metadata["title"] = "moce sample clip"
+        video = out.add_stream(spec.encoder, rate=spec.rate)
+        video.width, video.height, video.pix_fmt = spec.size[1], spec.size[0], spec.pix_fmt
+        video.time_base = video.codec_context.time_base = TIME_BASE
+        context = video.codec_context
+        context.colorspace, context.color_range = spec.colorspace, spec.color_range
+        context.color_primaries = context.color_trc = spec.colorspace
+        if spec.rotation:
+            video.set_display_rotation(spec.rotation)
+        audio = out.add_stream("aac", rate=48000) if spec.audio else None
+        if audio is not None:
+            audio.metadata["language"] = "eng"
+        pts = 0
+        for rgb, duration in zip(clip_frames(spec), spec.durations()):
+            frame = _yuv_frame(av, rgb, spec, wide)
+            frame.pts, frame.time_base, frame.duration = pts, TIME_BASE, duration
+            out.mux(video.encode(frame))
+            pts += duration
+        out.mux(video.encode(None))
+        if audio is not None:
+            _tone(av, out, audio, float(pts * TIME_BASE))
+    return path
+
+
+def _yuv_frame(av: Any, rgb: np.ndarray, spec: ClipSpec, wide: bool) -> Any:
+    matrix = "ITU709" if spec.colorspace == 1 else "ITU601"
+    scale = 65535 if wide else 255
+    pixels = np.rint(np.clip(rgb, 0, 1) * scale).astype(np.uint16 if wide else np.uint8)
+    frame = av.VideoFrame.from_ndarray(pixels, format="rgb48le" if wide else "rgb24")
+    return frame.reformat(
+        format=spec.pix_fmt,
+        src_colorspace=matrix,
+        dst_colorspace=matrix,
+        src_color_range=2,
+        dst_color_range=spec.color_range,
+    )
+
+
+def _tone(av: Any, out: Any, stream: Any, seconds: float) -> None:
+    """A 440 Hz tone for ``seconds``, in AAC frames of 1024 samples."""
+    rate, size = 48000, 1024
+    for start in range(0, int(seconds * rate), size):
+        t = (start + np.arange(size)) / rate
+        samples = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
