@@ -1,4 +1,4 @@
-"""moce's Python API on the bundled demo model: an array, a file and a folder.
+"""moce's Python API on the bundled demo model: an array, a file, a folder and a clip.
 
 python examples/python_api.py OUT_DIR
 """
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 import moce
-from moce.data import SAMPLES  # the bundled degraded photos
+from moce.data import SAMPLE_CLIP, SAMPLES  # the bundled degraded photos, and a two-shot clip made of them
 
 
 def main(out: Path, model: str | None = None) -> None:
@@ -34,6 +34,11 @@ def main(out: Path, model: str | None = None) -> None:
         # 3. A folder: every image on its own, a JSON report, outputs that exist are skipped (a rerun resumes).
         summary = moce.restore_folder(session, SAMPLES, out / "folder", report=out / "report.json")
         print(f"folder: {len(summary.restored)} restored, {len(summary.failed)} failed, exit code {summary.exit_code}")
+
+        # 4. A clip: timing, sound, tags and rotation kept; one route per shot (route_per="frame" or "video").
+        clip = session.restore_video(SAMPLE_CLIP, out / "clip" / SAMPLE_CLIP.name, overwrite=True)
+        shots = ", ".join(f"frames {s.first}-{s.last}: {[r[0] for r in s.route]}" for s in clip.shots)
+        print(f"clip: {clip.frames} frames, {clip.route_changes} route change(s); {shots}")
 
 
 if __name__ == "__main__":

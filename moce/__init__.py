@@ -8,6 +8,7 @@ The Python API::
         result = session.restore(image)  # H x W x C uint8/uint16/float32 RGB(A) array
         result.image, result.routes, result.seconds
         session.restore_file("in.jpg", "out/in.jpg")  # the bytes `moce restore` writes
+        session.restore_video("in.mp4", "out/in.mp4")  # timing, sound and tags kept; a route per shot
         session.describe()  # backend, precision, routing, tiling, experts and their FLOPs
         moce.restore_folder(session, "photos/", "restored/", report="report.json")
 
@@ -35,6 +36,8 @@ __all__ = [
     "RestoreSummary",
     "Session",
     "SessionOptions",
+    "VideoInterrupted",
+    "VideoResult",
     "__version__",
     "open",
     "restore_folder",
@@ -48,6 +51,8 @@ _PUBLIC = {  # name -> (module, attribute), imported on first use (PEP 562)
     "restore_folder": ("moce.apps.restore", "restore_folder"),
     "RestoreSummary": ("moce.apps.report", "RestoreSummary"),
     "MoceError": ("moce.errors", "MoceError"),
+    "VideoResult": ("moce.apps.video", "VideoResult"),
+    "VideoInterrupted": ("moce.apps.video", "VideoInterrupted"),
 }
 
 

@@ -133,10 +133,11 @@ def open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{one_line(str(path))}: cannot be read as a video ({one_line(str(exc))})") from None
 
 
-def probe(path: Path) -> VideoInfo:
+def probe(path: str | Path) -> VideoInfo:
     """What ``path`` holds, with its first frame decoded (rotation and colour tags travel on frames):
     a file with no video stream, a codec this FFmpeg cannot decode or no frame is refused here."""
     av = _av()
+    path = Path(path)
     with open_input(path) as container:
         if not container.streams.video:
             raise InputError(f"{one_line(str(path))}: has no video stream")
@@ -155,7 +156,7 @@ def probe(path: Path) -> VideoInfo:
         return VideoInfo(
             path=path,
             container=CONTAINERS.get(path.suffix.lower()) or container.format.name.split(",")[0],
-            codec=context.name,
+            codec=context.codec.canonical_name,
             width=first.width,
             height=first.height,
             pix_fmt=fmt.name,

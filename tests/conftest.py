@@ -148,6 +148,7 @@ FIRST = (
     "test_cluster.py",
     "test_restore.py",
     "test_session.py",
+    "test_video.py",
     "test_export.py",
     "test_restore_signals.py",
     "test_tiling.py",

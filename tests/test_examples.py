@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.mark.slow
-def test_python_api_example_restores_an_array_a_file_and_a_folder(tmp_path, tiny_pkg):
+def test_python_api_example_restores_an_array_a_file_a_folder_and_a_clip(tmp_path, tiny_pkg):
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "python_api.py"), str(tmp_path), str(tiny_pkg.root)],
         capture_output=True,
@@ -26,6 +26,7 @@ def test_python_api_example_restores_an_array_a_file_and_a_folder(tmp_path, tiny
     )
     assert out.returncode == 0, out.stderr
     assert "experts per adapter" in out.stdout and "exit code 0" in out.stdout
+    assert "clip: 48 frames" in out.stdout and (tmp_path / "clip" / "sample_clip.mp4").is_file()
     samples = sorted(p.name for p in SAMPLES.glob("*.png"))
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == samples
     assert (

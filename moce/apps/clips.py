@@ -33,6 +33,7 @@ class ClipSpec:
     frames_per_shot: int = 24
     size: tuple[int, int] = (96, 128)  # height, width
     rate: int = 24
+    pan: bool = True  # False: a static camera (only the noise, if any, changes)
     vfr: bool = False  # alternate frames last 1/rate and 1.5/rate
     audio: bool = True  # a mono AAC tone for the clip's length
     rotation: int = 0  # display rotation, degrees
@@ -63,7 +64,7 @@ def clip_frames(spec: ClipSpec) -> list[np.ndarray]:
         still = not degradation.startswith("noise")  # haze, rain, blur: one degraded scene the camera pans over
         scene = degrade(big, degradation, spec.seed + shot) if still else big
         for i in range(n):
-            top, left = i // 2, i
+            top, left = (i // 2, i) if spec.pan else (0, 0)
             crop = scene[top : top + h, left : left + w]
             frames.append(crop if still else degrade(crop, degradation, spec.seed + 1000 * shot + i))
     return frames
@@ -123,3 +124,7 @@ def _tone(av: Any, out: Any, stream: Any, seconds: float) -> None:
         frame.sample_rate, frame.pts = rate, start
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+SAMPLE_CLIP_SPEC = ClipSpec(shots=(("coffee", "noise25"), ("chelsea", "haze")), frames_per_shot=24, size=(144, 224))
+"""The bundled sample clip (``moce/data/sample_clip.mp4``, made by ``scripts/make_sample_clip.py``)."""

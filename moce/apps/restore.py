@@ -45,7 +45,7 @@ from moce.apps.report import (
 )
 from moce.apps.session import Session, write_restored
 from moce.apps.stop import StopRequest
-from moce.apps.video import Interrupted, restore_video
+from moce.apps.video import VideoInterrupted, restore_video
 from moce.errors import InputError, MoceError, one_line
 from moce.imageio import ImageInfo, conversion_loss, storage_of
 from moce.package.manifest import Manifest
@@ -150,7 +150,7 @@ class ImageLoop:
                 stop=self.stop,
                 checked=checked,
             )
-        except Interrupted as exc:
+        except VideoInterrupted as exc:
             self._finish(interrupted_video(path, out, exc.frames, checked[0].frames))
             return
         except (MoceError, OSError) as exc:

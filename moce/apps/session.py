@@ -230,7 +230,7 @@ class Session:
         does: every frame at its timestamp, other streams copied packet for packet, colour tags,
         rotation and metadata kept. ``route_per``: ``shot`` (one route per shot), ``frame`` or
         ``video``; ``codec``/``crf``: the encoder (default: the input's codec). ``stop``: a
-        :class:`StopRequest` that ends the clip early (:class:`Interrupted`, nothing written)."""
+        :class:`StopRequest` that ends the clip early (:class:`VideoInterrupted`, nothing written)."""
         source, dest = Path(source), Path(dest)
         _check_dest(source, dest, overwrite)
         options = VideoOptions(route_per=route_per, codec=codec, crf=crf)

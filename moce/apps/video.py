@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from moce._lazy import require
-from moce.apps.batcher import Batcher
+from moce.apps.batcher import Batcher, Restoring
 from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, decide, route_changes
 from moce.apps.stop import StopRequest
 from moce.errors import InputError, MoceError, one_line
@@ -46,6 +46,14 @@ from moce.videoio import (
     probe,
     small_bgr,
 )
+
+
+class ClipSession(Restoring, Protocol):
+    """What restoring a clip needs of its session (a :class:`moce.Session`): the batcher's restorer,
+    and the image path for ``--route-per video``'s sample frames."""
+
+    def restore_rgb(self, images: list[np.ndarray]) -> list[ImageResult]: ...
+
 
 QUEUE = 8
 """Items (decoded frames, packets to copy) waiting between two stages."""
@@ -67,7 +75,7 @@ class VideoOptions:
             raise InputError(f"a shot's route needs at least one frame to decide from, got {self.window}")
 
 
-class Interrupted(MoceError):
+class VideoInterrupted(MoceError):
     """A stop request ended a clip before its last frame; ``frames`` were restored (none kept)."""
 
     def __init__(self, message: str, frames: int = 0) -> None:
@@ -245,7 +253,7 @@ class _Router:
 
     def __init__(
         self,
-        session: Any,
+        session: ClipSession,
         options: VideoOptions,
         out: Callable[[object], None],
         route: Route | None,
@@ -338,7 +346,7 @@ class _Router:
 
 
 def restore_video(
-    session: Any,
+    session: ClipSession,
     source: Path,
     dest: Path,
     options: VideoOptions | None = None,
@@ -350,7 +358,7 @@ def restore_video(
     """Restore the clip ``source`` into ``dest`` (written whole or not at all) with ``session``.
     ``checked``: the clip probed and its encoding chosen (:func:`encoding_for`), when the caller did
     that before work.
-    Raises :class:`Interrupted` (with the frames done) when ``stop`` is requested."""
+    Raises :class:`VideoInterrupted` (with the frames done) when ``stop`` is requested."""
     options = options or VideoOptions()
     progress, stop = progress or NoProgress(), stop or StopRequest()
     if checked is None:
@@ -358,7 +366,8 @@ def restore_video(
         checked = info, encoding_for(info, dest, options)
     info, encoding = checked
     start = time.perf_counter()
-    fixed = clip_route(session, info, options.window) if options.route_per == "video" else None
+    sampled = clip_routes(session, info, options.window) if options.route_per == "video" else []
+    fixed = decide(sampled) if sampled else None
     result = VideoResult(info, encoding)
     progress.frames(info.frames)
     av = require("av", AV_HINT)
@@ -371,17 +380,19 @@ def restore_video(
                 writer.abandon()
                 raise
             writer.close()
-    except Interrupted as exc:
+    except VideoInterrupted as exc:
         exc.frames = result.frames
         raise
     except av.FFmpegError as exc:
         raise InputError(f"{one_line(str(source))}: {one_line(str(exc))}") from None
+    for shot in result.shots if sampled else ():  # --route-per video: one shot, decided before
+        shot.decided_from, shot.agreement = len(sampled), sampled.count(shot.route) / len(sampled)
     result.seconds = time.perf_counter() - start
     return result
 
 
 def _run(
-    session: Any,
+    session: ClipSession,
     options: VideoOptions,
     container: Any,
     writer: VideoWriter,
@@ -416,7 +427,7 @@ def _items(decoded: queue.Queue, encoder: _Writer, stop: StopRequest, info: Vide
     """What the reader decoded, until its end; raises its error, the writer's, or on a stop request."""
     while True:
         if stop.requested:
-            raise Interrupted(f"{one_line(str(info.path))}: interrupted")
+            raise VideoInterrupted(f"{one_line(str(info.path))}: interrupted")
         if encoder.error is not None:
             raise encoder.error
         try:
@@ -430,8 +441,8 @@ def _items(decoded: queue.Queue, encoder: _Writer, stop: StopRequest, info: Vide
         yield item
 
 
-def clip_route(session: Any, info: VideoInfo, samples: int) -> Route:
-    """``--route-per video``: the route most of ``samples`` frames spread over the clip take alone."""
+def clip_routes(session: ClipSession, info: VideoInfo, samples: int) -> list[Route]:
+    """``--route-per video``: the routes ``samples`` frames spread over the clip take alone."""
     total = info.frames or _count_frames(info)
     wanted = set(np.linspace(0, max(total - 1, 0), num=min(samples, max(total, 1))).round().astype(int).tolist())
     routes: list[Route] = []
@@ -442,7 +453,7 @@ def clip_route(session: Any, info: VideoInfo, samples: int) -> Route:
                 routes.append(tuple(tuple(r) for r in restored.routes))
     if not routes:
         raise InputError(f"{one_line(str(info.path))}: has no video frame")
-    return decide(routes)
+    return routes
 
 
 def _count_frames(info: VideoInfo) -> int:

@@ -13,6 +13,7 @@ from moce.apps.bench_cases import BENCH_BACKENDS, BenchOptions, BenchResult, fas
 from moce.apps.bench_results import SIGNATURE, chart, from_json, saved_json, saved_rows
 from moce.apps.bench_tiling import SIGNATURE as TILING
 from moce.apps.bench_tiling import TilingBench, TilingResult, run_tiling_bench, tiling_json
+from moce.apps.bench_video import VIDEO_SIZES, VideoBench, VideoBenchResult, run_video_bench
 from moce.apps.session_options import SessionOptions
 from moce.cli.common import THREADS, reads, render_table, user_errors, write_json_output, writes
 from moce.cli.options import counts, image_sizes, list_of, memory_size, passes_count, precisions, routings, tilings
@@ -66,6 +67,17 @@ def _print_tiling(results: list[TilingResult]) -> None:
         typer.echo(f"{r.case.height}x{r.case.width} {r.case.tiling}: {others}")
 
 
+def _print_video(results: list[VideoBenchResult]) -> None:
+    rows = [
+        [f"{r.width}x{r.height}", r.frames, f"{r.image_fps:.2f}", f"{r.video_fps:.2f}", f"x{r.ratio:.3f}"]
+        for r in results
+    ]
+    typer.echo(render_table(["size WxH", "frames", "image path frames/s", "video frames/s", "video / image"], rows))
+
+
+VIDEO = "moce bench --video"
+
+
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
@@ -81,7 +93,11 @@ def bench(
         parser=precisions,
         help="Precisions to time, each against eager fp32: fp32,fp16,bf16,int8 (fp16/int8: moce build-engine)",
     ),
-    sizes: str = typer.Option("256,512", parser=image_sizes, help="Image sizes, 256 or HxW, comma-separated"),
+    sizes: str = typer.Option(
+        None,
+        parser=image_sizes,
+        help="Image sizes, 256 or HxW, comma-separated [default: 256,512; with --video: 720x1280,1080x1920]",
+    ),
     batch: str = typer.Option("1", parser=counts, help="Batch sizes"),
     warmup: int = typer.Option(2, min=0, max=1000, help="Untimed runs per case"),
     rounds: int = typer.Option(
@@ -120,13 +136,30 @@ def bench(
     tile_passes: str = typer.Option(
         "auto", parser=passes_count, metavar="auto|N", help="With --tiling: passes for every tiled case"
     ),
+    video: bool = typer.Option(
+        False,
+        "--video",
+        help="Time restoring a synthetic clip at each size (frames/s) against the same frames as images",
+    ),
+    frames: int = typer.Option(8, min=1, max=10_000, help="With --video: frames per clip"),
 ) -> None:
     """Measure latency, throughput, memory and skipped expert compute, against PyTorch eager.
 
     Freed memory is kept for reuse (MOCE_MALLOC_DEFAULTS=1 times glibc's defaults instead).
     """
-    planned = [Planned(json_out, "--json", TILING if tiling else SIGNATURE)]
+    signature = VIDEO if video else TILING if tiling else SIGNATURE
+    planned = [Planned(json_out, "--json", signature)]
     check_writes([*planned, Planned(png, "--chart", SIGNATURE, suffix=".png")], reads=[model, photo, from_saved])
+    if video:
+        backend = backends[0] if backends else "auto"
+        session = SessionOptions(backend, precision=precision[0], threads=threads)
+        clips = VideoBench(list(sizes or VIDEO_SIZES), frames, session, rounds or 1)
+        timed = run_video_bench(model, clips, say)
+        _print_video(timed)
+        if json_out:
+            write_json_output(json_out, {"video": [r.to_dict() for r in timed]}, VIDEO)
+        return
+    sizes = sizes or image_sizes("256,512")
     if tiling:
         backend = backends[0] if backends else "auto"
         session = SessionOptions(backend, precision=precision[0], threads=threads)

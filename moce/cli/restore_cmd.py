@@ -216,6 +216,11 @@ def _print_summary(summary: RestoreSummary) -> None:
             rows,
         )
     )
+    clips = [r for r in summary.restored if r.frames]
+    if clips:
+        frames = sum(r.frames or 0 for r in clips)
+        rate = frames / sum(r.seconds for r in clips) if any(r.seconds for r in clips) else 0.0
+        typer.echo(f"clips: {len(clips)} restored, {frames} frames, {rate:.2f} frames/s")
     for record in summary.failed:
         typer.echo(f"failed: {record.error}", err=True)
     folders = [Path(r.input).name for r in summary.skipped if r.reason == NOT_ENTERED]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -18,12 +19,15 @@ from moce.apps.job import RestoreJob
 from moce.apps.restore import restore
 from moce.apps.session_options import SessionOptions
 from moce.apps.stop import StopRequest
+from moce.apps.video import VideoOptions
 from moce.cli.main import app
+from moce.data import SAMPLE_CLIP, SAMPLES
 from moce.errors import InputError
 from moce.package.store import cache_dir
 from moce.progress import NoProgress
 
 ray = pytest.importorskip("ray", reason="needs ray[data]: pip install 'moce[cluster]'")
+pafs = pytest.importorskip("pyarrow.fs")
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +154,25 @@ def test_a_quiet_cluster_run_writes_rays_lines_to_a_log_file_not_the_terminal(tm
     assert "Dataset" not in terminal and "Ray instance" not in terminal, terminal
     logs = sorted((cache_dir() / "logs").glob("ray-*.log"))
     assert logs and "Dataset" in logs[-1].read_text()
+
+
+def test_each_clip_is_restored_whole_by_one_worker_as_a_local_run_does(tmp_path, tiny_pkg, local_ray):
+    """Clips are checked on the driver and restored whole, one per task; clips on a pyarrow file
+    system are refused before work."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE_CLIP, folder / "clip.mp4")
+    shutil.copy(SAMPLES / "chelsea_haze.png", folder / "photo.png")
+    options = SessionOptions(backend="onnxruntime", threads=1)
+    local = restore(RestoreJob(folder, tmp_path / "local", tiny_pkg.root, options, video=VideoOptions(codec="ffv1")))
+    job = RestoreJob(folder, tmp_path / "ray", tiny_pkg.root, options, video=VideoOptions(codec="ffv1"))
+    summary = restore_on_cluster(job, workers=2)
+    assert summary.exit_code == 0 and [r.status for r in summary.records] == ["ok", "ok"]
+    (clip,) = [r for r in summary.records if r.frames]
+    assert clip.shots == next(r.shots for r in local.records if r.frames)
+    for name in ("clip.mp4", "photo.png"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    remote = RestoreJob(folder, tmp_path / "uri", tiny_pkg.root, options, filesystem=pafs.LocalFileSystem())
+    with pytest.raises(InputError, match="clip.mp4: clips on a local file system cannot be restored yet"):
+        restore_on_cluster(remote, workers=1)
+    assert not (tmp_path / "uri").exists()

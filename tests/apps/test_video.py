@@ -19,7 +19,7 @@ from moce.apps.job import RestoreJob
 from moce.apps.restore import restore
 from moce.apps.session_options import SessionOptions
 from moce.apps.stop import StopRequest
-from moce.apps.video import Interrupted, VideoOptions
+from moce.apps.video import VideoInterrupted, VideoOptions
 from moce.errors import InputError
 from moce.progress import NoProgress
 from moce.videoio import frame_to_rgb, probe, rgb_to_frame
@@ -134,7 +134,7 @@ def test_an_interrupted_clip_leaves_nothing_and_the_rerun_equals_an_uninterrupte
     clip = synthesize_clip(tmp_path / "in" / "c.mkv", ClipSpec(frames_per_shot=16, encoder="ffv1"))
     out = tmp_path / "out"
     stop = StopRequest()
-    with pytest.raises(Interrupted) as caught:
+    with pytest.raises(VideoInterrupted) as caught:
         session.restore_video(clip, out / "c.mkv", progress=StopAfter(stop, 5), stop=stop)
     assert 5 <= caught.value.frames < 16
     assert not out.exists() or list(out.iterdir()) == []  # nothing under the final name, no temporary
