@@ -172,8 +172,7 @@ class _Reader(threading.Thread):
                 continue
 
     def _read(self) -> None:
-        import av
-
+        av = require("av", AV_HINT)
         video = self.container.streams.video[0]
         index, last, end = 0, 0.0, 0.0
         packets = self.container.demux()
@@ -228,11 +227,10 @@ class _Writer(threading.Thread):
         self.written = 0
 
     def run(self) -> None:
-        while True:
-            item = self.items.get()
-            if item is _END or self.error is not None:
-                if item is _END:
-                    return
+        """Until the end mark; after an error, items are still taken (and dropped) so that the
+        restoring thread, which raises the error, never blocks on a full queue."""
+        while (item := self.items.get()) is not _END:
+            if self.error is not None:
                 continue
             try:
                 if isinstance(item, _Frame):
