@@ -12,6 +12,7 @@ from moce.apps.discovery import Pairs
 from moce.apps.job import RestoreJob, names_a_file
 from moce.apps.report import OUTPUT_EXISTS, SIGNATURE, ImageRecord, error_record, skipped_record
 from moce.apps.session_options import check_options
+from moce.apps.shots import check_route_per
 from moce.apps.video import encoding_for
 from moce.errors import InputError, one_line
 from moce.files import remove_stale_temporaries
@@ -152,6 +153,7 @@ def check_videos(job: RestoreJob, pairs: Pairs) -> Checked:
     for path, out in pairs:
         if not is_video(path):
             continue
+        check_route_per(job.video.route_per, job.session.routing)
         try:
             info = probe(path)
         except InputError as exc:

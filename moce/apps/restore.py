@@ -153,7 +153,7 @@ class ImageLoop:
         except VideoInterrupted as exc:
             self._finish(interrupted_video(path, out, exc.frames, checked[0].frames))
             return
-        except (MoceError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one clip failing, however, never stops the others
             self._finish(error_record(path, out, exc, time.perf_counter() - started))
             return
         self._finish(video_record(path, out, result, time.perf_counter() - started))

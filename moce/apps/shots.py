@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from moce._lazy import require
+from moce.errors import InputError
 from moce.routing import Route
 
 ROUTE_PER_VIDEO = ("frame", "shot", "video")
@@ -24,12 +25,14 @@ ROUTE_PER = ("image", "tile", *ROUTE_PER_VIDEO)
 """``--route-per``'s values: how a tiled image routes (image, tile), or how a clip routes over time."""
 
 
-def route_per_of(value: str | None) -> tuple[str, str]:
+def route_per_of(value: str | None, routing: str = "split") -> tuple[str, str]:
     """``--route-per`` for a run of images and clips: how an image's (or a frame's) tiles route, and
     how a clip routes over time. ``tile`` lets every tile of every frame route itself (so frames
-    route alone); ``frame``, ``shot`` or ``video`` leave images routed once per image."""
+    route alone); ``frame``, ``shot`` or ``video`` leave images routed once per image. Clips route
+    per shot by default, per frame under another routing form than ``split`` (only the split plan
+    can impose a route)."""
     if value in (None, "image"):
-        return "image", "shot"
+        return "image", "shot" if routing == "split" else "frame"
     if value == "tile":
         return "tile", "frame"
     return "image", value
@@ -103,3 +106,12 @@ class Shot:
 def route_changes(routes: list[Route]) -> int:
     """How often consecutive frames' routes differ."""
     return sum(a != b for a, b in zip(routes, routes[1:]))
+
+
+def check_route_per(route_per: str, routing: str) -> None:
+    """Refuse before work a clip routed per shot or video under a routing form that cannot impose it."""
+    if route_per != "frame" and routing != "split":
+        raise InputError(
+            f"--route-per {route_per}: imposing one route on many frames needs --routing split; "
+            f"with --routing {routing}, use --route-per frame"
+        )

@@ -27,7 +27,7 @@ import numpy as np
 
 from moce._lazy import require
 from moce.apps.batcher import Batcher, Restoring
-from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, decide, route_changes
+from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, check_route_per, decide, route_changes
 from moce.apps.stop import StopRequest
 from moce.errors import InputError, MoceError, one_line
 from moce.files import atomic_path
@@ -358,6 +358,7 @@ def restore_video(
     that before work.
     Raises :class:`VideoInterrupted` (with the frames done) when ``stop`` is requested."""
     options = options or VideoOptions()
+    check_route_per(options.route_per, session.restorer.options.routing)
     progress, stop = progress or NoProgress(), stop or StopRequest()
     if checked is None:
         info = probe(source)

@@ -147,7 +147,7 @@ def restore(
     ),
 ) -> None:
     """Restore images and clips, running only the experts each image's (or shot's) routers choose."""
-    route_per, video_route = route_per_of(route_over)
+    route_per, video_route = route_per_of(route_over, routing)
     session = options_of(SessionOptions, {**locals(), "route_per": route_per})  # the parameters named as its fields
     if len(paths) < 2:
         raise InputError("restore takes the inputs, then the output: moce restore photo.png out/")

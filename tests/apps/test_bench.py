@@ -247,3 +247,15 @@ def test_precisions_are_timed_side_by_side_with_their_accuracy_and_skips_say_why
     assert rows[("torch", "bf16")]["psnr_vs_eager"] > 30
     assert "fastest here at 32 px, batch 1: " in result.output and "PSNR dB / routes same" in result.output
     assert to_json(from_json(list(rows.values()))) == list(rows.values())
+
+
+def test_bench_video_times_a_clip_against_the_same_frames_as_images_in_one_run(tmp_path, tiny_pkg):
+    out = tmp_path / "video.json"
+    args = ["bench", "--video", "-m", str(tiny_pkg.root), "--sizes", "64x96", "--frames", "3", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--backends", "onnxruntime", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "video / image" in result.output and "96x64" in result.output
+    saved = json.loads(out.read_text())
+    (row,) = saved["video"]
+    assert saved["written_by"] == "moce bench --video" and row["frames"] == 3
+    assert row["video_over_image"] == pytest.approx(row["video_seconds"][0] / row["image_seconds"][0], rel=1e-2)

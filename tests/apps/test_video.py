@@ -18,6 +18,7 @@ from moce.apps.clips import ClipSpec, synthesize_clip
 from moce.apps.job import RestoreJob
 from moce.apps.restore import restore
 from moce.apps.session_options import SessionOptions
+from moce.apps.shots import route_per_of
 from moce.apps.stop import StopRequest
 from moce.apps.video import VideoInterrupted, VideoOptions
 from moce.errors import InputError
@@ -205,3 +206,13 @@ def test_an_existing_output_is_skipped_and_the_api_refuses_to_replace_it(session
     assert out.read_bytes() == b"mine"
     session.restore_video(clip, out, overwrite=True)
     assert probe(out).frames == 4
+
+
+def test_a_route_per_shot_needs_the_split_plan_and_frames_route_alone_otherwise(tiny_pkg, tmp_path):
+    clip = synthesize_clip(tmp_path / "c.mp4", ClipSpec(frames_per_shot=4))
+    with moce.open(tiny_pkg.root, routing="dense", **FAST) as dense:
+        with pytest.raises(InputError, match="--route-per shot: imposing one route on many frames needs"):
+            dense.restore_video(clip, tmp_path / "shot.mp4")
+        assert dense.restore_video(clip, tmp_path / "frame.mp4", route_per="frame").frames == 4
+    assert not (tmp_path / "shot.mp4").exists()
+    assert route_per_of(None, "dense") == ("image", "frame") and route_per_of("tile") == ("tile", "frame")
