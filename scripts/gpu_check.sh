@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one call on a lent NVIDIA machine (its image: CUDA PyTorch, CPU onnxruntime,
-# no network; onnxslim and polygraphy travel as wheels in .whl/, the photos in build/photos).
+# no network; onnxslim, polygraphy, av, scenedetect-headless and platformdirs travel as wheels in
+# .whl/, the photos in build/photos).
 #   OUT=build/gpu BUDGET=420 bash scripts/gpu_check.sh [TRAIN_MINUTES]
 # Steps run one after another, most wanted first, each under its own timeout (training, tests and
 # exports side by side on 16 cores starve each other):
 # 1. the gpu-marked tests; 2. MoCE-IR-S export and `moce bench` on CUDA (device events, batch 1 and 4;
 #    host dispatch of per-graph replays against one graph with IF nodes);
 # 2b. the torch backend in fp16/bf16 and with TF32 (scripts/precision_check.py); 3. a short training run on CUDA (step speed with the padded expert sub-batches);
-# 4. `moce evaluate` and the demo restore on the torch CUDA backend, `moce bench --tiling` at 4K; 5. MoCE-IR bench;
+# 4. `moce evaluate` and the demo restore on the torch CUDA backend, `moce bench --tiling` at 4K,
+#    `moce bench --video` at 1080p (clips against the same frames as images); 5. MoCE-IR bench;
 # 6. the whole suite with CUDA visible, in what is left of BUDGET seconds (failures named as they happen).
 # SKIP_GPU_TESTS=1 / SKIP_L=1 leave out steps 1 / 5 (a second call after a cut-off first one).
 set -u
@@ -68,6 +70,9 @@ timeout 60 moce demo --output /tmp/demo --backend torch 2>&1 | tail -5
 step "tiling at photo sizes on CUDA (--tile auto's memory model on device memory against measured peaks)"
 timeout 150 moce bench --tiling untiled,auto,1024 --sizes 2160x3840 --backends torch \
   --json "$OUT/tiling_cuda.json" 2>&1 | tail -8
+
+step "video at 1080p on CUDA (decode and encode on the CPU beside restoring on the GPU)"
+timeout 90 moce bench --video --sizes 1080x1920 --frames 16 --backends torch --json "$OUT/video_cuda.json" 2>&1 | tail -4
 
 if [ -z "${SKIP_L:-}" ]; then
   step "MoCE-IR (L) export and bench on CUDA, batch 1"
