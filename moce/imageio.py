@@ -75,16 +75,16 @@ def storage_of(info: ImageInfo) -> tuple[int, bool]:
     return {"uint8": 8, "uint16": 16}.get(info.dtype, 32), info.alpha is not None
 
 
-def check_min_side(path: Path | str, width: int, height: int) -> None:
-    """Refuse, naming ``path``, an image too small for the network."""
+def check_min_side(path: Path | str, width: int, height: int, what: str = "image") -> None:
+    """Refuse, naming ``path``, an image (or a clip's frames: ``what``) too small for the network."""
     if min(width, height) < MIN_SIDE:
-        raise InputError(f"{path}: image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
+        raise InputError(f"{path}: {what} is {width}x{height}; both sides must be at least {MIN_SIDE} px")
 
 
-def check_pixels(path: Path | str, width: int, height: int, max_pixels: int) -> None:
+def check_pixels(path: Path | str, width: int, height: int, max_pixels: int, what: str = "image") -> None:
     if width * height > max_pixels:
         raise InputError(
-            f"{path}: image is {width}x{height} ({_count(width * height, '.1f')}), over the limit of "
+            f"{path}: {what} is {width}x{height} ({_count(width * height, '.1f')}), over the limit of "
             f"{_count(max_pixels, 'g')}; raise --max-pixels to restore it in tiles"
         )
 

@@ -13,7 +13,7 @@ from moce.apps.job import RestoreJob, names_a_file
 from moce.apps.report import OUTPUT_EXISTS, SIGNATURE, ImageRecord, error_record, skipped_record
 from moce.apps.session_options import check_options
 from moce.apps.shots import check_route_per
-from moce.apps.video import encoding_for
+from moce.apps.video import check_frames, encoding_for
 from moce.errors import InputError, one_line
 from moce.files import remove_stale_temporaries
 from moce.image_headers import header_size, header_storage
@@ -156,6 +156,7 @@ def check_videos(job: RestoreJob, pairs: Pairs) -> Checked:
         check_route_per(job.video.route_per, job.session.routing)
         try:
             info = probe(path)
+            check_frames(info, job.session.max_pixels)
         except InputError as exc:
             checked[path] = exc
             continue

@@ -31,7 +31,7 @@ from moce.apps.session_options import (
     slow_path_warning,
 )
 from moce.apps.stop import StopRequest
-from moce.apps.video import VideoOptions, VideoResult, restore_video
+from moce.apps.video import VideoOptions, VideoResult, check_frames, encoding_for, restore_video
 from moce.errors import InputError
 from moce.imageio import (
     ImageInfo,
@@ -53,6 +53,7 @@ from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult, MemoryBudget, Restorer, skipped_share
 from moce.runtime.tile_plan import AUTO, TilePlan, gib
+from moce.videoio import probe
 
 if TYPE_CHECKING:  # a package needs no PyTorch
     from moce.model.network import MoCEIR
@@ -234,7 +235,10 @@ class Session:
         source, dest = Path(source), Path(dest)
         _check_dest(source, dest, overwrite)
         options = VideoOptions(route_per=route_per, codec=codec, crf=crf)
-        return restore_video(self, source, dest, options, progress=progress, stop=stop)
+        info = probe(source)
+        check_frames(info, self.options.max_pixels)
+        checked = info, encoding_for(info, dest, options)
+        return restore_video(self, source, dest, options, progress=progress, stop=stop, checked=checked)
 
     def restore_rgb(
         self, images: list[np.ndarray], progress: Progress | None = None, *, route: RouteLike | None = None

@@ -31,6 +31,7 @@ from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, check_ro
 from moce.apps.stop import StopRequest
 from moce.errors import InputError, MoceError, one_line
 from moce.files import atomic_path
+from moce.imageio import check_min_side, check_pixels
 from moce.progress import NoProgress, Progress
 from moce.routing import Route
 from moce.runtime.restorer import ImageResult
@@ -108,6 +109,13 @@ class VideoResult:
             "route_changes": self.route_changes,
             "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds else 0.0,
         }
+
+
+def check_frames(info: VideoInfo, max_pixels: int) -> None:
+    """Refuse a clip whose frames no run could restore (too small, or over ``--max-pixels``), as an
+    image of that size would be refused."""
+    check_min_side(info.path, info.width, info.height, "each frame")
+    check_pixels(info.path, info.width, info.height, max_pixels, "each frame")
 
 
 def encoding_for(info: VideoInfo, dest: Path, options: VideoOptions) -> Encoding:

@@ -216,3 +216,11 @@ def test_a_route_per_shot_needs_the_split_plan_and_frames_route_alone_otherwise(
         assert dense.restore_video(clip, tmp_path / "frame.mp4", route_per="frame").frames == 4
     assert not (tmp_path / "shot.mp4").exists()
     assert route_per_of(None, "dense") == ("image", "frame") and route_per_of("tile") == ("tile", "frame")
+
+
+def test_frames_over_max_pixels_are_refused_before_work_like_images(tiny_pkg, tmp_path):
+    clip = synthesize_clip(tmp_path / "c.mp4", ClipSpec(frames_per_shot=3))
+    with moce.open(tiny_pkg.root, max_pixels=10_000, **FAST) as small:
+        with pytest.raises(InputError, match=r"c\.mp4: each frame is 128x96 \(12,288 pixels\), over the limit"):
+            small.restore_video(clip, tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
