@@ -95,6 +95,7 @@ class VideoInfo:
     color_trc: int
     rotation: int
     streams: tuple[str, ...] = field(default=())  # every stream's type, in order
+    copied: tuple[tuple[str, str], ...] = field(default=())  # audio and subtitle streams: (type, codec)
 
     @property
     def matrix(self) -> str:
@@ -171,6 +172,11 @@ def probe(path: str | Path) -> VideoInfo:
             color_trc=int(first.color_trc),
             rotation=int(first.rotation or 0),
             streams=tuple(s.type for s in container.streams),
+            copied=tuple(
+                (s.type, s.codec_context.name)
+                for s in container.streams
+                if s.type in ("audio", "subtitle") and s.codec_context is not None
+            ),
         )
 
 
@@ -225,8 +231,15 @@ def choose_encoding(info: VideoInfo, container: str, codec: str | None = None, c
     if found.type != "video":
         raise InputError(f"{one_line(str(info.path))}: {encoder} is not a video encoder")
     with av.open(io.BytesIO(), "w", format=container) as probe_out:
-        if found.name not in probe_out.supported_codecs:
-            raise InputError(f"{one_line(str(info.path))}: a {container} file cannot hold {found.name}; choose --codec")
+        holds = probe_out.supported_codecs
+    if found.name not in holds:
+        raise InputError(f"{one_line(str(info.path))}: a {container} file cannot hold {found.name}; choose --codec")
+    lost = next(((kind, name) for kind, name in info.copied if name not in holds), None)
+    if lost is not None:
+        raise InputError(
+            f"{one_line(str(info.path))}: its {lost[0]} ({lost[1]}) cannot be copied into a {container} file; "
+            f"name the output with the input's container ({info.path.suffix or info.container})"
+        )
     crf = _crf(info, encoder, crf)
     return Encoding(encoder, _pix_fmt(info, found), crf, why, container)
 

@@ -3,6 +3,7 @@ conversion in the clip's own matrix and range."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -59,7 +60,10 @@ def test_the_encoder_follows_the_input_the_codec_asked_and_the_container(clip):
     assert choose_encoding(info, "mp4").crf == 18
     lossless = choose_encoding(info, "matroska", "ffv1")
     assert (lossless.encoder, lossless.crf, lossless.options) == ("ffv1", None, {})
-    assert choose_encoding(info, "webm", "vp9").options == {"crf": "24", "b": "0"}
+    silent = replace(info, copied=())
+    assert choose_encoding(silent, "webm", "vp9").options == {"crf": "24", "b": "0"}
+    with pytest.raises(InputError, match=r"its audio \(aac\) cannot be copied into a webm file"):
+        choose_encoding(info, "webm", "vp9")
     with pytest.raises(InputError, match="cannot hold libx264"):
         choose_encoding(info, "webm", "h264")
     with pytest.raises(InputError, match="--crf does not apply to ffv1"):
@@ -98,5 +102,5 @@ def test_reading_with_the_wrong_matrix_would_shift_colours(tmp_path):
     with av.open(str(clip)) as container:
         frame = next(container.decode(video=0))
     right = frame_to_rgb(frame, info)
-    wrong = frame_to_rgb(frame, info.__class__(**{**vars(info), "colorspace": 1}))
+    wrong = frame_to_rgb(frame, replace(info, colorspace=1))
     assert np.abs(right - wrong).max() > 0.02
