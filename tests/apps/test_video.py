@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -224,3 +225,37 @@ def test_frames_over_max_pixels_are_refused_before_work_like_images(tiny_pkg, tm
         with pytest.raises(InputError, match=r"c\.mp4: each frame is 128x96 \(12,288 pixels\), over the limit"):
             small.restore_video(clip, tmp_path / "o.mp4")
     assert not (tmp_path / "o.mp4").exists()
+
+
+def with_subtitles(clip: Path, out: Path, lines: list[bytes]) -> Path:
+    """``clip`` remuxed with a German mov_text subtitle track, one line every 200 ms."""
+    with av.open(str(clip)) as src, av.open(str(out), "w") as dst:
+        copies = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        track = dst.add_mux_stream("mov_text")
+        track.time_base, track.metadata["language"] = Fraction(1, 1000), "ger"
+        for i, line in enumerate(lines):
+            packet = av.Packet(len(line).to_bytes(2, "big") + line)
+            packet.stream, packet.time_base = track, Fraction(1, 1000)
+            packet.pts = packet.dts = 200 * i
+            packet.duration = 150
+            dst.mux(packet)
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = copies[packet.stream.index]
+                dst.mux(packet)
+    return out
+
+
+def test_subtitles_are_copied_line_for_line_with_their_language(session, tmp_path):
+    clip = synthesize_clip(tmp_path / "plain.mp4", ClipSpec(frames_per_shot=12))
+    titled = with_subtitles(clip, tmp_path / "titled.mp4", [b"Hallo", b"Welt"])
+    session.restore_video(titled, tmp_path / "out.mp4")
+
+    def lines(path: Path) -> tuple[list, list]:
+        with av.open(str(path)) as container:
+            track = container.streams.subtitles[0]
+            language = track.metadata.get("language")
+            # mov_text fills gaps with empty samples, which the muxer writes as it sees fit
+            return [(bytes(p), p.pts, p.duration) for p in container.demux(track) if p.size > 2], language
+
+    assert lines(tmp_path / "out.mp4") == lines(titled) == ([(b"\0\5Hallo", 0, 150), (b"\0\4Welt", 200, 150)], "ger")
