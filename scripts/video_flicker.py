@@ -25,6 +25,7 @@ CLIPS = {
     "noise15": (("coffee", "noise15"),),
     "noise25": (("coffee", "noise25"),),
     "noise50": (("chelsea", "noise50"),),
+    "noise 5-55 (each frame its own)": (("coffee", "noise"),),
     "rain": (("coffee", "rain"),),
     "lowlight": (("coffee", "lowlight"),),
     "haze": (("chelsea", "haze"),),
