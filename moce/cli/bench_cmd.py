@@ -78,6 +78,12 @@ def _print_video(results: list[VideoBenchResult]) -> None:
 VIDEO = "moce bench --video"
 
 
+def _one_session(backends: list[str] | None, precision: list[str], threads: int | None) -> SessionOptions:
+    """The one session --video and --tiling time the whole restore path with: the first backend
+    listed (auto when none is), at the first precision."""
+    return SessionOptions(backends[0] if backends else "auto", precision=precision[0], threads=threads)
+
+
 @user_errors
 def bench(
     model: str = typer.Option(None, "--model", "-m", help="Package folder or checkpoint [default: bundled model]"),
@@ -151,9 +157,7 @@ def bench(
     planned = [Planned(json_out, "--json", signature)]
     check_writes([*planned, Planned(png, "--chart", SIGNATURE, suffix=".png")], reads=[model, photo, from_saved])
     if video:
-        backend = backends[0] if backends else "auto"
-        session = SessionOptions(backend, precision=precision[0], threads=threads)
-        clips = VideoBench(list(sizes or VIDEO_SIZES), frames, session, rounds or 1)
+        clips = VideoBench(list(sizes or VIDEO_SIZES), frames, _one_session(backends, precision, threads), rounds or 1)
         timed = run_video_bench(model, clips, say)
         _print_video(timed)
         if json_out:
@@ -161,8 +165,7 @@ def bench(
         return
     sizes = sizes or image_sizes("256,512")
     if tiling:
-        backend = backends[0] if backends else "auto"
-        session = SessionOptions(backend, precision=precision[0], threads=threads)
+        session = _one_session(backends, precision, threads)
         session = replace(session, max_memory=max_memory, tile_passes=tile_passes)
         options = TilingBench(tiling, list(sizes), photo, session, rounds or 1)
         if photo is not None and not photo.is_file():
