@@ -13,14 +13,14 @@ from moce.apps.job import RestoreJob, names_a_file
 from moce.apps.report import OUTPUT_EXISTS, SIGNATURE, ImageRecord, error_record, skipped_record
 from moce.apps.session_options import check_options
 from moce.apps.shots import check_route_per
-from moce.apps.video import check_frames, encoding_for
+from moce.apps.video import encoding_for, read_clip
 from moce.errors import InputError, one_line
 from moce.files import remove_stale_temporaries
 from moce.image_headers import header_size, header_storage
 from moce.imageio import SUPPORTED, conversion_loss
 from moce.outputs import Planned, check_write
 from moce.runtime.tile_plan import AUTO
-from moce.videoio import Encoding, VideoInfo, is_video, probe
+from moce.videoio import Encoding, VideoInfo, is_video
 
 
 def check_paths(job: RestoreJob) -> None:
@@ -150,13 +150,12 @@ def check_videos(job: RestoreJob, pairs: Pairs) -> Checked:
     FFmpeg cannot decode, a file cut short before its index) gets its error, and the others go on;
     the run is refused when the encoder asked for is missing or its container cannot hold it."""
     checked: Checked = {}
-    for path, out in pairs:
-        if not is_video(path):
-            continue
+    clips = [(path, out) for path, out in pairs if is_video(path)]
+    if clips:
         check_route_per(job.video.route_per, job.session.routing)
+    for path, out in clips:
         try:
-            info = probe(path)
-            check_frames(info, job.session.max_pixels)
+            info = read_clip(path, job.session.max_pixels)
         except InputError as exc:
             checked[path] = exc
             continue

@@ -142,13 +142,7 @@ class ImageLoop:
             return
         try:
             result = restore_video(
-                self.session,
-                path,
-                out,
-                self.job.video,
-                progress=self.progress,
-                stop=self.stop,
-                checked=checked,
+                self.session, path, out, checked, self.job.video, progress=self.progress, stop=self.stop
             )
         except VideoInterrupted as exc:
             self._finish(interrupted_video(path, out, exc.frames, checked[0].frames))

@@ -30,8 +30,9 @@ from moce.apps.session_options import (
     settle,
     slow_path_warning,
 )
+from moce.apps.shots import check_route_per
 from moce.apps.stop import StopRequest
-from moce.apps.video import VideoOptions, VideoResult, check_frames, encoding_for, restore_video
+from moce.apps.video import VideoOptions, VideoResult, encoding_for, read_clip, restore_video
 from moce.errors import InputError
 from moce.imageio import (
     ImageInfo,
@@ -53,7 +54,6 @@ from moce.runtime.executor import PlanExecutor
 from moce.runtime.resolve import open_model
 from moce.runtime.restorer import ImageResult, MemoryBudget, Restorer, skipped_share
 from moce.runtime.tile_plan import AUTO, TilePlan, gib
-from moce.videoio import probe
 
 if TYPE_CHECKING:  # a package needs no PyTorch
     from moce.model.network import MoCEIR
@@ -235,10 +235,10 @@ class Session:
         source, dest = Path(source), Path(dest)
         _check_dest(source, dest, overwrite)
         options = VideoOptions(route_per=route_per, codec=codec, crf=crf)
-        info = probe(source)
-        check_frames(info, self.options.max_pixels)
+        check_route_per(options.route_per, self.restore_options.routing)
+        info = read_clip(source, self.options.max_pixels)
         checked = info, encoding_for(info, dest, options)
-        return restore_video(self, source, dest, options, progress=progress, stop=stop, checked=checked)
+        return restore_video(self, source, dest, checked, options, progress=progress, stop=stop)
 
     def restore_rgb(
         self, images: list[np.ndarray], progress: Progress | None = None, *, route: RouteLike | None = None

@@ -27,7 +27,7 @@ import numpy as np
 
 from moce._lazy import require
 from moce.apps.batcher import Batcher, Restoring
-from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, check_route_per, decide, route_changes
+from moce.apps.shots import ROUTE_PER_VIDEO, WINDOW, CutDetector, Shot, decide, route_changes
 from moce.apps.stop import StopRequest
 from moce.errors import InputError, MoceError, one_line
 from moce.files import atomic_path
@@ -111,11 +111,14 @@ class VideoResult:
         }
 
 
-def check_frames(info: VideoInfo, max_pixels: int) -> None:
-    """Refuse a clip whose frames no run could restore (too small, or over ``--max-pixels``), as an
-    image of that size would be refused."""
+def read_clip(path: Path, max_pixels: int) -> VideoInfo:
+    """What the clip ``path`` holds (:func:`probe`), refused, naming it, when it cannot be read or its
+    frames are too small or over ``--max-pixels`` (as an image of that size would be): a problem
+    of this clip alone."""
+    info = probe(path)
     check_min_side(info.path, info.width, info.height, "each frame")
     check_pixels(info.path, info.width, info.height, max_pixels, "each frame")
+    return info
 
 
 def encoding_for(info: VideoInfo, dest: Path, options: VideoOptions) -> Encoding:
@@ -355,22 +358,17 @@ def restore_video(
     session: ClipSession,
     source: Path,
     dest: Path,
-    options: VideoOptions | None = None,
+    checked: tuple[VideoInfo, Encoding],
+    options: VideoOptions,
     *,
     progress: Progress | None = None,
     stop: StopRequest | None = None,
-    checked: tuple[VideoInfo, Encoding] | None = None,
 ) -> VideoResult:
     """Restore the clip ``source`` into ``dest`` (written whole or not at all) with ``session``.
-    ``checked``: the clip probed and its encoding chosen (:func:`encoding_for`), when the caller did
-    that before work.
+    ``checked``: the clip read (:func:`read_clip`) and its encoding chosen (:func:`encoding_for`)
+    by the caller, before work, with ``options`` checked (:func:`moce.apps.shots.check_route_per`).
     Raises :class:`VideoInterrupted` (with the frames done) when ``stop`` is requested."""
-    options = options or VideoOptions()
-    check_route_per(options.route_per, session.restorer.options.routing)
     progress, stop = progress or NoProgress(), stop or StopRequest()
-    if checked is None:
-        info = probe(source)
-        checked = info, encoding_for(info, dest, options)
     info, encoding = checked
     start = time.perf_counter()
     sampled = clip_routes(session, info, options.window) if options.route_per == "video" else []
