@@ -120,13 +120,12 @@ def main() -> None:
             base = motion(frames_of(clip))
             for per in ("frame", "shot"):
                 out = Path(tmp) / f"{per}.mkv"
-                result = session.restore_video(clip, out, route_per=per, codec="ffv1")
+                # overwrite: the same name's restore of the clip before, in this run's own folder
+                result = session.restore_video(clip, out, route_per=per, codec="ffv1", overwrite=True)
                 flicker = motion(frames_of(out)) - base
                 camera, shots_found = "pan" if pan else "static", len(result.shots) if per == "shot" else "-"
                 changes = result.route_changes / seconds
                 print(f"| {name} | {camera} | {per} | {flicker:+.2f} | {changes:.2f} | {shots_found} |")
-                out.unlink()
-            clip.unlink()
 
 
 if __name__ == "__main__":
