@@ -75,6 +75,34 @@ def is_video_head(head: bytes) -> bool:
 
 
 @dataclass(frozen=True)
+class Colour:
+    """A clip's colour tags (FFmpeg's codes), and the matrix and range its YUV is converted with."""
+
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    height: int  # an untagged clip's matrix is guessed by its size
+    full_format: bool = False  # a full-range ``yuvj`` pixel format
+
+    @property
+    def matrix(self) -> str:
+        """The YUV matrix the clip is converted with (its tag, or FFmpeg's guess by size)."""
+        return COLORSPACES.get(self.colorspace) or ("ITU709" if self.height >= 720 else "ITU601")
+
+    @property
+    def range(self) -> int:
+        if self.color_range in (LIMITED, FULL):
+            return self.color_range
+        return FULL if self.full_format else LIMITED
+
+    def tag(self, target: Any) -> None:
+        """Carry the four tags to a frame or an encoder's codec context."""
+        target.colorspace, target.color_range = self.colorspace, self.color_range
+        target.color_primaries, target.color_trc = self.color_primaries, self.color_trc
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What a clip holds, read before any work: its video stream and what else it carries."""
 
@@ -89,28 +117,10 @@ class VideoInfo:
     frames: int  # as the container says (0: unknown)
     duration: float  # the video stream's, in seconds, as the container says (0: unknown)
     rate: Fraction | None  # average frame rate
-    colorspace: int
-    color_range: int
-    color_primaries: int
-    color_trc: int
+    colour: Colour
     rotation: int
     streams: tuple[str, ...] = field(default=())  # every stream's type, in order
     copied: tuple[tuple[str, str], ...] = field(default=())  # audio and subtitle streams: (type, codec)
-
-    @property
-    def matrix(self) -> str:
-        """The YUV matrix the clip is converted with (its tag, or FFmpeg's guess by size)."""
-        return COLORSPACES.get(self.colorspace) or ("ITU709" if self.height >= 720 else "ITU601")
-
-    @property
-    def range(self) -> int:
-        if self.color_range in (LIMITED, FULL):
-            return self.color_range
-        return FULL if self.pix_fmt.startswith("yuvj") else LIMITED
-
-    @property
-    def rgb_format(self) -> str:
-        return "rgb48le" if self.depth > 8 else "rgb24"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -119,8 +129,8 @@ class VideoInfo:
             "pix_fmt": self.pix_fmt,
             "frames": self.frames,
             "duration": round(self.duration, 3),
-            "matrix": self.matrix,
-            "range": "full" if self.range == FULL else "limited",
+            "matrix": self.colour.matrix,
+            "range": "full" if self.colour.range == FULL else "limited",
             "rotation": self.rotation,
         }
 
@@ -166,10 +176,14 @@ def probe(path: str | Path) -> VideoInfo:
             frames=stream.frames or 0,
             duration=duration,
             rate=Fraction(stream.average_rate) if stream.average_rate else None,
-            colorspace=int(first.colorspace),
-            color_range=int(first.color_range),
-            color_primaries=int(first.color_primaries),
-            color_trc=int(first.color_trc),
+            colour=Colour(
+                int(first.colorspace),
+                int(first.color_range),
+                int(first.color_primaries),
+                int(first.color_trc),
+                first.height,
+                fmt.name.startswith("yuvj"),
+            ),
             rotation=int(first.rotation or 0),
             streams=tuple(s.type for s in container.streams),
             copied=tuple(
@@ -292,43 +306,43 @@ def _levels(depth: int, full: bool) -> tuple[float, float, float, float]:
     return 16 * step, 219 * step, 128 * step, 224 * step
 
 
-def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     """One decoded frame as ``H x W x 3`` float32 RGB in [0, 1], converted in float with the clip's
-    matrix and range (chroma upsampled bilinearly, centre-sited), at the clip's full depth."""
+    matrix and range (chroma upsampled bilinearly, centre-sited), at the frame's full depth."""
     if not _planar_yuv(frame.format):
-        return _swscale_to_rgb(frame, info)
+        return _swscale_to_rgb(frame, colour)
     cv2 = require("cv2", "opencv-python-headless")
     wide = frame.format.components[0].bits > 8
     y, cb, cr = (_plane(p, wide).astype(np.float32) for p in frame.planes[:3])
-    y_off, y_scale, c_off, c_scale = _levels(frame.format.components[0].bits, info.range == FULL)
+    y_off, y_scale, c_off, c_scale = _levels(frame.format.components[0].bits, colour.range == FULL)
     luma = (y - y_off) / y_scale
     size = (luma.shape[1], luma.shape[0])
     cb, cr = ((c - c_off) / c_scale for c in (cb, cr))
     if cb.shape != luma.shape:
         cb, cr = (cv2.resize(c, size, interpolation=cv2.INTER_LINEAR) for c in (cb, cr))
-    kr, kb = KR_KB[info.matrix]
+    kr, kb = KR_KB[colour.matrix]
     red = luma + 2 * (1 - kr) * cr
     blue = luma + 2 * (1 - kb) * cb
     green = (luma - kr * red - kb * blue) / (1 - kr - kb)
     return np.clip(np.stack([red, green, blue], axis=-1), 0.0, 1.0)
 
 
-def rgb_to_frame(rgb: np.ndarray, info: VideoInfo, pix_fmt: str) -> av.VideoFrame:
-    """A restored float RGB frame as a video frame of ``pix_fmt``, in the clip's matrix, range and
-    tags (chroma area-averaged to the format's size)."""
+def rgb_to_frame(rgb: np.ndarray, colour: Colour, pix_fmt: str) -> av.VideoFrame:
+    """A float RGB frame as a video frame of ``pix_fmt``, in the clip's matrix, range and tags
+    (chroma area-averaged to the format's size)."""
     av = _av()
     fmt = av.VideoFormat(pix_fmt)
     if not _planar_yuv(fmt):
-        return _swscale_from_rgb(rgb, info, pix_fmt)
+        return _swscale_from_rgb(rgb, colour, fmt)
     cv2 = require("cv2", "opencv-python-headless")
     rgb = np.clip(rgb, 0.0, 1.0).astype(np.float32, copy=False)
-    kr, kb = KR_KB[info.matrix]
+    kr, kb = KR_KB[colour.matrix]
     luma = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
     cb = (rgb[..., 2] - luma) / (2 * (1 - kb))
     cr = (rgb[..., 0] - luma) / (2 * (1 - kr))
     frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], pix_fmt)
     depth = fmt.components[0].bits
-    y_off, y_scale, c_off, c_scale = _levels(depth, info.range == FULL)
+    y_off, y_scale, c_off, c_scale = _levels(depth, colour.range == FULL)
     top = (1 << depth) - 1
     for plane, values, offset, scale in zip(
         frame.planes, (luma, cb, cr), (y_off, c_off, c_off), (y_scale, c_scale, c_scale)
@@ -336,40 +350,42 @@ def rgb_to_frame(rgb: np.ndarray, info: VideoInfo, pix_fmt: str) -> av.VideoFram
         if values.shape != (plane.height, plane.width):
             values = cv2.resize(values, (plane.width, plane.height), interpolation=cv2.INTER_AREA)
         _plane(plane, depth > 8)[:] = np.clip(np.rint(values * scale + offset), 0, top)
-    _tag(frame, info)
+    colour.tag(frame)
     return frame
 
 
-def _tag(frame: av.VideoFrame, info: VideoInfo) -> None:
-    frame.colorspace, frame.color_range = info.colorspace, info.color_range
-    frame.color_primaries, frame.color_trc = info.color_primaries, info.color_trc
+def _rgb_format(fmt: Any) -> str:
+    """The packed RGB format that holds ``fmt``'s depth: 16 bits a sample above 8, else 8."""
+    return "rgb48le" if max(c.bits for c in fmt.components) > 8 else "rgb24"
 
 
-def _swscale_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+def _swscale_to_rgb(frame: av.VideoFrame, colour: Colour) -> np.ndarray:
     """Formats moce does not convert itself (packed, semi-planar, RGB, paletted): through swscale."""
+    rgb_format = _rgb_format(frame.format)
     rgb = frame.reformat(
-        format=info.rgb_format,
-        src_colorspace=info.matrix,
-        dst_colorspace=info.matrix,
-        src_color_range=info.range,
+        format=rgb_format,
+        src_colorspace=colour.matrix,
+        dst_colorspace=colour.matrix,
+        src_color_range=colour.range,
         dst_color_range=FULL,
     ).to_ndarray()
-    return rgb.astype(np.float32) / (65535.0 if info.depth > 8 else 255.0)
+    return rgb.astype(np.float32) / (65535.0 if rgb_format == "rgb48le" else 255.0)
 
 
-def _swscale_from_rgb(rgb: np.ndarray, info: VideoInfo, pix_fmt: str) -> av.VideoFrame:
+def _swscale_from_rgb(rgb: np.ndarray, colour: Colour, fmt: Any) -> av.VideoFrame:
     av = _av()
-    wide = info.depth > 8
+    rgb_format = _rgb_format(fmt)
+    wide = rgb_format == "rgb48le"
     scale = 65535.0 if wide else 255.0
     quantised = np.rint(np.clip(rgb, 0.0, 1.0) * scale).astype(np.uint16 if wide else np.uint8)
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(quantised), format=info.rgb_format).reformat(
-        format=pix_fmt,
-        src_colorspace=info.matrix,
-        dst_colorspace=info.matrix,
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(quantised), format=rgb_format).reformat(
+        format=fmt.name,
+        src_colorspace=colour.matrix,
+        dst_colorspace=colour.matrix,
         src_color_range=FULL,
-        dst_color_range=info.range,
+        dst_color_range=colour.range,
     )
-    _tag(frame, info)
+    colour.tag(frame)
     return frame
 
 
@@ -406,8 +422,7 @@ class VideoWriter:
         stream.time_base = info.time_base
         context = stream.codec_context
         context.time_base = info.time_base
-        for name in ("colorspace", "color_range", "color_primaries", "color_trc"):
-            setattr(context, name, getattr(info, name))
+        info.colour.tag(context)
         if template.sample_aspect_ratio:
             context.sample_aspect_ratio = template.sample_aspect_ratio
         if info.rotation:
@@ -428,7 +443,7 @@ class VideoWriter:
 
     def write(self, rgb: np.ndarray, pts: int | None, duration: int = 0) -> None:
         """Encode one restored frame at its input timestamp, for its input duration."""
-        frame = rgb_to_frame(rgb, self.info, self.encoding.pix_fmt)
+        frame = rgb_to_frame(rgb, self.info.colour, self.encoding.pix_fmt)
         frame.pts, frame.time_base = pts, self.info.time_base
         if duration and pts is not None:
             frame.duration = self.durations[pts] = duration

@@ -49,7 +49,7 @@ CLIPS = {
 def frames_of(path: Path) -> np.ndarray:
     info = probe(path)
     with open_input(path) as container:
-        return np.stack([frame_to_rgb(f, info) for f in container.decode(video=0)])
+        return np.stack([frame_to_rgb(f, info.colour) for f in container.decode(video=0)])
 
 
 def motion(frames: np.ndarray) -> float:

@@ -23,8 +23,8 @@ def clip(tmp_path_factory) -> Path:
 def test_probe_reads_the_stream_its_tags_and_rotation(clip):
     info = probe(clip)
     assert (info.codec, info.width, info.height, info.pix_fmt, info.depth) == ("h264", 128, 96, "yuv420p", 8)
-    assert (info.frames, info.rotation, info.colorspace, info.color_range) == (6, 90, 1, 1)
-    assert info.matrix == "ITU709" and info.streams == ("video", "audio")
+    assert (info.frames, info.rotation, info.colour.colorspace, info.colour.color_range) == (6, 90, 1, 1)
+    assert info.colour.matrix == "ITU709" and info.streams == ("video", "audio")
     assert info.duration == pytest.approx(6 / 24)
 
 
@@ -74,7 +74,7 @@ def test_the_encoder_follows_the_input_the_codec_asked_and_the_container(clip):
         choose_encoding(info, "mp4", "nonesuch")
 
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le"])
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv420p10le", "bgr0"])
 @pytest.mark.parametrize("colorspace", [1, 6])
 def test_rgb_round_trips_through_the_clips_matrix_range_and_depth(tmp_path, pix_fmt, colorspace):
     """The YUV round trip's bound, measured: quantisation plus 4:2:0 chroma on a detailed photo, about
@@ -86,8 +86,8 @@ def test_rgb_round_trips_through_the_clips_matrix_range_and_depth(tmp_path, pix_
     info = probe(clip)
     with av.open(str(clip)) as container:
         frame = next(container.decode(video=0))
-    rgb = frame_to_rgb(frame, info)
-    again = frame_to_rgb(rgb_to_frame(rgb, info, info.pix_fmt), info)
+    rgb = frame_to_rgb(frame, info.colour)
+    again = frame_to_rgb(rgb_to_frame(rgb, info.colour, info.pix_fmt), info.colour)
     error = np.abs(again - rgb)
     assert again.dtype == np.float32 and rgb.shape == (96, 128, 3)
     assert abs((again - rgb).mean()) < 0.001 and error.mean() < 0.01 and error.max() < 0.1
@@ -101,6 +101,6 @@ def test_reading_with_the_wrong_matrix_would_shift_colours(tmp_path):
     info = probe(clip)
     with av.open(str(clip)) as container:
         frame = next(container.decode(video=0))
-    right = frame_to_rgb(frame, info)
-    wrong = frame_to_rgb(frame, replace(info, colorspace=1))
+    right = frame_to_rgb(frame, info.colour)
+    wrong = frame_to_rgb(frame, replace(info.colour, colorspace=1))
     assert np.abs(right - wrong).max() > 0.02

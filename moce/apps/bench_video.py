@@ -87,7 +87,7 @@ def run_video_bench(
 def _time_size(session: Session, clip: Path, options: VideoBench, tmp: Path) -> VideoBenchResult:
     info = probe(clip)
     with open_input(clip) as container:
-        frames = [frame_to_rgb(f, info) for f in container.decode(video=0)]
+        frames = [frame_to_rgb(f, info.colour) for f in container.decode(video=0)]
     session.restore_rgb(frames[:1])  # warm up: graphs loaded, sessions initialised
     result = VideoBenchResult(info.height, info.width, len(frames), [], [])
     for _ in range(options.rounds):

@@ -19,7 +19,7 @@ from moce.data import SAMPLES
 from moce.data.degrade import degrade
 from moce.files import atomic_path
 from moce.imageio import read_image
-from moce.videoio import AV_HINT, CONTAINERS
+from moce.videoio import AV_HINT, CONTAINERS, Colour, rgb_to_frame
 
 TIME_BASE = Fraction(1, 90000)
 """The clips' video time base: MPEG's 90 kHz clock, which every container here keeps."""
@@ -42,6 +42,11 @@ class ClipSpec:
     colorspace: int = 1  # AVColorSpace: 1 BT.709, 6 BT.601 (SMPTE 170M)
     color_range: int = 1  # AVColorRange: 1 limited, 2 full
     seed: int = 0
+
+    @property
+    def colour(self) -> Colour:
+        """Its tags: the matrix's own primaries and transfer, as cameras tag BT.709 and BT.601."""
+        return Colour(self.colorspace, self.color_range, self.colorspace, self.colorspace, self.size[0])
 
     def durations(self) -> list[int]:
         """Each frame's duration in :data:`TIME_BASE` units."""
@@ -74,15 +79,12 @@ def synthesize_clip(path: Path, spec: ClipSpec | None = None) -> Path:
     """Write the clip ``spec`` describes to ``path`` (its suffix names the container), atomically."""
     av = require("av", AV_HINT)
     spec = spec or ClipSpec()
-    wide = "10" in spec.pix_fmt
     with atomic_path(path) as temporary, av.open(str(temporary), "w", format=CONTAINERS[path.suffix.lower()]) as out:
         out.metadata["title"] = "moce sample clip"
         video = out.add_stream(spec.encoder, rate=spec.rate)
         video.width, video.height, video.pix_fmt = spec.size[1], spec.size[0], spec.pix_fmt
         video.time_base = video.codec_context.time_base = TIME_BASE
-        context = video.codec_context
-        context.colorspace, context.color_range = spec.colorspace, spec.color_range
-        context.color_primaries = context.color_trc = spec.colorspace
+        spec.colour.tag(video.codec_context)
         if spec.rotation:
             video.set_display_rotation(spec.rotation)
         audio = out.add_stream("aac", rate=48000) if spec.audio else None
@@ -90,7 +92,7 @@ def synthesize_clip(path: Path, spec: ClipSpec | None = None) -> Path:
             audio.metadata["language"] = "eng"
         pts = 0
         for rgb, duration in zip(clip_frames(spec), spec.durations()):
-            frame = _yuv_frame(av, rgb, spec, wide)
+            frame = rgb_to_frame(rgb, spec.colour, spec.pix_fmt)
             frame.pts, frame.time_base, frame.duration = pts, TIME_BASE, duration
             out.mux(video.encode(frame))
             pts += duration
@@ -98,20 +100,6 @@ def synthesize_clip(path: Path, spec: ClipSpec | None = None) -> Path:
         if audio is not None:
             _tone(av, out, audio, float(pts * TIME_BASE))
     return path
-
-
-def _yuv_frame(av: Any, rgb: np.ndarray, spec: ClipSpec, wide: bool) -> Any:
-    matrix = "ITU709" if spec.colorspace == 1 else "ITU601"
-    scale = 65535 if wide else 255
-    pixels = np.rint(np.clip(rgb, 0, 1) * scale).astype(np.uint16 if wide else np.uint8)
-    frame = av.VideoFrame.from_ndarray(pixels, format="rgb48le" if wide else "rgb24")
-    return frame.reformat(
-        format=spec.pix_fmt,
-        src_colorspace=matrix,
-        dst_colorspace=matrix,
-        src_color_range=2,
-        dst_color_range=spec.color_range,
-    )
 
 
 def _tone(av: Any, out: Any, stream: Any, seconds: float) -> None:

@@ -205,7 +205,7 @@ class _Reader(threading.Thread):
                 if frame.is_corrupt:
                     raise InputError(f"{one_line(str(self.info.path))}: corrupt frame at {last:.3f} s")
                 cut = self.detector.is_cut(small_bgr(frame)) if self.detector else False
-                rgb = frame_to_rgb(frame, self.info)
+                rgb = frame_to_rgb(frame, self.info.colour)
                 end = last + float((frame.duration or 0) * self.info.time_base)
                 self._put(_Frame(index, frame.pts, frame.duration or 0, last, end, rgb, cut))
                 index += 1
@@ -454,7 +454,7 @@ def clip_routes(session: ClipSession, info: VideoInfo, samples: int) -> list[Rou
     with open_input(info.path) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                restored = session.restore_rgb([frame_to_rgb(frame, info)])[0]
+                restored = session.restore_rgb([frame_to_rgb(frame, info.colour)])[0]
                 routes.append(tuple(tuple(r) for r in restored.routes))
     if not routes:
         raise InputError(f"{one_line(str(info.path))}: has no video frame")

@@ -58,7 +58,7 @@ def streams(path: Path) -> dict:
 def decoded(path: Path) -> list[np.ndarray]:
     info = probe(path)
     with av.open(str(path)) as container:
-        return [frame_to_rgb(f, info) for f in container.decode(video=0)]
+        return [frame_to_rgb(f, info.colour) for f in container.decode(video=0)]
 
 
 KEPT = {
@@ -97,7 +97,7 @@ def test_a_frame_in_a_clip_equals_the_image_restore_with_the_shots_route(session
     restored = decoded(out)
     for index, rgb in enumerate(decoded(clip)):
         image = session.restore_rgb([rgb], route=shot.route)[0].restored
-        through_yuv = frame_to_rgb(rgb_to_frame(image, info, info.pix_fmt), info)
+        through_yuv = frame_to_rgb(rgb_to_frame(image, info.colour, info.pix_fmt), info.colour)
         assert np.abs(restored[index] - through_yuv).max() <= 1 / 255
 
 
