@@ -124,11 +124,7 @@ class ImageWorker:
         contents = batch.get("bytes", [None] * len(batch["path"]))  # None: the worker reads the file itself
         for path, data in zip(batch["path"], contents):
             source, out = Path(str(path)), Path(self.outputs[str(path)])
-            if source in self.loop.videos:
-                self.loop.flush()
-                self.loop.video(source, out)
-            else:
-                self.loop.add(source, out, None if data is None else bytes(data))
+            self.loop.take(source, out, None if data is None else bytes(data))
         self.loop.flush()
         return {"record": np.array([json.dumps(vars(r)) for r in self.loop.records])}
 
@@ -190,7 +186,7 @@ def restore_on_cluster(
     fs = job.filesystem
     listed = None if fs is None else lambda where: list_inputs(fs, where, job.recursive, job.include)
     prepared = prepare(job, progress, listed)
-    clip = next((path for path in prepared.files if fs is not None and is_video(path)), None)
+    clip = next((path for path in prepared.files if is_video(path)), None) if fs is not None else None
     if clip is not None:
         raise InputError(
             f"{one_line(str(clip))}: clips on a {fs.type_name} file system cannot be restored yet; "

@@ -114,24 +114,28 @@ class ImageLoop:
     def run(self, pairs: Pairs) -> None:
         """Restore the images whose outputs are to be written (see :func:`outputs_to_write`)."""
         todo, records = outputs_to_write(self.job, pairs)
-        unreadable = {path for path, _ in todo if isinstance(self.videos.get(path), InputError)}
+        unreadable = [(path, out) for path, out in todo if isinstance(self.videos.get(path), InputError)]
         for record in records:
             self._finish(record)
-        for path, out in todo:  # clips known bad before work are reported first; the others go on
-            if path in unreadable:
-                self.video(path, out)
-        todo = [(path, out) for path, out in todo if path not in unreadable]
+        for path, out in unreadable:  # clips known bad before work are reported first; the others go on
+            self.video(path, out)
+        todo = [pair for pair in todo if pair not in unreadable]
         for n, (path, out) in enumerate(todo):
             if self.stop.requested:
                 self.flush()  # the images in flight are finished and written
                 self.records += [not_processed(left, left_out) for left, left_out in todo[n:]]
                 return
-            if path in self.videos:
-                self.flush()  # images before it are written first, in input order
-                self.video(path, out)
-            else:
-                self.add(path, out)
+            self.take(path, out)
         self.flush()
+
+    def take(self, path: Path, out: Path, data: bytes | None = None) -> None:
+        """Restore one input of either medium: an image batched with its peers (see :meth:`add`), a
+        clip whole, after the images before it are written (in input order)."""
+        if path in self.videos:
+            self.flush()
+            self.video(path, out)
+        else:
+            self.add(path, out, data)
 
     def video(self, path: Path, out: Path) -> None:
         """Restore one clip (checked before work), its frames streamed through the same session."""
