@@ -54,8 +54,9 @@ def check_report_path(path: Path) -> None:
 
 def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]) -> None:
     """Refuse before work what would lose a file or a result: an output folder that is a file, an
-    output that is its own input, two inputs restored into one output (``--ext``, or two inputs of
-    one name), and an output format that cannot hold an input's depth or alpha (unless ``allow_lossy``)."""
+    output that is its own input, a clip named as an image or the other way, two inputs restored
+    into one output (``--ext``, or two inputs of one name), and an output format that cannot hold
+    an input's depth or alpha (unless ``allow_lossy``)."""
     if not job.to_one_file and job.output.exists() and not job.output.is_dir():
         raise InputError(f"{job.output}: is a file, not a folder; name a folder for the restored images")
     by_output: dict[Path, list[Path]] = {}
@@ -72,6 +73,9 @@ def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]
             )
         if where == report:
             raise InputError(f"{job.report}: --report is also the output of {path}; give the report its own name")
+        if is_video(path) != is_video(out):
+            what = "a clip; name a video file (.mp4, .mkv, ...)" if is_video(path) else "an image; name an image file"
+            raise InputError(f"{out}: {path} is {what} or a folder")
         by_output.setdefault(out, []).append(path)
     clashes = [(out, paths) for out, paths in by_output.items() if len(paths) > 1]
     if clashes:
@@ -84,11 +88,8 @@ def check_outputs(job: RestoreJob, pairs: Pairs, header: Callable[[Path], bytes]
     if job.allow_lossy:
         return
     for path, out in pairs:
-        if is_video(path) != is_video(out):
-            what = "a clip; name a video file (.mp4, .mkv, ...)" if is_video(path) else "an image; name an image file"
-            raise InputError(f"{out}: {path} is {what} or a folder")
         if is_video(path):
-            continue
+            continue  # a clip keeps its codec's depth (the encoder's pixel format, moce.videoio)
         suffix = out.suffix
         storage = header_storage(header(path)) if suffix.lower() != path.suffix.lower() else None
         loss = storage and conversion_loss(*storage, suffix)

@@ -40,3 +40,14 @@ def test_a_clip_option_the_encoder_cannot_take_is_refused_before_work(tmp_path, 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and not out.exists()
     assert result.output.strip().splitlines()[-1] == f"error: {CLIP}: --crf does not apply to ffv1"
+
+
+def test_a_clip_named_as_an_image_is_refused_before_work_lossy_or_not(tmp_path, tiny_pkg):
+    for extra in ([], ["--allow-lossy"]):
+        out = tmp_path / "frame.png"
+        result = CliRunner().invoke(app, ["restore", str(CLIP), str(out), "-m", str(tiny_pkg.root), *extra])
+        assert result.exit_code == 2 and not out.exists()
+        assert (
+            result.output.strip().splitlines()[-1]
+            == f"error: {out}: {CLIP} is a clip; name a video file (.mp4, .mkv, ...) or a folder"
+        )
