@@ -12,11 +12,15 @@ import sys
 from pathlib import Path
 
 from moce.apps.clips import SAMPLE_CLIP_SPEC, synthesize_clip
+from moce.errors import MoceError
+from moce.outputs import Planned, check_writes
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     out = Path(sys.argv[1])
-    if out.exists():
-        sys.exit(f"{out}: exists; remove it first")
+    try:  # a clip carries no signature: an existing file is never replaced, whoever wrote it
+        check_writes([Planned(out, "OUT", "moce scripts/make_sample_clip.py", suffix=".mp4")])
+    except MoceError as exc:
+        sys.exit(f"error: {exc}")
     print(synthesize_clip(out, SAMPLE_CLIP_SPEC))
